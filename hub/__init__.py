@@ -1,0 +1,1 @@
+"""The ETP hub: broker, aggregators, auction engine, store, gateway, settlement, CLI."""

@@ -1,0 +1,1 @@
+"""The `etp` command line: one Typer app, one module per subcommand group."""

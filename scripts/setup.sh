@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Idempotent set-up: system packages (Mosquitto, PostgreSQL), a project-local virtual
+# environment in .venv, and the project with its test tools. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "setup: installing ${need_apt[*]} (Debian packages)"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        # A temporary policy-rc.d keeps the packages from starting system services on the
+        # ports the tests and the demo use; the tests start their own instances.
+        own_policy=0
+        if [ ! -e /usr/sbin/policy-rc.d ]; then
+            printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+            chmod +x /usr/sbin/policy-rc.d
+            own_policy=1
+        fi
+        apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+        if [ "$own_policy" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
+    else
+        echo "setup: ${need_apt[*]} missing and not root: tests that need them will be skipped"
+    fi
+fi
+
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+    echo "setup: creating .venv"
+    "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.etp-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    echo "setup: installing the project and its dependencies into .venv"
+    .venv/bin/python -m pip install -q --upgrade pip
+    .venv/bin/python -m pip install -q -e ".[dev]"
+    touch "$stamp"
+fi
+echo "setup: ready ($(.venv/bin/python --version), $(.venv/bin/micropython -c 'import sys; print("micropython", sys.version)' 2>/dev/null || echo 'micropython missing'))"

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Set up (idempotent), then run lint, type checks and the whole test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+echo "== ruff"; .venv/bin/ruff check .
+echo "== mypy"; .venv/bin/mypy
+echo "== pytest"; exec .venv/bin/python -m pytest "$@"

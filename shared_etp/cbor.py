@@ -1,0 +1,170 @@
+"""Pure-Python deterministic CBOR (RFC 8949 §4.2.1) codec that runs on MicroPython and CPython.
+
+Encodes int, bytes, str, list/tuple, dict, bool and None with the shortest heads and map keys
+sorted by their encoded bytes. The decoder is strict and bounded: definite lengths only, no
+floats or tags, limited nesting and item counts; anything else raises ProtocolError.
+"""
+
+from shared_etp.compat import const
+from shared_etp.errors import MALFORMED, OUT_OF_RANGE, TRUNCATED, WRONG_TYPE, ProtocolError
+
+_MAX_DEPTH = const(4)
+_MAX_ITEMS = const(256)
+_UINT64_LIMIT = 1 << 64
+
+
+def _head(out, major, value):
+    major <<= 5
+    if value < 24:
+        out.append(major | value)
+    elif value < 0x100:
+        out.append(major | 24)
+        out.append(value)
+    elif value < 0x10000:
+        out.append(major | 25)
+        out.extend(value.to_bytes(2, "big"))
+    elif value < 0x100000000:
+        out.append(major | 26)
+        out.extend(value.to_bytes(4, "big"))
+    elif value < _UINT64_LIMIT:
+        out.append(major | 27)
+        out.extend(value.to_bytes(8, "big"))
+    else:
+        raise ProtocolError(OUT_OF_RANGE, "integer does not fit in 64 bits")
+
+
+def _encode(out, value):
+    if value is None:
+        out.append(0xF6)
+    elif value is True:
+        out.append(0xF5)
+    elif value is False:
+        out.append(0xF4)
+    elif isinstance(value, int):
+        if value >= 0:
+            _head(out, 0, value)
+        else:
+            _head(out, 1, -1 - value)
+    elif isinstance(value, (bytes, bytearray)):
+        _head(out, 2, len(value))
+        out.extend(value)
+    elif isinstance(value, str):
+        data = value.encode("utf-8")
+        _head(out, 3, len(data))
+        out.extend(data)
+    elif isinstance(value, (list, tuple)):
+        _head(out, 4, len(value))
+        for item in value:
+            _encode(out, item)
+    elif isinstance(value, dict):
+        pairs = []
+        for key, item in value.items():
+            encoded_key = bytearray()
+            _encode(encoded_key, key)
+            pairs.append((bytes(encoded_key), item))
+        pairs.sort(key=lambda pair: pair[0])
+        _head(out, 5, len(pairs))
+        previous = None
+        for encoded_key, item in pairs:
+            if encoded_key == previous:
+                raise ProtocolError(MALFORMED, "duplicate map key")
+            previous = encoded_key
+            out.extend(encoded_key)
+            _encode(out, item)
+    else:
+        raise ProtocolError(WRONG_TYPE, "cannot encode a " + type(value).__name__)
+
+
+def dumps(value):
+    """Encode value as deterministic CBOR bytes."""
+    out = bytearray()
+    _encode(out, value)
+    return bytes(out)
+
+
+class _Reader:
+    def __init__(self, data):
+        self.data = data
+        self.pos = 0
+
+    def take(self, count):
+        end = self.pos + count
+        if end > len(self.data):
+            raise ProtocolError(TRUNCATED, "CBOR item runs past the end of the frame")
+        chunk = self.data[self.pos : end]
+        self.pos = end
+        return chunk
+
+    def head(self):
+        if self.pos >= len(self.data):
+            raise ProtocolError(TRUNCATED, "CBOR item runs past the end of the frame")
+        initial = self.data[self.pos]
+        self.pos += 1
+        major = initial >> 5
+        info = initial & 0x1F
+        if info < 24:
+            return major, info, info
+        if info == 24:
+            return major, info, self.take(1)[0]
+        if info == 25:
+            return major, info, int.from_bytes(self.take(2), "big")
+        if info == 26:
+            return major, info, int.from_bytes(self.take(4), "big")
+        if info == 27:
+            return major, info, int.from_bytes(self.take(8), "big")
+        if info == 31:
+            raise ProtocolError(MALFORMED, "indefinite-length CBOR is not deterministic")
+        raise ProtocolError(MALFORMED, "reserved CBOR additional info " + str(info))
+
+
+def _decode(reader, depth):
+    major, info, value = reader.head()
+    if major == 0:
+        return value
+    if major == 1:
+        return -1 - value
+    if major == 2:
+        return bytes(reader.take(value))
+    if major == 3:
+        try:
+            return str(reader.take(value), "utf-8")
+        except UnicodeError:
+            raise ProtocolError(MALFORMED, "text string is not valid UTF-8") from None
+    if major == 4 or major == 5:
+        if depth >= _MAX_DEPTH:
+            raise ProtocolError(MALFORMED, "CBOR nested too deeply")
+        if value > _MAX_ITEMS:
+            raise ProtocolError(MALFORMED, "CBOR container has too many items")
+        if major == 4:
+            return [_decode(reader, depth + 1) for _ in range(value)]
+        result = {}
+        for _ in range(value):
+            key = _decode(reader, depth + 1)
+            if isinstance(key, (list, dict)):
+                raise ProtocolError(WRONG_TYPE, "map key must be an integer or string")
+            if key in result:
+                raise ProtocolError(MALFORMED, "duplicate map key " + repr(key))
+            result[key] = _decode(reader, depth + 1)
+        return result
+    if major == 6:
+        raise ProtocolError(WRONG_TYPE, "CBOR tags are not used by this protocol")
+    # major 7: simple values and floats
+    if info < 24:
+        if value == 20:
+            return False
+        if value == 21:
+            return True
+        if value == 22:
+            return None
+    if info in (25, 26, 27):
+        raise ProtocolError(WRONG_TYPE, "floats are not allowed on the wire")
+    raise ProtocolError(WRONG_TYPE, "unsupported CBOR simple value")
+
+
+def loads(data):
+    """Decode exactly one CBOR item that fills all of data."""
+    reader = _Reader(data)
+    value = _decode(reader, 0)
+    if reader.pos != len(data):
+        raise ProtocolError(MALFORMED, "trailing bytes after the CBOR item")
+    return value
