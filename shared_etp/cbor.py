@@ -59,9 +59,9 @@ def _encode(out, value):
     elif isinstance(value, dict):
         pairs = []
         for key, item in value.items():
-            encoded_key = bytearray()
-            _encode(encoded_key, key)
-            pairs.append((bytes(encoded_key), item))
+            key_buffer = bytearray()
+            _encode(key_buffer, key)
+            pairs.append((bytes(key_buffer), item))
         pairs.sort(key=lambda pair: pair[0])
         _head(out, 5, len(pairs))
         previous = None
@@ -105,13 +105,24 @@ class _Reader:
         if info < 24:
             return major, info, info
         if info == 24:
-            return major, info, self.take(1)[0]
-        if info == 25:
-            return major, info, int.from_bytes(self.take(2), "big")
-        if info == 26:
-            return major, info, int.from_bytes(self.take(4), "big")
-        if info == 27:
-            return major, info, int.from_bytes(self.take(8), "big")
+            value = self.take(1)[0]
+            floor = 24
+        elif info == 25:
+            value = int.from_bytes(self.take(2), "big")
+            floor = 0x100
+        elif info == 26:
+            value = int.from_bytes(self.take(4), "big")
+            floor = 0x10000
+        elif info == 27:
+            value = int.from_bytes(self.take(8), "big")
+            floor = 0x100000000
+        else:
+            floor = -1
+        if floor >= 0:
+            # Deterministic encoding uses the shortest head (floats are rejected elsewhere).
+            if value < floor and major != 7:
+                raise ProtocolError(MALFORMED, "integer head is longer than necessary")
+            return major, info, value
         if info == 31:
             raise ProtocolError(MALFORMED, "indefinite-length CBOR is not deterministic")
         raise ProtocolError(MALFORMED, "reserved CBOR additional info " + str(info))
@@ -138,12 +149,19 @@ def _decode(reader, depth):
         if major == 4:
             return [_decode(reader, depth + 1) for _ in range(value)]
         result = {}
+        data = reader.data
+        previous = b""
         for _ in range(value):
+            start = reader.pos
             key = _decode(reader, depth + 1)
             if isinstance(key, (list, dict)):
                 raise ProtocolError(WRONG_TYPE, "map key must be an integer or string")
-            if key in result:
-                raise ProtocolError(MALFORMED, "duplicate map key " + repr(key))
+            encoded_key = bytes(data[start : reader.pos])
+            if encoded_key <= previous:
+                if encoded_key == previous:
+                    raise ProtocolError(MALFORMED, "duplicate map key " + repr(key))
+                raise ProtocolError(MALFORMED, "map keys are not in deterministic order")
+            previous = encoded_key
             result[key] = _decode(reader, depth + 1)
         return result
     if major == 6:
@@ -162,7 +180,10 @@ def _decode(reader, depth):
 
 
 def loads(data):
-    """Decode exactly one CBOR item that fills all of data."""
+    """Decode exactly one deterministically encoded CBOR item that fills all of data.
+
+    Non-shortest heads, unsorted or duplicate map keys and trailing bytes are rejected.
+    """
     reader = _Reader(data)
     value = _decode(reader, 0)
     if reader.pos != len(data):

@@ -46,7 +46,9 @@ _native = native_cbor()
 if _native is None:
     _dumps = _pure_cbor.dumps
     _loads = _pure_cbor.loads
+    _LOADS_IS_STRICT = True  # the pure decoder itself rejects non-canonical bodies
 else:
+    _LOADS_IS_STRICT = False
     _dumps, _native_loads = _native
 
     def _loads(data):
@@ -105,7 +107,9 @@ def encode_frame(msg, key):
     body = encode_body(msg)
     frame = body + hmac_sha256(key, body)
     if len(frame) > MAX_FRAME_BYTES:
-        raise ProtocolError(OVERSIZED, "frame of %d bytes exceeds %d" % (len(frame), MAX_FRAME_BYTES))
+        raise ProtocolError(
+            OVERSIZED, "frame of %d bytes exceeds %d" % (len(frame), MAX_FRAME_BYTES)
+        )
     return frame
 
 
@@ -138,10 +142,16 @@ def parse_frame(frame):
     if type(t) is int and (t < 0 or t >= len(TYPE_NAMES)):
         raise ProtocolError(UNKNOWN_TYPE, "message type %d is not 0..9" % t)
     validate(msg)
-    try:
-        canonical = _dumps(raw) == body
-    except Exception:
-        canonical = False
+    if _LOADS_IS_STRICT:
+        canonical = True
+    else:
+        # Keys in order, then a re-encoding equal to the bytes received: together these reject
+        # unsorted or duplicate keys and longer-than-necessary heads.
+        keys = list(raw)
+        try:
+            canonical = keys == sorted(keys) and _dumps(raw) == body
+        except Exception:
+            canonical = False
     if not canonical:
         raise ProtocolError(MALFORMED, "body is not deterministic (canonical) CBOR")
     return msg, body, tag
@@ -290,7 +300,9 @@ NOTICE_CLEARING = 2  # data: [recent clearing prices, milli-cents/kWh, newest la
 
 def encode_notice(kind, data, src, kid, key, ts=None):
     """Sign a market notice; data holds only integers, lists and integer-keyed maps."""
-    body = _dumps({0: PROTOCOL_VERSION, 1: kind, 2: src, 3: kid, 4: now_ms() if ts is None else ts, 5: data})
+    body = _dumps(
+        {0: PROTOCOL_VERSION, 1: kind, 2: src, 3: kid, 4: now_ms() if ts is None else ts, 5: data}
+    )
     frame = body + hmac_sha256(key, body)
     if len(frame) > MAX_FRAME_BYTES * 8:
         raise ProtocolError(OVERSIZED, "notice of %d bytes is too large" % len(frame))

@@ -96,7 +96,8 @@ def parse_legacy(line):
         low, high = FIELD_RANGE[name]
         if value < low or value > high:
             raise ProtocolError(
-                OUT_OF_RANGE, "field %d (%s) %s outside the protocol's range" % (position + 1, name, token)
+                OUT_OF_RANGE,
+                "field %d (%s) %s outside the protocol's range" % (position + 1, name, token),
             )
         msg[name] = value
     return msg

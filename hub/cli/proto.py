@@ -6,7 +6,14 @@ from typing import Annotated
 
 import typer
 
-from shared_etp import ProtocolError, decode_frame, encode_frame, parse_frame, parse_legacy, to_legacy
+from shared_etp import (
+    ProtocolError,
+    decode_frame,
+    encode_frame,
+    parse_frame,
+    parse_legacy,
+    to_legacy,
+)
 from shared_etp.compat import now_ms
 from shared_etp.frame import Keyring, Sender
 from shared_etp.schema import FIELD_RANGE, HEADER_FIELDS, TYPE_NAMES, type_number
@@ -39,7 +46,9 @@ def _named(msg: dict) -> dict:
 
 @app.command()
 def encode(
-    msg_type: Annotated[str, typer.Option("--type", help="Message type: name (bid, bid_accept, ...) or number 0-9.")],
+    msg_type: Annotated[
+        str, typer.Option("--type", help="Message type: name (bid, bid_accept, ...) or number 0-9.")
+    ],
     fields_json: Annotated[
         str,
         typer.Option(
@@ -66,11 +75,16 @@ def encode(
         raise typer.BadParameter("must be a JSON object", param_hint="--json")
     unknown = sorted(set(fields) - set(FIELD_RANGE) - {"type_name"})
     if unknown:
-        raise typer.BadParameter("unknown field(s) %s; known: %s" % (unknown, ", ".join(FIELD_RANGE)), param_hint="--json")
+        raise typer.BadParameter(
+            "unknown field(s) %s; known: %s" % (unknown, ", ".join(FIELD_RANGE)),
+            param_hint="--json",
+        )
     fields.pop("type_name", None)
     fields.pop("t", None)
     header = {name: fields.pop(name) for name in list(fields) if name in HEADER_FIELDS}
-    sender = Sender(header.pop("src", 0), header.pop("kid", key_id), _key(key_hex), header.pop("ep", 1))
+    sender = Sender(
+        header.pop("src", 0), header.pop("kid", key_id), _key(key_hex), header.pop("ep", 1)
+    )
     sender.seq = header.pop("seq", 0)
     msg = sender.stamp(
         number,
@@ -119,7 +133,10 @@ def decode(
 
 @app.command()
 def legacy(
-    line: Annotated[str, typer.Argument(help="A Go prototype line (14 space-separated fields), or '-' for stdin.")],
+    line: Annotated[
+        str,
+        typer.Argument(help="A Go prototype line (14 space-separated fields), or '-' for stdin."),
+    ],
 ) -> None:
     """Convert a Go prototype line to JSON and back, showing the round trip is exact."""
     text = sys.stdin.read() if line == "-" else line
@@ -130,18 +147,25 @@ def legacy(
     back = to_legacy(msg)
     typer.echo(json.dumps({"message": _named(msg), "legacy": back}, indent=2))
     if back.split() != text.split():
-        typer.echo("note: the line was normalised (e.g. 21.5 -> 21.50); values are identical", err=True)
+        typer.echo(
+            "note: the line was normalised (e.g. 21.5 -> 21.50); values are identical", err=True
+        )
 
 
 def bench_proto(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     seconds: Annotated[float, typer.Option(help="Seconds to spend per measurement.")] = 0.5,
-    micropython: Annotated[bool, typer.Option(help="Also measure on the MicroPython unix port.")] = True,
+    micropython: Annotated[
+        bool, typer.Option(help="Also measure on the MicroPython unix port.")
+    ] = True,
 ) -> None:
-    """Microseconds per encode+sign and verify+decode, and frame sizes, on CPython and MicroPython."""
-    from hub.bench.proto import run_proto_bench
+    """Microseconds per encode+sign and verify+decode, and frame sizes (CPython, MicroPython)."""
+    from hub.bench.proto import BenchError, run_proto_bench
 
-    report = run_proto_bench(seconds=seconds, include_micropython=micropython)
+    try:
+        report = run_proto_bench(seconds=seconds, include_micropython=micropython)
+    except BenchError as exc:
+        _fail(str(exc))
     if as_json:
         typer.echo(json.dumps(report, indent=2))
     else:
