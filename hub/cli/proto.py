@@ -6,16 +6,10 @@ from typing import Annotated
 
 import typer
 
-from shared_etp import (
-    ProtocolError,
-    decode_frame,
-    encode_frame,
-    parse_frame,
-    parse_legacy,
-    to_legacy,
-)
 from shared_etp.compat import now_ms
-from shared_etp.frame import Keyring, Sender
+from shared_etp.errors import ProtocolError
+from shared_etp.frame import Keyring, Sender, decode_frame, encode_frame, parse_frame
+from shared_etp.legacy import parse_legacy, to_legacy
 from shared_etp.schema import FIELD_RANGE, HEADER_FIELDS, TYPE_NAMES, type_number
 
 app = typer.Typer(help="Encode, decode and convert ETP protocol frames.", no_args_is_help=True)
