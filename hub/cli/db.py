@@ -1,0 +1,160 @@
+"""`etp db upgrade|current`: migrate the hub database and show its revision; `etp bench store`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+app = typer.Typer(
+    help="The hub database (SQLite in the data dir, or ETP_DATABASE_URL): migrations.",
+    no_args_is_help=True,
+)
+
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        help="SQLAlchemy URL, e.g. postgresql+psycopg://user@host:5432/etp "
+        "(default: ETP_DATABASE_URL, else SQLite etp.db in the data dir).",
+        show_default=False,
+    ),
+]
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        help="Data directory (default: ETP_DATA_DIR, else ./.etp).",
+        show_default=False,
+    ),
+]
+
+
+def _database_url(database_url: str | None, data_dir: Path | None) -> str:
+    """Flags override ETP_* environment variables (read by hub.settings) override defaults."""
+    from hub.settings import Settings
+
+    overrides: dict[str, Any] = {}
+    if database_url is not None:
+        overrides["database_url"] = database_url
+    if data_dir is not None:
+        overrides["data_dir"] = data_dir
+    return Settings(**overrides).resolved_database_url()
+
+
+def _fail(message: str) -> None:
+    typer.echo("error: " + message, err=True)
+    raise typer.Exit(1)
+
+
+async def _upgrade(url: str) -> tuple[str | None, str | None]:
+    from hub.store import Store
+    from hub.store.store import InvalidValueError
+
+    try:
+        store = Store(url)
+    except InvalidValueError as err:
+        raise typer.BadParameter(str(err)) from None
+    await store.start()
+    try:
+        return store.migrated_from, store.revision
+    finally:
+        await store.close()
+
+
+@app.command()
+def upgrade(database_url: DatabaseUrl = None, data_dir: DataDir = None) -> None:
+    """Migrate the database to the newest schema (creates it if needed); prints the revision."""
+    from hub.store import StoreError
+
+    url = _database_url(database_url, data_dir)
+    try:
+        before, after = asyncio.run(_upgrade(url))
+    except StoreError as err:
+        _fail(str(err))
+        return
+    from sqlalchemy.engine import make_url
+
+    shown = make_url(url).render_as_string(hide_password=True)
+    if before == after:
+        typer.echo(f"{after} (already up to date) {shown}")
+    else:
+        typer.echo(f"{after} (upgraded from {before or 'empty'}) {shown}")
+
+
+async def _current(url: str) -> str | None:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from hub.store import current_revision
+
+    engine = create_async_engine(url)
+    try:
+        return await current_revision(engine)
+    finally:
+        await engine.dispose()
+
+
+@app.command()
+def current(database_url: DatabaseUrl = None, data_dir: DataDir = None) -> None:
+    """Print the revision the database is at ('none' if never migrated) and the newest one."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from hub.store import head_revision
+
+    url = _database_url(database_url, data_dir)
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        path = Path(str(parsed.database))
+        if not path.exists():
+            typer.echo(f"none (no database at {path}; run `etp db upgrade`) head {head_revision()}")
+            return
+    try:
+        revision = asyncio.run(_current(url))
+    except (SQLAlchemyError, OSError) as err:
+        _fail(f"cannot read the database: {err}")
+        return
+    head = head_revision()
+    state = "up to date" if revision == head else "run `etp db upgrade`"
+    typer.echo(f"{revision or 'none'} (head {head}: {state})")
+
+
+def bench_store(
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            "--database-url",
+            help="An EMPTY throwaway database to measure (default: SQLite in a temp dir).",
+            show_default=False,
+        ),
+    ] = None,
+    trades: Annotated[int, typer.Option(help="Trades per measurement.", min=10)] = 300,
+    bids: Annotated[int, typer.Option(help="Bids to write (events: a fifth).", min=100)] = 50_000,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Trades/s (durable, one at a time and concurrent) and bids/events/s the store sustains."""
+    from hub.store import database_url_for
+    from hub.store.bench import run_store_benchmark
+
+    with tempfile.TemporaryDirectory(prefix="etp-bench-store-") as scratch:
+        url = database_url or database_url_for(Path(scratch))
+        result = asyncio.run(run_store_benchmark(url, trades=trades, bids=bids))
+    if as_json:
+        typer.echo(json.dumps(result.as_dict(), indent=2))
+        return
+    typer.echo(f"store benchmark ({result.database})")
+    rows = [
+        ("trades/s (sequential, fsynced)", result.trades_per_s),
+        ("trade commit p50 ms", result.trade_p50_ms),
+        ("trade commit p99 ms", result.trade_p99_ms),
+        ("trades/s (16 concurrent)", result.concurrent_trades_per_s),
+        ("bids/s (batched)", result.bids_per_s),
+        ("events/s (batched)", result.events_per_s),
+        ("device upserts/s", result.device_upserts_per_s),
+    ]
+    for name, value in rows:
+        typer.echo(f"  {name:<34} {value:>12,.1f}")

@@ -1,0 +1,47 @@
+"""Persistence of the hub: SQLModel tables, Alembic migrations and the async Store."""
+
+from hub.store.migrate import current_revision, head_revision, upgrade_database
+from hub.store.models import (
+    AuctionRow,
+    BidRow,
+    DeviceRow,
+    EventRow,
+    MetricRow,
+    SettlementRow,
+    TradeRow,
+)
+from hub.store.store import (
+    AuctionStateError,
+    InvalidValueError,
+    Store,
+    StoreClosedError,
+    StoreError,
+    StoreNotStartedError,
+    StoreWriteError,
+    UnknownAuctionError,
+    UnknownTradeError,
+    database_url_for,
+)
+
+__all__ = [
+    "AuctionRow",
+    "AuctionStateError",
+    "BidRow",
+    "DeviceRow",
+    "EventRow",
+    "InvalidValueError",
+    "MetricRow",
+    "SettlementRow",
+    "Store",
+    "StoreClosedError",
+    "StoreError",
+    "StoreNotStartedError",
+    "StoreWriteError",
+    "TradeRow",
+    "UnknownAuctionError",
+    "UnknownTradeError",
+    "current_revision",
+    "database_url_for",
+    "head_revision",
+    "upgrade_database",
+]

@@ -1,0 +1,1 @@
+"""Alembic migrations of the hub store (configured in code, no alembic.ini)."""

@@ -1,0 +1,1 @@
+"""Alembic revision scripts of the hub store, oldest first."""

@@ -1,0 +1,284 @@
+"""SQLModel tables of the hub store and the plain row types the Store returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+__all__ = [
+    "AUCTION_CLOSED_STATUSES",
+    "AUCTION_STATUSES",
+    "BID_OUTCOMES",
+    "SETTLEMENT_STATUSES",
+    "Auction",
+    "AuctionRow",
+    "Bid",
+    "BidRow",
+    "Device",
+    "DeviceRow",
+    "Event",
+    "EventRow",
+    "Metric",
+    "MetricRow",
+    "Settlement",
+    "SettlementRow",
+    "StoreModel",
+    "Trade",
+    "TradeRow",
+]
+
+AUCTION_STATUSES = ("open", "cleared", "no_sale", "terminated")
+AUCTION_CLOSED_STATUSES = ("cleared", "no_sale", "terminated")
+BID_OUTCOMES = ("sent", "accepted", "rejected", "confirmed")
+# pending: waiting for the settlement worker; submitted: a ledger transaction was sent (its
+# signature is stored, a worker restarting must check it); settled: final on the ledger;
+# failed: given up (error says why).
+SETTLEMENT_STATUSES = ("pending", "submitted", "settled", "failed")
+
+# Row ids of high-volume tables are 64-bit on PostgreSQL; SQLite needs INTEGER for rowid aliases.
+# Ids that come from the network (device, bidder, auction referenced by a bid) are u32 on the
+# wire, so they are BIGINT; auction ids the store allocates itself fit INTEGER.
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class StoreModel(SQLModel):
+    """Base of the store's tables: its own MetaData, so Alembic sees only these tables."""
+
+    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Device(StoreModel, table=True):
+    """Last known state of one battery (device ids are unique within a site)."""
+
+    __tablename__ = "devices"
+
+    site: str = Field(sa_column=sa.Column(sa.String(64), primary_key=True))
+    device_id: int = Field(sa_column=sa.Column(sa.BigInteger(), primary_key=True))
+    online: bool = Field(default=False)
+    health: int | None = None
+    energy_total_wh: int | None = Field(default=None, sa_type=sa.BigInteger())
+    energy_remaining_wh: int | None = Field(default=None, sa_type=sa.BigInteger())
+    reserve_mc: int | None = Field(default=None, sa_type=sa.BigInteger())
+    pct_for_sale: int | None = None
+    soc: int | None = None
+    voltage_mv: int | None = None
+    first_seen_ms: int = Field(sa_type=sa.BigInteger())
+    last_seen_ms: int = Field(sa_type=sa.BigInteger())
+
+
+class Auction(StoreModel, table=True):
+    """One auction of one lot of a battery's energy."""
+
+    __tablename__ = "auctions"
+    __table_args__ = (sa.Index("ix_auctions_status", "status"), {"sqlite_autoincrement": True})
+
+    id: int | None = Field(default=None, primary_key=True)
+    device_id: int = Field(sa_type=sa.BigInteger())
+    site: str = Field(sa_type=sa.String(64))
+    mechanism: str = Field(sa_type=sa.String(32))
+    lot_wh: int = Field(sa_type=sa.BigInteger())
+    reserve_mc: int = Field(sa_type=sa.BigInteger())
+    status: str = Field(default="open", sa_type=sa.String(16))
+    clearing_price_mc: int | None = Field(default=None, sa_type=sa.BigInteger())
+    winner_id: int | None = Field(default=None, sa_type=sa.BigInteger())
+    energy_wh: int | None = Field(default=None, sa_type=sa.BigInteger())
+    opened_ms: int = Field(sa_type=sa.BigInteger())
+    closed_ms: int | None = Field(default=None, sa_type=sa.BigInteger())
+
+
+class Bid(StoreModel, table=True):
+    """One bid as seen by the hub (sent, accepted, rejected or confirmed); written in batches."""
+
+    __tablename__ = "bids"
+    __table_args__ = (sa.Index("ix_bids_auction_id", "auction_id"),)
+
+    id: int | None = Field(
+        default=None, sa_column=sa.Column(BigId, primary_key=True, autoincrement=True)
+    )
+    auction_id: int = Field(sa_type=sa.BigInteger())
+    bidder_id: int = Field(sa_type=sa.BigInteger())
+    price_mc: int = Field(sa_type=sa.BigInteger())
+    energy_wh: int = Field(sa_type=sa.BigInteger())
+    round: int
+    outcome: str = Field(sa_type=sa.String(16))
+    reason: int | None = None
+    ts_ms: int = Field(sa_type=sa.BigInteger())
+
+
+class Trade(StoreModel, table=True):
+    """A confirmed trade: at most one per auction, committed before BidConfirm is sent."""
+
+    __tablename__ = "trades"
+    __table_args__ = (sa.UniqueConstraint("auction_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    auction_id: int = Field(foreign_key="auctions.id")
+    device_id: int = Field(sa_type=sa.BigInteger())
+    bidder_id: int = Field(sa_type=sa.BigInteger())
+    price_mc: int = Field(sa_type=sa.BigInteger())
+    energy_wh: int = Field(sa_type=sa.BigInteger())
+    reserve_mc: int = Field(sa_type=sa.BigInteger())
+    confirmed_ms: int = Field(sa_type=sa.BigInteger())
+
+
+class Settlement(StoreModel, table=True):
+    """Settlement outbox: one row per trade, drained by the settlement worker."""
+
+    __tablename__ = "settlements"
+    __table_args__ = (sa.Index("ix_settlements_status", "status"),)
+
+    trade_id: int = Field(
+        sa_column=sa.Column(
+            sa.Integer(), sa.ForeignKey("trades.id"), primary_key=True, autoincrement=False
+        )
+    )
+    status: str = Field(default="pending", sa_type=sa.String(16))
+    attempts: int = 0
+    signature: str | None = Field(default=None, sa_type=sa.String(128))
+    error: str | None = Field(default=None, sa_type=sa.Text())
+    updated_ms: int = Field(sa_type=sa.BigInteger())
+
+
+class Event(StoreModel, table=True):
+    """An audit event (anything the dashboard shows in its log); written in batches."""
+
+    __tablename__ = "events"
+    __table_args__ = (sa.Index("ix_events_kind", "kind"),)
+
+    id: int | None = Field(
+        default=None, sa_column=sa.Column(BigId, primary_key=True, autoincrement=True)
+    )
+    kind: str = Field(sa_type=sa.String(64))
+    device_id: int | None = Field(default=None, sa_type=sa.BigInteger())
+    auction_id: int | None = Field(default=None, sa_type=sa.BigInteger())
+    payload: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON())
+    ts_ms: int = Field(sa_type=sa.BigInteger())
+
+
+class Metric(StoreModel, table=True):
+    """One sample of a named metric with optional labels; written in batches."""
+
+    __tablename__ = "metrics"
+    __table_args__ = (sa.Index("ix_metrics_name_ts_ms", "name", "ts_ms"),)
+
+    id: int | None = Field(
+        default=None, sa_column=sa.Column(BigId, primary_key=True, autoincrement=True)
+    )
+    name: str = Field(sa_type=sa.String(128))
+    value: float
+    labels: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON())
+    ts_ms: int = Field(sa_type=sa.BigInteger())
+
+
+# Rows handed out by the Store: plain immutable values, safe to keep after the session ends.
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRow:
+    """A device as stored (None: never reported)."""
+
+    device_id: int
+    site: str
+    online: bool
+    health: int | None
+    energy_total_wh: int | None
+    energy_remaining_wh: int | None
+    reserve_mc: int | None
+    pct_for_sale: int | None
+    soc: int | None
+    voltage_mv: int | None
+    first_seen_ms: int
+    last_seen_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class AuctionRow:
+    """An auction as stored; status is one of AUCTION_STATUSES."""
+
+    id: int
+    device_id: int
+    site: str
+    mechanism: str
+    lot_wh: int
+    reserve_mc: int
+    status: str
+    clearing_price_mc: int | None
+    winner_id: int | None
+    energy_wh: int | None
+    opened_ms: int
+    closed_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class BidRow:
+    """A bid as stored; outcome is one of BID_OUTCOMES."""
+
+    id: int
+    auction_id: int
+    bidder_id: int
+    price_mc: int
+    energy_wh: int
+    round: int
+    outcome: str
+    reason: int | None
+    ts_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class TradeRow:
+    """A confirmed trade."""
+
+    id: int
+    auction_id: int
+    device_id: int
+    bidder_id: int
+    price_mc: int
+    energy_wh: int
+    reserve_mc: int
+    confirmed_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class SettlementRow:
+    """The settlement state of one trade; status is one of SETTLEMENT_STATUSES."""
+
+    trade_id: int
+    status: str
+    attempts: int
+    signature: str | None
+    error: str | None
+    updated_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    """An audit event; payload is a JSON object (empty dict when none was given)."""
+
+    id: int
+    kind: str
+    device_id: int | None
+    auction_id: int | None
+    payload: dict[str, Any]
+    ts_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class MetricRow:
+    """One metric sample."""
+
+    id: int
+    name: str
+    value: float
+    labels: dict[str, Any]
+    ts_ms: int
