@@ -1,0 +1,1 @@
+"""Tests of the market logic (auctions, strategies, aggregators, simulation, report)."""
