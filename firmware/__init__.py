@@ -1,0 +1,1 @@
+"""ETP firmware: the battery (BESS) node that runs on MicroPython boards and the unix port."""

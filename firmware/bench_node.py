@@ -1,0 +1,101 @@
+"""Benchmark run ON the MicroPython unix port: heap use and per-message handling time.
+
+Usage: micropython -X heapsize=128K bench_node.py FRAMES_FILE CONFIG_JSON AUDIT_DIR
+FRAMES_FILE holds records of [1 byte message type][2 bytes length][frame], requests to the
+device (Query/Bid/BidConfirm) written by `etp bench firmware`. Prints one JSON line.
+"""
+
+import gc
+import sys
+
+gc.collect()
+HEAP_START = gc.mem_alloc()
+
+import json  # noqa: E402
+import time  # noqa: E402
+from array import array  # noqa: E402
+
+from firmware.etp_node.audit import AuditLog  # noqa: E402
+from firmware.etp_node.battery import SimBattery  # noqa: E402
+from firmware.etp_node.core import NodeCore  # noqa: E402
+from firmware.etp_node.mqtt import MQTTClient  # noqa: E402, F401  (counted: the node loads it)
+from firmware.etp_node.node import Node  # noqa: E402, F401
+
+gc.collect()
+HEAP_CODE = gc.mem_alloc() - HEAP_START
+
+
+def shell_sort(values, n):
+    """Sort values[:n] in place."""
+    gap = n // 2
+    while gap:
+        for i in range(gap, n):
+            item = values[i]
+            j = i
+            while j >= gap and values[j - gap] > item:
+                values[j] = values[j - gap]
+                j -= gap
+            values[j] = item
+        gap //= 2
+
+
+def main():
+    """Boot a NodeCore like the board does, feed it the frames, print the measurements."""
+    frames_path, config_path, audit_dir = sys.argv[1], sys.argv[2], sys.argv[3]
+    per_type = int(sys.argv[4])
+    with open(config_path) as handle:
+        config = json.loads(handle.read())
+    for name in ("key", "notice_key"):
+        text = config[name]
+        config[name] = bytes(int(text[i : i + 2], 16) for i in range(0, len(text), 2))
+    battery = SimBattery(config["capacity_wh"], 10000)
+    core = NodeCore(config, battery, AuditLog(audit_dir, 16384, 4))
+    handle = open(frames_path, "rb")  # noqa: SIM115 - read record by record below
+    topic = core.topic_req
+    times = {}  # message type -> array of handling times (us), preallocated: no growth
+    counts = {}
+    for kind in (1, 3, 5):
+        times[kind] = array("I", bytes(4 * per_type))
+        counts[kind] = 0
+    dropped = 0
+    harness_bytes = 3 * 4 * per_type + 3 * 64  # the timing arrays, not the node's
+    gc.collect()
+    while True:
+        head = handle.read(3)
+        if len(head) < 3:
+            break
+        kind = head[0]
+        frame = handle.read(head[1] << 8 | head[2])
+        start = time.ticks_us()
+        replies = core.handle(topic, frame)
+        spent = time.ticks_diff(time.ticks_us(), start)
+        if kind in times and counts[kind] < len(times[kind]):
+            times[kind][counts[kind]] = spent
+            counts[kind] += 1
+        if not replies:
+            dropped += 1
+    handle.close()
+    gc.collect()
+    out = {
+        "heap_code_bytes": HEAP_CODE,
+        "heap_live_after_bytes": gc.mem_alloc() - HEAP_START - harness_bytes,
+        "heap_total_bytes": gc.mem_alloc() + gc.mem_free(),
+        "stats": core.stats,
+        "dropped": dropped,
+        "times_us": {},
+    }
+    for kind, values in times.items():
+        n = counts[kind]
+        if not n:
+            continue
+        shell_sort(values, n)  # in place: the heap has no room for sorted copies
+        out["times_us"][str(kind)] = {
+            "n": n,
+            "median": values[n // 2],
+            "p99": values[min(n - 1, n * 99 // 100)],
+            "max": values[n - 1],
+        }
+    print(json.dumps(out))
+
+
+main()

@@ -1,0 +1,369 @@
+"""The transport-free node: frames in, frames out. Runs on MicroPython and CPython alike.
+
+NodeCore turns received (topic, payload) pairs into the (topic, frame) pairs to publish, and
+tick() into the periodic ones (hold expiry, fault detection, status). It never raises on bad
+input: every rejected frame is counted in `stats` and dropped. The board's asyncio node
+(node.py) and the hub's CPython battery simulator both wrap this same class.
+"""
+
+from firmware.etp_node.evaluator import Evaluator
+from firmware.etp_node.ledger import BIDDER, ENERGY, PRICE, Ledger
+from shared_etp.compat import now_ms
+from shared_etp.errors import ProtocolError
+from shared_etp.frame import (
+    NOTICE_CLEARING,
+    NOTICE_REPUTATION,
+    Keyring,
+    Receiver,
+    Sender,
+    decode_notice,
+)
+from shared_etp.replay import next_epoch
+from shared_etp.schema import (
+    BESS_STATUS,
+    BID,
+    BID_ACCEPT,
+    BID_CONFIRM,
+    BID_REJECT,
+    DEVICE_FAILURE,
+    HEALTH_FAULT,
+    QUERY,
+    QUERY_RESPONSE,
+    REASON_AUCTION_CLOSED,
+    REASON_DEVICE_FAULT,
+    REASON_HOLD_EXPIRED,
+    REASON_INSUFFICIENT_ENERGY,
+    REASON_LINK_LOST,
+    REASON_NAMES,
+    REASON_NONE,
+    REASON_NOT_HOLDER,
+    REGISTER,
+    TERMINATE,
+)
+from shared_etp.topics import (
+    BIRTH,
+    CLEARING,
+    DEATH,
+    REPUTATION,
+    REQUEST,
+    RESPONSE,
+    STATUS,
+    device_topic,
+    market_topic,
+)
+
+_MAX_BIDDERS_TRACKED = 64  # replay windows kept (aggregators + hub); least recent forgotten
+_SOC_CHANGE = 100  # a state-of-charge move of 1 % is a significant change
+
+
+def _bump(table, name):
+    table[name] = table.get(name, 0) + 1
+
+
+class NodeCore:
+    """One battery's protocol logic: register, answer queries, evaluate and hold bids, commit
+    confirmed trades, expire holds, detect faults, report status."""
+
+    def __init__(self, config, battery, audit=None, clock=now_ms):
+        self.config = config
+        self.device_id = config["device_id"]
+        self.site = config["site"]
+        self.battery = battery
+        self.audit = audit
+        self.clock = clock
+        self.pct_for_sale = config["pct_for_sale"]
+        self.floor_wh = config.get("floor_wh", 0)
+        self.hold_timeout_ms = config.get("hold_timeout_ms", 3000)
+        self.status_interval_ms = config.get("status_interval_ms", 5000)
+        self.delivery_s = config.get("delivery_s", 900)
+        epoch = config.get("epoch") or next_epoch(0, clock() // 1000)
+        key = bytes(config["key"])
+        self.sender = Sender(self.device_id, self.device_id, key, epoch, clock=clock)
+        keyring = Keyring()
+        keyring.add(self.device_id, key)
+        self.receiver = Receiver(keyring, max_senders=_MAX_BIDDERS_TRACKED, clock=clock)
+        # Replay windows live in RAM: after a reboot, a frame captured before it would be new
+        # again within its TTL. Frames stamped before boot (less the allowed clock skew) are
+        # therefore refused; the node's own epoch on flash covers the other direction.
+        self.not_before_ms = clock() - self.receiver.max_skew_ms
+        self.notice_keys = Keyring()
+        notice_key = config.get("notice_key")
+        if notice_key:
+            self.notice_keys.add(0, bytes(notice_key), owner=0)
+        self._notice_ts = {}
+        self.ledger = Ledger()
+        self.evaluator = Evaluator(config)
+        self.faulted = REASON_NONE
+        self.topic_req = device_topic(self.site, self.device_id, REQUEST)
+        self.topic_resp = device_topic(self.site, self.device_id, RESPONSE)
+        self.topic_birth = device_topic(self.site, self.device_id, BIRTH)
+        self.topic_death = device_topic(self.site, self.device_id, DEATH)
+        self.topic_status = device_topic(self.site, self.device_id, STATUS)
+        self.topic_reputation = market_topic(self.site, REPUTATION)
+        self.topic_clearing = market_topic(self.site, CLEARING)
+        self._last_status_ms = None
+        self._last_status = None
+        self.stats = {
+            "handled": 0,
+            "accepted": 0,
+            "rejected": 0,
+            "trades": 0,
+            "sold_wh": 0,
+            "expired": 0,
+            "faults": 0,
+            "notices": 0,
+            "reject_reasons": {},
+            "protocol_errors": {},
+            "dropped": {},
+        }
+
+    # --- energy figures -------------------------------------------------------------------
+    def max_sellable_wh(self):
+        """Energy the owner offers before any hold: remaining x pct_for_sale - floor."""
+        offered = self.battery.remaining_wh() * self.pct_for_sale // 10000 - self.floor_wh
+        return offered if offered > 0 else 0
+
+    def sellable_wh(self, exclude_auction=None):
+        """Energy still free to promise: max_sellable_wh minus every hold (except one auction)."""
+        free = self.max_sellable_wh() - self.ledger.held_wh(exclude_auction)
+        return free if free > 0 else 0
+
+    def reserve_mc(self):
+        """Reserve price in force now for a small bid (what QueryResponse advertises)."""
+        return self.evaluator.dynamic_reserve(self.sellable_wh(), self.max_sellable_wh(), 0)
+
+    # --- frames the node originates -------------------------------------------------------
+    def _frame(self, msg_type, dst=0, msg_id=None, **fields):
+        return self.sender.frame(msg_type, dst, msg_id, **fields)[0]
+
+    def birth(self):
+        """(topic, frame) of the Register published retained on the birth topic."""
+        battery = self.battery
+        return self.topic_birth, self._frame(
+            REGISTER,
+            etot=battery.capacity_wh,
+            pct=self.pct_for_sale,
+            sale=self.reserve_mc(),
+            erem=battery.remaining_wh(),
+            health=self._health(),
+        )
+
+    def will(self, reason=REASON_LINK_LOST):
+        """(topic, frame) of the DeviceFailure the broker publishes if the link dies."""
+        return self.topic_death, self._frame(
+            DEVICE_FAILURE, ttl=86400000, health=HEALTH_FAULT, reason=reason
+        )
+
+    def status(self):
+        """(topic, frame) of a BESSStatus with the present battery state."""
+        battery = self.battery
+        snapshot = (battery.soc(), self._health(), battery.discharge_w())
+        self._last_status = snapshot
+        self._last_status_ms = self.clock()
+        return self.topic_status, self._frame(
+            BESS_STATUS,
+            erem=battery.remaining_wh(),
+            health=snapshot[1],
+            volt=max(0, battery.voltage_mv()),
+            dis=snapshot[2],
+            soc=snapshot[0],
+        )
+
+    def subscriptions(self):
+        """Topics the node subscribes to: its request topic and the market notices."""
+        return [self.topic_req, self.topic_reputation, self.topic_clearing]
+
+    def _health(self):
+        return HEALTH_FAULT if self.faulted else self.battery.health()
+
+    # --- input ----------------------------------------------------------------------------
+    def handle(self, topic, payload):
+        """Process one received message; returns [(topic, frame)] to publish. Never raises."""
+        self.stats["handled"] += 1
+        try:
+            if topic == self.topic_req:
+                return self._handle_request(payload)
+            if topic == self.topic_reputation or topic == self.topic_clearing:
+                self._handle_notice(payload)
+                return []
+            _bump(self.stats["dropped"], "unknown_topic")
+        except ProtocolError as exc:
+            _bump(self.stats["protocol_errors"], exc.code)
+        except Exception as exc:  # a bug must not take the node down; it is counted
+            _bump(self.stats["dropped"], "internal:" + type(exc).__name__)
+        return []
+
+    def _handle_notice(self, payload):
+        kind, ts, data = decode_notice(payload, self.notice_keys)
+        if ts < self._notice_ts.get(kind, 0):
+            _bump(self.stats["dropped"], "stale_notice")
+            return
+        self._notice_ts[kind] = ts
+        self.stats["notices"] += 1
+        if kind == NOTICE_REPUTATION:
+            self.evaluator.set_reputation_notice(data)
+        elif kind == NOTICE_CLEARING:
+            self.evaluator.set_clearing_notice(data)
+
+    def _handle_request(self, payload):
+        msg = self.receiver.open(payload)
+        src = msg["src"]
+        if msg["ts"] < self.not_before_ms:
+            _bump(self.stats["dropped"], "before_boot")
+            return []
+        if msg["dst"] not in (0, self.device_id):
+            _bump(self.stats["dropped"], "not_for_me")
+            return []
+        if src == self.device_id:
+            _bump(self.stats["dropped"], "own_frame")
+            return []
+        msg_type = msg["t"]
+        if msg_type == BID:
+            return [self._on_bid(msg)]
+        if msg_type == BID_CONFIRM:
+            return [self._on_confirm(msg)]
+        if msg_type == QUERY:
+            return [self._on_query(msg)]
+        if msg_type == TERMINATE:
+            self._on_terminate(msg)
+            return []
+        _bump(self.stats["dropped"], "unexpected_type")
+        return []
+
+    def _reply(self, msg, msg_type, **fields):
+        return self.topic_resp, self._frame(msg_type, msg["src"], msg["id"], **fields)
+
+    def _reject(self, msg, reason):
+        self.stats["rejected"] += 1
+        _bump(self.stats["reject_reasons"], REASON_NAMES.get(reason, str(reason)))
+        return self._reply(msg, BID_REJECT, auc=msg["auc"], reason=reason)
+
+    def _audit(self, record):
+        if self.audit is not None:
+            record["t"] = self.clock()
+            self.audit.append(record)
+
+    def _on_query(self, msg):
+        battery = self.battery
+        return self._reply(
+            msg,
+            QUERY_RESPONSE,
+            auc=msg.get("auc"),
+            etot=battery.capacity_wh,
+            pct=self.pct_for_sale,
+            sale=self.reserve_mc(),
+            erem=battery.remaining_wh(),
+            ereq=self.sellable_wh(),
+            health=self._health(),
+            volt=max(0, battery.voltage_mv()),
+            dis=battery.discharge_w(),
+            soc=battery.soc(),
+        )
+
+    def _on_bid(self, msg):
+        auction = msg["auc"]
+        bidder = msg["src"]
+        price = msg["price"]
+        energy = msg["ereq"]
+        held = self.ledger.get(auction)
+        reason = self.evaluator.evaluate(
+            bidder,
+            auction,
+            price,
+            energy,
+            self.sellable_wh(auction),
+            self.max_sellable_wh(),
+            held,
+            self.faulted,
+        )
+        self._audit({"k": "bid", "auc": auction, "b": bidder, "p": price, "e": energy, "r": reason})
+        if reason != REASON_NONE:
+            return self._reject(msg, reason)
+        expires_ms = self.clock() + self.hold_timeout_ms
+        self.ledger.put(auction, bidder, price, energy, expires_ms, msg["id"])
+        self.stats["accepted"] += 1
+        return self._reply(msg, BID_ACCEPT, auc=auction, price=price, ereq=energy)
+
+    def _on_confirm(self, msg):
+        auction = msg["auc"]
+        bidder = msg["src"]
+        hold = self.ledger.get(auction)
+        if self.faulted:
+            reason = REASON_DEVICE_FAULT
+        elif hold is None:
+            released = self.ledger.released(auction)
+            if released is not None and released[0] == bidder and released[1] == "expired":
+                reason = REASON_HOLD_EXPIRED
+            elif auction in self.evaluator.closed:
+                reason = REASON_AUCTION_CLOSED
+            else:
+                reason = REASON_NOT_HOLDER
+        elif hold[BIDDER] != bidder or hold[PRICE] != msg["price"] or hold[ENERGY] != msg["ereq"]:
+            reason = REASON_NOT_HOLDER
+        elif hold[ENERGY] > self.battery.remaining_wh():
+            reason = REASON_INSUFFICIENT_ENERGY  # only if the pack lost energy under the hold
+        else:
+            reason = REASON_NONE
+        if reason != REASON_NONE:
+            self._audit({"k": "confirm", "auc": auction, "b": bidder, "r": reason})
+            return self._reject(msg, reason)
+        self.ledger.release(auction, "confirmed")
+        energy = hold[ENERGY]
+        self.battery.step(self.clock())  # the discharge starts now, not at the last tick
+        self.battery.deliver(energy, self.delivery_s)
+        self.evaluator.record_trade(bidder, hold[PRICE])
+        self.stats["trades"] += 1
+        self.stats["sold_wh"] += energy
+        self._audit({"k": "trade", "auc": auction, "b": bidder, "p": hold[PRICE], "e": energy,
+                     "erem": self.battery.remaining_wh()})
+        return self._reply(msg, BID_ACCEPT, auc=auction, price=hold[PRICE], ereq=energy)
+
+    def _on_terminate(self, msg):
+        auction = msg.get("auc")
+        if auction is None:
+            released = self.ledger.release_all("terminated")
+        else:
+            self.evaluator.close_auction(auction)
+            hold = self.ledger.release(auction, "terminated")
+            released = [] if hold is None else [(auction, hold)]
+        self._audit({"k": "terminate", "auc": -1 if auction is None else auction,
+                     "b": msg["src"], "term": msg["term"], "released": len(released)})
+
+    # --- time -----------------------------------------------------------------------------
+    def tick(self):
+        """Call about every 100 ms: expire holds, detect faults, publish status when due."""
+        out = []
+        try:
+            now = self.clock()
+            self.battery.step(now)
+            for auction, hold in self.ledger.expire(now):
+                self.stats["expired"] += 1
+                self.evaluator.record_abandoned(hold[BIDDER])
+                self._audit({"k": "expire", "auc": auction, "b": hold[BIDDER], "e": hold[ENERGY]})
+            fault = self.battery.fault()
+            if fault and not self.faulted:
+                self.faulted = fault
+                self.stats["faults"] += 1
+                released = self.ledger.release_all("fault")
+                self._audit({"k": "fault", "r": fault, "released": len(released)})
+                out.append(self.will(fault))
+                out.append(self.status())
+            elif not fault and self.faulted:
+                self.faulted = REASON_NONE
+                self._audit({"k": "recovered"})
+                out.append(self.birth())
+                out.append(self.status())
+            elif self._status_due(now):
+                out.append(self.status())
+        except Exception as exc:
+            _bump(self.stats["dropped"], "tick:" + type(exc).__name__)
+        return out
+
+    def _status_due(self, now):
+        if self._last_status_ms is None or now - self._last_status_ms >= self.status_interval_ms:
+            return True
+        last = self._last_status
+        battery = self.battery
+        if abs(battery.soc() - last[0]) >= _SOC_CHANGE:
+            return True
+        return self._health() != last[1] or battery.discharge_w() != last[2]

@@ -1,0 +1,156 @@
+"""Bid evaluation: static and dynamic reserve, bidder reputation, market conditions.
+
+Pure logic, no I/O: the core feeds it the market notices, the local trade history and the
+energy figures, and asks for a verdict (a schema.REASON_* code, REASON_NONE to accept).
+The rules, in the order they are checked, are documented in firmware/README.md.
+"""
+
+from shared_etp.compat import const
+from shared_etp.schema import (
+    REASON_AUCTION_CLOSED,
+    REASON_BELOW_MARKET,
+    REASON_BELOW_RESERVE,
+    REASON_DEVICE_FAULT,
+    REASON_INSUFFICIENT_ENERGY,
+    REASON_LOW_REPUTATION,
+    REASON_NONE,
+    REASON_OUTBID,
+)
+
+_PRICES_KEPT = const(16)
+_BIDDERS_KEPT = const(256)
+_CLOSED_KEPT = const(64)
+NEUTRAL_REPUTATION = const(5000)
+
+
+def median(values):
+    """Median of a non-empty list of integers (lower middle for even lengths)."""
+    ordered = sorted(values)
+    return ordered[(len(ordered) - 1) // 2]
+
+
+class Evaluator:
+    """Decides on bids; remembers reputation, clearing prices, history and closed auctions."""
+
+    def __init__(self, config):
+        self.reserve_mc = config["reserve_mc"]
+        self.dynamic = bool(config["dynamic_reserve"])
+        self.scarcity_gain_pct = config.get("scarcity_gain_pct", 50)
+        self.market_weight_pct = config.get("market_weight_pct", 50)
+        self.min_reputation = config["min_reputation"]
+        self.hub_reputation = {}  # bidder -> score from the hub's notice (1/100 %)
+        self.hub_prices = []  # recent clearing prices from the hub's notice, mc/kWh
+        self.local_prices = []  # prices of this node's own trades
+        self.history = {}  # bidder -> [confirmed, abandoned]
+        self.closed = []  # auctions ended by Terminate (bounded)
+
+    # --- inputs -------------------------------------------------------------------------
+    def set_reputation_notice(self, data):
+        """Adopt the hub's reputation notice: {bidder id: score}; ignores non-integer entries."""
+        table = {}
+        if isinstance(data, dict):
+            for bidder, score in data.items():
+                if type(bidder) is int and type(score) is int:
+                    table[bidder] = max(0, min(10000, score))
+        self.hub_reputation = table
+
+    def set_clearing_notice(self, data):
+        """Adopt the hub's recent clearing prices (list of mc/kWh, newest last)."""
+        prices = []
+        if isinstance(data, (list, tuple)):
+            for price in data:
+                if type(price) is int and price >= 0:
+                    prices.append(price)
+        self.hub_prices = prices[-_PRICES_KEPT:]
+
+    def record_trade(self, bidder, price_mc):
+        """A confirmed trade: raises the bidder's local score, adds a local clearing price."""
+        self._entry(bidder)[0] += 1
+        self.local_prices.append(price_mc)
+        if len(self.local_prices) > _PRICES_KEPT:
+            self.local_prices.pop(0)
+
+    def record_abandoned(self, bidder):
+        """A hold that timed out unconfirmed: lowers the bidder's local score."""
+        self._entry(bidder)[1] += 1
+
+    def close_auction(self, auction):
+        """Remember that an auction was terminated; later bids in it are auction_closed."""
+        if auction not in self.closed:
+            self.closed.append(auction)
+            if len(self.closed) > _CLOSED_KEPT:
+                self.closed.pop(0)
+
+    def _entry(self, bidder):
+        entry = self.history.get(bidder)
+        if entry is None:
+            if len(self.history) >= _BIDDERS_KEPT:
+                self.history.pop(next(iter(self.history)))
+            entry = [0, 0]
+            self.history[bidder] = entry
+        return entry
+
+    # --- derived figures ----------------------------------------------------------------
+    def reputation(self, bidder):
+        """Bidder score (1/100 %): the hub's notice if it names the bidder, else local history.
+
+        Local score is (confirmed + 1) / (confirmed + abandoned + 2): a new bidder starts at
+        50 %, each abandoned hold pulls it down, each confirmed trade pulls it up.
+        """
+        score = self.hub_reputation.get(bidder)
+        if score is not None:
+            return score
+        entry = self.history.get(bidder)
+        if entry is None:
+            return NEUTRAL_REPUTATION
+        return (entry[0] + 1) * 10000 // (entry[0] + entry[1] + 2)
+
+    def market_price(self):
+        """Median recent clearing price (hub notice, else own trades), or None."""
+        prices = self.hub_prices or self.local_prices
+        if not prices:
+            return None
+        return median(prices)
+
+    def dynamic_reserve(self, sellable_wh, max_sellable_wh, energy_wh):
+        """The reserve in force for a bid of energy_wh given the sellable energy.
+
+        Static reserve, moved market_weight_pct of the way up toward the median recent
+        clearing price (never down), plus a scarcity premium of up to scarcity_gain_pct that
+        grows as this bid would take the last of the sellable energy.
+        """
+        reserve = self.reserve_mc
+        if not self.dynamic:
+            return reserve
+        market = self.market_price()
+        if market is not None and market > reserve:
+            reserve += (market - reserve) * self.market_weight_pct // 100
+        if max_sellable_wh > 0:
+            left = max(0, sellable_wh - energy_wh)
+            used_share = 10000 - min(10000, left * 10000 // max_sellable_wh)  # 1/100 %
+            reserve += reserve * self.scarcity_gain_pct * used_share // 1000000
+        return reserve
+
+    # --- the verdict --------------------------------------------------------------------
+    def evaluate(self, bidder, auction, price_mc, energy_wh, sellable_wh, max_sellable_wh,
+                 held, faulted):
+        """REASON_NONE to accept the bid, else the REASON_* code of the first rule it breaks.
+
+        sellable_wh excludes every hold except the one in this auction when the bidder is
+        replacing its own; held is the hold in this auction (or None).
+        """
+        if faulted:
+            return REASON_DEVICE_FAULT
+        if auction in self.closed:
+            return REASON_AUCTION_CLOSED
+        if self.reputation(bidder) < self.min_reputation:
+            return REASON_LOW_REPUTATION
+        if price_mc < self.reserve_mc:
+            return REASON_BELOW_RESERVE
+        if price_mc < self.dynamic_reserve(sellable_wh, max_sellable_wh, energy_wh):
+            return REASON_BELOW_MARKET
+        if held is not None and held[1] >= price_mc:
+            return REASON_OUTBID
+        if energy_wh <= 0 or energy_wh > sellable_wh:
+            return REASON_INSUFFICIENT_ENERGY
+        return REASON_NONE

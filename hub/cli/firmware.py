@@ -1,0 +1,276 @@
+"""`etp firmware ...`: build the board image, flash a board, run simulated boards, read audits;
+and `etp bench firmware`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from hub.firmware_tools import audit as audit_tools
+from hub.firmware_tools.bench import (
+    BenchConfig,
+    BenchError,
+    boots_in,
+    min_boot_heap_k,
+    run_bench,
+    run_round_trips,
+    table,
+)
+from hub.firmware_tools.build import BuildError, build
+from hub.firmware_tools.fleet import FleetConfig, FleetError, start_fleet, venv_tool
+from hub.settings import MasterSecretError, Settings, load_master_secret
+from shared_etp.frame import derive_key
+
+app = typer.Typer(help="Battery firmware: build, flash, simulate, audit.", no_args_is_help=True)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    typer.echo("error: " + message, err=True)
+    raise typer.Exit(code)
+
+
+def _hex_key(value: str, option: str) -> bytes:
+    try:
+        key = bytes.fromhex(value)
+    except ValueError:
+        raise typer.BadParameter(f"{option} is not hexadecimal") from None
+    if len(key) < 16:
+        raise typer.BadParameter(f"{option} must be at least 16 bytes (32 hex digits)")
+    return key
+
+
+def _mpremote() -> str:
+    try:
+        return venv_tool("mpremote")
+    except FleetError as exc:
+        _fail(str(exc))
+        return ""
+
+
+@app.command("build")
+def build_cmd(
+    out: Annotated[Path | None, typer.Option(help="Output root (default build/).")] = None,
+    source: Annotated[bool, typer.Option("--py", help="Ship .py sources, not .mpy.")] = False,
+) -> None:
+    """Compile firmware/ and shared_etp/ to .mpy with mpy-cross; prints the image directory."""
+    try:
+        image = build(out, use_mpy=not source)
+    except BuildError as exc:
+        _fail(str(exc))
+    files = sorted(p for p in image.rglob("*") if p.is_file() and p.name != "BUILD_OK")
+    size = sum(p.stat().st_size for p in files)
+    typer.echo(f"{image}  ({len(files)} files, {size} bytes)")
+
+
+@app.command()
+def flash(
+    port: Annotated[str, typer.Option(help="Serial port of the board (or a simulated pty).")],
+    device_id: Annotated[int, typer.Option(help="Device id 1..999.", min=1, max=999)],
+    key_hex: Annotated[str, typer.Option(help="The device key: derive_key(master, id) as hex.")],
+    notice_key_hex: Annotated[
+        str | None, typer.Option(help="The hub's notice key derive_key(master, 0) as hex.")
+    ] = None,
+    site: Annotated[str, typer.Option(help="Site id.")] = "site1",
+    mqtt_url: Annotated[str, typer.Option(help="Broker the board connects to.")] = (
+        "mqtt://127.0.0.1:1883"
+    ),
+    set_values: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Extra config key=value (JSON value), e.g. reserve_mc=25000."),
+    ] = None,
+    ca_file: Annotated[
+        Path | None, typer.Option(help="Broker CA certificate (PEM/DER) for mqtts:// checks.")
+    ] = None,
+    reset: Annotated[bool, typer.Option(help="Hard-reset the board afterwards.")] = True,
+) -> None:
+    """Copy the .mpy build and a device config to a board with mpremote, then reset it."""
+    config: dict[str, object] = {
+        "device_id": device_id,
+        "site": site,
+        "key": _hex_key(key_hex, "--key-hex").hex(),
+        "mqtt_url": mqtt_url,
+    }
+    if notice_key_hex:
+        config["notice_key"] = _hex_key(notice_key_hex, "--notice-key-hex").hex()
+    if ca_file is not None:
+        if not ca_file.is_file():
+            _fail(f"--ca-file {ca_file} does not exist")
+        config["mqtt_ca_file"] = "mqtt_ca.crt"
+    for item in set_values or []:
+        name, _, raw = item.partition("=")
+        try:
+            config[name] = json.loads(raw)
+        except json.JSONDecodeError:
+            config[name] = raw
+    try:
+        image = build()
+    except BuildError as exc:
+        _fail(str(exc))
+    with tempfile.TemporaryDirectory(prefix="etp-flash-") as tmp:
+        config_file = Path(tmp) / "etp_config.json"
+        config_file.write_text(json.dumps(config))
+        cmd = [
+            _mpremote(),
+            "connect",
+            port,
+            "fs",
+            "cp",
+            "-r",
+            "firmware",
+            "shared_etp",
+            "main.py",
+            ":.",
+            "+",
+            "fs",
+            "cp",
+            str(config_file),
+            ":etp_config.json",
+        ]
+        if ca_file is not None:
+            cmd += ["+", "fs", "cp", str(ca_file.resolve()), ":mqtt_ca.crt"]
+        if reset:
+            cmd += ["+", "reset"]
+        result = subprocess.run(cmd, cwd=image, capture_output=True, text=True, timeout=300)
+    if result.returncode != 0:
+        _fail(f"mpremote failed on {port}: {(result.stderr or result.stdout).strip()[-600:]}")
+    typer.echo(f"flashed device {device_id} on {port} from {image}")
+
+
+@app.command()
+def sim(
+    count: Annotated[int, typer.Option(help="How many boards.", min=1, max=999)] = 3,
+    mqtt_url: Annotated[str | None, typer.Option(help="Broker URL (default: settings).")] = None,
+    site: Annotated[str | None, typer.Option(help="Site id (default: settings).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Boards' flash dirs go under here.")] = None,
+    first_device_id: Annotated[int, typer.Option(help="Id of the first board.")] = 1,
+    heap: Annotated[str, typer.Option(help="MicroPython heap per board.")] = "128K",
+    ptys: Annotated[bool, typer.Option(help="Give each board a pty for mpremote.")] = True,
+    seed: Annotated[int, typer.Option(help="Varies capacity/reserve per board.")] = 1,
+    duration: Annotated[float, typer.Option(help="Stop after this many seconds (0: Ctrl-C).")] = 0,
+) -> None:
+    """Start N simulated boards (real firmware, MicroPython unix port), each behind a pty."""
+    settings = Settings()
+    try:
+        master = load_master_secret(settings.master_secret_path())
+    except MasterSecretError as exc:
+        _fail(str(exc))
+    root = (data_dir or settings.data_dir / "boards").resolve()
+    cfg = FleetConfig(
+        count=count,
+        mqtt_url=mqtt_url or settings.resolved_mqtt_url(),
+        site=site or settings.site,
+        master_secret=master,
+        data_dir=root,
+        first_device_id=first_device_id,
+        ptys=ptys,
+        heap=heap,
+        seed=seed,
+    )
+
+    async def run() -> None:
+        try:
+            fleet = await start_fleet(cfg)
+        except (FleetError, BuildError) as exc:
+            _fail(str(exc))
+            return
+        typer.echo(f"{len(fleet.devices)} boards on {cfg.mqtt_url} (site {cfg.site})")
+        typer.echo(f"{'device':>6}  {'pid':>7}  pty / flash dir")
+        for board in fleet.devices:
+            pty = board.pty or "-"
+            typer.echo(f"{board.device_id:>6}  {board.pid:>7}  {pty}  {board.flash_dir}")
+        try:
+            if duration:
+                await asyncio.sleep(duration)
+            else:
+                while fleet.alive():
+                    await asyncio.sleep(1)
+        finally:
+            await fleet.stop()
+            typer.echo("boards stopped")
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command("audit")
+def audit_cmd(
+    port: Annotated[str | None, typer.Option(help="Board serial port (or simulated pty).")] = None,
+    directory: Annotated[
+        Path | None, typer.Option("--dir", help="A local copy / simulated board's audit dir.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    limit: Annotated[int, typer.Option(help="Show the last N records.")] = 20,
+) -> None:
+    """Read a board's audit trail and verify every record's checksum."""
+    if (port is None) == (directory is None):
+        _fail("give exactly one of --port or --dir")
+    try:
+        if port is not None:
+            report = audit_tools.read_board(port)
+        else:
+            assert directory is not None
+            if not directory.is_dir():
+                _fail(f"{directory} is not a directory (a board's flash dir has audit/ inside)")
+            report = audit_tools.read_audit_dir(directory)
+    except audit_tools.AuditReadError as exc:
+        _fail(str(exc))
+        return
+    kinds: dict[str, int] = {}
+    for record in report.records:
+        kinds[str(record.get("k"))] = kinds.get(str(record.get("k")), 0) + 1
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "files": report.files,
+                    "verified": len(report.records),
+                    "torn": report.torn,
+                    "gaps": report.gaps,
+                    "kinds": kinds,
+                    "records": report.records[-limit:],
+                }
+            )
+        )
+        return
+    typer.echo(
+        f"files {', '.join(report.files) or '-'}: {len(report.records)} records verified,"
+        f" {report.torn} torn/corrupt skipped, {report.gaps} sequence gaps"
+    )
+    typer.echo("by kind: " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())))
+    for record in report.records[-limit:]:
+        typer.echo(json.dumps(record, sort_keys=True))
+
+
+def bench_firmware(
+    rounds: Annotated[int, typer.Option(help="Auction rounds (4 messages each).")] = 300,
+    heap: Annotated[str, typer.Option(help="MicroPython heap for the run.")] = "128K",
+    round_trips: Annotated[
+        int, typer.Option(help="Query round trips through a broker to a simulated board (0: off).")
+    ] = 200,
+    mqtt_url: Annotated[
+        str | None, typer.Option(help="Broker for the round trips (default: embedded amqtt).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Heap use and per-message handling time of the node on the MicroPython unix port."""
+    try:
+        data = run_bench(BenchConfig(rounds=rounds, heap=heap))
+        data["boots_in_64k"] = boots_in("64K")
+        data["min_boot_heap_k"] = min_boot_heap_k()
+        if round_trips:
+            data["round_trip"] = run_round_trips(round_trips, heap, mqtt_url)
+    except (BenchError, BuildError) as exc:
+        _fail(str(exc))
+        return
+    typer.echo(json.dumps(data) if as_json else table(data))
+
+
+__all__ = ["app", "bench_firmware", "derive_key"]

@@ -1,0 +1,278 @@
+"""`etp bench firmware`: heap use and per-message handling time of the node on the unix port."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from hub.firmware_tools.build import REPO_ROOT, build, install_image
+from hub.firmware_tools.fleet import micropython_binary
+from shared_etp import schema as S
+from shared_etp.frame import Sender, derive_key
+
+BENCH_SCRIPT = REPO_ROOT / "firmware" / "bench_node.py"
+MASTER = b"bench-master-secret-0123456789"
+DEVICE = 1
+
+
+class BenchError(RuntimeError):
+    """The benchmark run on MicroPython failed; the message has its output."""
+
+
+@dataclass
+class BenchConfig:
+    """How much traffic, which heap, which build."""
+
+    rounds: int = 300
+    heap: str = "128K"
+    use_mpy: bool = True
+
+
+def make_traffic(rounds: int) -> bytes:
+    """Per round: a Query, a Bid (accepted), a lower Bid (outbid), a BidConfirm (trade)."""
+    key = derive_key(MASTER, DEVICE)
+    hub = Sender(0, DEVICE, key, 1)
+    bidders = [Sender(1001 + i, DEVICE, key, 1) for i in range(4)]
+    out = bytearray()
+
+    def add(sender: Sender, msg_type: int, **fields: int) -> None:
+        frame, _ = sender.frame(msg_type, dst=DEVICE, **fields)
+        out.extend(bytes((msg_type,)) + len(frame).to_bytes(2, "big") + frame)
+
+    for auction in range(1, rounds + 1):
+        best = bidders[auction % 4]
+        other = bidders[(auction + 1) % 4]
+        add(hub, S.QUERY, auc=auction)
+        add(best, S.BID, auc=auction, price=30000, ereq=10)
+        add(other, S.BID, auc=auction, price=29000, ereq=10)
+        add(best, S.BID_CONFIRM, auc=auction, price=30000, ereq=10)
+    return bytes(out)
+
+
+def run_bench(cfg: BenchConfig) -> dict:
+    """Run the node core over generated traffic on MicroPython; return the measurements."""
+    image = build(None, cfg.use_mpy)
+    with tempfile.TemporaryDirectory(prefix="etp-bench-fw-") as tmp:
+        tmp_path = Path(tmp)
+        frames = tmp_path / "frames.bin"
+        frames.write_bytes(make_traffic(cfg.rounds))
+        config = {
+            "device_id": DEVICE,
+            "site": "bench",
+            "key": derive_key(MASTER, DEVICE).hex(),
+            "notice_key": derive_key(MASTER, 0).hex(),
+            "reserve_mc": 20000,
+            "pct_for_sale": 10000,
+            "floor_wh": 0,
+            "dynamic_reserve": True,
+            "hold_timeout_ms": 3000,
+            "min_reputation": 2000,
+            "capacity_wh": 10_000_000,
+        }
+        (tmp_path / "config.json").write_text(json.dumps(config))
+        # Laid out like a board's flash: the image and the script in one directory.
+        flash = tmp_path / "flash"
+        install_image(image, flash)
+        shutil.copyfile(BENCH_SCRIPT, flash / BENCH_SCRIPT.name)
+        started = time.perf_counter()
+        result = subprocess.run(
+            [
+                micropython_binary(),
+                "-X",
+                f"heapsize={cfg.heap}",
+                BENCH_SCRIPT.name,
+                str(frames),
+                str(tmp_path / "config.json"),
+                str(tmp_path / "audit"),
+                str(cfg.rounds * 2),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=flash,
+        )
+        wall_s = time.perf_counter() - started
+    if result.returncode != 0 or not result.stdout.strip():
+        raise BenchError(
+            f"bench on MicroPython failed (heap {cfg.heap}): "
+            f"{(result.stdout + result.stderr).strip()[-800:]}"
+        )
+    data = json.loads(result.stdout.strip().splitlines()[-1])
+    data["heap_limit"] = cfg.heap
+    data["messages"] = cfg.rounds * 4
+    data["wall_s"] = round(wall_s, 3)
+    data["build"] = "mpy" if cfg.use_mpy else "py"
+    return data
+
+
+def boots_in(heap: str, use_mpy: bool = True) -> bool:
+    """Whether the whole node (every module main.py loads) imports within this heap."""
+    image = build(None, use_mpy)
+    code = (
+        "import firmware.etp_node.config; import firmware.etp_node.boot; import gc; "
+        "gc.collect(); print('ok', gc.mem_alloc())"
+    )
+    result = subprocess.run(
+        [micropython_binary(), "-X", f"heapsize={heap}", "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=image,
+    )
+    return result.returncode == 0 and result.stdout.startswith("ok")
+
+
+def min_boot_heap_k(low_k: int = 48, high_k: int = 256, step_k: int = 4) -> int | None:
+    """Smallest heap (KiB, in step_k steps) in which every node module loads; None if > high."""
+    if not boots_in(f"{high_k}K"):
+        return None
+    while high_k - low_k > step_k:
+        middle = (low_k + high_k) // 2 // step_k * step_k
+        if boots_in(f"{middle}K"):
+            high_k = middle
+        else:
+            low_k = middle
+    return high_k
+
+
+def table(data: dict) -> str:
+    """Human-readable table of a run_bench result."""
+    names = {str(t): S.TYPE_NAMES[t] for t in range(len(S.TYPE_NAMES))}
+    lines = [
+        f"firmware bench on MicroPython unix port ({data['build']}, "
+        f"heap limit {data['heap_limit']})",
+        f"  code loaded (all node modules) : {data['heap_code_bytes']:>8} bytes",
+        f"  live after traffic             : {data['heap_live_after_bytes']:>8} bytes",
+        f"  boots in 64K heap              : {data.get('boots_in_64k')}",
+        f"  smallest heap that loads it    : {data.get('min_boot_heap_k')}K",
+        f"  messages                       : {data['messages']:>8}  (wall {data['wall_s']} s)",
+        "  per-message handling time (us): type           n   median      p99      max",
+    ]
+    for kind, row in sorted(data["times_us"].items()):
+        label = names.get(kind, kind)
+        lines.append(
+            f"    {label:<28} {row['n']:>5} {row['median']:>8} {row['p99']:>8} {row['max']:>8}"
+        )
+    trip = data.get("round_trip")
+    if trip:
+        lines.append(
+            f"  Query round trip via {trip['broker']}: n {trip['n']}, median "
+            f"{trip['median_ms']} ms, p99 {trip['p99_ms']} ms, max {trip['max_ms']} ms"
+        )
+    stats = data["stats"]
+    lines.append(
+        f"  accepted {stats['accepted']}  rejected {stats['rejected']}  trades "
+        f"{stats['trades']}  protocol errors {stats['protocol_errors']}"
+    )
+    return "\n".join(lines)
+
+
+async def _round_trips(url: str, count: int, heap: str, data_dir: Path) -> dict:
+    """Start one simulated board on url; time `count` Query→QueryResponse round trips."""
+    from urllib.parse import urlparse
+
+    import aiomqtt
+
+    from hub.firmware_tools.fleet import FleetConfig, start_fleet
+    from shared_etp.frame import Keyring, Receiver
+    from shared_etp.topics import device_topic
+
+    site = "bench"
+    fleet = await start_fleet(
+        FleetConfig(
+            count=1,
+            mqtt_url=url,
+            site=site,
+            master_secret=MASTER,
+            data_dir=data_dir,
+            ptys=False,
+            heap=heap,
+        )
+    )
+    parsed = urlparse(url)
+    key = derive_key(MASTER, DEVICE)
+    keyring = Keyring()
+    keyring.add(DEVICE, key, owner=DEVICE)
+    receiver = Receiver(keyring)
+    hub = Sender(0, DEVICE, key, 1)
+    times_ms: list[float] = []
+    try:
+        async with aiomqtt.Client(parsed.hostname or "127.0.0.1", parsed.port or 1883) as client:
+            setsockopt = getattr(client._client.socket(), "setsockopt", None)
+            if setsockopt is not None:  # paho leaves Nagle on: 40 ms per round trip
+                setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            await client.subscribe(device_topic(site, DEVICE, "resp"), qos=1)
+            await client.subscribe(device_topic(site, DEVICE, "birth"), qos=1)
+            messages = client.messages.__aiter__()
+
+            async def next_message(timeout: float) -> tuple[str, dict]:
+                message = await asyncio.wait_for(messages.__anext__(), timeout)
+                return message.topic.value, receiver.open(bytes(message.payload))  # type: ignore[arg-type]
+
+            while (await next_message(30))[0].endswith("/birth") is False:
+                pass
+            request_topic = device_topic(site, DEVICE, "req")
+            for _ in range(count):
+                frame, msg = hub.frame(S.QUERY, dst=DEVICE)
+                started = time.perf_counter()
+                await client.publish(request_topic, frame, qos=1)
+                while True:
+                    _, reply = await next_message(5)
+                    if reply["id"] == msg["id"] and reply["dst"] == 0:
+                        break
+                times_ms.append((time.perf_counter() - started) * 1000)
+    finally:
+        await fleet.stop()
+    times_ms.sort()
+    return {
+        "n": len(times_ms),
+        "median_ms": round(times_ms[len(times_ms) // 2], 3),
+        "p99_ms": round(times_ms[min(len(times_ms) - 1, len(times_ms) * 99 // 100)], 3),
+        "max_ms": round(times_ms[-1], 3),
+    }
+
+
+def run_round_trips(count: int, heap: str, mqtt_url: str | None = None) -> dict:
+    """Query round trips hub → broker → simulated board → broker → hub.
+
+    With no mqtt_url an amqtt broker is started in this process on a free loopback port.
+    """
+
+    async def main() -> dict:
+        with tempfile.TemporaryDirectory(prefix="etp-bench-rt-") as tmp:
+            if mqtt_url is not None:
+                result = await _round_trips(mqtt_url, count, heap, Path(tmp))
+                result["broker"] = mqtt_url
+                return result
+            from amqtt.broker import Broker
+            from amqtt.contexts import BrokerConfig, ListenerConfig
+
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                port = probe.getsockname()[1]
+            broker = Broker(
+                BrokerConfig(
+                    listeners={"default": ListenerConfig(bind=f"127.0.0.1:{port}")},
+                    plugins={
+                        "amqtt.plugins.authentication.AnonymousAuthPlugin": {
+                            "allow_anonymous": True
+                        }
+                    },
+                )
+            )
+            await broker.start()
+            try:
+                result = await _round_trips(f"mqtt://127.0.0.1:{port}", count, heap, Path(tmp))
+            finally:
+                await broker.shutdown()
+            result["broker"] = "embedded amqtt"
+            return result
+
+    return asyncio.run(main())

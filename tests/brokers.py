@@ -1,0 +1,167 @@
+"""Real MQTT brokers for tests: embedded amqtt and a Mosquitto subprocess, each on a free port.
+
+Both are async context managers yielding the broker URL ``mqtt://127.0.0.1:PORT``; they bind
+only to loopback and clean up on exit, so test files can run them in parallel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+MOSQUITTO_BIN = "/usr/sbin/mosquitto"
+
+
+class BrokerStartError(RuntimeError):
+    """A test broker did not start listening in time."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now (bind port 0, read, close)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def wait_listening(port: int, timeout_s: float = 10.0) -> None:
+    """Wait until something accepts TCP connections on 127.0.0.1:port."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            if loop.time() > deadline:
+                raise BrokerStartError(f"nothing listens on 127.0.0.1:{port} after {timeout_s}s")
+            await asyncio.sleep(0.05)
+            continue
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return
+
+
+def mosquitto_available() -> bool:
+    """True when the Mosquitto binary is installed."""
+    return Path(MOSQUITTO_BIN).exists() or shutil.which("mosquitto") is not None
+
+
+@contextlib.asynccontextmanager
+async def embedded_broker() -> AsyncIterator[str]:
+    """Run an amqtt broker in this event loop on a free loopback port; yield its URL."""
+    from amqtt.broker import Broker
+    from amqtt.contexts import BrokerConfig, ListenerConfig
+
+    port = free_port()
+    config = BrokerConfig(
+        listeners={"default": ListenerConfig(bind=f"127.0.0.1:{port}")},
+        plugins={"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+    )
+    broker = Broker(config)
+    await broker.start()
+    try:
+        await wait_listening(port)
+        yield f"mqtt://127.0.0.1:{port}"
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(broker.shutdown(), 10)
+
+
+@contextlib.asynccontextmanager
+async def mosquitto_broker(port: int | None = None) -> AsyncIterator[str]:
+    """Run Mosquitto as a subprocess on a free (or the given) loopback port; yield its URL."""
+    binary = MOSQUITTO_BIN if Path(MOSQUITTO_BIN).exists() else shutil.which("mosquitto")
+    if binary is None:
+        raise BrokerStartError("mosquitto is not installed (scripts/setup.sh installs it)")
+    with tempfile.TemporaryDirectory(prefix="etp-mosq-") as tmp:
+        port = port or free_port()
+        conf = Path(tmp) / "mosquitto.conf"
+        conf.write_text(
+            f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            "set_tcp_nodelay true\nlog_dest none\nmax_queued_messages 10000\n"
+        )
+        proc = subprocess.Popen(
+            [binary, "-c", str(conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            try:
+                await wait_listening(port)
+            except BrokerStartError:
+                proc.kill()
+                err = proc.communicate(timeout=5)[1].decode(errors="replace")
+                raise BrokerStartError(f"mosquitto did not start: {err.strip()}")
+            yield f"mqtt://127.0.0.1:{port}"
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=5)
+            if proc.stderr is not None:
+                proc.stderr.close()
+
+
+def make_self_signed_cert(directory: Path) -> tuple[Path, Path]:
+    """A throwaway self-signed certificate and key for 127.0.0.1 (openssl), valid one day."""
+    directory.mkdir(parents=True, exist_ok=True)
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-addext",
+         "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )
+    # Mosquitto started as root drops to its own user, which must read the throwaway pair.
+    directory.chmod(0o755)
+    key.chmod(0o644)
+    return cert, key
+
+
+@contextlib.asynccontextmanager
+async def mosquitto_tls_broker() -> AsyncIterator[tuple[str, str, Path]]:
+    """Mosquitto with a plain and a TLS listener (self-signed); yields (mqtt://, mqtts://,
+    certificate path)."""
+    binary = MOSQUITTO_BIN if Path(MOSQUITTO_BIN).exists() else shutil.which("mosquitto")
+    if binary is None or shutil.which("openssl") is None:
+        raise BrokerStartError("mosquitto and openssl are needed for a TLS broker")
+    with tempfile.TemporaryDirectory(prefix="etp-mosq-tls-") as tmp:
+        cert, key = make_self_signed_cert(Path(tmp))
+        plain, secure = free_port(), free_port()
+        conf = Path(tmp) / "mosquitto.conf"
+        conf.write_text(
+            f"per_listener_settings false\nallow_anonymous true\npersistence false\n"
+            f"log_dest none\nlistener {plain} 127.0.0.1\nset_tcp_nodelay true\n"
+            f"listener {secure} 127.0.0.1\ncertfile {cert}\nkeyfile {key}\n"
+            "set_tcp_nodelay true\n"
+        )
+        proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)
+        try:
+            try:
+                await wait_listening(plain)
+                await wait_listening(secure)
+            except BrokerStartError:
+                proc.kill()
+                err = proc.communicate(timeout=5)[1].decode(errors="replace")
+                raise BrokerStartError(f"mosquitto (TLS) did not start: {err.strip()}")
+            yield f"mqtt://127.0.0.1:{plain}", f"mqtts://127.0.0.1:{secure}", cert
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=5)
+            if proc.stderr is not None:
+                proc.stderr.close()

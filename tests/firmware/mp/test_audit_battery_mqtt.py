@@ -1,0 +1,185 @@
+"""Audit log, battery model and MQTT packet bytes under MicroPython."""
+
+import asyncio
+
+from mptest import collect, run, tmp_dir
+
+from firmware.etp_node import mqtt
+from firmware.etp_node.audit import AuditLog, encode_record, parse_log
+from firmware.etp_node.battery import SimBattery, cell_ocv_mv
+from shared_etp import schema as S
+
+
+def test_audit_roundtrip_and_torn_tail_skipped():
+    path = tmp_dir("audit-torn")
+    log = AuditLog(path, 100000, 3)
+    for i in range(5):
+        log.append({"k": "bid", "i": i})
+    line = encode_record({"k": "trade", "i": 99})
+    with open(path + "/audit.0", "ab") as handle:  # power lost mid-write
+        handle.write(line[: len(line) // 2])
+    records, torn = AuditLog(path, 100000, 3).read_all()
+    assert [r["i"] for r in records] == [0, 1, 2, 3, 4] and torn == 1
+    log = AuditLog(path, 100000, 3)  # reboot: the torn line is ended, appends stay clean
+    log.append({"k": "bid", "i": 5})
+    records, torn = log.read_all()
+    assert [r["i"] for r in records] == [0, 1, 2, 3, 4, 5] and torn == 1
+    assert [r["n"] for r in records] == [0, 1, 2, 3, 4, 5]
+
+
+def test_audit_checksum_detects_corruption():
+    good = encode_record({"k": "bid", "p": 25000})
+    bad = good.replace(b"25000", b"95000")
+    records, torn = parse_log(good + bad + good)
+    assert len(records) == 2 and torn == 1
+
+
+def test_audit_rotation_is_bounded():
+    path = tmp_dir("audit-rotate")
+    log = AuditLog(path, 1000, 3)
+    for i in range(200):
+        log.append({"k": "bid", "i": i})
+    import os
+
+    names = sorted(os.listdir(path))
+    assert names == ["audit.0", "audit.1", "audit.2"], names
+    total = sum(os.stat(path + "/" + n)[6] for n in names)
+    assert total <= 3000
+    records, torn = log.read_all()
+    assert torn == 0 and records[-1]["i"] == 199
+    assert [r["i"] for r in records] == list(range(records[0]["i"], 200))
+
+
+def test_ocv_curve_monotonic_and_ir_drop():
+    last = 0
+    for soc in range(0, 10001, 250):
+        mv = cell_ocv_mv(soc)
+        assert mv >= last
+        last = mv
+    battery = SimBattery(10000, 8000, 14)
+    resting = battery.voltage_mv()
+    battery.deliver(2000, 600)  # 12 kW
+    assert battery.discharge_w() == 12000
+    assert battery.voltage_mv() < resting
+    battery.step(10 ** 12)
+    assert battery.discharge_w() == 0
+
+
+def test_faults_and_degradation():
+    battery = SimBattery(10000, 5000)
+    assert battery.health() == S.HEALTH_OK and battery.fault() == 0
+    battery.inject_fault("overtemp")
+    assert battery.fault() == S.REASON_OVER_TEMPERATURE
+    battery.inject_fault("overvolt")
+    assert battery.fault() == S.REASON_VOLTAGE_OUT_OF_RANGE
+    battery.inject_fault("clear")
+    battery.degrade(7000)
+    assert battery.health() == S.HEALTH_DEGRADED and battery.capacity_wh == 7000
+    empty = SimBattery(10000, 0)
+    assert empty.fault() == 0  # an empty pack rests at 3.0 V per cell, inside the 2.8 V limit
+    empty.deliver(0, 1)
+    assert empty.remaining_wh() == 0
+
+
+def test_mqtt_packets_exact_bytes():
+    assert mqtt.connect_packet("c1", 30) == b"\x10\x0e\x00\x04MQTT\x04\x02\x00\x1e\x00\x02c1"
+    will = mqtt.connect_packet("c", 60, True, ("t/d", b"x", 1, False))
+    assert will == b"\x10\x15\x00\x04MQTT\x04\x0e\x00<\x00\x01c\x00\x03t/d\x00\x01x"
+    assert mqtt.publish_packet("a/b", b"hi", 1, True, 5) == b"\x33\x09\x00\x03a/b\x00\x05hi"
+    assert mqtt.publish_packet("a", b"", 0) == b"\x30\x03\x00\x01a"
+    assert mqtt.subscribe_packet(1, ["x/#"]) == b"\x82\x08\x00\x01\x00\x03x/#\x01"
+    big = mqtt.publish_packet("t", b"z" * 200)
+    assert big[:3] == b"\x30\xcb\x01"  # two-byte remaining length
+    assert mqtt.parse_url("mqtt://10.0.0.2:1884") == ("10.0.0.2", 1884, False)
+    assert mqtt.parse_url("mqtts://broker") == ("broker", 8883, True)
+
+
+def test_ca_certificate_pem_to_der():
+    pem = b"-----BEGIN CERTIFICATE-----\r\nAAEC\r\nAwQ=\r\n-----END CERTIFICATE-----\r\n"
+    assert mqtt.ca_der(pem) == b"\x00\x01\x02\x03\x04"
+    assert mqtt.ca_der(b"\x30\x82") == b"\x30\x82"
+
+
+class FakeStream:
+    """A socket stand-in: records each write, serves scripted reads."""
+
+    def __init__(self, incoming):
+        self.incoming = bytearray(incoming)
+        self.writes = []
+
+    def write(self, data):
+        self.writes.append(bytes(data))
+
+    async def drain(self):
+        pass
+
+    async def readexactly(self, n):
+        while len(self.incoming) < n:
+            await asyncio.sleep(0.01)
+        out = bytes(self.incoming[:n])
+        self.incoming = self.incoming[n:]
+        return out
+
+    def close(self):
+        pass
+
+    async def wait_closed(self):
+        pass
+
+
+def test_mqtt_client_one_write_per_packet_puback_and_retransmit():
+    async def main():
+        client = mqtt.MQTTClient("c", "h", keepalive_s=60, ack_timeout_ms=100)
+        stream = FakeStream(b"\x20\x02\x00\x00")  # CONNACK accepted
+
+        async def opener(*args, **kwargs):
+            return stream, stream
+
+        real = asyncio.open_connection
+        asyncio.open_connection = opener
+        try:
+            await client.connect()
+        finally:
+            asyncio.open_connection = real
+        assert stream.writes[0][0] == 0x10 and client.connected
+        await client.publish("t", b"p", 1)
+        assert stream.writes[-1] == b"\x32\x06\x00\x01t\x00\x01p"
+        await asyncio.sleep(0.5)  # no PUBACK: resent with DUP
+        assert stream.writes[-1] == b"\x3a\x06\x00\x01t\x00\x01p", stream.writes
+        assert client.stats["retransmits"] >= 1
+        stream.incoming += b"\x40\x02\x00\x01"  # PUBACK
+        stream.incoming += b"\x32\x08\x00\x03a/b\x00\x09!"  # inbound QoS 1
+        await asyncio.sleep(0.1)
+        assert client.unacked() == 0
+        assert client.inbox == [("a/b", b"!")]
+        assert b"\x40\x02\x00\x09" in stream.writes
+        await client.close()
+
+    asyncio.run(main())
+
+
+def test_mqtt_client_pings_and_notices_a_dead_link():
+    async def main():
+        client = mqtt.MQTTClient("c", "h", keepalive_s=1)
+        stream = FakeStream(b"\x20\x02\x00\x00")
+
+        async def opener(*args, **kwargs):
+            return stream, stream
+
+        real = asyncio.open_connection
+        asyncio.open_connection = opener
+        try:
+            await client.connect()
+        finally:
+            asyncio.open_connection = real
+        await asyncio.sleep(0.8)
+        assert b"\xc0\x00" in stream.writes  # PINGREQ after keepalive/2 of silence
+        assert not client.lost.is_set()
+        await asyncio.sleep(1.2)  # no PINGRESP for 1.5 x keepalive: the link is dead
+        assert client.lost.is_set() and not client.connected
+        await client.close()
+
+    asyncio.run(main())
+
+
+run(collect(globals()))
