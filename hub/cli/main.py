@@ -2,7 +2,7 @@
 
 import typer
 
-from hub.cli import proto
+from hub.cli import db, firmware, proto, report, service
 
 app = typer.Typer(
     name="etp",
@@ -16,8 +16,16 @@ bench_app = typer.Typer(
 )
 
 app.add_typer(proto.app, name="proto")
+app.add_typer(db.app, name="db")
 app.add_typer(bench_app, name="bench")
+app.add_typer(firmware.app, name="firmware")
+app.command("hub")(service.hub)
+app.command("demo")(service.demo)
+app.command("report")(report.report)
+bench_app.command("hub")(service.bench_hub)
 bench_app.command("proto")(proto.bench_proto)
+bench_app.command("firmware")(firmware.bench_firmware)
+bench_app.command("store")(db.bench_store)
 
 
 def main() -> None:

@@ -1,0 +1,338 @@
+"""`etp bench hub`: a real hub process driven by simulated batteries; prints measured capacity.
+
+The hub runs as its own process (`etp hub`, embedded amqtt or an external broker) so its CPU
+and RSS are its own; the CPython battery simulator (hub/sim: the firmware core) runs in this
+process on a few shared MQTT connections. Numbers come from the hub's /api/v1/status before
+and after the measured window, and from its database after it stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import psutil
+
+from hub.sim import SimConfig, SimFleet
+
+__all__ = ["BenchConfig", "BenchError", "format_table", "run_bench"]
+
+MOSQUITTO_BIN = "/usr/sbin/mosquitto"
+
+
+class BenchError(RuntimeError):
+    """The benchmark could not set up or run its hub / broker."""
+
+
+@dataclass
+class BenchConfig:
+    """What to drive the hub with."""
+
+    batteries: int = 999
+    aggregators: int = 10
+    duration_s: float = 20.0
+    auctions_per_s: int = 0  # 0 = every battery auctions every `auction_interval_ms`
+    auction_interval_ms: int = 1000
+    broker: Literal["embedded", "mosquitto"] = "embedded"
+    mqtt_url: str | None = None
+    connections: int = 4
+    status_ms: int = 5000
+    mechanism: str = "ascending"
+    warmup_s: float = 3.0
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def _wait_port(port: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise BenchError(f"nothing listens on 127.0.0.1:{port} after {timeout_s:.0f} s")
+            await asyncio.sleep(0.1)
+
+
+def _get_json(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())  # type: ignore[no-any-return]
+
+
+async def _status(http_port: int) -> dict[str, Any]:
+    return await asyncio.to_thread(_get_json, f"http://127.0.0.1:{http_port}/api/v1/status")
+
+
+async def _wait_ready(
+    http_port: int, process: asyncio.subprocess.Process, timeout_s: float
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.returncode is not None:
+            raise BenchError(f"hub exited with code {process.returncode} while starting")
+        with contextlib.suppress(Exception):
+            if (await _status(http_port)).get("ready"):
+                return
+        await asyncio.sleep(0.2)
+    raise BenchError(f"hub not ready after {timeout_s:.0f} s")
+
+
+@contextlib.asynccontextmanager
+async def _mosquitto(workdir: Path) -> Any:
+    if not Path(MOSQUITTO_BIN).exists():
+        raise BenchError(f"{MOSQUITTO_BIN} is not installed (apt-get install mosquitto)")
+    port = _free_port()
+    conf = workdir / "mosquitto.conf"
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+        "max_inflight_messages 0\nmax_queued_messages 100000\nset_tcp_nodelay true\n"
+    )
+    process = await asyncio.create_subprocess_exec(
+        MOSQUITTO_BIN,
+        "-c",
+        str(conf),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        await _wait_port(port, 10)
+        yield f"mqtt://127.0.0.1:{port}", process.pid
+    finally:
+        if process.returncode is None:
+            process.terminate()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(process.wait(), 5)
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+
+
+def _delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    return {key: value - before.get(key, 0) for key, value in after.items()}
+
+
+async def run_bench(config: BenchConfig) -> dict[str, Any]:
+    """Run one measurement and return its numbers (JSON-ready)."""
+    workdir = Path(tempfile.mkdtemp(prefix="etp-bench-hub-"))
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            mqtt_url = config.mqtt_url
+            broker_pid = None
+            if mqtt_url is None and config.broker == "mosquitto":
+                mqtt_url, broker_pid = await stack.enter_async_context(_mosquitto(workdir))
+            return await _run(config, workdir, mqtt_url, broker_pid)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def _run(
+    config: BenchConfig, workdir: Path, mqtt_url: str | None, broker_pid: int | None
+) -> dict[str, Any]:
+    from hub.settings import load_master_secret
+
+    http_port = _free_port()
+    mqtt_port = _free_port()
+    interval_ms = config.auction_interval_ms
+    if config.auctions_per_s > 0:
+        interval_ms = max(10, config.batteries * 1000 // config.auctions_per_s)
+    env = dict(os.environ)
+    env.update(
+        {
+            "ETP_DATA_DIR": str(workdir / "data"),
+            "ETP_HTTP_PORT": str(http_port),
+            "ETP_MQTT_PORT": str(mqtt_port),
+            "ETP_AGGREGATORS": str(config.aggregators),
+            "ETP_AUCTION_INTERVAL_MS": str(interval_ms),
+            "ETP_STATUS_PERIOD_MS": str(config.status_ms),
+            "ETP_MECHANISM": config.mechanism,
+            "ETP_LOG_LEVEL": "warning",
+        }
+    )
+    env.pop("ETP_DATABASE_URL", None)
+    if mqtt_url:
+        env["ETP_MQTT_URL"] = mqtt_url
+    else:
+        env.pop("ETP_MQTT_URL", None)
+    # The aggregators must keep buying for the whole run: large requirements and budgets.
+    env["ETP_AGGREGATOR_DEMAND_SCALE"] = "1000"
+    master = load_master_secret(workdir / "data" / "master.key")
+    log_path = workdir / "hub.log"
+    with open(log_path, "wb") as log_file:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "hub.cli.main",
+            "hub",
+            env=env,
+            stdout=log_file,
+            stderr=log_file,
+        )
+    fleet: SimFleet | None = None
+    try:
+        await _wait_ready(http_port, process, 30)
+        url = mqtt_url or f"mqtt://127.0.0.1:{mqtt_port}"
+        fleet = SimFleet(
+            SimConfig(
+                mqtt_url=url,
+                site="site1",
+                master_secret=master,
+                count=config.batteries,
+                connections=config.connections,
+                overrides={
+                    "status_interval_ms": config.status_ms,
+                    "delivery_s": 36000,
+                    "floor_wh": 0,
+                },
+                capacity_wh=(400_000, 800_000),
+            )
+        )
+        await fleet.start()
+        await asyncio.sleep(config.warmup_s)
+        hub_proc = psutil.Process(process.pid)
+        broker_proc = psutil.Process(broker_pid) if broker_pid else None
+        cpu_before = hub_proc.cpu_times()
+        broker_cpu_before = broker_proc.cpu_times() if broker_proc else None
+        before = await _status(http_port)
+        sim_pub_before, sim_recv_before = fleet.published, fleet.received
+        started = time.monotonic()
+        await asyncio.sleep(config.duration_s)
+        elapsed = time.monotonic() - started
+        after = await _status(http_port)
+        cpu_after = hub_proc.cpu_times()
+        rss = hub_proc.memory_info().rss
+        broker_cpu = None
+        if broker_proc is not None and broker_cpu_before is not None:
+            now = broker_proc.cpu_times()
+            broker_cpu = (
+                now.user + now.system - broker_cpu_before.user - broker_cpu_before.system
+            ) / elapsed
+        sim_published = fleet.published - sim_pub_before
+        sim_received = fleet.received - sim_recv_before
+    except BaseException:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        if fleet is not None:
+            await fleet.stop()
+        tail = log_path.read_text(errors="replace")[-2000:] if log_path.exists() else ""
+        sys.stderr.write(tail)
+        raise
+    # stop the hub cleanly, then the fleet, then compare trades with the batteries' audits
+    fleet.expect_disconnect = True
+    process.send_signal(signal.SIGINT)
+    try:
+        await asyncio.wait_for(process.wait(), 30)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+    await asyncio.sleep(0.3)
+    await fleet.stop()
+    trades = await _hub_trades(workdir / "data")
+    committed = fleet.committed_trades()
+    lost = sorted(set(trades) - set(committed))
+    extra = sorted(set(committed) - set(trades))
+    mismatched = [auc for auc in set(trades) & set(committed) if trades[auc] != committed[auc]]
+
+    metrics_after, metrics_before = after["metrics"], before["metrics"]
+    msg_in = sum(_delta(metrics_after["messages_in"], metrics_before["messages_in"]).values())
+    msg_out = sum(_delta(metrics_after["messages_out"], metrics_before["messages_out"]).values())
+    cpu = (cpu_after.user + cpu_after.system - cpu_before.user - cpu_before.system) / elapsed
+    market_after, market_before = after["market"], before["market"]
+    misses = sum(metrics_after["deadline_misses"].values()) - sum(
+        metrics_before["deadline_misses"].values()
+    )
+    timeouts = sum(metrics_after["timeouts"].values()) - sum(metrics_before["timeouts"].values())
+    return {
+        "config": asdict(config) | {"auction_interval_ms": interval_ms},
+        "broker": "external" if config.mqtt_url else config.broker,
+        "elapsed_s": round(elapsed, 2),
+        "batteries_online": after["devices"]["online"],
+        "authenticated_msg_per_s": round((msg_in + msg_out) / elapsed),
+        "hub_in_per_s": round(msg_in / elapsed),
+        "hub_out_per_s": round(msg_out / elapsed),
+        "broker_msg_per_s": round((sim_published + sim_received) / elapsed),
+        "sim_published_per_s": round(sim_published / elapsed),
+        "sim_received_per_s": round(sim_received / elapsed),
+        "auctions_per_s": round(
+            (market_after["auctions_opened"] - market_before["auctions_opened"]) / elapsed, 1
+        ),
+        "trades_per_s": round((market_after["trades"] - market_before["trades"]) / elapsed, 1),
+        "latency_ms": metrics_after["latency_ms"],
+        "deadline_misses": misses,
+        "timeouts_lost_responses": timeouts,
+        "hub_cpu_cores": round(cpu, 2),
+        "broker_cpu_cores": None if broker_cpu is None else round(broker_cpu, 2),
+        "hub_rss_mb": round(rss / 1e6, 1),
+        "trades_recorded": len(trades),
+        "trades_committed_by_batteries": len(committed),
+        "lost_accepted_trades": len(lost),
+        "trades_not_recorded_by_hub": len(extra),
+        "mismatched_trades": len(mismatched),
+    }
+
+
+async def _hub_trades(data_dir: Path) -> dict[int, tuple[int, int, int, int]]:
+    """auction id -> (device, bidder, price, energy) of trades the hub kept (voided excluded)."""
+    from hub.store import Store, database_url_for
+
+    store = Store(database_url_for(data_dir))
+    await store.start()
+    try:
+        voided = {row.trade_id for row in await store.list_settlements() if row.status == "failed"}
+        return {
+            trade.auction_id: (trade.device_id, trade.bidder_id, trade.price_mc, trade.energy_wh)
+            for trade in await store.list_trades()
+            if trade.id not in voided
+        }
+    finally:
+        await store.close()
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """Human-readable table of one run."""
+    cfg = result["config"]
+    lines = [
+        f"etp bench hub — {cfg['batteries']} batteries, {cfg['aggregators']} aggregators, "
+        f"broker {result['broker']}, {result['elapsed_s']} s measured",
+        "",
+        f"{'authenticated msg/s (hub in+out)':<36}{result['authenticated_msg_per_s']:>10}",
+        f"{'  hub in / out msg/s':<36}{result['hub_in_per_s']:>10} / {result['hub_out_per_s']}",
+        f"{'broker msg/s (batteries in+out)':<36}{result['broker_msg_per_s']:>10}",
+        f"{'auctions/s':<36}{result['auctions_per_s']:>10}",
+        f"{'trades/s':<36}{result['trades_per_s']:>10}",
+        f"{'deadline misses':<36}{result['deadline_misses']:>10}",
+        f"{'lost responses (timeouts)':<36}{result['timeouts_lost_responses']:>10}",
+        f"{'lost accepted trades':<36}{result['lost_accepted_trades']:>10}",
+        f"{'hub CPU (cores)':<36}{result['hub_cpu_cores']:>10}",
+        f"{'hub RSS (MB)':<36}{result['hub_rss_mb']:>10}",
+    ]
+    if result.get("broker_cpu_cores") is not None:
+        lines.append(f"{'mosquitto CPU (cores)':<36}{result['broker_cpu_cores']:>10}")
+    lines += [
+        "",
+        f"{'request':<14}{'count':>9}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}",
+    ]
+    for name, hist in result["latency_ms"].items():
+        lines.append(
+            f"{name:<14}{hist['count']:>9}{hist['p50_ms'] or 0:>10.2f}"
+            f"{hist['p99_ms'] or 0:>10.2f}{hist['max_ms']:>10.2f}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,269 @@
+"""`etp hub`, `etp demo` and `etp bench hub`: run the hub, the full demo, and its benchmark."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import typer
+
+from hub.settings import Settings
+
+__all__ = ["bench_hub", "demo", "hub"]
+
+
+def _settings(**overrides: Any) -> Settings:
+    """Settings from ETP_* env, with the flags that were given taking precedence."""
+    given = {name: value for name, value in overrides.items() if value is not None}
+    try:
+        return Settings(**given)
+    except Exception as exc:  # pydantic validation: show the message, not a traceback
+        typer.echo(f"error: invalid configuration: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _install_stop(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def hub(
+    data_dir: Annotated[Path | None, typer.Option(help="data directory [env ETP_DATA_DIR]")] = None,
+    database_url: str | None = typer.Option(None, help="SQLAlchemy URL [ETP_DATABASE_URL]"),
+    mqtt_url: str | None = typer.Option(
+        None, help="external broker mqtt://HOST:PORT; default: embedded amqtt [ETP_MQTT_URL]"
+    ),
+    mqtt_host: str | None = typer.Option(None, help="embedded broker address"),
+    mqtt_port: int | None = typer.Option(None, help="embedded broker port (1883)"),
+    http_host: str | None = typer.Option(None, help="HTTP gateway address"),
+    http_port: int | None = typer.Option(None, help="HTTP gateway port (8000)"),
+    site: str | None = typer.Option(None, help="site id (site1)"),
+    mechanism: str | None = typer.Option(None, help="ascending | second_price"),
+    aggregators: int | None = typer.Option(None, help="number of aggregators (3)"),
+    log_level: str | None = typer.Option(None, help="debug | info | warning"),
+    log_format: str | None = typer.Option(None, help="console | json"),
+) -> None:
+    """Run the hub: broker, aggregators, auction engine, store and HTTP gateway (Ctrl-C stops)."""
+    settings = _settings(
+        data_dir=data_dir,
+        database_url=database_url,
+        mqtt_url=mqtt_url,
+        mqtt_host=mqtt_host,
+        mqtt_port=mqtt_port,
+        http_host=http_host,
+        http_port=http_port,
+        site=site,
+        mechanism=mechanism,
+        aggregators=aggregators,
+        log_level=log_level,
+        log_format=log_format,
+    )
+    code = asyncio.run(_run_hub(settings))
+    raise typer.Exit(code)
+
+
+async def _run_hub(settings: Settings) -> int:
+    from hub.service import HubRuntime, configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
+    runtime = HubRuntime(settings)
+    stop = asyncio.Event()
+    _install_stop(stop)
+    try:
+        await runtime.start()
+    except Exception as exc:
+        await runtime.stop()
+        typer.echo(f"error: hub failed to start: {exc}", err=True)
+        return 1
+    typer.echo(f"ETP hub running: mqtt {runtime.mqtt_url}, http {runtime.http_url} (Ctrl-C stops)")
+    await stop.wait()
+    typer.echo("stopping...")
+    await runtime.stop()
+    return 0
+
+
+def demo(
+    batteries: int = typer.Option(10, help="simulated batteries (real firmware, unix port)"),
+    aggregators: int = typer.Option(3, help="aggregators with different strategies"),
+    duration: float | None = typer.Option(None, help="run this many seconds, then stop"),
+    data_dir: Annotated[Path, typer.Option(help="data directory")] = Path(".etp/demo"),
+    http_port: int | None = typer.Option(None, help="HTTP gateway port (8000)"),
+    mqtt_port: int | None = typer.Option(None, help="embedded broker port (1883)"),
+    mechanism: str | None = typer.Option(None, help="ascending | second_price"),
+    heap: str = typer.Option("128K", help="MicroPython heap per board"),
+    log_level: str = typer.Option("warning", help="hub log level"),
+) -> None:
+    """Hub + embedded broker + SQLite + a fleet of batteries running the real firmware."""
+    settings = _settings(
+        data_dir=data_dir,
+        aggregators=aggregators,
+        http_port=http_port,
+        mqtt_port=mqtt_port,
+        mechanism=mechanism,
+        log_level=log_level,
+        mqtt_url=None,
+    )
+    settings.mqtt_url = None  # the demo always uses the embedded broker
+    code = asyncio.run(_run_demo(settings, batteries, duration, heap))
+    raise typer.Exit(code)
+
+
+async def _run_demo(settings: Settings, batteries: int, duration: float | None, heap: str) -> int:
+    from hub.firmware_tools.fleet import FleetConfig, start_fleet
+    from hub.service import HubRuntime, configure_logging
+    from hub.settings import load_master_secret
+
+    configure_logging(settings.log_level, settings.log_format)
+    runtime = HubRuntime(settings)
+    stop = asyncio.Event()
+    _install_stop(stop)
+    try:
+        await runtime.start()
+    except Exception as exc:
+        await runtime.stop()
+        typer.echo(f"error: hub failed to start: {exc}", err=True)
+        return 1
+    fleet = None
+    try:
+        fleet = await start_fleet(
+            FleetConfig(
+                count=batteries,
+                mqtt_url=runtime.mqtt_url,
+                site=settings.site,
+                master_secret=load_master_secret(settings.master_secret_path()),
+                data_dir=settings.data_dir / "boards",
+                ptys=False,
+                heap=heap,
+                seed=settings.seed,
+                # a sold kWh is delivered over an hour: keeps the packs' discharge current sane
+                overrides={"delivery_s": 3600},
+            )
+        )
+    except Exception as exc:
+        await runtime.stop()
+        typer.echo(f"error: could not start the battery fleet: {exc}", err=True)
+        return 1
+    typer.echo(
+        f"ETP demo: {batteries} batteries (MicroPython firmware), "
+        f"{len(runtime.engine.aggregators) if runtime.engine else 0} aggregators, "
+        f"mechanism {settings.mechanism}"
+    )
+    typer.echo(f"dashboard: {runtime.http_url}/api/v1/status   (Ctrl-C stops)")
+    loop = asyncio.get_running_loop()
+    deadline = None if duration is None else loop.time() + duration
+    final_line = ""
+    tty = sys.stdout.isatty()
+    warned = False
+    try:
+        while not stop.is_set():
+            remaining = 1.0 if deadline is None else min(1.0, deadline - loop.time())
+            if remaining <= 0:
+                break
+            await _sleep_or_stop(stop, remaining)
+            line = runtime.summary_line()
+            if fleet.alive() < batteries and not warned:
+                warned = True
+                dead = [
+                    b
+                    for b in fleet.devices
+                    if b.process is None or b.process.returncode is not None
+                ]
+                if dead:
+                    typer.echo(
+                        f"\nwarning: {len(dead)} board(s) exited; see {dead[0].console_log}",
+                        err=True,
+                    )
+            if tty:
+                sys.stdout.write("\r\x1b[2K" + line)
+                sys.stdout.flush()
+            else:
+                typer.echo(line)
+    finally:
+        if tty:
+            sys.stdout.write("\n")
+        if runtime.engine is not None:
+            await runtime.engine.stop()  # finish trades being confirmed while boards still run
+        final_line = runtime.summary_line()
+        if runtime.registry is not None:
+            runtime.registry.expect_departures = True
+        await fleet.stop()
+        await runtime.stop()
+    market = runtime.engine.summary() if runtime.engine else {}
+    typer.echo("")
+    typer.echo("summary: " + final_line)
+    for agg in market.get("aggregators", []):
+        typer.echo(
+            f"  aggregator {agg['id']} {agg['name']:<12} wins {agg['wins']:>4}  "
+            f"success {agg['success_rate']:.0%}  bought {agg['energy_bought_wh'] / 1000:.1f} kWh"
+            f"  spent {agg['spent_mc'] / 100000:.2f} $"
+        )
+    typer.echo(f"data: {settings.data_dir}   report: etp report --data-dir {settings.data_dir}")
+    return 0
+
+
+def bench_hub(
+    batteries: int = typer.Option(
+        999, help="simulated batteries (CPython NodeCore; device ids are 1..999)"
+    ),
+    aggregators: int = typer.Option(10, help="aggregators"),
+    duration: float = typer.Option(20.0, help="measured seconds"),
+    rate: int = typer.Option(
+        0,
+        help="target auctions/s across the fleet (0 = as fast as "
+        "each battery's auction cadence allows)",
+    ),
+    broker: str = typer.Option("embedded", help="embedded | mosquitto"),
+    mqtt_url: str | None = typer.Option(None, help="use this external broker instead"),
+    connections: int = typer.Option(4, help="MQTT connections the simulated fleet shares"),
+    status_ms: int = typer.Option(5000, help="battery status period, ms"),
+    mechanism: str = typer.Option("ascending", help="ascending | second_price"),
+    json_out: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+) -> None:
+    """Drive the hub with simulated batteries; print msg/s, latency, misses, losses, CPU, RSS."""
+    from hub.bench.hub import BenchConfig, run_bench
+    from hub.service import configure_logging
+
+    configure_logging("warning")  # logs go to stderr; stdout carries only the result
+    if broker not in ("embedded", "mosquitto"):
+        _fail("--broker must be embedded or mosquitto")
+    mode: Literal["embedded", "mosquitto"] = "embedded" if broker == "embedded" else "mosquitto"
+    config = BenchConfig(
+        batteries=batteries,
+        aggregators=aggregators,
+        duration_s=duration,
+        auctions_per_s=rate,
+        broker=mode,
+        mqtt_url=mqtt_url,
+        connections=connections,
+        status_ms=status_ms,
+        mechanism=mechanism,
+    )
+    try:
+        result = asyncio.run(run_bench(config))
+    except Exception as exc:
+        _fail(f"benchmark failed: {exc}")
+        return
+    if json_out:
+        import json
+
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        from hub.bench.hub import format_table
+
+        typer.echo(format_table(result))

@@ -1,0 +1,119 @@
+"""Hub metrics: per-type request/response latency (p50/p99), deadline misses, rejections."""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from shared_etp.schema import DEADLINE_MS, TYPE_NAMES
+
+__all__ = ["LatencyHistogram", "Metrics"]
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class LatencyHistogram:
+    """Latency samples (ms) of one request type: exact recent window plus running totals."""
+
+    window: int = 20000
+    samples: deque[float] = field(default_factory=deque)
+    count: int = 0
+    total_ms: float = 0.0
+    max_ms: float = 0.0
+
+    def add(self, latency_ms: float) -> None:
+        """Record one observation."""
+        self.count += 1
+        self.total_ms += latency_ms
+        self.max_ms = max(self.max_ms, latency_ms)
+        self.samples.append(latency_ms)
+        if len(self.samples) > self.window:
+            self.samples.popleft()
+
+    def percentile(self, fraction: float) -> float | None:
+        """The given percentile (0..1) over the recent window, or None with no samples."""
+        if not self.samples:
+            return None
+        ordered = sorted(self.samples)
+        index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
+        return ordered[index]
+
+    def summary(self) -> dict[str, Any]:
+        """count, mean, p50, p99, max in ms."""
+        return {
+            "count": self.count,
+            "mean_ms": round(self.total_ms / self.count, 3) if self.count else None,
+            "p50_ms": _round(self.percentile(0.50)),
+            "p99_ms": _round(self.percentile(0.99)),
+            "max_ms": round(self.max_ms, 3),
+        }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+class Metrics:
+    """Everything the hub counts; read by the gateway, the demo line and the benchmark."""
+
+    def __init__(self) -> None:
+        self.latency: dict[str, LatencyHistogram] = {}
+        self.deadline_misses: Counter[str] = Counter()
+        self.timeouts: Counter[str] = Counter()
+        self.rejected_frames: Counter[str] = Counter()  # protocol error code -> count
+        self.bid_rejections: Counter[str] = Counter()  # battery reason name -> count
+        self.messages_in: Counter[str] = Counter()  # type name -> count
+        self.messages_out: Counter[str] = Counter()
+        self.counters: Counter[str] = Counter()
+        self._miss_log_budget = 50
+
+    def observe_response(self, request_type: int, latency_ms: float) -> None:
+        """A response to a request of request_type arrived after latency_ms."""
+        name = TYPE_NAMES[request_type]
+        hist = self.latency.get(name)
+        if hist is None:
+            hist = self.latency[name] = LatencyHistogram()
+        hist.add(latency_ms)
+        if latency_ms > DEADLINE_MS[request_type]:
+            self._miss(name, latency_ms)
+
+    def observe_timeout(self, request_type: int, waited_ms: float) -> None:
+        """No response to a request of request_type arrived within its deadline."""
+        name = TYPE_NAMES[request_type]
+        self.timeouts[name] += 1
+        self._miss(name, waited_ms)
+
+    def _miss(self, name: str, latency_ms: float) -> None:
+        self.deadline_misses[name] += 1
+        if self._miss_log_budget > 0:
+            self._miss_log_budget -= 1
+            log.warning("deadline missed", request=name, latency_ms=round(latency_ms, 1))
+
+    def reject_frame(self, code: str, topic: str) -> None:
+        """A frame from the network failed protocol checks: counted and dropped."""
+        self.rejected_frames[code] += 1
+        total = sum(self.rejected_frames.values())
+        if total <= 20 or total % 1000 == 0:
+            log.warning("frame rejected", reason=code, topic=topic, total=total)
+
+    @property
+    def total_deadline_misses(self) -> int:
+        """All deadline misses across message types."""
+        return sum(self.deadline_misses.values())
+
+    def snapshot(self) -> dict[str, Any]:
+        """A JSON-ready view of every metric."""
+        return {
+            "latency_ms": {name: hist.summary() for name, hist in sorted(self.latency.items())},
+            "deadline_misses": dict(self.deadline_misses),
+            "timeouts": dict(self.timeouts),
+            "rejected_frames": dict(self.rejected_frames),
+            "bid_rejections": dict(self.bid_rejections),
+            "messages_in": dict(self.messages_in),
+            "messages_out": dict(self.messages_out),
+            "counters": dict(self.counters),
+        }

@@ -1,0 +1,453 @@
+"""HubRuntime: wires broker, MQTT link, registry, auction engine, store and HTTP gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from hub.broker import EmbeddedBroker
+from hub.engine import Engine, EngineConfig
+from hub.link import LinkConfig, MqttLink
+from hub.market.agent import Aggregator, AggregatorConfig, default_aggregators
+from hub.metrics import Metrics
+from hub.registry import Device, DeviceKeyring, Registry, SenderPool
+from hub.settings import Settings, load_master_secret
+from shared_etp.compat import now_ms
+from shared_etp.errors import ProtocolError
+from shared_etp.frame import Receiver, decode_frame, derive_key
+from shared_etp.replay import next_epoch
+from shared_etp.schema import (
+    BESS_STATUS,
+    DEVICE_FAILURE,
+    REGISTER,
+    TERMINATE,
+    TYPE_NAMES,
+)
+from shared_etp.topics import (
+    BIRTH,
+    DEATH,
+    HUB_STATE,
+    RESPONSE,
+    STATUS,
+    device_wildcard,
+    market_topic,
+    parse_device_topic,
+)
+
+__all__ = ["HubRuntime", "configure_logging"]
+
+log = structlog.get_logger(__name__)
+
+
+def configure_logging(level: str = "info", fmt: str = "console") -> None:
+    """Structured logs on stderr: JSON lines with fmt="json", human-readable console otherwise.
+    Standard-library loggers (amqtt, alembic, uvicorn, the store) go through the same renderer."""
+    numeric = logging.getLevelName(level.upper())
+    if not isinstance(numeric, int):
+        numeric = logging.INFO
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(numeric)
+    for noisy in ("amqtt", "transitions", "uvicorn.access", "aiosqlite", "sqlalchemy", "alembic"):
+        logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
+    structlog.configure(
+        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def _read_epoch(data_dir: Path) -> int:
+    """This run's boot epoch for the hub's senders: grows across restarts (stored on disk)."""
+    path = data_dir / "hub.epoch"
+    stored = 0
+    with contextlib.suppress(OSError, ValueError):
+        stored = int(path.read_text().strip())
+    epoch = next_epoch(stored, int(time.time()))
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(f"{epoch}\n")
+    tmp.replace(path)
+    return epoch
+
+
+class HubRuntime:
+    """One hub process: start() brings everything up, stop() shuts it down cleanly."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        aggregator_configs: list[AggregatorConfig] | None = None,
+        store: Any = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.broker: EmbeddedBroker | None = None
+        self.link: MqttLink | None = None
+        self.store = store
+        self.engine: Engine | None = None
+        self.registry: Registry | None = None
+        self.receiver: Receiver | None = None
+        self.keyring: DeviceKeyring | None = None
+        self._aggregator_configs = aggregator_configs
+        self._http: Any = None
+        self._http_task: asyncio.Task[None] | None = None
+        self.store_started = False
+        self.started_ms = 0
+        self._last_epoch: dict[int, int] = {}
+        self._dirty_devices: set[int] = set()
+        self._device_task: asyncio.Task[None] | None = None
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def mqtt_url(self) -> str:
+        """Broker URL in use."""
+        return self.settings.resolved_mqtt_url()
+
+    async def start(self) -> None:
+        """Bring the hub up: broker, store, registry, MQTT link, engine, HTTP gateway."""
+        settings = self.settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        master = load_master_secret(settings.master_secret_path())
+        epoch = _read_epoch(settings.data_dir)
+        self.keyring = DeviceKeyring(master)
+        self.receiver = Receiver(self.keyring)
+        if settings.embedded_broker:
+            self.broker = EmbeddedBroker(settings.mqtt_host, settings.mqtt_port)
+            await self.broker.start()
+        if self.store is None:
+            from hub.store import Store
+
+            self.store = Store(settings.resolved_database_url())
+        await self.store.start()
+        self.store_started = True
+        self.registry = Registry(
+            settings.status_period_ms,
+            settings.liveness_factor,
+            on_failure=self._on_device_failure,
+            on_change=self._on_device_change,
+        )
+        hub_state = market_topic(settings.site, HUB_STATE)
+        self.link = MqttLink(
+            LinkConfig(
+                url=self.mqtt_url,
+                client_id=f"etp-hub-{settings.site}-{epoch}",
+                subscriptions=[
+                    (device_wildcard(settings.site, leaf), 1 if leaf != STATUS else 0)
+                    for leaf in (BIRTH, DEATH, STATUS, RESPONSE)
+                ],
+                will=(hub_state, b"offline", 1, True),
+                on_connect=((hub_state, b"online", 1, True),),
+            ),
+            self.on_message,
+        )
+        configs = self._aggregator_configs
+        if configs is None:
+            configs = default_aggregators(settings.aggregators, settings.seed)
+            scale = settings.aggregator_demand_scale
+            if scale != 1:
+                configs = [
+                    dataclasses.replace(
+                        cfg,
+                        budget_mc=cfg.budget_mc * scale,
+                        energy_requirement_wh=cfg.energy_requirement_wh * scale,
+                    )
+                    for cfg in configs
+                ]
+        aggregators = [Aggregator(cfg) for cfg in configs]
+        self.engine = Engine(
+            EngineConfig(
+                site=settings.site,
+                mechanism=settings.mechanism,
+                auction_interval_ms=settings.auction_interval_ms,
+                max_parallel_auctions=settings.max_parallel_auctions,
+                round_ms=settings.round_ms,
+                max_rounds=settings.max_rounds,
+                response_timeout_ms=settings.response_timeout_ms,
+                lot_wh=settings.lot_wh,
+                min_lot_wh=settings.min_lot_wh,
+                hold_timeout_ms=settings.hold_timeout_ms,
+                notice_interval_ms=settings.notice_interval_ms,
+            ),
+            link=self,  # publishes go through self.publish (link may reconnect)
+            registry=self.registry,
+            senders=SenderPool(self.keyring, epoch),
+            notice_key=derive_key(master, 0),
+            store=self.store,
+            metrics=self.metrics,
+            aggregators=aggregators,
+        )
+        await self.link.start()
+        await self.registry.start()
+        await self.engine.start()
+        self._device_task = asyncio.create_task(self._device_writer(), name="device-writer")
+        if settings.http_enabled:
+            await self._start_http()
+        self.started_ms = now_ms()
+        log.info(
+            "hub started",
+            site=settings.site,
+            mqtt=self.mqtt_url,
+            broker="embedded" if self.broker else "external",
+            database=getattr(self.store, "safe_url", "?"),
+            http=self.http_url if settings.http_enabled else None,
+            mechanism=settings.mechanism,
+            aggregators=len(aggregators),
+        )
+
+    @property
+    def http_url(self) -> str:
+        """Base URL of the HTTP gateway."""
+        return f"http://{self.settings.http_host}:{self.settings.http_port}"
+
+    async def _start_http(self) -> None:
+        import uvicorn
+
+        from hub.gateway import create_app
+
+        class _Server(uvicorn.Server):
+            @contextlib.contextmanager
+            def capture_signals(self):  # type: ignore[no-untyped-def]
+                yield  # the hub's own signal handling stops everything, uvicorn included
+
+        config = uvicorn.Config(
+            create_app(self.settings, self),
+            host=self.settings.http_host,
+            port=self.settings.http_port,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+        )
+        self._http = _Server(config)
+        self._http_task = asyncio.create_task(self._http.serve(), name="http-gateway")
+        for _ in range(200):
+            if self._http.started or self._http_task.done():
+                break
+            await asyncio.sleep(0.025)
+        if self._http_task.done():
+            exc = self._http_task.exception()
+            raise RuntimeError(
+                f"HTTP gateway could not start on {self.http_url}: {exc}; "
+                "pick another port with --http-port"
+            )
+
+    async def stop(self) -> None:
+        """Terminate open auctions, flush the store, disconnect, stop the broker and gateway."""
+        if self.engine is not None:
+            with contextlib.suppress(Exception):
+                await self.engine.stop()
+        if self.registry is not None:
+            await self.registry.stop()
+        if self._device_task is not None:
+            self._device_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._device_task
+        with contextlib.suppress(Exception):
+            await self._flush_devices()
+        if self.link is not None:
+            with contextlib.suppress(Exception):
+                await self.link.publish_wait(
+                    market_topic(self.settings.site, HUB_STATE), b"offline", 1, True
+                )
+            await self.link.stop()
+        if self._http is not None:
+            self._http.should_exit = True
+            if self._http_task is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._http_task, 5)
+        if self.store is not None and self.store_started:
+            await self.store.close()
+            self.store_started = False
+        if self.broker is not None:
+            await self.broker.stop()
+        log.info("hub stopped")
+
+    # ---- transport glue --------------------------------------------------------------------
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
+        """Publish through the current MQTT link (raises LinkDownError while disconnected)."""
+        assert self.link is not None
+        self.link.publish(topic, payload, qos, retain)
+
+    @property
+    def ready(self) -> bool:
+        """Broker connected and store started."""
+        return bool(self.link and self.link.connected.is_set() and self.store_started)
+
+    def on_message(self, topic: str, payload: bytes) -> None:
+        """Every frame from a device topic: authenticate, count, dispatch. Bad ones are dropped."""
+        parsed = parse_device_topic(topic)
+        if parsed is None:
+            self.metrics.reject_frame("bad_topic", topic)
+            return
+        _site, device_id, leaf = parsed
+        assert self.receiver is not None and self.registry is not None
+        try:
+            if leaf in (BIRTH, DEATH):
+                # Retained births and last wills were signed long before delivery: authenticate
+                # them, but their age and sequence number cannot be judged by the replay window.
+                msg = decode_frame(payload, self.keyring)
+            else:
+                msg = self.receiver.open(payload)
+        except ProtocolError as exc:
+            self.metrics.reject_frame(exc.code, topic)
+            return
+        if msg["src"] != device_id:
+            self.metrics.reject_frame("wrong_device", topic)
+            return
+        msg_type = msg["t"]
+        self.metrics.messages_in[TYPE_NAMES[msg_type]] += 1
+        known_epoch = self._last_epoch.get(device_id, 0)
+        if msg["ep"] < known_epoch:
+            self.metrics.reject_frame("stale_epoch", topic)
+            return
+        self._last_epoch[device_id] = msg["ep"]
+        if leaf == BIRTH and msg_type == REGISTER:
+            age_ms = now_ms() - msg["ts"]
+            if age_ms > self.registry.silence_limit_ms:
+                device = self.registry.get(device_id)  # stale retained birth: facts, not liveness
+                device.energy_total_wh = msg["etot"]
+                device.reserve_mc = msg["sale"]
+                device.pct_for_sale = msg["pct"]
+                device.energy_remaining_wh = msg["erem"]
+            else:
+                self.registry.on_register(msg)
+        elif leaf == DEATH and msg_type == DEVICE_FAILURE:
+            self.registry.on_failure_frame(msg)
+        elif leaf == STATUS and msg_type == BESS_STATUS:
+            self.registry.on_state(msg)
+        elif leaf == RESPONSE:
+            self.registry.seen(device_id, msg["ts"])
+            if msg_type != TERMINATE and self.engine is not None:
+                self.engine.on_response(device_id, msg)
+        else:
+            self.metrics.reject_frame("unexpected_type", topic)
+
+    def _on_device_failure(self, device: Device, reason: int, source: str) -> None:
+        if self.engine is not None:
+            self.engine.on_device_failure(device, reason, source)
+
+    def _on_device_change(self, device: Device) -> None:
+        """Queue the device's new state for the store (written in the background, coalesced)."""
+        if self.store is None or not self.store_started:
+            return
+        self._dirty_devices.add(device.device_id)
+        self.store.record_event(
+            "device_online" if device.online else "device_offline",
+            device_id=device.device_id,
+            payload={"health": device.health},
+            ts_ms=now_ms(),
+        )
+
+    async def _device_writer(self, interval_s: float = 1.0) -> None:
+        """Write changed devices to the store, one at a time, so a fleet coming online does
+        not crowd out the auctions' own writes."""
+        while True:
+            await asyncio.sleep(interval_s)
+            await self._flush_devices()
+
+    async def _flush_devices(self) -> None:
+        if self.registry is None or self.store is None or not self._dirty_devices:
+            return
+        dirty, self._dirty_devices = self._dirty_devices, set()
+        for device_id in sorted(dirty):
+            device = self.registry.devices.get(device_id)
+            if device is None:
+                continue
+            try:
+                await self.store.upsert_device(
+                    device.device_id,
+                    self.settings.site,
+                    online=device.online,
+                    health=device.health,
+                    energy_total_wh=device.energy_total_wh,
+                    energy_remaining_wh=device.energy_remaining_wh,
+                    reserve_mc=device.reserve_mc,
+                    pct_for_sale=device.pct_for_sale,
+                    soc=device.soc,
+                    voltage_mv=device.voltage_mv,
+                    seen_ms=device.last_seen_ms or now_ms(),
+                )
+            except Exception as exc:
+                log.warning("could not store device state", device=device_id, error=str(exc))
+
+    # ---- status ----------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """Counts for /api/v1/status, the demo line and the benchmark."""
+        registry = self.registry
+        devices = list(registry.devices.values()) if registry else []
+        link = self.link
+        return {
+            "site": self.settings.site,
+            "mechanism": self.settings.mechanism,
+            "ready": self.ready,
+            "uptime_s": round((now_ms() - self.started_ms) / 1000, 1) if self.started_ms else 0,
+            "devices": {
+                "known": len(devices),
+                "online": sum(1 for d in devices if d.online),
+            },
+            "mqtt": {
+                "url": self.mqtt_url,
+                "received": link.received if link else 0,
+                "published": link.published if link else 0,
+                "publish_errors": link.publish_errors if link else 0,
+                "reconnects": link.reconnects if link else 0,
+            },
+            "market": self.engine.summary() if self.engine else {},
+            "metrics": self.metrics.snapshot(),
+        }
+
+    def devices(self) -> list[dict[str, Any]]:
+        """Every known battery's last state (for /api/v1/devices)."""
+        if self.registry is None:
+            return []
+        return [d.as_dict() for _, d in sorted(self.registry.devices.items())]
+
+    def summary_line(self) -> str:
+        """One line: auctions, trades, mean price vs reserve, deadline misses."""
+        market = self.engine.summary() if self.engine else {}
+        status_devices = self.status()["devices"]
+        price = market.get("mean_price_mc")
+        reserve = market.get("mean_reserve_mc")
+        price_text = (
+            f"avg {price / 1000:.2f} c/kWh vs reserve {reserve / 1000:.2f} "
+            f"(+{market.get('mean_premium_pct')}%)"
+            if price is not None and reserve is not None
+            else "avg price -"
+        )
+        return (
+            f"batteries {status_devices['online']}/{status_devices['known']} | "
+            f"auctions {market.get('auctions_opened', 0)} "
+            f"(open {market.get('auctions_open', 0)}, no sale {market.get('auctions_no_sale', 0)}) "
+            f"| trades {market.get('trades', 0)} | {price_text} | "
+            f"deadline misses {self.metrics.total_deadline_misses} | "
+            f"rejected frames {sum(self.metrics.rejected_frames.values())}"
+        )

@@ -1,0 +1,91 @@
+"""Hub settings: the one place that reads ETP_* environment variables (pydantic-settings)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["MasterSecretError", "Settings", "load_master_secret"]
+
+
+class MasterSecretError(RuntimeError):
+    """The site master secret file exists but cannot be used."""
+
+
+class Settings(BaseSettings):
+    """Typed configuration of one hub process; flags override ETP_* env vars override defaults."""
+
+    model_config = SettingsConfigDict(env_prefix="ETP_", extra="ignore")
+
+    data_dir: Path = Field(default=Path(".etp"), description="where the database and keys live")
+    database_url: str | None = Field(default=None, description="None = SQLite in data_dir")
+    mqtt_url: str | None = Field(default=None, description="external broker; None = embedded")
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = 1883
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    http_enabled: bool = True
+    site: str = "site1"
+    mechanism: Literal["ascending", "second_price"] = "ascending"
+    aggregators: int = Field(default=3, ge=0, le=1000)
+    seed: int = 1
+    aggregator_demand_scale: int = Field(
+        default=1, ge=1, description="multiplies aggregator budgets and requirements (benches)"
+    )
+    master_secret_file: Path | None = Field(default=None, description="default data_dir/master.key")
+    log_level: str = "info"
+    log_format: Literal["console", "json"] = "console"
+    auction_interval_ms: int = Field(default=1500, ge=10, description="per-device auction cadence")
+    max_parallel_auctions: int = Field(default=100, ge=1, description="auctions in flight")
+    round_ms: int = Field(default=0, ge=0, description="pause between auction rounds")
+    max_rounds: int = Field(default=12, ge=1)
+    response_timeout_ms: int = Field(default=1000, ge=10, description="wait for a battery reply")
+    hold_timeout_ms: int = Field(default=3000, ge=100)
+    status_period_ms: int = Field(default=5000, ge=100, description="battery BESSStatus period")
+    liveness_factor: float = Field(default=3.0, ge=1.0, description="silence x period = dead")
+    lot_wh: int = Field(default=1000, ge=1, description="largest lot per auction, Wh")
+    min_lot_wh: int = Field(default=100, ge=1)
+    notice_interval_ms: int = Field(default=2000, ge=100)
+
+    def resolved_database_url(self) -> str:
+        """The SQLAlchemy URL of the store: database_url, else SQLite in the data dir."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.data_dir.resolve()}/etp.db"
+
+    def resolved_mqtt_url(self) -> str:
+        """The URL clients connect to: mqtt_url, else the embedded broker's address."""
+        return self.mqtt_url or f"mqtt://{self.mqtt_host}:{self.mqtt_port}"
+
+    @property
+    def embedded_broker(self) -> bool:
+        """True when the hub runs its own amqtt broker."""
+        return self.mqtt_url is None
+
+    def master_secret_path(self) -> Path:
+        """Path of the site master secret (created 0600 on first run)."""
+        return self.master_secret_file or self.data_dir / "master.key"
+
+
+def load_master_secret(path: Path) -> bytes:
+    """Read the site master secret (hex); create a random one with mode 0600 if absent."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        secret = secrets.token_bytes(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secret.hex() + "\n")
+        return secret
+    text = path.read_text().strip()
+    try:
+        secret = bytes.fromhex(text)
+    except ValueError:
+        raise MasterSecretError(f"{path} must hold the master secret as hex; fix or delete it")
+    if len(secret) < 16:
+        raise MasterSecretError(f"{path} holds {len(secret)} bytes; at least 16 are required")
+    return secret
