@@ -40,7 +40,7 @@ class BenchError(RuntimeError):
 class BenchConfig:
     """What to drive the hub with."""
 
-    batteries: int = 999
+    batteries: int = 1000
     aggregators: int = 10
     duration_s: float = 20.0
     auctions_per_s: int = 0  # 0 = every battery auctions every `auction_interval_ms`

@@ -23,7 +23,8 @@ __all__ = [
     "default_aggregators",
 ]
 
-FIRST_AGGREGATOR_ID = 1000
+# Bidder ids sit above every device id (devices are 1..65535, the 16-bit key-id space).
+FIRST_AGGREGATOR_ID = 100_000
 OUTCOME_HISTORY = 200  # outcomes kept for success-rate windows
 
 
@@ -54,7 +55,7 @@ class AggregatorConfig:
         if self.aggregator_id < FIRST_AGGREGATOR_ID:
             raise AggregatorConfigError(
                 f"aggregator {self.name!r}: id must be >= {FIRST_AGGREGATOR_ID} "
-                f"(device ids are 1..999), got {self.aggregator_id}"
+                f"(device ids are 1..65535), got {self.aggregator_id}"
             )
         if self.strategy not in STRATEGY_NAMES:
             raise AggregatorConfigError(

@@ -6,11 +6,12 @@ from shared_etp.frame import Keyring, Sender, derive_key
 
 __all__ = ["DeviceKeyring", "SenderPool"]
 
-MAX_DEVICE_ID = 999
+# Device ids double as key ids, which are 16-bit on the wire (shared_etp/README.md).
+MAX_DEVICE_ID = 0xFFFF
 
 
 class DeviceKeyring(Keyring):
-    """Holds the site master secret; key id N (1..999) is device N's key, usable only by src N.
+    """Holds the site master secret; key id N (1..MAX_DEVICE_ID) is device N's key, usable only by src N.
 
     Frames the hub receives come from devices, so kid N is bound to owner N.
     """

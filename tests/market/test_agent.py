@@ -15,7 +15,7 @@ from hub.market.strategies import MarketView
 
 def make(budget_mc: int = 1_000_000, requirement_wh: int = 20_000) -> AggregatorState:
     return AggregatorState(
-        AggregatorConfig(1001, "a", "fixed", budget_mc, requirement_wh, max_price_mc=30_000)
+        AggregatorConfig(100_001, "a", "fixed", budget_mc, requirement_wh, max_price_mc=30_000)
     )
 
 
@@ -75,7 +75,7 @@ def test_satisfied_when_requirement_met_or_budget_gone() -> None:
 
 
 def test_satisfied_aggregator_does_not_bid() -> None:
-    agg = Aggregator(AggregatorConfig(1001, "a", "fixed", 1_000_000, 1_000, 30_000))
+    agg = Aggregator(AggregatorConfig(100_001, "a", "fixed", 1_000_000, 1_000, 30_000))
     view = MarketView(20_000, None, False, 1, 5_000)
     assert agg.decide(view) == (21_000, 1_000)
     agg.on_won(9, 21_000, 1_000)
@@ -83,19 +83,19 @@ def test_satisfied_aggregator_does_not_bid() -> None:
 
 
 def test_config_validation_messages() -> None:
-    with pytest.raises(AggregatorConfigError, match=">= 1000"):
+    with pytest.raises(AggregatorConfigError, match=">= 100000"):
         AggregatorConfig(7, "x", "fixed", 1, 1, 1)
     with pytest.raises(AggregatorConfigError, match="strategy"):
-        AggregatorConfig(1001, "x", "random", 1, 1, 1)
+        AggregatorConfig(100_001, "x", "random", 1, 1, 1)
     with pytest.raises(AggregatorConfigError, match="budget_mc"):
-        AggregatorConfig(1001, "x", "fixed", 0, 1, 1)
+        AggregatorConfig(100_001, "x", "fixed", 0, 1, 1)
 
 
 def test_default_aggregators_use_three_strategies_and_are_seeded() -> None:
     three = default_aggregators(3, seed=5)
     assert [c.strategy for c in three] == ["fixed", "adaptive", "market"]
     assert len({c.aggregator_id for c in three}) == 3
-    assert all(c.aggregator_id >= 1000 for c in three)
+    assert all(c.aggregator_id >= 100_000 for c in three)
     assert default_aggregators(3, seed=5) == three
     assert default_aggregators(3, seed=6) != three
     five = default_aggregators(5, seed=5)

@@ -256,7 +256,7 @@ def test_insufficient_energy_shrinks_the_lot_for_everyone() -> None:
     with pytest.raises(InvalidBidError, match=r"1\.\.4999"):
         auction.submit(1001, 22_000, 5_000)
     # aggregators see the smaller lot and size their bids to it
-    agg = Aggregator(AggregatorConfig(1001, "a", "fixed", 10_000_000, 50_000, 30_000))
+    agg = Aggregator(AggregatorConfig(100_001, "a", "fixed", 10_000_000, 50_000, 30_000))
     decision = agg.decide(market_view(auction, 1001, [], 1.0))
     assert decision is not None and decision[1] == 4_999
 

@@ -202,7 +202,7 @@ def test_report_from_the_store_via_the_cli(tmp_path: Path) -> None:
     assert payload["seed"] == 5 and payload["source"] == "store"
     assert payload["premium_mean_pct"] > 0
     assert payload["improvement"]["recorded_vs_single_price_per_kwh_pct"] > 0
-    assert {row["bidder_id"] for row in payload["aggregators"]} == {1001, 1002, 1003}
+    assert {row["bidder_id"] for row in payload["aggregators"]} == {100_001, 100_002, 100_003}
     assert_valid_png(out / "report.png")
     assert "Competition vs a single aggregator" in (out / "report.md").read_text()
     # default output dir and Markdown on stdout

@@ -64,21 +64,21 @@ def test_explicit_offers_are_replayed_and_the_best_funded_is_chosen() -> None:
         Offer(device_id=4, auction_id=100, lot_wh=3_000, reserve_mc=19_000, opened_ms=0),
     ]
     scenario = Scenario(seed=1, offers=offers)
-    rich = AggregatorConfig(1002, "rich", "fixed", 900_000, 10_000, 30_000)
-    poor = AggregatorConfig(1001, "poor", "fixed", 500_000, 10_000, 30_000)
+    rich = AggregatorConfig(100_002, "rich", "fixed", 900_000, 10_000, 30_000)
+    poor = AggregatorConfig(100_001, "poor", "fixed", 500_000, 10_000, 30_000)
     assert best_funded([poor, rich]) is rich
     result = simulate(scenario, [poor, rich])
     assert [o.auction_id for o in result.outcomes] == [100, 101]  # time order
     assert [o.reserve_mc for o in result.outcomes] == [19_000, 18_000]
     single = counterfactual(scenario, [poor, rich])
-    assert {o.winner_id for o in single.sold} == {1002}
+    assert {o.winner_id for o in single.sold} == {100_002}
     # alone, the fixed-margin buyer pays reserve + 5 %
     assert [o.clearing_price_mc for o in single.sold] == [19_950, 18_900]
 
 
 def test_no_buyers_means_no_sales() -> None:
     scenario = default_scenario(3, batteries=2, auctions_per_battery=1)
-    expensive = AggregatorConfig(1001, "cheap", "fixed", 1_000_000, 50_000, max_price_mc=1_000)
+    expensive = AggregatorConfig(100_001, "cheap", "fixed", 1_000_000, 50_000, max_price_mc=1_000)
     result = simulate(scenario, [expensive])
     assert result.sold == [] and result.cleared_share == 0.0 and result.revenue_mc == 0
 
@@ -90,7 +90,7 @@ def test_concurrent_auctions_share_one_budget_through_holds() -> None:
         Offer(device_id=2, auction_id=2, lot_wh=4_000, reserve_mc=20_000, opened_ms=0),
     ]
     buyer = AggregatorConfig(
-        1001, "tight", "fixed", budget_mc=90_000, energy_requirement_wh=8_000, max_price_mc=22_000
+        100_001, "tight", "fixed", budget_mc=90_000, energy_requirement_wh=8_000, max_price_mc=22_000
     )
     result = simulate(Scenario(seed=1, offers=offers), [buyer])
     (summary,) = result.aggregators

@@ -23,7 +23,7 @@ def config(strategy: str = "fixed", **over: int) -> AggregatorConfig:
     }
     values.update(over)
     return AggregatorConfig(
-        aggregator_id=1001,
+        aggregator_id=100_001,
         name="a",
         strategy=strategy,
         budget_mc=values["budget_mc"],
