@@ -1,5 +1,11 @@
 """Board entry point (kept tiny: the board compiles it from source at every boot)."""
 
-from firmware.etp_node.boot import main
+import asyncio
+import gc
 
-main()
+from firmware.etp_node.boot import boot
+
+node = boot()
+del boot  # boot-only code leaves the heap before the node runs
+gc.collect()
+asyncio.run(node.run())

@@ -70,6 +70,19 @@ class Metrics:
         self.messages_out: Counter[str] = Counter()
         self.counters: Counter[str] = Counter()
         self._miss_log_budget = 50
+        self.loop_lag = LatencyHistogram(window=2000)
+        self.store_latency: dict[str, LatencyHistogram] = {}
+
+    def observe_store(self, operation: str, latency_ms: float) -> None:
+        """How long the auction path waited for one store write (queueing included)."""
+        hist = self.store_latency.get(operation)
+        if hist is None:
+            hist = self.store_latency[operation] = LatencyHistogram()
+        hist.add(latency_ms)
+
+    def observe_loop_lag(self, lag_ms: float) -> None:
+        """How late the event loop ran a timer (sampled every 50 ms)."""
+        self.loop_lag.add(max(0.0, lag_ms))
 
     def observe_response(self, request_type: int, latency_ms: float) -> None:
         """A response to a request of request_type arrived after latency_ms."""
@@ -116,4 +129,6 @@ class Metrics:
             "messages_in": dict(self.messages_in),
             "messages_out": dict(self.messages_out),
             "counters": dict(self.counters),
+            "loop_lag_ms": self.loop_lag.summary(),
+            "store_ms": {name: h.summary() for name, h in sorted(self.store_latency.items())},
         }

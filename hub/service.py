@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import logging
 import sys
 import time
@@ -15,7 +16,7 @@ import structlog
 
 from hub.broker import EmbeddedBroker
 from hub.engine import Engine, EngineConfig
-from hub.link import LinkConfig, MqttLink
+from hub.link import LinkConfig, LinkDownError, MqttLink
 from hub.market.agent import Aggregator, AggregatorConfig, default_aggregators
 from hub.metrics import Metrics
 from hub.registry import Device, DeviceKeyring, Registry, SenderPool
@@ -37,6 +38,7 @@ from shared_etp.topics import (
     HUB_STATE,
     RESPONSE,
     STATUS,
+    device_topic,
     device_wildcard,
     market_topic,
     parse_device_topic,
@@ -123,6 +125,9 @@ class HubRuntime:
         self._last_epoch: dict[int, int] = {}
         self._dirty_devices: set[int] = set()
         self._device_task: asyncio.Task[None] | None = None
+        self._lag_task: asyncio.Task[None] | None = None
+        self.senders: SenderPool | None = None
+        self._own_death_frames: set[bytes] = set()  # our deadline DeviceFailures echoed back
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -182,6 +187,7 @@ class HubRuntime:
                     for cfg in configs
                 ]
         aggregators = [Aggregator(cfg) for cfg in configs]
+        self.senders = SenderPool(self.keyring, epoch)
         self.engine = Engine(
             EngineConfig(
                 site=settings.site,
@@ -195,10 +201,11 @@ class HubRuntime:
                 min_lot_wh=settings.min_lot_wh,
                 hold_timeout_ms=settings.hold_timeout_ms,
                 notice_interval_ms=settings.notice_interval_ms,
+                trading_period_ms=settings.trading_period_ms,
             ),
             link=self,  # publishes go through self.publish (link may reconnect)
             registry=self.registry,
-            senders=SenderPool(self.keyring, epoch),
+            senders=self.senders,
             notice_key=derive_key(master, 0),
             store=self.store,
             metrics=self.metrics,
@@ -211,6 +218,11 @@ class HubRuntime:
         if settings.http_enabled:
             await self._start_http()
         self.started_ms = now_ms()
+        # Everything built so far lives as long as the hub: keep it out of the cyclic garbage
+        # collector's full passes (they stall the event loop for tens of ms with big fleets).
+        gc.collect()
+        gc.freeze()
+        self._lag_task = asyncio.create_task(self._watch_loop_lag(), name="loop-lag")
         log.info(
             "hub started",
             site=settings.site,
@@ -260,6 +272,8 @@ class HubRuntime:
 
     async def stop(self) -> None:
         """Terminate open auctions, flush the store, disconnect, stop the broker and gateway."""
+        if self._lag_task is not None:
+            self._lag_task.cancel()
         if self.engine is not None:
             with contextlib.suppress(Exception):
                 await self.engine.stop()
@@ -289,6 +303,14 @@ class HubRuntime:
             await self.broker.stop()
         log.info("hub stopped")
 
+    async def _watch_loop_lag(self, interval_s: float = 0.05) -> None:
+        """Measure how late the event loop wakes up (a stalled loop delays every response)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + interval_s
+            await asyncio.sleep(interval_s)
+            self.metrics.observe_loop_lag((loop.time() - due) * 1000.0)
+
     # ---- transport glue --------------------------------------------------------------------
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
@@ -309,6 +331,9 @@ class HubRuntime:
             return
         _site, device_id, leaf = parsed
         assert self.receiver is not None and self.registry is not None
+        if leaf == DEATH and payload in self._own_death_frames:
+            self._own_death_frames.discard(payload)  # the hub's own deadline notice
+            return
         try:
             if leaf in (BIRTH, DEATH):
                 # Retained births and last wills were signed long before delivery: authenticate
@@ -353,6 +378,29 @@ class HubRuntime:
     def _on_device_failure(self, device: Device, reason: int, source: str) -> None:
         if self.engine is not None:
             self.engine.on_device_failure(device, reason, source)
+        if source == "deadline":
+            self._publish_loss(device, reason)
+
+    def _publish_loss(self, device: Device, reason: int) -> None:
+        """A battery lost by silence: the hub says so with a signed DeviceFailure (src 0, the
+        device's key) on the battery's death topic, not retained, for every subscriber."""
+        if self.senders is None or self.link is None:
+            return
+        frame, _msg = self.senders.get(0, device.device_id).frame(
+            DEVICE_FAILURE, health=device.health, reason=reason
+        )
+        if len(self._own_death_frames) > 10000:
+            self._own_death_frames.clear()
+        self._own_death_frames.add(frame)
+        try:
+            self.link.publish(
+                device_topic(self.settings.site, device.device_id, DEATH), frame, 1, False
+            )
+        except LinkDownError as exc:
+            self._own_death_frames.discard(frame)
+            log.warning("could not publish device loss", device=device.device_id, error=str(exc))
+            return
+        self.metrics.messages_out[TYPE_NAMES[DEVICE_FAILURE]] += 1
 
     def _on_device_change(self, device: Device) -> None:
         """Queue the device's new state for the store (written in the background, coalesced)."""
@@ -420,6 +468,9 @@ class HubRuntime:
                 "published": link.published if link else 0,
                 "publish_errors": link.publish_errors if link else 0,
                 "reconnects": link.reconnects if link else 0,
+                "dropped_status": link.intake.dropped_status if link else 0,
+                "dropped_trade_path": link.intake.dropped_trade_path if link else 0,
+                "queue_high_water": link.intake.high_water if link else 0,
             },
             "market": self.engine.summary() if self.engine else {},
             "metrics": self.metrics.snapshot(),

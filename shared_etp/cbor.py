@@ -5,8 +5,9 @@ sorted by their encoded bytes. The decoder is strict and bounded: definite lengt
 floats or tags, limited nesting and item counts; anything else raises ProtocolError.
 """
 
+from shared_etp import errors as _E  # codes by attribute: one global, strings shared
 from shared_etp.compat import const
-from shared_etp.errors import MALFORMED, OUT_OF_RANGE, TRUNCATED, WRONG_TYPE, ProtocolError
+from shared_etp.errors import ProtocolError
 
 _MAX_DEPTH = const(4)
 _MAX_ITEMS = const(256)
@@ -30,7 +31,7 @@ def _head(out, major, value):
         out.append(major | 27)
         out.extend(value.to_bytes(8, "big"))
     else:
-        raise ProtocolError(OUT_OF_RANGE, "integer does not fit in 64 bits")
+        raise ProtocolError(_E.OUT_OF_RANGE, ">64 bits")
 
 
 def _encode(out, value):
@@ -67,12 +68,12 @@ def _encode(out, value):
         previous = None
         for encoded_key, item in pairs:
             if encoded_key == previous:
-                raise ProtocolError(MALFORMED, "duplicate map key")
+                raise ProtocolError(_E.MALFORMED, "dup key")
             previous = encoded_key
             out.extend(encoded_key)
             _encode(out, item)
     else:
-        raise ProtocolError(WRONG_TYPE, "cannot encode a " + type(value).__name__)
+        raise ProtocolError(_E.WRONG_TYPE, "type " + type(value).__name__)
 
 
 def dumps(value):
@@ -90,14 +91,14 @@ class _Reader:
     def take(self, count):
         end = self.pos + count
         if end > len(self.data):
-            raise ProtocolError(TRUNCATED, "CBOR item runs past the end of the frame")
+            raise ProtocolError(_E.TRUNCATED, "past end")
         chunk = self.data[self.pos : end]
         self.pos = end
         return chunk
 
     def head(self):
         if self.pos >= len(self.data):
-            raise ProtocolError(TRUNCATED, "CBOR item runs past the end of the frame")
+            raise ProtocolError(_E.TRUNCATED, "past end")
         initial = self.data[self.pos]
         self.pos += 1
         major = initial >> 5
@@ -121,11 +122,11 @@ class _Reader:
         if floor >= 0:
             # Deterministic encoding uses the shortest head (floats are rejected elsewhere).
             if value < floor and major != 7:
-                raise ProtocolError(MALFORMED, "integer head is longer than necessary")
+                raise ProtocolError(_E.MALFORMED, "long head")
             return major, info, value
         if info == 31:
-            raise ProtocolError(MALFORMED, "indefinite-length CBOR is not deterministic")
-        raise ProtocolError(MALFORMED, "reserved CBOR additional info " + str(info))
+            raise ProtocolError(_E.MALFORMED, "indefinite")
+        raise ProtocolError(_E.MALFORMED, "info %d" % info)
 
 
 def _decode(reader, depth):
@@ -140,12 +141,12 @@ def _decode(reader, depth):
         try:
             return str(reader.take(value), "utf-8")
         except UnicodeError:
-            raise ProtocolError(MALFORMED, "text string is not valid UTF-8") from None
+            raise ProtocolError(_E.MALFORMED, "not utf-8") from None
     if major == 4 or major == 5:
         if depth >= _MAX_DEPTH:
-            raise ProtocolError(MALFORMED, "CBOR nested too deeply")
+            raise ProtocolError(_E.MALFORMED, "too deep")
         if value > _MAX_ITEMS:
-            raise ProtocolError(MALFORMED, "CBOR container has too many items")
+            raise ProtocolError(_E.MALFORMED, "too many")
         if major == 4:
             return [_decode(reader, depth + 1) for _ in range(value)]
         result = {}
@@ -155,17 +156,17 @@ def _decode(reader, depth):
             start = reader.pos
             key = _decode(reader, depth + 1)
             if isinstance(key, (list, dict)):
-                raise ProtocolError(WRONG_TYPE, "map key must be an integer or string")
+                raise ProtocolError(_E.WRONG_TYPE, "key type")
             encoded_key = bytes(data[start : reader.pos])
             if encoded_key <= previous:
                 if encoded_key == previous:
-                    raise ProtocolError(MALFORMED, "duplicate map key " + repr(key))
-                raise ProtocolError(MALFORMED, "map keys are not in deterministic order")
+                    raise ProtocolError(_E.MALFORMED, "dup key " + repr(key))
+                raise ProtocolError(_E.MALFORMED, "key order")
             previous = encoded_key
             result[key] = _decode(reader, depth + 1)
         return result
     if major == 6:
-        raise ProtocolError(WRONG_TYPE, "CBOR tags are not used by this protocol")
+        raise ProtocolError(_E.WRONG_TYPE, "cbor tag")
     # major 7: simple values and floats
     if info < 24:
         if value == 20:
@@ -175,8 +176,8 @@ def _decode(reader, depth):
         if value == 22:
             return None
     if info in (25, 26, 27):
-        raise ProtocolError(WRONG_TYPE, "floats are not allowed on the wire")
-    raise ProtocolError(WRONG_TYPE, "unsupported CBOR simple value")
+        raise ProtocolError(_E.WRONG_TYPE, "float")
+    raise ProtocolError(_E.WRONG_TYPE, "simple")
 
 
 def loads(data):
@@ -187,5 +188,5 @@ def loads(data):
     reader = _Reader(data)
     value = _decode(reader, 0)
     if reader.pos != len(data):
-        raise ProtocolError(MALFORMED, "trailing bytes after the CBOR item")
+        raise ProtocolError(_E.MALFORMED, "trailing")
     return value

@@ -1,4 +1,4 @@
-"""The one place where MicroPython and CPython differ: const, HMAC, clocks, CBOR backend."""
+"""The one place where MicroPython and CPython differ: const, HMAC, clocks (CPython: host.py)."""
 
 import hashlib
 import sys
@@ -64,47 +64,12 @@ if IS_MICROPYTHON:
         """Milliseconds from start to end, wrap-safe."""
         return time.ticks_diff(end, start)  # type: ignore[attr-defined]
 
-else:
-    import hmac as _hmac
-
-    def hmac_sha256(key, data):
-        """HMAC-SHA256 (RFC 2104)."""
-        return _hmac.digest(key, data, "sha256")
-
-    digests_equal = _hmac.compare_digest
-
-    def now_ms():
-        """Wall-clock milliseconds since the Unix epoch."""
-        return time.time_ns() // 1_000_000
-
-    def ticks_ms():
-        """Monotonic milliseconds, for measuring durations."""
-        return time.monotonic_ns() // 1_000_000
-
-    def ticks_diff(end, start):
-        """Milliseconds from start to end."""
-        return end - start
-
-
-def native_cbor():
-    """Return (dumps, loads) of a native CBOR library giving canonical bytes, or None.
-
-    On CPython this is cbor2 (its C extension when built); MicroPython has none installable,
-    so the pure codec in shared_etp.cbor is used there.
-    """
-    if IS_MICROPYTHON:
-        return None
-    try:
-        import cbor2
-    except ImportError:
-        return None
-
-    def dumps(value):
-        # cbor2 always writes the shortest integer heads and keeps dict order, so a map whose
-        # integer keys are inserted in ascending order comes out deterministic; this is ~5x
-        # faster than canonical=True, which re-sorts in Python.
-        if isinstance(value, dict):
-            value = dict(sorted(value.items()))
-        return cbor2.dumps(value)
-
-    return dumps, cbor2.loads
+else:  # CPython
+    from shared_etp.host import (  # noqa: F401
+        digests_equal,
+        hmac_sha256,
+        native_cbor,
+        now_ms,
+        ticks_diff,
+        ticks_ms,
+    )

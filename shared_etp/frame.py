@@ -9,107 +9,98 @@ header bookkeeping, freshness (TTL) and replay protection both sides share.
 """
 
 from shared_etp import cbor as _pure_cbor
-from shared_etp.compat import digests_equal, hmac_sha256, native_cbor, now_ms
-from shared_etp.errors import (
-    BAD_TAG,
-    BAD_VERSION,
-    EXPIRED,
-    FROM_FUTURE,
-    MALFORMED,
-    MISSING_FIELD,
-    OUT_OF_RANGE,
-    OVERSIZED,
-    TRUNCATED,
-    UNKNOWN_FIELD,
-    UNKNOWN_KEY,
-    UNKNOWN_TYPE,
-    WRONG_TYPE,
-    ProtocolError,
+from shared_etp import errors as _E  # codes by attribute: one global, strings shared
+from shared_etp.cbor import _head as _cbor_head
+from shared_etp.compat import IS_MICROPYTHON, const, digests_equal, hmac_sha256, now_ms
+from shared_etp.errors import ProtocolError
+from shared_etp.fields import (
+    DEADLINE_MS,
+    FIELD_HIGH,
+    FIELD_LOW,
+    FIELD_NAMES,
+    HEADER_MASK,
+    PRIORITY,
+    REQUIRED_MASK,
 )
 from shared_etp.replay import ReplayGuard
-from shared_etp.schema import (
-    DEADLINE_MS,
-    DEFAULT_TTL_MS,
-    FIELD_KEY,
-    FIELD_NAME,
-    FIELD_RANGE,
-    HEADER_FIELDS,
-    MAX_FRAME_BYTES,
-    PRIORITY,
-    PROTOCOL_VERSION,
-    REQUIRED,
-    TAG_BYTES,
-    TYPE_NAMES,
-)
 
-_native = native_cbor()
-if _native is None:
+# schema.py's values, private here so a board need not load schema (tests check they agree).
+_PROTOCOL_VERSION = const(1)
+_TAG_BYTES = const(32)
+_MAX_FRAME_BYTES = const(512)
+_DEFAULT_TTL_MS = const(10000)
+_TYPE_COUNT = const(10)
+
+if IS_MICROPYTHON:
+    _key_of = FIELD_NAMES.index  # 25 interned names: a scan costs no heap
     _dumps = _pure_cbor.dumps
-    _loads = _pure_cbor.loads
-    _LOADS_IS_STRICT = True  # the pure decoder itself rejects non-canonical bodies
+    _loads = _pure_cbor.loads  # strict: itself rejects non-canonical bodies
+    _LOADS_IS_STRICT = True
 else:
-    _LOADS_IS_STRICT = False
-    _dumps, _native_loads = _native
+    from shared_etp.host import native_cbor
+    from shared_etp.names import FIELD_KEY as _FIELD_KEY
 
-    def _loads(data):
-        try:
-            return _native_loads(data)
-        except ProtocolError:
-            raise
-        except EOFError:
-            raise ProtocolError(TRUNCATED, "CBOR item runs past the end of the frame") from None
-        except Exception as exc:  # cbor2 raises many kinds on hostile input
-            if "premature end" in str(exc) or "EOF" in type(exc).__name__:
-                raise ProtocolError(TRUNCATED, "CBOR item runs past the end of the frame") from None
-            raise ProtocolError(MALFORMED, "not well-formed CBOR") from None
+    _key_of = _FIELD_KEY.__getitem__  # type: ignore[assignment]
+    _native = native_cbor()
+    _LOADS_IS_STRICT = _native is None
+    _dumps, _loads = _native or (_pure_cbor.dumps, _pure_cbor.loads)
 
 
 def validate(msg):
     """Check a message dict (field name -> int) against the schema; raise ProtocolError."""
     if not isinstance(msg, dict):
-        raise ProtocolError(WRONG_TYPE, "a message is a map of field names to integers")
+        raise ProtocolError(_E.WRONG_TYPE, "not a map")
+    present = 0
     for name, value in msg.items():
-        bounds = FIELD_RANGE.get(name)
-        if bounds is None:
-            raise ProtocolError(UNKNOWN_FIELD, "unknown field " + repr(name))
+        try:
+            key = _key_of(name)
+        except (KeyError, ValueError, TypeError):
+            raise ProtocolError(_E.UNKNOWN_FIELD, "unknown field " + repr(name)) from None
         if type(value) is not int:
-            raise ProtocolError(
-                WRONG_TYPE, "field %s must be an integer, not %s" % (name, type(value).__name__)
-            )
-        if value < bounds[0] or value > bounds[1]:
-            raise ProtocolError(
-                OUT_OF_RANGE,
-                "field %s=%d outside %d..%d" % (name, value, bounds[0], bounds[1]),
-            )
-    for name in HEADER_FIELDS:
-        if name not in msg:
-            raise ProtocolError(MISSING_FIELD, "header field %s is missing" % name)
-    if msg["v"] != PROTOCOL_VERSION:
-        raise ProtocolError(
-            BAD_VERSION, "protocol version %d is not %d" % (msg["v"], PROTOCOL_VERSION)
-        )
-    msg_type = msg["t"]
-    for name in REQUIRED[msg_type]:
-        if name not in msg:
-            raise ProtocolError(
-                MISSING_FIELD, "%s requires field %s" % (TYPE_NAMES[msg_type], name)
-            )
+            raise ProtocolError(_E.WRONG_TYPE, "%s not int" % name)
+        if value < FIELD_LOW[key] or value > FIELD_HIGH[key]:
+            raise ProtocolError(_E.OUT_OF_RANGE, "%s=%d" % (name, value))
+        present |= 1 << key
+    missing = HEADER_MASK & ~present
+    what = "no %s"
+    if not missing:
+        if msg["v"] != _PROTOCOL_VERSION:
+            raise ProtocolError(_E.BAD_VERSION, "v=%d" % msg["v"])
+        missing = REQUIRED_MASK[msg["t"]] & ~present
+        what = "t=%d requires field %%s" % msg["t"]
+    if missing:
+        key = 0
+        while not missing >> key & 1:
+            key += 1
+        raise ProtocolError(_E.MISSING_FIELD, what % FIELD_NAMES[key])
 
 
 def encode_body(msg):
     """Validate msg and return its canonical CBOR body (no tag)."""
     validate(msg)
-    return _dumps({FIELD_KEY[name]: value for name, value in msg.items()})
+    if _LOADS_IS_STRICT:
+        # The pure codec: write the map straight out in key order (keys are small integers,
+        # so numeric order is RFC 8949 order): no intermediate dict, pairs or key buffers.
+        out = bytearray()
+        _cbor_head(out, 5, len(msg))
+        for key in range(len(FIELD_NAMES)):
+            value = msg.get(FIELD_NAMES[key])
+            if value is not None:
+                _cbor_head(out, 0, key)
+                if value >= 0:
+                    _cbor_head(out, 0, value)
+                else:
+                    _cbor_head(out, 1, -1 - value)
+        return bytes(out)
+    return _dumps({_key_of(name): value for name, value in msg.items()})
 
 
 def encode_frame(msg, key):
     """Validate msg and return body || HMAC-SHA256(key, body)."""
     body = encode_body(msg)
     frame = body + hmac_sha256(key, body)
-    if len(frame) > MAX_FRAME_BYTES:
-        raise ProtocolError(
-            OVERSIZED, "frame of %d bytes exceeds %d" % (len(frame), MAX_FRAME_BYTES)
-        )
+    if len(frame) > _MAX_FRAME_BYTES:
+        raise ProtocolError(_E.OVERSIZED, "%d bytes" % len(frame))
     return frame
 
 
@@ -119,28 +110,27 @@ def parse_frame(frame):
     For tools that show what a frame says; anything that acts on a frame uses decode_frame.
     """
     size = len(frame)
-    if size > MAX_FRAME_BYTES:
-        raise ProtocolError(OVERSIZED, "frame of %d bytes exceeds %d" % (size, MAX_FRAME_BYTES))
-    if size <= TAG_BYTES:
-        raise ProtocolError(TRUNCATED, "frame of %d bytes is shorter than a body and tag" % size)
-    body = bytes(frame[: size - TAG_BYTES])
-    tag = bytes(frame[size - TAG_BYTES :])
+    if size > _MAX_FRAME_BYTES:
+        raise ProtocolError(_E.OVERSIZED, "%d bytes" % size)
+    if size <= _TAG_BYTES:
+        raise ProtocolError(_E.TRUNCATED, "%d bytes" % size)
+    body = bytes(frame[: size - _TAG_BYTES])
+    tag = bytes(frame[size - _TAG_BYTES :])
     if body[0] >> 5 != 5:
-        raise ProtocolError(WRONG_TYPE, "frame body must be a CBOR map")
+        raise ProtocolError(_E.WRONG_TYPE, "not a map")
     raw = _loads(body)
     if not isinstance(raw, dict):
-        raise ProtocolError(WRONG_TYPE, "frame body must be a CBOR map")
+        raise ProtocolError(_E.WRONG_TYPE, "not a map")
     msg = {}
     for key, value in raw.items():
         if type(key) is not int:
-            raise ProtocolError(WRONG_TYPE, "field keys must be integers")
-        name = FIELD_NAME.get(key)
-        if name is None:
-            raise ProtocolError(UNKNOWN_FIELD, "unknown field key %r" % (key,))
-        msg[name] = value
+            raise ProtocolError(_E.WRONG_TYPE, "key type")
+        if key < 0 or key >= len(FIELD_NAMES):
+            raise ProtocolError(_E.UNKNOWN_FIELD, "key %d" % key)
+        msg[FIELD_NAMES[key]] = value
     t = msg.get("t")
-    if type(t) is int and (t < 0 or t >= len(TYPE_NAMES)):
-        raise ProtocolError(UNKNOWN_TYPE, "message type %d is not 0..9" % t)
+    if type(t) is int and (t < 0 or t >= _TYPE_COUNT):
+        raise ProtocolError(_E.UNKNOWN_TYPE, "t=%d" % t)
     validate(msg)
     if _LOADS_IS_STRICT:
         canonical = True
@@ -153,17 +143,8 @@ def parse_frame(frame):
         except Exception:
             canonical = False
     if not canonical:
-        raise ProtocolError(MALFORMED, "body is not deterministic (canonical) CBOR")
+        raise ProtocolError(_E.MALFORMED, "not canon")
     return msg, body, tag
-
-
-def derive_key(master_secret, kid):
-    """Per-key-id HMAC key derived from a site master secret: HMAC(master, "etp/v1/key/<kid>").
-
-    Device N's key is derive_key(master, N); kid 0 is the hub's notice key. A board is
-    provisioned with its own key and the notice key only, never the master secret.
-    """
-    return hmac_sha256(bytes(master_secret), b"etp/v1/key/" + str(kid).encode())
 
 
 class Keyring:
@@ -201,26 +182,20 @@ def decode_frame(frame, keyring):
     msg, body, tag = parse_frame(frame)
     key = keyring.key_for(msg["kid"], msg["src"])
     if key is None:
-        raise ProtocolError(
-            UNKNOWN_KEY, "key id %d is not known for sender %d" % (msg["kid"], msg["src"])
-        )
+        raise ProtocolError(_E.UNKNOWN_KEY, "kid %d src %d" % (msg["kid"], msg["src"]))
     if not digests_equal(hmac_sha256(key, body), tag):
-        raise ProtocolError(BAD_TAG, "HMAC tag does not verify")
+        raise ProtocolError(_E.BAD_TAG, "bad tag")
     return msg
-
-
-def ttl_of(msg):
-    """Effective time to live in ms: the frame's ttl, or its type's deadline when ttl is 0."""
-    return msg["ttl"] or DEADLINE_MS[msg["t"]]
 
 
 def check_fresh(msg, now, max_skew_ms):
     """Raise ProtocolError if msg expired (ts + ttl + skew < now) or comes from the future."""
     age = now - msg["ts"]
-    if age > ttl_of(msg) + max_skew_ms:
-        raise ProtocolError(EXPIRED, "frame is %d ms old, ttl %d ms" % (age, ttl_of(msg)))
+    ttl = msg["ttl"] or DEADLINE_MS[msg["t"]]  # ttl 0: the type's deadline
+    if age > ttl + max_skew_ms:
+        raise ProtocolError(_E.EXPIRED, "%d ms old, ttl %d" % (age, ttl))
     if -age > max_skew_ms:
-        raise ProtocolError(FROM_FUTURE, "frame is %d ms ahead of this clock" % -age)
+        raise ProtocolError(_E.FROM_FUTURE, "%d ms ahead" % -age)
 
 
 class Sender:
@@ -238,10 +213,10 @@ class Sender:
         """Return a complete message dict with the header filled in and seq advanced."""
         seq = self.seq
         if seq > 0xFFFFFFFF:
-            raise ProtocolError(OUT_OF_RANGE, "sequence exhausted: start a new epoch")
+            raise ProtocolError(_E.OUT_OF_RANGE, "seq spent")
         self.seq = seq + 1
         msg = {
-            "v": PROTOCOL_VERSION,
+            "v": _PROTOCOL_VERSION,
             "t": msg_type,
             "id": (seq & 0xFFFFFFFF) if msg_id is None else msg_id,
             "src": self.src,
@@ -250,7 +225,7 @@ class Sender:
             "ep": self.epoch,
             "seq": seq,
             "ts": self.clock(),
-            "ttl": DEFAULT_TTL_MS if ttl is None else ttl,
+            "ttl": _DEFAULT_TTL_MS if ttl is None else ttl,
             "pri": PRIORITY[msg_type] if pri is None else pri,
         }
         for name, value in fields.items():
@@ -298,38 +273,31 @@ NOTICE_REPUTATION = 1  # data: {bidder id: reputation in hundredths of a percent
 NOTICE_CLEARING = 2  # data: [recent clearing prices, milli-cents/kWh, newest last]
 
 
-def encode_notice(kind, data, src, kid, key, ts=None):
-    """Sign a market notice; data holds only integers, lists and integer-keyed maps."""
-    body = _dumps(
-        {0: PROTOCOL_VERSION, 1: kind, 2: src, 3: kid, 4: now_ms() if ts is None else ts, 5: data}
-    )
-    frame = body + hmac_sha256(key, body)
-    if len(frame) > MAX_FRAME_BYTES * 8:
-        raise ProtocolError(OVERSIZED, "notice of %d bytes is too large" % len(frame))
-    return frame
-
-
 def decode_notice(frame, keyring):
     """Authenticate a market notice; returns (kind, ts, data) or raises ProtocolError."""
     size = len(frame)
-    if size > MAX_FRAME_BYTES * 8:
-        raise ProtocolError(OVERSIZED, "notice of %d bytes is too large" % size)
-    if size <= TAG_BYTES:
-        raise ProtocolError(TRUNCATED, "notice shorter than a body and tag")
-    body = bytes(frame[: size - TAG_BYTES])
+    if size > _MAX_FRAME_BYTES * 8:
+        raise ProtocolError(_E.OVERSIZED, "%d bytes" % size)
+    if size <= _TAG_BYTES:
+        raise ProtocolError(_E.TRUNCATED, "too short")
+    body = bytes(frame[: size - _TAG_BYTES])
     raw = _pure_cbor.loads(body)
     if not isinstance(raw, dict) or sorted(raw.keys()) != [0, 1, 2, 3, 4, 5]:
-        raise ProtocolError(WRONG_TYPE, "notice body must be a map with keys 0..5")
+        raise ProtocolError(_E.WRONG_TYPE, "not notice")
     for field in (0, 1, 2, 3, 4):
         if type(raw[field]) is not int:
-            raise ProtocolError(WRONG_TYPE, "notice header values must be integers")
-    if raw[0] != PROTOCOL_VERSION:
-        raise ProtocolError(BAD_VERSION, "notice version %d is not %d" % (raw[0], PROTOCOL_VERSION))
+            raise ProtocolError(_E.WRONG_TYPE, "not int")
+    if raw[0] != _PROTOCOL_VERSION:
+        raise ProtocolError(_E.BAD_VERSION, "v=%d" % raw[0])
     if _pure_cbor.dumps(raw) != body:
-        raise ProtocolError(MALFORMED, "notice body is not deterministic (canonical) CBOR")
+        raise ProtocolError(_E.MALFORMED, "not canon")
     key = keyring.key_for(raw[3], raw[2])
     if key is None:
-        raise ProtocolError(UNKNOWN_KEY, "key id %d is not known for sender %d" % (raw[3], raw[2]))
-    if not digests_equal(hmac_sha256(key, body), bytes(frame[size - TAG_BYTES :])):
-        raise ProtocolError(BAD_TAG, "HMAC tag does not verify")
+        raise ProtocolError(_E.UNKNOWN_KEY, "kid %d src %d" % (raw[3], raw[2]))
+    if not digests_equal(hmac_sha256(key, body), bytes(frame[size - _TAG_BYTES :])):
+        raise ProtocolError(_E.BAD_TAG, "bad tag")
     return raw[1], raw[4], raw[5]
+
+
+if not IS_MICROPYTHON:  # CPython: the hub-side helpers stay importable from here
+    from shared_etp.signing import derive_key, encode_notice  # noqa: F401

@@ -8,7 +8,7 @@ Scaling (legacy unit -> wire integer): cents/kWh x1000 -> milli-cents/kWh, kWh x
 """
 
 from shared_etp.errors import BAD_LEGACY, OUT_OF_RANGE, ProtocolError
-from shared_etp.schema import FIELD_RANGE
+from shared_etp.names import FIELD_RANGE
 
 # (message field, scale from the legacy value to the wire integer, decimal places)
 LEGACY_FIELDS = (

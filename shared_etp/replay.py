@@ -9,8 +9,9 @@ write of the last epoch was lost, as long as the clock is set, and even without 
 as flash works.
 """
 
+from shared_etp import errors as _E  # codes by attribute: one global, strings shared
 from shared_etp.compat import const
-from shared_etp.errors import REPLAY, STALE_EPOCH, ProtocolError
+from shared_etp.errors import ProtocolError
 
 WINDOW = const(64)
 _WINDOW_MASK = (1 << WINDOW) - 1
@@ -47,10 +48,7 @@ class ReplayGuard:
             self._state[src] = [epoch, seq, 1, self._clock]
             return
         if epoch < state[0]:
-            raise ProtocolError(
-                STALE_EPOCH,
-                "sender %d epoch %d is older than its current epoch %d" % (src, epoch, state[0]),
-            )
+            raise ProtocolError(_E.STALE_EPOCH, "src %d ep %d<%d" % (src, epoch, state[0]))
         highest = state[1]
         if seq > highest:
             shift = seq - highest
@@ -59,12 +57,10 @@ class ReplayGuard:
         else:
             behind = highest - seq
             if behind >= WINDOW:
-                raise ProtocolError(
-                    REPLAY, "sender %d seq %d is older than the replay window" % (src, seq)
-                )
+                raise ProtocolError(_E.REPLAY, "src %d seq %d old" % (src, seq))
             bit = 1 << behind
             if state[2] & bit:
-                raise ProtocolError(REPLAY, "sender %d seq %d was already seen" % (src, seq))
+                raise ProtocolError(_E.REPLAY, "src %d seq %d seen" % (src, seq))
             state[2] |= bit
         state[3] = self._clock
 

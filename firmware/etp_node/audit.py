@@ -32,23 +32,16 @@ def decode_line(line):
     return record if isinstance(record, dict) else None
 
 
-def parse_log(data):
-    """(records, torn) from the bytes of one audit file; torn counts skipped lines."""
-    records = []
-    torn = 0
-    lines = data.split(b"\n")
-    tail = lines.pop()  # after the last "\n": empty unless the final write was cut
-    if tail:
-        torn += 1
-    for line in lines:
-        if not line:
-            continue
-        record = decode_line(line)
-        if record is None:
-            torn += 1
-        else:
-            records.append(record)
-    return records, torn
+def _tail(path):
+    """(size, last <= 512 bytes) of a file; (0, b"") if it is missing."""
+    try:
+        size = os.stat(path)[6]
+        with open(path, "rb") as handle:
+            if size > 512:
+                handle.seek(size - 512)
+            return size, handle.read()
+    except OSError:
+        return 0, b""
 
 
 def _exists(path):
@@ -79,21 +72,19 @@ class AuditLog:
         self._recover()
 
     def _recover(self):
-        """Find the size and last sequence number; end a torn line so appends stay clean."""
-        try:
-            with open(self.path, "rb") as handle:
-                data = handle.read()
-        except OSError:
-            data = b""
-        if not data and _exists(self.directory + "/audit.1"):
-            with open(self.directory + "/audit.1", "rb") as handle:
-                records, _ = parse_log(handle.read())
-        else:
-            records, _ = parse_log(data)
-        if records:
-            self.next_n = records[-1].get("n", -1) + 1
-        self.size = len(data)
-        if data and not data.endswith(b"\n"):
+        """Find the size and last sequence number; end a torn line so appends stay clean.
+
+        Reads only the tail of the newest file (a record is far shorter than 512 bytes), so
+        booting costs no heap for a full log.
+        """
+        self.size, tail = _tail(self.path)
+        last = tail if self.size else _tail(self.directory + "/audit.1")[1]
+        for line in reversed(last.split(b"\n")):
+            record = decode_line(line)  # the first piece may be cut by the seek: it fails
+            if record is not None:
+                self.next_n = record.get("n", -1) + 1
+                break
+        if tail and not tail.endswith(b"\n"):
             with open(self.path, "ab") as handle:
                 handle.write(b"\n")
             self.size += 1
@@ -124,17 +115,3 @@ class AuditLog:
             self.appended += 1
         except OSError:
             self.errors += 1  # flash full or failing: trading goes on, the count shows it
-
-    def read_all(self):
-        """(records oldest first, torn count) across every kept file."""
-        records = []
-        torn = 0
-        for index in range(self.files - 1, -1, -1):
-            try:
-                with open("%s/audit.%d" % (self.directory, index), "rb") as handle:
-                    part, bad = parse_log(handle.read())
-            except OSError:
-                continue
-            records.extend(part)
-            torn += bad
-        return records, torn

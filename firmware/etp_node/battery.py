@@ -1,75 +1,69 @@
 """Battery state: a simulated Li-ion pack for the unix port, and an ADC layer for real boards.
 
-AdcBattery (battery_adc.py) exposes the same API, used by the core: capacity_wh, remaining_wh(),
-soc(), voltage_mv(),
-discharge_w(), health(), fault() (a REASON_* code or 0), deliver(energy_wh, duration_s),
-step(now_ms) and inject_fault(name). All values are integers in protocol units.
+AdcBattery (battery_adc.py, a subclass) exposes the same API, used by the core: capacity_wh,
+remaining_wh(), soc(), voltage_mv(), discharge_w(), health(), fault() (a REASON_* code or 0),
+deliver(energy_wh, duration_s), step(now_ms) and inject_fault(name). All values are integers
+in protocol units.
 """
 
 from shared_etp.compat import const
-from shared_etp.schema import (
-    HEALTH_DEGRADED,
-    HEALTH_FAULT,
-    HEALTH_OK,
-    REASON_NONE,
-    REASON_OVER_TEMPERATURE,
-    REASON_VOLTAGE_OUT_OF_RANGE,
-)
 
-# Open-circuit voltage of one Li-ion (NMC) cell by state of charge: (soc 1/100 %, mV).
-_OCV_CURVE = (
-    (0, 3000),
-    (500, 3300),
-    (1000, 3450),
-    (2000, 3560),
-    (4000, 3660),
-    (6000, 3790),
-    (8000, 3950),
-    (9500, 4100),
-    (10000, 4180),
-)
-_CELL_RESISTANCE_MOHM = const(2)  # per cell, the pack's current flows through each
+# Open-circuit voltage of one Li-ion (NMC) cell by state of charge: soc (1/100 %), mV, soc, mV...
+OCV_CURVE = (0, 3000, 500, 3300, 1000, 3450, 2000, 3560, 4000, 3660, 6000, 3790, 8000, 3950,
+             9500, 4100, 10000, 4180)
+
+# protocol constants (shared_etp.schema), private so they cost no heap
+_HEALTH_DEGRADED = const(1)
+_HEALTH_FAULT = const(2)
+_HEALTH_OK = const(0)
+_REASON_NONE = const(0)
+_REASON_OVER_TEMPERATURE = const(11)
+_REASON_VOLTAGE_OUT_OF_RANGE = const(10)
+_CELL_RESISTANCE_MOHM = const(2)  # per cell of a 10 kWh pack; larger packs have more cells
+_RESISTANCE_REF_WH = const(10000)  # in parallel, which divides the resistance
 _DEGRADED_SOH = const(8000)  # state of health below this (1/100 %) reports "degraded"
 _FADE_PER_KWH_PPM = const(40)  # capacity lost per kWh delivered, parts per million of capacity
 _MAX_TEMP_DC = const(600)  # 60.0 degC in tenths: over-temperature fault
 
-FAULTS = ("undervolt", "overvolt", "overtemp", "clear")
-
 
 def cell_ocv_mv(soc):
     """Open-circuit cell voltage (mV) at a state of charge (1/100 %), piecewise linear."""
+    curve = OCV_CURVE
     if soc <= 0:
-        return _OCV_CURVE[0][1]
-    for i in range(1, len(_OCV_CURVE)):
-        s1, v1 = _OCV_CURVE[i]
+        return curve[1]
+    for i in range(2, len(curve), 2):
+        s1 = curve[i]
         if soc <= s1:
-            s0, v0 = _OCV_CURVE[i - 1]
-            return v0 + (v1 - v0) * (soc - s0) // (s1 - s0)
-    return _OCV_CURVE[-1][1]
+            s0, v0 = curve[i - 2], curve[i - 1]
+            return v0 + (curve[i + 1] - v0) * (soc - s0) // (s1 - s0)
+    return curve[-1]
 
 
-def soc_from_cell_mv(cell_mv):
-    """Inverse of cell_ocv_mv: state of charge (1/100 %) from a resting cell voltage."""
-    if cell_mv <= _OCV_CURVE[0][1]:
-        return 0
-    for i in range(1, len(_OCV_CURVE)):
-        s1, v1 = _OCV_CURVE[i]
-        if cell_mv <= v1:
-            s0, v0 = _OCV_CURVE[i - 1]
-            return s0 + (s1 - s0) * (cell_mv - v0) // (v1 - v0)
-    return 10000
+class SimBattery:
+    """A simulated pack: energy, OCV curve with IR drop, capacity fade, faults on demand."""
 
-
-class Delivery:
-    """Discharge bookkeeping shared by both layers: the reported rate of sold energy."""
-
-    def _init_delivery(self):
-        self._dis_w = 0
+    def __init__(self, capacity_wh=10000, soc=9000, cells_series=14, min_cell_mv=2800,
+                 max_cell_mv=4250, charge_w=0):
+        self.charge_w = charge_w  # the site's charger (PV or grid), W; 0 = none
+        self._charge_mwh = 0  # charged energy not yet whole Wh
+        self._dis_w = 0  # discharge of sold energy, W
         self._dis_until_ms = 0
         self._now_ms = 0
+        self.capacity_wh = capacity_wh
+        self.nominal_wh = capacity_wh
+        self.cells = cells_series
+        self.min_cell_mv = min_cell_mv
+        self.max_cell_mv = max_cell_mv
+        self._stored_wh = capacity_wh * soc // 10000
+        self._delivered_wh = 0
+        self._fault = _REASON_NONE
+        self._forced_cell_mv = 0
+        self.temp_dc = 250
 
     def discharge_w(self):
         """Current discharge power in W (negative while charging)."""
+        if self.charge_w and self._stored_wh < self.capacity_wh:
+            return self._dis_w - self.charge_w
         return self._dis_w
 
     def _start_delivery(self, energy_wh, duration_s):
@@ -78,29 +72,6 @@ class Delivery:
         end = self._now_ms + duration_s * 1000
         if end > self._dis_until_ms:
             self._dis_until_ms = end
-
-    def _step_delivery(self, now_ms):
-        self._now_ms = now_ms
-        if self._dis_w and now_ms >= self._dis_until_ms:
-            self._dis_w = 0
-
-
-class SimBattery(Delivery):
-    """A simulated pack: energy, OCV curve with IR drop, capacity fade, faults on demand."""
-
-    def __init__(self, capacity_wh=10000, soc=9000, cells_series=14, min_cell_mv=2800,
-                 max_cell_mv=4250):
-        self._init_delivery()
-        self.capacity_wh = capacity_wh
-        self.nominal_wh = capacity_wh
-        self.cells = cells_series
-        self.min_cell_mv = min_cell_mv
-        self.max_cell_mv = max_cell_mv
-        self._stored_wh = capacity_wh * soc // 10000
-        self._delivered_wh = 0
-        self._fault = REASON_NONE
-        self._forced_cell_mv = 0
-        self.temp_dc = 250
 
     def remaining_wh(self):
         """Energy stored now, Wh."""
@@ -123,30 +94,31 @@ class SimBattery(Delivery):
         ocv = cell_ocv_mv(self.soc())
         nominal_v = max(1, self.cells * 37 // 10)
         current_a = self._dis_w // nominal_v
-        return ocv - current_a * _CELL_RESISTANCE_MOHM
+        return ocv - (current_a * _CELL_RESISTANCE_MOHM * _RESISTANCE_REF_WH
+                      // max(1, self.nominal_wh))
 
     def voltage_mv(self):
         """Pack terminal voltage, mV."""
         return self.cell_mv() * self.cells
 
     def health(self):
-        """HEALTH_OK, HEALTH_DEGRADED (capacity faded) or HEALTH_FAULT."""
+        """_HEALTH_OK, _HEALTH_DEGRADED (capacity faded) or _HEALTH_FAULT."""
         if self.fault():
-            return HEALTH_FAULT
+            return _HEALTH_FAULT
         if self.state_of_health() < _DEGRADED_SOH:
-            return HEALTH_DEGRADED
-        return HEALTH_OK
+            return _HEALTH_DEGRADED
+        return _HEALTH_OK
 
     def fault(self):
-        """The self-detected fault as a REASON_* code, or REASON_NONE."""
+        """The self-detected fault as a REASON_* code, or _REASON_NONE."""
         if self._fault:
             return self._fault
         cell = self.cell_mv()
         if cell < self.min_cell_mv or cell > self.max_cell_mv:
-            return REASON_VOLTAGE_OUT_OF_RANGE
+            return _REASON_VOLTAGE_OUT_OF_RANGE
         if self.temp_dc > _MAX_TEMP_DC:
-            return REASON_OVER_TEMPERATURE
-        return REASON_NONE
+            return _REASON_OVER_TEMPERATURE
+        return _REASON_NONE
 
     def deliver(self, energy_wh, duration_s):
         """Commit sold energy: take it from the store and discharge it over duration_s."""
@@ -161,10 +133,6 @@ class SimBattery(Delivery):
         self.capacity_wh = max(self._stored_wh, self.capacity_wh - fade)
         self._start_delivery(energy_wh, duration_s)
 
-    def charge(self, energy_wh):
-        """Add energy (bounded by capacity); used by tests and the owner's charger."""
-        self._stored_wh = min(self.capacity_wh, self._stored_wh + energy_wh)
-
     def degrade(self, soh):
         """Set the state of health (1/100 %): a worn pack reports "degraded"."""
         self.capacity_wh = self.nominal_wh * soh // 10000
@@ -172,7 +140,7 @@ class SimBattery(Delivery):
 
     def inject_fault(self, name):
         """Simulate a fault: undervolt, overvolt, overtemp; "clear" removes it."""
-        self._fault = REASON_NONE
+        self._fault = _REASON_NONE
         self._forced_cell_mv = 0
         self.temp_dc = 250
         if name == "undervolt":
@@ -182,8 +150,19 @@ class SimBattery(Delivery):
         elif name == "overtemp":
             self.temp_dc = _MAX_TEMP_DC + 100
         elif name != "clear":
-            raise ValueError("unknown fault %r; one of %s" % (name, ", ".join(FAULTS)))
+            raise ValueError("unknown fault %r: undervolt, overvolt, overtemp or clear" % name)
 
     def step(self, now_ms):
-        """Advance the model to now_ms (ends finished discharges)."""
-        self._step_delivery(now_ms)
+        """Advance the model to now_ms (charges from the charger, ends finished discharges)."""
+        if self.charge_w and self._now_ms and now_ms > self._now_ms:
+            if self._stored_wh < self.capacity_wh:
+                # W x ms / 3600 = mWh
+                self._charge_mwh += self.charge_w * (now_ms - self._now_ms) // 3600
+                whole_wh = self._charge_mwh // 1000
+                self._charge_mwh -= whole_wh * 1000
+                self._stored_wh = min(self.capacity_wh, self._stored_wh + whole_wh)
+            else:
+                self._charge_mwh = 0
+        self._now_ms = now_ms
+        if self._dis_w and now_ms >= self._dis_until_ms:
+            self._dis_w = 0

@@ -3,11 +3,30 @@
 Kept apart from battery.py so the unix port never loads it (heap). Same API as SimBattery.
 """
 
-from firmware.etp_node.battery import Delivery, soc_from_cell_mv
-from shared_etp.schema import HEALTH_FAULT, HEALTH_OK, REASON_NONE, REASON_VOLTAGE_OUT_OF_RANGE
+from firmware.etp_node.battery import OCV_CURVE, SimBattery
+from shared_etp.compat import const
+
+# protocol constants (shared_etp.schema), private so they cost no heap
+_HEALTH_FAULT = const(2)
+_HEALTH_OK = const(0)
+_REASON_NONE = const(0)
+_REASON_VOLTAGE_OUT_OF_RANGE = const(10)
 
 
-class AdcBattery(Delivery):
+def soc_from_cell_mv(cell_mv):
+    """Inverse of battery.cell_ocv_mv: state of charge (1/100 %) from a resting cell voltage."""
+    curve = OCV_CURVE
+    if cell_mv <= curve[1]:
+        return 0
+    for i in range(2, len(curve), 2):
+        v1 = curve[i + 1]
+        if cell_mv <= v1:
+            s0, v0 = curve[i - 2], curve[i - 1]
+            return s0 + (curve[i] - s0) * (cell_mv - v0) // (v1 - v0)
+    return 10000
+
+
+class AdcBattery(SimBattery):
     """Board layer: pack voltage (and optionally current) from ADC pins with a scale.
 
     adc_pins: {"volt": pin, "current": pin}; adc_scale: {"volt": mV per count, "current": mA
@@ -19,7 +38,9 @@ class AdcBattery(Delivery):
                  max_cell_mv=4250):
         from machine import ADC, Pin  # type: ignore[import-not-found]
 
-        self._init_delivery()
+        self._dis_w = 0  # discharge of sold energy, W (SimBattery's bookkeeping)
+        self._dis_until_ms = 0
+        self._now_ms = 0
         self.capacity_wh = capacity_wh
         self.cells = cells_series
         self.min_cell_mv = min_cell_mv
@@ -30,7 +51,7 @@ class AdcBattery(Delivery):
         self._current_adc = ADC(Pin(current_pin)) if current_pin is not None else None
         self._current_scale = adc_scale.get("current", 0)
         self._sold_pending_wh = 0
-        self._fault = REASON_NONE
+        self._fault = _REASON_NONE
 
     def voltage_mv(self):
         """Pack voltage from the ADC, mV."""
@@ -45,17 +66,17 @@ class AdcBattery(Delivery):
         return max(0, self.capacity_wh * self.soc() // 10000 - self._sold_pending_wh)
 
     def health(self):
-        """HEALTH_OK or HEALTH_FAULT."""
-        return HEALTH_FAULT if self.fault() else HEALTH_OK
+        """_HEALTH_OK or _HEALTH_FAULT."""
+        return _HEALTH_FAULT if self.fault() else _HEALTH_OK
 
     def fault(self):
-        """Voltage out of range (per cell) as a REASON_* code, else REASON_NONE."""
+        """Voltage out of range (per cell) as a REASON_* code, else _REASON_NONE."""
         if self._fault:
             return self._fault
         cell = self.voltage_mv() // self.cells
         if cell < self.min_cell_mv or cell > self.max_cell_mv:
-            return REASON_VOLTAGE_OUT_OF_RANGE
-        return REASON_NONE
+            return _REASON_VOLTAGE_OUT_OF_RANGE
+        return _REASON_NONE
 
     def deliver(self, energy_wh, duration_s):
         """Record sold energy and the discharge the inverter is told to run."""
@@ -64,11 +85,11 @@ class AdcBattery(Delivery):
 
     def inject_fault(self, name):
         """Force a fault for tests on hardware ("clear" removes it)."""
-        self._fault = REASON_NONE if name == "clear" else REASON_VOLTAGE_OUT_OF_RANGE
+        self._fault = _REASON_NONE if name == "clear" else _REASON_VOLTAGE_OUT_OF_RANGE
 
     def step(self, now_ms):
         """Ends finished discharges; the voltage then reflects the sold energy."""
         was = self._dis_w
-        self._step_delivery(now_ms)
+        SimBattery.step(self, now_ms)
         if was and not self._dis_w:
             self._sold_pending_wh = 0

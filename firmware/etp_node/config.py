@@ -29,6 +29,7 @@ DEFAULTS = {
     "status_interval_ms": 5000,  # periodic BESSStatus
     "delivery_s": 900,  # a confirmed trade is discharged over this many seconds
     "capacity_wh": 10000,  # battery model: usable capacity, Wh
+    "charge_w": 0,  # battery model: the site's charger (PV/grid), W; 0 = none
     "soc_start": 9000,  # battery model: initial state of charge, 1/100 %
     "cells_series": 14,  # battery model: cells in series (14s Li-ion ~ 51.8 V nominal)
     "min_cell_mv": 2800,  # fault below this cell voltage

@@ -7,8 +7,8 @@ input: every rejected frame is counted in `stats` and dropped. The board's async
 """
 
 from firmware.etp_node.evaluator import Evaluator
-from firmware.etp_node.ledger import BIDDER, ENERGY, PRICE, Ledger
-from shared_etp.compat import now_ms
+from firmware.etp_node.ledger import Ledger
+from shared_etp.compat import const, now_ms
 from shared_etp.errors import ProtocolError
 from shared_etp.frame import (
     NOTICE_CLEARING,
@@ -19,41 +19,32 @@ from shared_etp.frame import (
     decode_notice,
 )
 from shared_etp.replay import next_epoch
-from shared_etp.schema import (
-    BESS_STATUS,
-    BID,
-    BID_ACCEPT,
-    BID_CONFIRM,
-    BID_REJECT,
-    DEVICE_FAILURE,
-    HEALTH_FAULT,
-    QUERY,
-    QUERY_RESPONSE,
-    REASON_AUCTION_CLOSED,
-    REASON_DEVICE_FAULT,
-    REASON_HOLD_EXPIRED,
-    REASON_INSUFFICIENT_ENERGY,
-    REASON_LINK_LOST,
-    REASON_NAMES,
-    REASON_NONE,
-    REASON_NOT_HOLDER,
-    REGISTER,
-    TERMINATE,
-)
-from shared_etp.topics import (
-    BIRTH,
-    CLEARING,
-    DEATH,
-    REPUTATION,
-    REQUEST,
-    RESPONSE,
-    STATUS,
-    device_topic,
-    market_topic,
-)
 
-_MAX_BIDDERS_TRACKED = 64  # replay windows kept (aggregators + hub); least recent forgotten
-_SOC_CHANGE = 100  # a state-of-charge move of 1 % is a significant change
+# protocol constants (shared_etp.schema), private so they cost no heap
+_BESS_STATUS = const(9)
+_BID = const(3)
+_BID_ACCEPT = const(4)
+_BID_CONFIRM = const(5)
+_BID_REJECT = const(6)
+_DEVICE_FAILURE = const(8)
+_HEALTH_FAULT = const(2)
+_QUERY = const(1)
+_QUERY_RESPONSE = const(2)
+_REASON_AUCTION_CLOSED = const(5)
+_REASON_DEVICE_FAULT = const(8)
+_REASON_HOLD_EXPIRED = const(7)
+_REASON_INSUFFICIENT_ENERGY = const(2)
+_REASON_LINK_LOST = const(13)
+_REASON_NONE = const(0)
+_REASON_NOT_HOLDER = const(14)
+_REGISTER = const(0)
+_TERMINATE = const(7)
+_BIDDER = const(0)  # indices into a ledger hold
+_PRICE = const(1)
+_ENERGY = const(2)
+
+_MAX_BIDDERS_TRACKED = const(64)  # replay windows kept (aggregators + hub); least recent forgotten
+_SOC_CHANGE = const(100)  # a state-of-charge move of 1 % is a significant change
 
 
 def _bump(table, name):
@@ -93,14 +84,15 @@ class NodeCore:
         self._notice_ts = {}
         self.ledger = Ledger()
         self.evaluator = Evaluator(config)
-        self.faulted = REASON_NONE
-        self.topic_req = device_topic(self.site, self.device_id, REQUEST)
-        self.topic_resp = device_topic(self.site, self.device_id, RESPONSE)
-        self.topic_birth = device_topic(self.site, self.device_id, BIRTH)
-        self.topic_death = device_topic(self.site, self.device_id, DEATH)
-        self.topic_status = device_topic(self.site, self.device_id, STATUS)
-        self.topic_reputation = market_topic(self.site, REPUTATION)
-        self.topic_clearing = market_topic(self.site, CLEARING)
+        self.faulted = _REASON_NONE
+        # Topics per shared_etp.topics (spelled out here so a board need not load that module;
+        # tests check they agree): etp/v1/<site>/bess/<dev>/<leaf>, etp/v1/<site>/market/<leaf>.
+        if not self.site or "/" in self.site or "+" in self.site or "#" in self.site:
+            raise ValueError("invalid site %r for an MQTT topic" % self.site)
+        self._device_prefix = "etp/v1/%s/bess/%d/" % (self.site, self.device_id)
+        self.topic_req = self._device_prefix + "req"
+        self.topic_resp = self._device_prefix + "resp"
+        self._market_prefix = "etp/v1/%s/market/" % self.site
         self._last_status_ms = None
         self._last_status = None
         self.stats = {
@@ -139,8 +131,8 @@ class NodeCore:
     def birth(self):
         """(topic, frame) of the Register published retained on the birth topic."""
         battery = self.battery
-        return self.topic_birth, self._frame(
-            REGISTER,
+        return self._device_prefix + "birth", self._frame(
+            _REGISTER,
             etot=battery.capacity_wh,
             pct=self.pct_for_sale,
             sale=self.reserve_mc(),
@@ -148,10 +140,10 @@ class NodeCore:
             health=self._health(),
         )
 
-    def will(self, reason=REASON_LINK_LOST):
+    def will(self, reason=_REASON_LINK_LOST):
         """(topic, frame) of the DeviceFailure the broker publishes if the link dies."""
-        return self.topic_death, self._frame(
-            DEVICE_FAILURE, ttl=86400000, health=HEALTH_FAULT, reason=reason
+        return self._device_prefix + "death", self._frame(
+            _DEVICE_FAILURE, ttl=86400000, health=_HEALTH_FAULT, reason=reason
         )
 
     def status(self):
@@ -160,8 +152,8 @@ class NodeCore:
         snapshot = (battery.soc(), self._health(), battery.discharge_w())
         self._last_status = snapshot
         self._last_status_ms = self.clock()
-        return self.topic_status, self._frame(
-            BESS_STATUS,
+        return self._device_prefix + "status", self._frame(
+            _BESS_STATUS,
             erem=battery.remaining_wh(),
             health=snapshot[1],
             volt=max(0, battery.voltage_mv()),
@@ -171,10 +163,11 @@ class NodeCore:
 
     def subscriptions(self):
         """Topics the node subscribes to: its request topic and the market notices."""
-        return [self.topic_req, self.topic_reputation, self.topic_clearing]
+        market = self._market_prefix
+        return [self.topic_req, market + "reputation", market + "clearing"]
 
     def _health(self):
-        return HEALTH_FAULT if self.faulted else self.battery.health()
+        return _HEALTH_FAULT if self.faulted else self.battery.health()
 
     # --- input ----------------------------------------------------------------------------
     def handle(self, topic, payload):
@@ -183,8 +176,18 @@ class NodeCore:
         try:
             if topic == self.topic_req:
                 return self._handle_request(payload)
-            if topic == self.topic_reputation or topic == self.topic_clearing:
-                self._handle_notice(payload)
+            prefix = self._market_prefix
+            if topic.startswith(prefix) and topic[len(prefix) :] in ("reputation", "clearing"):
+                kind, ts, data = decode_notice(payload, self.notice_keys)
+                if ts < self._notice_ts.get(kind, 0):
+                    _bump(self.stats["dropped"], "stale_notice")
+                    return []
+                self._notice_ts[kind] = ts
+                self.stats["notices"] += 1
+                if kind == NOTICE_REPUTATION:
+                    self.evaluator.set_reputation_notice(data)
+                elif kind == NOTICE_CLEARING:
+                    self.evaluator.set_clearing_notice(data)
                 return []
             _bump(self.stats["dropped"], "unknown_topic")
         except ProtocolError as exc:
@@ -192,18 +195,6 @@ class NodeCore:
         except Exception as exc:  # a bug must not take the node down; it is counted
             _bump(self.stats["dropped"], "internal:" + type(exc).__name__)
         return []
-
-    def _handle_notice(self, payload):
-        kind, ts, data = decode_notice(payload, self.notice_keys)
-        if ts < self._notice_ts.get(kind, 0):
-            _bump(self.stats["dropped"], "stale_notice")
-            return
-        self._notice_ts[kind] = ts
-        self.stats["notices"] += 1
-        if kind == NOTICE_REPUTATION:
-            self.evaluator.set_reputation_notice(data)
-        elif kind == NOTICE_CLEARING:
-            self.evaluator.set_clearing_notice(data)
 
     def _handle_request(self, payload):
         msg = self.receiver.open(payload)
@@ -218,13 +209,13 @@ class NodeCore:
             _bump(self.stats["dropped"], "own_frame")
             return []
         msg_type = msg["t"]
-        if msg_type == BID:
+        if msg_type == _BID:
             return [self._on_bid(msg)]
-        if msg_type == BID_CONFIRM:
+        if msg_type == _BID_CONFIRM:
             return [self._on_confirm(msg)]
-        if msg_type == QUERY:
+        if msg_type == _QUERY:
             return [self._on_query(msg)]
-        if msg_type == TERMINATE:
+        if msg_type == _TERMINATE:
             self._on_terminate(msg)
             return []
         _bump(self.stats["dropped"], "unexpected_type")
@@ -235,8 +226,8 @@ class NodeCore:
 
     def _reject(self, msg, reason):
         self.stats["rejected"] += 1
-        _bump(self.stats["reject_reasons"], REASON_NAMES.get(reason, str(reason)))
-        return self._reply(msg, BID_REJECT, auc=msg["auc"], reason=reason)
+        _bump(self.stats["reject_reasons"], str(reason))  # keyed by the code's digits
+        return self._reply(msg, _BID_REJECT, auc=msg["auc"], reason=reason)
 
     def _audit(self, record):
         if self.audit is not None:
@@ -247,7 +238,7 @@ class NodeCore:
         battery = self.battery
         return self._reply(
             msg,
-            QUERY_RESPONSE,
+            _QUERY_RESPONSE,
             auc=msg.get("auc"),
             etot=battery.capacity_wh,
             pct=self.pct_for_sale,
@@ -265,7 +256,7 @@ class NodeCore:
         bidder = msg["src"]
         price = msg["price"]
         energy = msg["ereq"]
-        held = self.ledger.get(auction)
+        held = self.ledger.holds.get(auction)
         reason = self.evaluator.evaluate(
             bidder,
             auction,
@@ -277,46 +268,54 @@ class NodeCore:
             self.faulted,
         )
         self._audit({"k": "bid", "auc": auction, "b": bidder, "p": price, "e": energy, "r": reason})
-        if reason != REASON_NONE:
+        if reason != _REASON_NONE:
             return self._reject(msg, reason)
         expires_ms = self.clock() + self.hold_timeout_ms
         self.ledger.put(auction, bidder, price, energy, expires_ms, msg["id"])
         self.stats["accepted"] += 1
-        return self._reply(msg, BID_ACCEPT, auc=auction, price=price, ereq=energy)
+        return self._reply(msg, _BID_ACCEPT, auc=auction, price=price, ereq=energy)
 
     def _on_confirm(self, msg):
         auction = msg["auc"]
         bidder = msg["src"]
-        hold = self.ledger.get(auction)
+        hold = self.ledger.holds.get(auction)
         if self.faulted:
-            reason = REASON_DEVICE_FAULT
+            reason = _REASON_DEVICE_FAULT
         elif hold is None:
-            released = self.ledger.released(auction)
+            released = self.ledger.recent.get(auction)
+            if (released is not None and released[1] == "confirmed" and released[0] == bidder
+                    and released[2] == msg["price"] and released[3] == msg["ereq"]):
+                # The same confirm again (the hub re-sends it after a restart to learn whether
+                # the trade stands): answer as before, deliver nothing twice.
+                return self._reply(msg, _BID_ACCEPT, auc=auction, price=released[2],
+                                   ereq=released[3])
             if released is not None and released[0] == bidder and released[1] == "expired":
-                reason = REASON_HOLD_EXPIRED
+                reason = _REASON_HOLD_EXPIRED
             elif auction in self.evaluator.closed:
-                reason = REASON_AUCTION_CLOSED
+                reason = _REASON_AUCTION_CLOSED
             else:
-                reason = REASON_NOT_HOLDER
-        elif hold[BIDDER] != bidder or hold[PRICE] != msg["price"] or hold[ENERGY] != msg["ereq"]:
-            reason = REASON_NOT_HOLDER
-        elif hold[ENERGY] > self.battery.remaining_wh():
-            reason = REASON_INSUFFICIENT_ENERGY  # only if the pack lost energy under the hold
+                reason = _REASON_NOT_HOLDER
+        elif (hold[_BIDDER] != bidder or hold[_PRICE] != msg["price"]
+              or hold[_ENERGY] != msg["ereq"]):
+            reason = _REASON_NOT_HOLDER
+        elif hold[_ENERGY] > self.battery.remaining_wh():
+            reason = _REASON_INSUFFICIENT_ENERGY  # only if the pack lost energy under the hold
         else:
-            reason = REASON_NONE
-        if reason != REASON_NONE:
+            reason = _REASON_NONE
+        if reason != _REASON_NONE:
             self._audit({"k": "confirm", "auc": auction, "b": bidder, "r": reason})
             return self._reject(msg, reason)
         self.ledger.release(auction, "confirmed")
-        energy = hold[ENERGY]
+        energy = hold[_ENERGY]
+        self.ledger.recent[auction] = (bidder, "confirmed", hold[_PRICE], energy)
         self.battery.step(self.clock())  # the discharge starts now, not at the last tick
         self.battery.deliver(energy, self.delivery_s)
-        self.evaluator.record_trade(bidder, hold[PRICE])
+        self.evaluator.record_trade(bidder, hold[_PRICE])
         self.stats["trades"] += 1
         self.stats["sold_wh"] += energy
-        self._audit({"k": "trade", "auc": auction, "b": bidder, "p": hold[PRICE], "e": energy,
+        self._audit({"k": "trade", "auc": auction, "b": bidder, "p": hold[_PRICE], "e": energy,
                      "erem": self.battery.remaining_wh()})
-        return self._reply(msg, BID_ACCEPT, auc=auction, price=hold[PRICE], ereq=energy)
+        return self._reply(msg, _BID_ACCEPT, auc=auction, price=hold[_PRICE], ereq=energy)
 
     def _on_terminate(self, msg):
         auction = msg.get("auc")
@@ -338,8 +337,8 @@ class NodeCore:
             self.battery.step(now)
             for auction, hold in self.ledger.expire(now):
                 self.stats["expired"] += 1
-                self.evaluator.record_abandoned(hold[BIDDER])
-                self._audit({"k": "expire", "auc": auction, "b": hold[BIDDER], "e": hold[ENERGY]})
+                self.evaluator.record_abandoned(hold[_BIDDER])
+                self._audit({"k": "expire", "auc": auction, "b": hold[_BIDDER], "e": hold[_ENERGY]})
             fault = self.battery.fault()
             if fault and not self.faulted:
                 self.faulted = fault
@@ -349,21 +348,19 @@ class NodeCore:
                 out.append(self.will(fault))
                 out.append(self.status())
             elif not fault and self.faulted:
-                self.faulted = REASON_NONE
+                self.faulted = _REASON_NONE
                 self._audit({"k": "recovered"})
                 out.append(self.birth())
                 out.append(self.status())
-            elif self._status_due(now):
+            elif (self._last_status_ms is None
+                  or now - self._last_status_ms >= self.status_interval_ms):
                 out.append(self.status())
+            else:  # on a significant change
+                last = self._last_status
+                battery = self.battery
+                if (abs(battery.soc() - last[0]) >= _SOC_CHANGE or self._health() != last[1]
+                        or battery.discharge_w() != last[2]):
+                    out.append(self.status())
         except Exception as exc:
             _bump(self.stats["dropped"], "tick:" + type(exc).__name__)
         return out
-
-    def _status_due(self, now):
-        if self._last_status_ms is None or now - self._last_status_ms >= self.status_interval_ms:
-            return True
-        last = self._last_status
-        battery = self.battery
-        if abs(battery.soc() - last[0]) >= _SOC_CHANGE:
-            return True
-        return self._health() != last[1] or battery.discharge_w() != last[2]

@@ -1,32 +1,26 @@
 """Bid evaluation: static and dynamic reserve, bidder reputation, market conditions.
 
 Pure logic, no I/O: the core feeds it the market notices, the local trade history and the
-energy figures, and asks for a verdict (a schema.REASON_* code, REASON_NONE to accept).
+energy figures, and asks for a verdict (a schema.REASON_* code, _REASON_NONE to accept).
 The rules, in the order they are checked, are documented in firmware/README.md.
 """
 
 from shared_etp.compat import const
-from shared_etp.schema import (
-    REASON_AUCTION_CLOSED,
-    REASON_BELOW_MARKET,
-    REASON_BELOW_RESERVE,
-    REASON_DEVICE_FAULT,
-    REASON_INSUFFICIENT_ENERGY,
-    REASON_LOW_REPUTATION,
-    REASON_NONE,
-    REASON_OUTBID,
-)
+
+# protocol constants (shared_etp.schema), private so they cost no heap
+_REASON_AUCTION_CLOSED = const(5)
+_REASON_BELOW_MARKET = const(9)
+_REASON_BELOW_RESERVE = const(1)
+_REASON_DEVICE_FAULT = const(8)
+_REASON_INSUFFICIENT_ENERGY = const(2)
+_REASON_LOW_REPUTATION = const(3)
+_REASON_NONE = const(0)
+_REASON_OUTBID = const(4)
 
 _PRICES_KEPT = const(16)
-_BIDDERS_KEPT = const(256)
+_BIDDERS_KEPT = const(64)  # local histories kept (a site has few aggregators): bounded heap
 _CLOSED_KEPT = const(64)
 NEUTRAL_REPUTATION = const(5000)
-
-
-def median(values):
-    """Median of a non-empty list of integers (lower middle for even lengths)."""
-    ordered = sorted(values)
-    return ordered[(len(ordered) - 1) // 2]
 
 
 class Evaluator:
@@ -110,7 +104,8 @@ class Evaluator:
         prices = self.hub_prices or self.local_prices
         if not prices:
             return None
-        return median(prices)
+        ordered = sorted(prices)
+        return ordered[(len(ordered) - 1) // 2]  # the median (lower middle for even counts)
 
     def dynamic_reserve(self, sellable_wh, max_sellable_wh, energy_wh):
         """The reserve in force for a bid of energy_wh given the sellable energy.
@@ -134,23 +129,23 @@ class Evaluator:
     # --- the verdict --------------------------------------------------------------------
     def evaluate(self, bidder, auction, price_mc, energy_wh, sellable_wh, max_sellable_wh,
                  held, faulted):
-        """REASON_NONE to accept the bid, else the REASON_* code of the first rule it breaks.
+        """_REASON_NONE to accept the bid, else the REASON_* code of the first rule it breaks.
 
         sellable_wh excludes every hold except the one in this auction when the bidder is
         replacing its own; held is the hold in this auction (or None).
         """
         if faulted:
-            return REASON_DEVICE_FAULT
+            return _REASON_DEVICE_FAULT
         if auction in self.closed:
-            return REASON_AUCTION_CLOSED
+            return _REASON_AUCTION_CLOSED
         if self.reputation(bidder) < self.min_reputation:
-            return REASON_LOW_REPUTATION
+            return _REASON_LOW_REPUTATION
         if price_mc < self.reserve_mc:
-            return REASON_BELOW_RESERVE
+            return _REASON_BELOW_RESERVE
         if price_mc < self.dynamic_reserve(sellable_wh, max_sellable_wh, energy_wh):
-            return REASON_BELOW_MARKET
+            return _REASON_BELOW_MARKET
         if held is not None and held[1] >= price_mc:
-            return REASON_OUTBID
+            return _REASON_OUTBID
         if energy_wh <= 0 or energy_wh > sellable_wh:
-            return REASON_INSUFFICIENT_ENERGY
-        return REASON_NONE
+            return _REASON_INSUFFICIENT_ENERGY
+        return _REASON_NONE

@@ -148,20 +148,16 @@ class MQTTClient:
         self._reader = None
         self._writer = None
         self._tasks = []
-        self._lock = asyncio.Lock()
         self._last_rx = 0
         self._last_tx = 0
-
-    def _next_pid(self):
-        self._pid = self._pid % 65535 + 1
-        return self._pid
 
     async def _write(self, packet):
         if self._writer is None:
             raise MQTTError("not connected to %s:%d" % (self.host, self.port))
-        async with self._lock:
-            self._writer.write(packet)
-            await self._writer.drain()
+        # No lock: write() queues the whole packet at once, so concurrent writers never split
+        # one (and asyncio.Lock would cost heap).
+        self._writer.write(packet)
+        await self._writer.drain()
         self._last_tx = ticks_ms()
         self.stats["tx"] += 1
 
@@ -220,7 +216,7 @@ class MQTTClient:
 
     async def subscribe(self, topics, qos=1, timeout_s=5):
         """Subscribe to topic filters and wait for the SUBACK."""
-        pid = self._next_pid()
+        pid = self._pid = self._pid % 65535 + 1
         event = asyncio.Event()
         self._suback[pid] = event
         await self._write(subscribe_packet(pid, topics, qos))
@@ -232,16 +228,12 @@ class MQTTClient:
     async def publish(self, topic, payload, qos=0, retain=False):
         """Publish; QoS 1 packets are kept and resent (DUP) until the broker acknowledges."""
         if qos:
-            pid = self._next_pid()
+            pid = self._pid = self._pid % 65535 + 1
             packet = publish_packet(topic, payload, 1, retain, pid)
             self._pending[pid] = [packet, ticks_ms(), 1]
         else:
             packet = publish_packet(topic, payload, 0, retain)
         await self._write(packet)
-
-    def unacked(self):
-        """Number of QoS 1 publishes not yet acknowledged."""
-        return len(self._pending)
 
     async def _resend(self, pid, entry):
         packet = bytearray(entry[0])
@@ -258,7 +250,20 @@ class MQTTClient:
                 head, body = await self._read_packet()
                 kind = head & 0xF0
                 if kind == _PUBLISH:
-                    await self._on_publish(head, body)
+                    qos = (head >> 1) & 0x03
+                    size = int.from_bytes(body[:2], "big")
+                    topic = bytes(body[2 : 2 + size]).decode()
+                    offset = 2 + size
+                    if qos:
+                        pid = body[offset : offset + 2]
+                        offset += 2
+                        await self._write(bytes((_PUBACK, 2)) + bytes(pid))
+                    self.stats["rx"] += 1
+                    if len(self.inbox) >= self.max_inbox:
+                        self.stats["dropped_rx"] += 1  # node behind: QoS cannot save a late bid
+                        continue
+                    self.inbox.append((topic, bytes(body[offset:])))
+                    self.received.set()
                 elif kind == _PUBACK and len(body) >= 2:
                     self._pending.pop(int.from_bytes(body[:2], "big"), None)
                 elif kind == _SUBACK and len(body) >= 2:
@@ -269,22 +274,6 @@ class MQTTClient:
         except Exception:
             pass
         self._set_lost()
-
-    async def _on_publish(self, head, body):
-        qos = (head >> 1) & 0x03
-        size = int.from_bytes(body[:2], "big")
-        topic = bytes(body[2 : 2 + size]).decode()
-        offset = 2 + size
-        if qos:
-            pid = body[offset : offset + 2]
-            offset += 2
-            await self._write(bytes((_PUBACK, 2)) + bytes(pid))
-        self.stats["rx"] += 1
-        if len(self.inbox) >= self.max_inbox:
-            self.stats["dropped_rx"] += 1  # the node is behind; QoS cannot save a late bid
-            return
-        self.inbox.append((topic, bytes(body[offset:])))
-        self.received.set()
 
     async def _keepalive_loop(self):
         period_ms = self.keepalive_s * 1000

@@ -1,16 +1,20 @@
 """`etp bench hub`: a real hub process driven by simulated batteries; prints measured capacity.
 
-The hub runs as its own process (`etp hub`, embedded amqtt or an external broker) so its CPU
-and RSS are its own; the CPython battery simulator (hub/sim: the firmware core) runs in this
-process on a few shared MQTT connections. Numbers come from the hub's /api/v1/status before
-and after the measured window, and from its database after it stopped.
+The hub runs as its own process (`etp hub`; the embedded amqtt broker is its child process,
+or an external broker) so its CPU and RSS are its own; the CPython battery simulator
+(hub/sim: the firmware core) runs in this process on a few shared MQTT connections. Numbers
+come from the hub's /api/v1/status before and after the measured window, and from its
+database after it stopped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import gc
 import json
+import logging
 import os
 import shutil
 import signal
@@ -51,6 +55,7 @@ class BenchConfig:
     status_ms: int = 5000
     mechanism: str = "ascending"
     warmup_s: float = 3.0
+    max_parallel_auctions: int = 1000
 
 
 def _free_port() -> int:
@@ -163,6 +168,7 @@ async def _run(
             "ETP_AUCTION_INTERVAL_MS": str(interval_ms),
             "ETP_STATUS_PERIOD_MS": str(config.status_ms),
             "ETP_MECHANISM": config.mechanism,
+            "ETP_MAX_PARALLEL_AUCTIONS": str(config.max_parallel_auctions),
             "ETP_LOG_LEVEL": "warning",
         }
     )
@@ -205,10 +211,19 @@ async def _run(
             )
         )
         await fleet.start()
+        gc.collect()
+        gc.freeze()  # the fleet's long-lived objects: no full GC passes stalling the loop
         await asyncio.sleep(config.warmup_s)
+        fleet.lag_samples.clear()
         hub_proc = psutil.Process(process.pid)
         broker_proc = psutil.Process(broker_pid) if broker_pid else None
+        if broker_proc is None and not mqtt_url:
+            children = hub_proc.children()  # the embedded broker runs as the hub's child
+            broker_proc = children[0] if children else None
         cpu_before = hub_proc.cpu_times()
+        sim_proc = psutil.Process()
+        sim_cpu_before = sim_proc.cpu_times()
+        machine_before = psutil.cpu_times()
         broker_cpu_before = broker_proc.cpu_times() if broker_proc else None
         before = await _status(http_port)
         sim_pub_before, sim_recv_before = fleet.published, fleet.received
@@ -217,6 +232,8 @@ async def _run(
         elapsed = time.monotonic() - started
         after = await _status(http_port)
         cpu_after = hub_proc.cpu_times()
+        sim_cpu_after = sim_proc.cpu_times()
+        machine_after = psutil.cpu_times()
         rss = hub_proc.memory_info().rss
         broker_cpu = None
         if broker_proc is not None and broker_cpu_before is not None:
@@ -225,6 +242,12 @@ async def _run(
                 now.user + now.system - broker_cpu_before.user - broker_cpu_before.system
             ) / elapsed
         sim_published = fleet.published - sim_pub_before
+        lags = sorted(fleet.lag_samples) or [0.0]
+        sim_lag = {
+            "p50_ms": round(lags[len(lags) // 2], 1),
+            "p99_ms": round(lags[min(len(lags) - 1, int(len(lags) * 0.99))], 1),
+            "max_ms": round(lags[-1], 1),
+        }
         sim_received = fleet.received - sim_recv_before
     except BaseException:
         if process.returncode is None:
@@ -237,6 +260,18 @@ async def _run(
         raise
     # stop the hub cleanly, then the fleet, then compare trades with the batteries' audits
     fleet.expect_disconnect = True
+    loop = asyncio.get_running_loop()
+
+    def _quiet_teardown(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        # the broker goes away under the simulator's sockets: paho may still ask the loop to
+        # watch a socket that was just closed (EBADF); that is expected here, not an error
+        exc = context.get("exception")
+        if isinstance(exc, OSError) and exc.errno == errno.EBADF:
+            return
+        loop.default_exception_handler(context)
+
+    loop.set_exception_handler(_quiet_teardown)
+    logging.getLogger("mqtt").setLevel(logging.CRITICAL)  # paho: "connection reset" on teardown
     process.send_signal(signal.SIGINT)
     try:
         await asyncio.wait_for(process.wait(), 30)
@@ -256,6 +291,13 @@ async def _run(
     msg_out = sum(_delta(metrics_after["messages_out"], metrics_before["messages_out"]).values())
     cpu = (cpu_after.user + cpu_after.system - cpu_before.user - cpu_before.system) / elapsed
     market_after, market_before = after["market"], before["market"]
+    busy = (
+        sum(machine_after) - machine_after.idle - getattr(machine_after, "iowait", 0.0)
+    ) - (sum(machine_before) - machine_before.idle - getattr(machine_before, "iowait", 0.0))
+    sim_cpu = (
+        sim_cpu_after.user + sim_cpu_after.system - sim_cpu_before.user - sim_cpu_before.system
+    ) / elapsed
+    ours = cpu + (broker_cpu or 0.0) + sim_cpu
     misses = sum(metrics_after["deadline_misses"].values()) - sum(
         metrics_before["deadline_misses"].values()
     )
@@ -276,11 +318,19 @@ async def _run(
         ),
         "trades_per_s": round((market_after["trades"] - market_before["trades"]) / elapsed, 1),
         "latency_ms": metrics_after["latency_ms"],
+        "hub_loop_lag_ms": metrics_after.get("loop_lag_ms"),
+        "store_wait_ms": metrics_after.get("store_ms"),
+        "sim_loop_lag_ms": sim_lag,
         "deadline_misses": misses,
         "timeouts_lost_responses": timeouts,
         "hub_cpu_cores": round(cpu, 2),
         "broker_cpu_cores": None if broker_cpu is None else round(broker_cpu, 2),
         "hub_rss_mb": round(rss / 1e6, 1),
+        "sim_cpu_cores": round(sim_cpu, 2),
+        # CPU used on this machine by anything else during the window (noise in the numbers)
+        "other_cpu_cores": round(max(0.0, busy / elapsed - ours), 2),
+        "hub_dropped_status_frames": after["mqtt"].get("dropped_status", 0),
+        "hub_dropped_trade_path_frames": after["mqtt"].get("dropped_trade_path", 0),
         "trades_recorded": len(trades),
         "trades_committed_by_batteries": len(committed),
         "lost_accepted_trades": len(lost),
@@ -323,9 +373,17 @@ def format_table(result: dict[str, Any]) -> str:
         f"{'lost accepted trades':<36}{result['lost_accepted_trades']:>10}",
         f"{'hub CPU (cores)':<36}{result['hub_cpu_cores']:>10}",
         f"{'hub RSS (MB)':<36}{result['hub_rss_mb']:>10}",
+        f"{'simulated fleet CPU (cores)':<36}{result.get('sim_cpu_cores'):>10}",
+        f"{'other processes CPU (cores)':<36}{result.get('other_cpu_cores'):>10}",
     ]
     if result.get("broker_cpu_cores") is not None:
-        lines.append(f"{'mosquitto CPU (cores)':<36}{result['broker_cpu_cores']:>10}")
+        label = f"{result['broker']} broker CPU (cores)"
+        lines.append(f"{label:<36}{result['broker_cpu_cores']:>10}")
+    lines.append(
+        f"{'hub dropped frames status / trade':<36}"
+        f"{result.get('hub_dropped_status_frames', 0):>10} / "
+        f"{result.get('hub_dropped_trade_path_frames', 0)}"
+    )
     lines += [
         "",
         f"{'request':<14}{'count':>9}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}",
@@ -335,4 +393,19 @@ def format_table(result: dict[str, Any]) -> str:
             f"{name:<14}{hist['count']:>9}{hist['p50_ms'] or 0:>10.2f}"
             f"{hist['p99_ms'] or 0:>10.2f}{hist['max_ms']:>10.2f}"
         )
+    store = result.get("store_wait_ms") or {}
+    if store:
+        lines += ["", f"{'store wait':<14}{'count':>9}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}"]
+        for name, hist in store.items():
+            lines.append(
+                f"{name:<14}{hist['count']:>9}{hist['p50_ms'] or 0:>10.2f}"
+                f"{hist['p99_ms'] or 0:>10.2f}{hist['max_ms']:>10.2f}"
+            )
+    hub_lag, sim_lag = result.get("hub_loop_lag_ms"), result.get("sim_loop_lag_ms")
+    if hub_lag and sim_lag:
+        lines += [
+            "",
+            f"event-loop lag p99/max ms: hub {hub_lag['p99_ms']}/{hub_lag['max_ms']}, "
+            f"simulator {sim_lag['p99_ms']}/{sim_lag['max_ms']}",
+        ]
     return "\n".join(lines)

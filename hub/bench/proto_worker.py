@@ -7,7 +7,8 @@ import json
 import sys
 import time
 
-from shared_etp.frame import Keyring, Receiver, Sender, decode_frame, derive_key, encode_frame
+from shared_etp.frame import Keyring, Receiver, Sender, decode_frame, encode_frame
+from shared_etp.names import TYPE_NAMES
 from shared_etp.schema import (
     BESS_STATUS,
     BID,
@@ -19,8 +20,8 @@ from shared_etp.schema import (
     QUERY_RESPONSE,
     REGISTER,
     TERMINATE,
-    TYPE_NAMES,
 )
+from shared_etp.signing import derive_key
 
 if hasattr(time, "ticks_us"):
 

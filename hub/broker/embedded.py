@@ -1,10 +1,16 @@
-"""Embedded amqtt broker started inside the hub process, and mqtt:// URL parsing."""
+"""Embedded amqtt broker (run by the hub in a child process), and mqtt:// URL parsing."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
+import gc
 import logging
+import os
+import signal
 import socket
+import sys
 from urllib.parse import urlparse
 
 from amqtt.broker import Broker
@@ -35,45 +41,152 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
-class EmbeddedBroker:
-    """An amqtt broker listening on host:port, without the per-packet logging plugins."""
+async def _start_amqtt(host: str, port: int) -> Broker:
+    for name in ("amqtt", "transitions"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    config = BrokerConfig(
+        listeners={"default": ListenerConfig(bind=f"{host}:{port}", max_connections=0)},
+        plugins={"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+    )
+    broker = Broker(config)
+    await broker.start()
+    return broker
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 1883) -> None:
+
+async def _stop_amqtt(broker: Broker) -> None:
+    try:
+        await asyncio.wait_for(broker.shutdown(), 5)
+    except Exception:  # shutting down: nothing left to protect
+        logging.getLogger(__name__).debug("embedded broker shutdown error", exc_info=True)
+
+
+class EmbeddedBroker:
+    """An amqtt broker listening on host:port, without the per-packet logging plugins.
+
+    By default it runs in a child process of the hub (`python -m hub.broker.embedded`) so the
+    broker and the hub each get a core; nothing to install or set up. The child exits when
+    stopped, and also on its own when the hub dies (its stdin pipe from the hub closes).
+    `in_process=True` runs it in the caller's event loop instead."""
+
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 1883, *, in_process: bool = False
+    ) -> None:
         self.host = host
         self.port = port
+        self.in_process = in_process
         self._broker: Broker | None = None
+        self._process: asyncio.subprocess.Process | None = None
 
     @property
     def url(self) -> str:
         """The mqtt:// URL clients use."""
         return f"mqtt://{self.host}:{self.port}"
 
-    async def start(self) -> None:
-        """Start listening; raises BrokerError if the port is taken."""
+    @property
+    def pid(self) -> int | None:
+        """Process id of the broker child process (None when in-process or stopped)."""
+        return self._process.pid if self._process is not None else None
+
+    async def start(self, timeout_s: float = 20.0) -> None:
+        """Start listening; raises BrokerError if the port is taken or the broker fails."""
         if not _port_free(self.host, self.port):
             raise BrokerError(
                 f"port {self.host}:{self.port} is in use: pick another with --mqtt-port "
                 "or use an external broker with --mqtt-url"
             )
-        for name in ("amqtt", "transitions"):
-            logging.getLogger(name).setLevel(logging.WARNING)
-        config = BrokerConfig(
-            listeners={
-                "default": ListenerConfig(bind=f"{self.host}:{self.port}", max_connections=0)
-            },
-            plugins={"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+        if self.in_process:
+            try:
+                self._broker = await _start_amqtt(self.host, self.port)
+            except Exception as exc:
+                raise BrokerError(f"embedded broker failed to start on {self.url}: {exc}") from exc
+            return
+        self._process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "hub.broker.embedded",
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            start_new_session=True,  # Ctrl-C reaches the hub only; the hub stops the broker
         )
-        self._broker = Broker(config)
+        assert self._process.stdout is not None
         try:
-            await self._broker.start()
-        except Exception as exc:
-            raise BrokerError(f"embedded broker failed to start on {self.url}: {exc}") from exc
+            line = await asyncio.wait_for(self._process.stdout.readline(), timeout_s)
+        except TimeoutError:
+            line = b""
+        if line.strip() != b"ready":
+            await self.stop()
+            raise BrokerError(
+                f"embedded broker failed to start on {self.url} (see the error above); "
+                "pick another port with --mqtt-port or use --mqtt-url"
+            )
 
     async def stop(self) -> None:
         """Shut the broker down (idempotent)."""
         broker, self._broker = self._broker, None
         if broker is not None:
-            try:
-                await asyncio.wait_for(broker.shutdown(), 5)
-            except Exception:  # shutting down: nothing left to protect
-                logging.getLogger(__name__).debug("embedded broker shutdown error", exc_info=True)
+            await _stop_amqtt(broker)
+        process, self._process = self._process, None
+        if process is None or process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), 8)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+
+
+async def _serve(host: str, port: int) -> int:
+    """Child-process body: run the broker until SIGTERM/SIGINT or until stdin closes."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+
+    def _parent_gone() -> None:
+        try:
+            data = os.read(0, 4096)
+        except OSError:
+            data = b""
+        if not data:
+            loop.remove_reader(0)
+            stop.set()
+
+    try:
+        broker = await _start_amqtt(host, port)
+    except Exception as exc:
+        sys.stderr.write(f"embedded broker failed to start on {host}:{port}: {exc}\n")
+        return 1
+    with contextlib.suppress(OSError, ValueError):
+        loop.add_reader(0, _parent_gone)
+    gc.collect()
+    gc.freeze()  # the broker's startup objects: out of full GC passes
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
+    await stop.wait()
+    await _stop_amqtt(broker)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m hub.broker.embedded --host H --port P`: the broker child process."""
+    parser = argparse.ArgumentParser(description="ETP embedded amqtt broker (child process)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=1883)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(_serve(args.host, args.port))
+    return uvloop.run(_serve(args.host, args.port))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -71,7 +71,9 @@ def build_cmd(
 @app.command()
 def flash(
     port: Annotated[str, typer.Option(help="Serial port of the board (or a simulated pty).")],
-    device_id: Annotated[int, typer.Option(help="Device id 1..999.", min=1, max=999)],
+    device_id: Annotated[
+        int, typer.Option(help="Device id 1..65535 (its key id).", min=1, max=65535)
+    ],
     key_hex: Annotated[str, typer.Option(help="The device key: derive_key(master, id) as hex.")],
     notice_key_hex: Annotated[
         str | None, typer.Option(help="The hub's notice key derive_key(master, 0) as hex.")
@@ -144,12 +146,12 @@ def flash(
 
 @app.command()
 def sim(
-    count: Annotated[int, typer.Option(help="How many boards.", min=1, max=999)] = 3,
+    count: Annotated[int, typer.Option(help="How many boards.", min=1, max=65535)] = 3,
     mqtt_url: Annotated[str | None, typer.Option(help="Broker URL (default: settings).")] = None,
     site: Annotated[str | None, typer.Option(help="Site id (default: settings).")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Boards' flash dirs go under here.")] = None,
     first_device_id: Annotated[int, typer.Option(help="Id of the first board.")] = 1,
-    heap: Annotated[str, typer.Option(help="MicroPython heap per board.")] = "128K",
+    heap: Annotated[str, typer.Option(help="MicroPython heap per board.")] = "96K",
     ptys: Annotated[bool, typer.Option(help="Give each board a pty for mpremote.")] = True,
     seed: Annotated[int, typer.Option(help="Varies capacity/reserve per board.")] = 1,
     duration: Annotated[float, typer.Option(help="Stop after this many seconds (0: Ctrl-C).")] = 0,
@@ -251,7 +253,7 @@ def audit_cmd(
 
 def bench_firmware(
     rounds: Annotated[int, typer.Option(help="Auction rounds (4 messages each).")] = 300,
-    heap: Annotated[str, typer.Option(help="MicroPython heap for the run.")] = "128K",
+    heap: Annotated[str, typer.Option(help="MicroPython heap for the run.")] = "96K",
     round_trips: Annotated[
         int, typer.Option(help="Query round trips through a broker to a simulated board (0: off).")
     ] = 200,

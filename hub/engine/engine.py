@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import statistics
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -70,9 +71,10 @@ class EngineConfig:
     lot_wh: int = 1000
     min_lot_wh: int = 100
     hold_timeout_ms: int = 3000
-    store_concurrency: int = 8
+    store_concurrency: int = 2
     notice_interval_ms: int = 2000
     scheduler_tick_ms: int = 20
+    trading_period_ms: int = 0  # aggregators' budgets/requirements renew each period; 0 = never
 
 
 @dataclass
@@ -136,6 +138,7 @@ class Engine:
         self.metrics = metrics
         self.aggregators = aggregators
         self.by_id = {agg.config.aggregator_id: agg for agg in aggregators}
+        self._period_started: int | None = None  # ticks_ms when the trading period began
         self.mechanism = Mechanism(config.mechanism)
         self.runs: dict[int, AuctionRun] = {}  # device id -> live auction
         self.totals = EngineTotals()
@@ -148,12 +151,20 @@ class Engine:
         self._stopping = False
         self._store_slots = asyncio.Semaphore(config.store_concurrency)
         self.trade_listeners: list[Callable[[dict[str, Any]], None]] = []
+        # Writes off the auction's critical path: auction closes and the offers batteries
+        # answered with. The trade itself is always written (durably) before BidConfirm.
+        self._closes: deque[tuple[int, dict[str, Any]]] = deque()
+        self._offers: list[tuple[int, int, int]] = []
+        self._writes_wake = asyncio.Event()
+        self._writer_task: asyncio.Task[None] | None = None
+        self._writer_stopping = False
 
     # ---- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Resolve auctions a previous run left open, then start scheduling and notices."""
         await self.recover()
+        self._writer_task = asyncio.create_task(self._writer(), name="engine-store-writer")
         self._tasks.append(asyncio.create_task(self._scheduler(), name="engine-scheduler"))
         self._tasks.append(asyncio.create_task(self._notices(), name="engine-notices"))
 
@@ -172,6 +183,49 @@ class Engine:
         tasks = [run.task for run in runs if run.task is not None]
         if tasks:
             await asyncio.wait(tasks, timeout=5)
+        self._writer_stopping = True
+        self._writes_wake.set()
+        if self._writer_task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer_task
+        await self._flush_writes()
+
+    # ---- background store writes -------------------------------------------------------------
+
+    def _queue_close(self, auction_id: int, **fields: Any) -> None:
+        """Close an auction in the store without holding up the auction (see _writer)."""
+        self._closes.append((auction_id, fields))
+        self._writes_wake.set()
+
+    async def _writer(self, offer_interval_s: float = 0.2, offer_batch: int = 200) -> None:
+        """Write queued closes as they come and offers in batches. A crash before a close is
+        written leaves the auction open: the next start resolves it (see recover)."""
+        loop = asyncio.get_running_loop()
+        offers_due = loop.time() + offer_interval_s
+        while not (self._writer_stopping and not self._closes):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._writes_wake.wait(), offer_interval_s)
+            self._writes_wake.clear()
+            flush_offers = len(self._offers) >= offer_batch or loop.time() >= offers_due
+            if flush_offers:
+                offers_due = loop.time() + offer_interval_s
+            await self._flush_writes(offers=flush_offers)
+
+    async def _flush_writes(self, offers: bool = True) -> None:
+        while self._closes:
+            auction_id, fields = self._closes.popleft()
+            try:
+                await self.store.close_auction(auction_id, closed_ms=now_ms(), **fields)
+            except Exception as exc:
+                self.metrics.counters["store_write_errors"] += 1
+                log.warning("could not close auction", auction=auction_id, error=str(exc))
+        if offers and self._offers:
+            batch, self._offers = self._offers, []
+            try:
+                await self.store.update_auction_offers(batch)
+            except Exception as exc:
+                self.metrics.counters["store_write_errors"] += 1
+                log.warning("could not record auction offers", count=len(batch), error=str(exc))
 
     async def recover(self) -> None:
         """Resolve auctions a crash left open. Without a recorded trade they are terminated.
@@ -184,6 +238,8 @@ class Engine:
         for row in open_auctions:
             trade = trades.get(row.id)
             if trade is not None:
+                if row.reserve_mc != trade.reserve_mc:  # the offer batch was lost in the crash
+                    self._offers.append((row.id, row.lot_wh, trade.reserve_mc))
                 self._tasks.append(
                     asyncio.create_task(self._reconfirm(trade), name=f"reconfirm-{row.id}")
                 )
@@ -409,6 +465,7 @@ class Engine:
 
     def _schedule_once(self) -> None:
         now = ticks_ms()
+        self._maybe_start_period(now)
         for device in self.registry.online():
             device_id = device.device_id
             if device_id in self.runs or len(self.runs) >= self.config.max_parallel_auctions:
@@ -429,6 +486,28 @@ class Engine:
             self.runs[device_id] = run
             run.task = asyncio.create_task(self._auction(run, device), name=f"auction-{device_id}")
 
+    def _maybe_start_period(self, now: int) -> None:
+        """Start a new trading period when the current one is over: every aggregator's budget
+        and energy requirement apply afresh (they buy for each delivery period)."""
+        period = self.config.trading_period_ms
+        if period <= 0:
+            return
+        started = self._period_started
+        if started is None:
+            self._period_started = now
+            return
+        if now - started < period:
+            return
+        self._period_started = now
+        for agg in self.aggregators:
+            agg.state.start_period()
+        self.store.record_event(
+            "trading_period",
+            payload={"period": self.aggregators[0].state.periods if self.aggregators else 0},
+            ts_ms=now_ms(),
+        )
+        log.info("new trading period: aggregator budgets and requirements renewed")
+
     # ---- one auction -----------------------------------------------------------------------
 
     async def _auction(self, run: AuctionRun, device: Device) -> None:
@@ -445,23 +524,23 @@ class Engine:
         finally:
             self.runs.pop(run.device_id, None)
             if run.auction_id and status == "terminated":
-                with contextlib.suppress(Exception):
-                    await self.store.close_auction(
-                        run.auction_id, status="terminated", closed_ms=now_ms()
-                    )
+                self._queue_close(run.auction_id, status="terminated")
                 self.totals.auctions_terminated += 1
 
     async def _auction_flow(self, run: AuctionRun, device: Device) -> str:
-        lot_wh = min(device.sellable_wh, self.config.lot_wh)
+        opened_lot_wh = min(device.sellable_wh, self.config.lot_wh)
+        opened_reserve_mc = device.reserve_mc
+        started = time.perf_counter()
         async with self._store_slots:  # bounded concurrency: the store serializes writes
             run.auction_id = await self.store.open_auction(
                 device_id=device.device_id,
                 site=self.config.site,
                 mechanism=self.mechanism.value,
-                lot_wh=lot_wh,
-                reserve_mc=device.reserve_mc,
+                lot_wh=opened_lot_wh,
+                reserve_mc=opened_reserve_mc,
                 opened_ms=run.opened_ms,
             )
+        self.metrics.observe_store("open_auction", (time.perf_counter() - started) * 1000.0)
         self.totals.auctions_opened += 1
         if run.terminated:  # failed while the row was being written
             return "terminated"
@@ -471,6 +550,8 @@ class Engine:
         self.registry.on_state(reply)
         sellable_wh = reply.get("ereq", reply["erem"] * reply["pct"] // 10000)
         lot_wh = min(sellable_wh, self.config.lot_wh)
+        if lot_wh != opened_lot_wh or reply["sale"] != opened_reserve_mc:
+            self._offers.append((run.auction_id, lot_wh, reply["sale"]))
         if lot_wh < self.config.min_lot_wh or reply["health"] >= 2:
             return await self._finish_without_sale(run, "no_sale", None)
         offer = Offer(
@@ -573,6 +654,7 @@ class Engine:
     ) -> str:
         """Record the trade durably, then send BidConfirm; the battery's BidAccept completes it."""
         run.committing = True
+        started = time.perf_counter()
         trade, _created = await self.store.record_trade(
             auction_id=run.auction_id,
             device_id=run.device_id,
@@ -582,6 +664,7 @@ class Engine:
             reserve_mc=offer.reserve_mc,
             confirmed_ms=now_ms(),
         )
+        self.metrics.observe_store("record_trade", (time.perf_counter() - started) * 1000.0)
         outcome, reason = await self._send_confirm(
             winner.bidder_id, run.device_id, run.auction_id, winner.price_mc, winner.energy_wh
         )
@@ -597,13 +680,12 @@ class Engine:
             )
             log.warning("battery did not answer BidConfirm; trade kept", auction=run.auction_id)
         if outcome != "refused":
-            await self.store.close_auction(
+            self._queue_close(
                 run.auction_id,
                 status="cleared",
                 clearing_price_mc=winner.price_mc,
                 winner_id=winner.bidder_id,
                 energy_wh=winner.energy_wh,
-                closed_ms=now_ms(),
             )
             self.store.record_bid(
                 auction_id=run.auction_id,
@@ -684,7 +766,7 @@ class Engine:
                 )
         if status == "terminated":
             return status  # the task's finally block closes it
-        await self.store.close_auction(run.auction_id, status=status, closed_ms=now_ms())
+        self._queue_close(run.auction_id, status=status)
         self.totals.auctions_no_sale += 1
         return status
 
@@ -752,8 +834,10 @@ class Engine:
                     "wins": agg.state.wins,
                     "losses": agg.state.losses,
                     "success_rate": round(agg.state.success_rate, 3),
-                    "spent_mc": agg.state.spent_mc,
-                    "energy_bought_wh": agg.state.energy_bought_wh,
+                    "spent_mc": agg.state.total_spent_mc + agg.state.spent_mc,
+                    "energy_bought_wh": agg.state.total_bought_wh + agg.state.energy_bought_wh,
+                    "period_spent_mc": agg.state.spent_mc,
+                    "period_bought_wh": agg.state.energy_bought_wh,
                 }
                 for agg in self.aggregators
             ],

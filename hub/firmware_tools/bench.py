@@ -31,7 +31,7 @@ class BenchConfig:
     """How much traffic, which heap, which build."""
 
     rounds: int = 300
-    heap: str = "128K"
+    heap: str = "96K"
     use_mpy: bool = True
 
 
@@ -113,10 +113,12 @@ def run_bench(cfg: BenchConfig) -> dict:
 
 
 def boots_in(heap: str, use_mpy: bool = True) -> bool:
-    """Whether the whole node (every module main.py loads) imports within this heap."""
+    """Whether the whole node (every module it runs with) imports within this heap."""
     image = build(None, use_mpy)
+    # What stays loaded while the node runs (boot.py drops its config module before these load).
     code = (
-        "import firmware.etp_node.config; import firmware.etp_node.boot; import gc; "
+        "import asyncio; import firmware.etp_node.battery; "
+        "import firmware.etp_node.audit; import firmware.etp_node.node; import gc; "
         "gc.collect(); print('ok', gc.mem_alloc())"
     )
     result = subprocess.run(

@@ -19,6 +19,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_BUILD_ROOT = REPO_ROOT / "build"
 
 
+# -O3: no asserts, no line numbers (tracebacks name the function only): less heap per module.
+MPY_CROSS_FLAGS = ("-O3", "-X", "no-source-lines")
+
 BOARD_SHARED_INIT = '"""The Energy Trading Protocol (board image: import its modules)."""\n'
 
 
@@ -58,7 +61,7 @@ def source_hash(root: Path = REPO_ROOT, use_mpy: bool = True) -> str:
     digest = hashlib.sha256(b"mpy" if use_mpy else b"py")
     for path, dest in source_files(root):
         digest.update(dest.encode() + b"\0" + path.read_bytes() + b"\0")
-    digest.update(BOARD_SHARED_INIT.encode())
+    digest.update(BOARD_SHARED_INIT.encode() + " ".join(MPY_CROSS_FLAGS).encode())
     return digest.hexdigest()[:16]
 
 
@@ -85,8 +88,10 @@ def build(out_root: Path | None = None, use_mpy: bool = True, root: Path = REPO_
                 shutil.copyfile(path, out)
                 continue
             out = out.with_suffix(".mpy")
+            # The module's dotted name as its source name: a string the board interns anyway.
+            source_name = dest[:-3].replace("/", ".").removesuffix(".__init__")
             result = subprocess.run(
-                [binary, "-o", str(out), "-s", dest, str(path)],
+                [binary, *MPY_CROSS_FLAGS, "-o", str(out), "-s", source_name, str(path)],
                 capture_output=True,
                 text=True,
                 timeout=60,

@@ -67,7 +67,7 @@ class FleetConfig:
     data_dir: Path
     first_device_id: int = 1
     ptys: bool = True
-    heap: str = "128K"
+    heap: str = "96K"
     use_mpy: bool = True
     seed: int = 1
     overrides: dict | None = None
@@ -101,7 +101,8 @@ def board_config(cfg: FleetConfig, device_id: int, rng: random.Random) -> dict:
         "key": derive_key(cfg.master_secret, device_id).hex(),
         "notice_key": derive_key(cfg.master_secret, 0).hex(),
         "mqtt_url": cfg.mqtt_url,
-        "capacity_wh": rng.choice((5000, 10000, 13500, 20000)),
+        # commercial storage sizes (kWh): 30, 50, 100, 200
+        "capacity_wh": rng.choice((30000, 50000, 100000, 200000)),
         "soc_start": rng.randrange(6000, 9600, 100),
         "reserve_mc": rng.randrange(15000, 25001, 500),
         "pct_for_sale": rng.randrange(5000, 9001, 500),

@@ -74,8 +74,11 @@ class AggregatorState:
 
     def __init__(self, config: AggregatorConfig) -> None:
         self.config = config
-        self.spent_mc = 0
-        self.energy_bought_wh = 0
+        self.spent_mc = 0  # in the current trading period
+        self.energy_bought_wh = 0  # in the current trading period
+        self.total_spent_mc = 0  # over finished periods (see start_period)
+        self.total_bought_wh = 0
+        self.periods = 0
         self.wins = 0
         self.losses = 0
         self.outcomes: deque[bool] = deque(maxlen=OUTCOME_HISTORY)  # True = won, newest last
@@ -182,6 +185,15 @@ class AggregatorState:
         self.losses += 1
         self.outcomes.append(False)
 
+    def start_period(self) -> None:
+        """A new trading period: the budget and the energy requirement apply afresh (an
+        aggregator buys for each delivery period); holds, wins, losses and history carry on."""
+        self.total_spent_mc += self.spent_mc
+        self.total_bought_wh += self.energy_bought_wh
+        self.spent_mc = 0
+        self.energy_bought_wh = 0
+        self.periods += 1
+
     def snapshot(self) -> dict[str, Any]:
         """Plain-data summary (for logs, the API, reports)."""
         return {
@@ -192,6 +204,9 @@ class AggregatorState:
             "spent_mc": self.spent_mc,
             "energy_requirement_wh": self.config.energy_requirement_wh,
             "energy_bought_wh": self.energy_bought_wh,
+            "total_spent_mc": self.total_spent_mc + self.spent_mc,
+            "total_bought_wh": self.total_bought_wh + self.energy_bought_wh,
+            "periods": self.periods,
             "wins": self.wins,
             "losses": self.losses,
             "success_rate": round(self.success_rate, 4),
@@ -250,7 +265,7 @@ class Aggregator:
 
 def default_aggregators(count: int = 3, seed: int = 0) -> list[AggregatorConfig]:
     """`count` aggregators with different strategies (fixed, adaptive, market, then cycling),
-    ids 1001.., budgets / requirements / max prices varied deterministically by `seed`."""
+    ids FIRST_AGGREGATOR_ID + 1.., budgets / requirements / max prices varied by `seed`."""
     if count < 1:
         raise AggregatorConfigError(f"need at least one aggregator, got {count}")
     rng = random.Random(seed)

@@ -11,7 +11,8 @@ MAX_DEVICE_ID = 0xFFFF
 
 
 class DeviceKeyring(Keyring):
-    """Holds the site master secret; key id N (1..MAX_DEVICE_ID) is device N's key, usable only by src N.
+    """Holds the site master secret; key id N (1..MAX_DEVICE_ID) is device N's key, used only
+    by src N.
 
     Frames the hub receives come from devices, so kid N is bound to owner N.
     """

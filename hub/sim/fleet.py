@@ -23,6 +23,7 @@ import structlog
 from firmware.etp_node.battery import SimBattery
 from firmware.etp_node.core import NodeCore
 from hub.broker import parse_mqtt_url
+from hub.link import speed_up, wait_disconnected
 from shared_etp.frame import derive_key
 from shared_etp.topics import CLEARING, REPUTATION, device_wildcard, market_topic
 
@@ -111,6 +112,7 @@ class SimFleet:
         self.muted: set[int] = set()  # devices that stay connected but say nothing
         self._crashed: set[int] = set()  # connection indexes cut abruptly (no reconnect)
         self.on_publish: Callable[[str, bytes], None] | None = None
+        self.lag_samples: list[float] = []  # how late the simulator's loop ran (ms)
 
     def committed_trades(self) -> dict[int, tuple[int, int, int, int]]:
         """auction id -> (device, bidder, price, energy) for every trade a battery committed."""
@@ -155,6 +157,7 @@ class SimFleet:
                 )
             )
         self._tasks.append(asyncio.create_task(self._ticker(), name="sim-ticker"))
+        self._tasks.append(asyncio.create_task(self._watch_lag(), name="sim-lag"))
         await asyncio.wait_for(asyncio.gather(*(event.wait() for event in ready)), timeout_s)
         self.connected.set()
 
@@ -186,17 +189,58 @@ class SimFleet:
         if self.on_publish is not None:
             self.on_publish(topic, frame)
 
+    def _handler(
+        self, index: int, members: list[int], loop: asyncio.AbstractEventLoop
+    ) -> Callable[[str, bytes], None]:
+        """The receive callback of one connection: each frame to the battery it is for.
+
+        A market notice goes to every battery on the connection: that fan-out is handed out
+        in small slices, one per loop iteration, so requests are not held up behind it."""
+        member_set = set(members)
+        cores = self.cores
+        muted = self.muted
+        publish = self._publish
+        notice_slice = 20
+
+        def deliver(device_id: int, topic: str, payload: bytes) -> None:
+            if device_id in muted:
+                return
+            try:
+                out = cores[device_id].handle(topic, payload)
+            except Exception:
+                log.exception("simulated battery failed to handle a frame", device=device_id)
+                return
+            for out_topic, frame in out:
+                publish(index, out_topic, frame)
+
+        def fan_out(topic: str, payload: bytes, start: int) -> None:
+            for device_id in members[start : start + notice_slice]:
+                deliver(device_id, topic, payload)
+            if start + notice_slice < len(members):
+                loop.call_soon(fan_out, topic, payload, start + notice_slice)
+
+        def handle(topic: str, payload: bytes) -> None:
+            self.received += 1
+            parts = topic.split("/")
+            if len(parts) == 6 and parts[3] == "bess":
+                if parts[4].isdigit() and int(parts[4]) in member_set:
+                    deliver(int(parts[4]), topic, payload)
+                return
+            fan_out(topic, payload, 0)  # market notice: every battery reads it
+
+        return handle
+
     async def _connection(self, index: int, members: list[int], ready: asyncio.Event) -> None:
         host, port = parse_mqtt_url(self.config.mqtt_url)
         site = self.config.site
-        member_set = set(members)
+        handler = self._handler(index, members, asyncio.get_running_loop())
         while not self._stop:
             will = None
             if len(members) == 1:
                 topic, frame = self.cores[members[0]].will()
                 will = aiomqtt.Will(topic, frame, 1, False)
             try:
-                async with aiomqtt.Client(
+                client = aiomqtt.Client(
                     host,
                     port,
                     identifier=f"etp-sim-{self.config.seed}-{members[0]}-{index}",
@@ -207,7 +251,9 @@ class SimFleet:
                     clean_session=True,
                     timeout=10,
                     socket_options=NODELAY,
-                ) as client:
+                )
+                speed_up(client, handler)
+                async with client:
                     while len(self._clients) <= index:
                         self._clients.append(client)
                     self._clients[index] = client
@@ -223,30 +269,22 @@ class SimFleet:
                         topic, frame = self.cores[device_id].status()
                         self._publish(index, topic, frame)
                     ready.set()
-                    async for message in client.messages:
-                        self.received += 1
-                        topic = message.topic.value
-                        payload = message.payload
-                        if not isinstance(payload, bytes | bytearray):
-                            continue
-                        parts = topic.split("/")
-                        if len(parts) == 6 and parts[3] == "bess":
-                            if not parts[4].isdigit() or int(parts[4]) not in member_set:
-                                continue
-                            targets = [int(parts[4])]
-                        else:
-                            targets = members  # market notice: every battery reads it
-                        for device_id in targets:
-                            if device_id in self.muted:
-                                continue
-                            for out_topic, frame in self.cores[device_id].handle(topic, payload):
-                                self._publish(index, out_topic, frame)
+                    await wait_disconnected(client)
             except aiomqtt.MqttError as exc:
                 if self._stop or index in self._crashed:
                     return
                 if not self.expect_disconnect:
                     log.warning("simulator connection lost", error=str(exc))
                 await asyncio.sleep(0.5)
+
+    async def _watch_lag(self, interval_s: float = 0.05) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._stop:
+            due = loop.time() + interval_s
+            await asyncio.sleep(interval_s)
+            self.lag_samples.append(max(0.0, (loop.time() - due) * 1000.0))
+            if len(self.lag_samples) > 20000:
+                del self.lag_samples[:10000]
 
     async def _ticker(self) -> None:
         """Tick every core once per period, in small slices so replies are not held up."""

@@ -461,6 +461,27 @@ class Store:
             f"auction {auction_id} is already {current!r}; it cannot be closed as {status!r}"
         )
 
+    async def update_auction_offers(self, offers: Iterable[tuple[int, int, int]]) -> int:
+        """Record the offer each battery actually made: (auction_id, lot_wh, reserve_mc) rows.
+
+        The auction row is opened before the battery's QueryResponse arrives; this sets its
+        lot and reserve to the ones the battery answered with (whatever the auction's status
+        by now). All rows in one transaction; returns how many auctions were found."""
+        rows = []
+        for auction_id, lot_wh, reserve_mc in offers:
+            _check_ints(auction_id=auction_id, lot_wh=lot_wh, reserve_mc=reserve_mc)
+            rows.append({"target_id": auction_id, "lot_wh": lot_wh, "reserve_mc": reserve_mc})
+        if not rows:
+            return 0
+        statement = (
+            sa.update(AUCTIONS)
+            .where(AUCTIONS.c.id == sa.bindparam("target_id"))
+            .values(lot_wh=sa.bindparam("lot_wh"), reserve_mc=sa.bindparam("reserve_mc"))
+        )
+        async with self._transaction() as connection:
+            result = await connection.execute(statement, rows)
+        return max(0, result.rowcount)
+
     async def get_auction(self, auction_id: int) -> AuctionRow | None:
         """One auction by id, or None."""
         rows = await self._fetch(sa.select(AUCTIONS).where(AUCTIONS.c.id == auction_id))

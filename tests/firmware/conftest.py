@@ -49,7 +49,7 @@ async def broker_url(request: pytest.FixtureRequest) -> AsyncIterator[str]:
             yield url
 
 
-BOARD_HEAP = os.environ.get("ETP_TEST_BOARD_HEAP", "128K")
+BOARD_HEAP = os.environ.get("ETP_TEST_BOARD_HEAP", "88K")  # 84K is the smallest that passes
 
 # A board whose figures the tests can reason about: 10 kWh full, half of it (less a 500 Wh
 # floor) for sale at a 200 c/kWh (20000 mc) static reserve.

@@ -60,6 +60,7 @@ def test_never_oversells(ops: list[tuple], pct: int, floor: int, dynamic: bool) 
     keys = Keyring()
     keys.add(DEV, KEY)
     accepted: dict[tuple[int, int], tuple[int, int]] = {}  # (who, auc) -> (price, ereq)
+    committed: set[tuple[int, int]] = set()  # (who, auc) whose confirm committed a trade
     sold = 0
     for op in ops:
         if op[0] == "bid":
@@ -69,6 +70,7 @@ def test_never_oversells(ops: list[tuple], pct: int, floor: int, dynamic: bool) 
             reply = decode_frame(reply_frame, keys)
             if reply["t"] == S.BID_ACCEPT:
                 accepted[(who, auc)] = (price, ereq)
+                committed.discard((who, auc))  # a new hold: its confirm commits afresh
         elif op[0] == "confirm":
             _, pick, honest = op
             if not accepted:
@@ -80,10 +82,15 @@ def test_never_oversells(ops: list[tuple], pct: int, floor: int, dynamic: bool) 
             before = battery.remaining_wh()
             (_, reply_frame), = core.handle(core.topic_req, frame)
             reply = decode_frame(reply_frame, keys)
-            if reply["t"] == S.BID_ACCEPT:
+            if reply["t"] == S.BID_ACCEPT and (who, auc) in committed:
+                # a repeat of a committed confirm is answered again, with no second delivery
+                assert honest and reply["ereq"] == ereq
+                assert battery.remaining_wh() == before
+            elif reply["t"] == S.BID_ACCEPT:
                 assert honest and reply["ereq"] == ereq
                 assert battery.remaining_wh() == before - ereq
                 sold += ereq
+                committed.add((who, auc))
                 assert battery.remaining_wh() * pct // 10000 >= floor  # the owner's floor
             else:
                 assert battery.remaining_wh() == before

@@ -98,7 +98,8 @@ def test_bench_firmware_prints_numbers() -> None:
     assert data["stats"]["trades"] == 40 and data["stats"]["accepted"] == 40
     assert data["heap_code_bytes"] > 10000
     assert data["times_us"]["3"]["n"] == 80 and data["times_us"]["3"]["median"] > 0
-    assert isinstance(data["boots_in_64k"], bool) and data["min_boot_heap_k"] >= 64
+    # The node's modules load in about 64K (a regression in code size shows here).
+    assert isinstance(data["boots_in_64k"], bool) and 32 <= data["min_boot_heap_k"] <= 72
     assert data["round_trip"]["n"] == 20 and 0 < data["round_trip"]["median_ms"] < 500
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -11,9 +12,17 @@ import aiomqtt
 import pytest
 
 from hub.broker import parse_mqtt_url
-from shared_etp.frame import Sender, derive_key
-from shared_etp.schema import BESS_STATUS, BID_ACCEPT, HEALTH_OK
-from shared_etp.topics import RESPONSE, STATUS, device_topic
+from hub.settings import load_master_secret
+from shared_etp.frame import Keyring, Sender, decode_frame, derive_key
+from shared_etp.schema import (
+    BESS_STATUS,
+    BID_ACCEPT,
+    DEVICE_FAILURE,
+    HEALTH_OFFLINE,
+    HEALTH_OK,
+    REASON_LINK_LOST,
+)
+from shared_etp.topics import DEATH, RESPONSE, STATUS, device_topic
 from tests.brokers import mosquitto_available, mosquitto_broker
 from tests.hub.helpers import hub_settings, running_hub, sim_fleet, wait_for
 
@@ -52,20 +61,48 @@ async def test_last_will_fails_device_and_terminates_its_auction_fast(tmp_path: 
 
 async def test_silent_battery_is_failed_by_status_deadline(tmp_path: Path) -> None:
     settings = hub_settings(tmp_path, status_period_ms=300, liveness_factor=3.0)
+    master = load_master_secret(settings.master_secret_path())
+    keyring = Keyring()
+    keyring.add(3, derive_key(master, 3), owner=0)  # the hub signs device 3's loss as src 0
+    notices: list[tuple[dict[str, int], bool]] = []
     async with running_hub(settings) as hub:
         assert hub.registry is not None
         registry = hub.registry
-        async with sim_fleet(settings, hub.mqtt_url, count=3) as fleet:
-            for core in fleet.cores.values():
-                core.status_interval_ms = 300
-            await wait_for(lambda: len(registry.online()) == 3, 10, "three online")
-            fleet.mute(3)  # shared connection: no will; only the deadline can notice
-            muted_at = time.monotonic()
-            await wait_for(lambda: not registry.devices[3].online, 5, "battery 3 failed")
-            silent_s = time.monotonic() - muted_at
-            assert registry.devices[1].online and registry.devices[2].online
+        host, port = parse_mqtt_url(hub.mqtt_url)
+        async with aiomqtt.Client(host, port, identifier="death-watcher") as watcher:
+            await watcher.subscribe(device_topic(settings.site, 3, DEATH), qos=1)
+
+            async def watch() -> None:
+                async for message in watcher.messages:
+                    assert isinstance(message.payload, bytes)
+                    notices.append((decode_frame(message.payload, keyring), message.retain))
+
+            watching = asyncio.create_task(watch())
+            async with sim_fleet(settings, hub.mqtt_url, count=3) as fleet:
+                for core in fleet.cores.values():
+                    core.status_interval_ms = 300
+                await wait_for(lambda: len(registry.online()) == 3, 10, "three online")
+                fleet.mute(3)  # shared connection: no will; only the deadline can notice
+                muted_at = time.monotonic()
+                await wait_for(lambda: not registry.devices[3].online, 5, "battery 3 failed")
+                silent_s = time.monotonic() - muted_at
+                assert registry.devices[1].online and registry.devices[2].online
+                await wait_for(lambda: bool(notices), 2, "the hub's DeviceFailure on death")
+            watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watching
+        rejected = sum(hub.metrics.rejected_frames.values())
+        failures = registry.devices[3].failures
     # limit is 3 x 300 ms after the last frame, swept every 50 ms
     assert 0.3 < silent_s < 1.5
+    # the hub announced the loss: signed with device 3's key by the hub, not retained
+    assert len(notices) == 1
+    msg, retained = notices[0]
+    assert (msg["t"], msg["src"], msg["kid"]) == (DEVICE_FAILURE, 0, 3)
+    assert msg["reason"] == REASON_LINK_LOST and msg["health"] == HEALTH_OFFLINE
+    assert not retained
+    # hearing its own notice back is neither a rejected frame nor a second failure
+    assert rejected == 0 and failures == 1
 
 
 async def test_garbage_unsigned_and_replayed_frames_are_rejected_while_trading(

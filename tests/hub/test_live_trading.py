@@ -56,6 +56,9 @@ async def test_three_aggregators_clear_above_reserve(tmp_path: Path, broker: str
     assert sum(t.price_mc for t in kept) > sum(t.reserve_mc for t in kept)
     assert summary["mean_premium_pct"] > 0
     assert all(auctions[t.auction_id].status == "cleared" for t in kept)
+    # the auction row holds the offer the battery answered the Query with, as the trade does
+    assert all(auctions[t.auction_id].reserve_mc == t.reserve_mc for t in kept)
+    assert all(auctions[t.auction_id].lot_wh >= t.energy_wh for t in kept)
     # the hub's trades are exactly what the batteries committed (no loss, no duplicate)
     assert {t.auction_id: (t.device_id, t.bidder_id, t.price_mc, t.energy_wh) for t in kept} == {
         auc: trade for auc, trade in committed.items()

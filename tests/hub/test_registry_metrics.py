@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from hub.market.agent import FIRST_AGGREGATOR_ID
 from hub.metrics import Metrics
 from hub.registry import Device, DeviceKeyring, Registry
+from hub.registry.keys import MAX_DEVICE_ID
 from shared_etp.frame import Receiver, Sender, derive_key
 from shared_etp.schema import BESS_STATUS, BID, HEALTH_FAULT, HEALTH_OK, QUERY
 
@@ -62,7 +64,11 @@ def test_device_keyring_binds_each_key_to_its_device() -> None:
     keyring = DeviceKeyring(master)
     assert keyring.key_for(7, 7) == derive_key(master, 7)
     assert keyring.key_for(7, 8) is None  # another sender may not use key 7
-    assert keyring.key_for(1000, 1000) is None  # aggregator ids are not device keys
+    assert keyring.key_for(MAX_DEVICE_ID, MAX_DEVICE_ID) == derive_key(master, MAX_DEVICE_ID)
+    beyond = MAX_DEVICE_ID + 1
+    assert keyring.key_for(beyond, beyond) is None  # past the device range: no key
+    agg = FIRST_AGGREGATOR_ID
+    assert keyring.key_for(agg, agg) is None  # aggregator ids are not device keys
     receiver = Receiver(keyring)
     frame, _ = Sender(7, 7, derive_key(master, 7), 1).frame(BESS_STATUS, erem=1, health=0,
                                                            volt=1, dis=0, soc=1)

@@ -82,6 +82,19 @@ def test_satisfied_aggregator_does_not_bid() -> None:
     assert agg.decide(view) is None
 
 
+def test_a_new_period_renews_budget_and_requirement_and_keeps_totals() -> None:
+    agg = Aggregator(AggregatorConfig(100_001, "a", "fixed", 1_000_000, 1_000, 30_000))
+    view = MarketView(20_000, None, False, 1, 5_000)
+    agg.on_won(9, 21_000, 1_000)
+    assert agg.decide(view) is None  # requirement met for this period
+    agg.state.start_period()
+    assert agg.decide(view) == (21_000, 1_000)  # buying again in the new period
+    snapshot = agg.state.snapshot()
+    assert snapshot["total_bought_wh"] == 1_000 and snapshot["energy_bought_wh"] == 0
+    assert snapshot["total_spent_mc"] == cost_mc(21_000, 1_000) and snapshot["periods"] == 1
+    assert agg.state.wins == 1
+
+
 def test_config_validation_messages() -> None:
     with pytest.raises(AggregatorConfigError, match=">= 100000"):
         AggregatorConfig(7, "x", "fixed", 1, 1, 1)

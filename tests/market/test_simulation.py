@@ -90,7 +90,12 @@ def test_concurrent_auctions_share_one_budget_through_holds() -> None:
         Offer(device_id=2, auction_id=2, lot_wh=4_000, reserve_mc=20_000, opened_ms=0),
     ]
     buyer = AggregatorConfig(
-        100_001, "tight", "fixed", budget_mc=90_000, energy_requirement_wh=8_000, max_price_mc=22_000
+        100_001,
+        "tight",
+        "fixed",
+        budget_mc=90_000,
+        energy_requirement_wh=8_000,
+        max_price_mc=22_000,
     )
     result = simulate(Scenario(seed=1, offers=offers), [buyer])
     (summary,) = result.aggregators

@@ -470,3 +470,22 @@ async def test_close_during_background_flushes_writes_every_row_once(database_ur
         assert await _count(reopened, "events") == 3000
         events = await reopened.list_events(limit=5000)
         assert [e.device_id for e in events] == list(range(3000))
+
+
+async def test_auction_offer_is_updated_to_what_the_battery_answered(store: Store):
+    first = await _open(store, device_id=1, opened_ms=100)
+    second = await _open(store, device_id=2, opened_ms=200)
+    await store.close_auction(second, status="no_sale", closed_ms=250)
+    found = await store.update_auction_offers([(first, 750, 21_500), (second, 300, 19_000)])
+    assert found == 2
+    rows = {a.id: a for a in await store.list_auctions()}
+    assert (rows[first].lot_wh, rows[first].reserve_mc, rows[first].status) == (750, 21_500, "open")
+    assert (rows[second].lot_wh, rows[second].reserve_mc, rows[second].status) == (
+        300,
+        19_000,
+        "no_sale",
+    )
+    assert await store.update_auction_offers([]) == 0
+    assert await store.update_auction_offers([(9999, 1, 1)]) == 0
+    with pytest.raises(InvalidValueError):
+        await store.update_auction_offers([(first, 2**70, 20_000)])

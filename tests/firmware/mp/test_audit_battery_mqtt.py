@@ -5,7 +5,8 @@ import asyncio
 from mptest import collect, run, tmp_dir
 
 from firmware.etp_node import mqtt
-from firmware.etp_node.audit import AuditLog, encode_record, parse_log
+from firmware.etp_node.audit import AuditLog, encode_record
+from firmware.etp_node.audit_read import parse_log, read_all
 from firmware.etp_node.battery import SimBattery, cell_ocv_mv
 from shared_etp import schema as S
 
@@ -18,11 +19,12 @@ def test_audit_roundtrip_and_torn_tail_skipped():
     line = encode_record({"k": "trade", "i": 99})
     with open(path + "/audit.0", "ab") as handle:  # power lost mid-write
         handle.write(line[: len(line) // 2])
-    records, torn = AuditLog(path, 100000, 3).read_all()
+    AuditLog(path, 100000, 3)
+    records, torn = read_all(path, 3)
     assert [r["i"] for r in records] == [0, 1, 2, 3, 4] and torn == 1
     log = AuditLog(path, 100000, 3)  # reboot: the torn line is ended, appends stay clean
     log.append({"k": "bid", "i": 5})
-    records, torn = log.read_all()
+    records, torn = read_all(path, 3)
     assert [r["i"] for r in records] == [0, 1, 2, 3, 4, 5] and torn == 1
     assert [r["n"] for r in records] == [0, 1, 2, 3, 4, 5]
 
@@ -45,9 +47,12 @@ def test_audit_rotation_is_bounded():
     assert names == ["audit.0", "audit.1", "audit.2"], names
     total = sum(os.stat(path + "/" + n)[6] for n in names)
     assert total <= 3000
-    records, torn = log.read_all()
+    records, torn = read_all(path, 3)
     assert torn == 0 and records[-1]["i"] == 199
     assert [r["i"] for r in records] == list(range(records[0]["i"], 200))
+    AuditLog(path, 1000, 3).append({"k": "boot"})  # reboot: numbering goes on from the tail
+    records, torn = read_all(path, 3)
+    assert records[-1]["n"] == records[-2]["n"] + 1 == 200 and torn == 0
 
 
 def test_ocv_curve_monotonic_and_ir_drop():
@@ -63,6 +68,20 @@ def test_ocv_curve_monotonic_and_ir_drop():
     assert battery.voltage_mv() < resting
     battery.step(10 ** 12)
     assert battery.discharge_w() == 0
+
+
+def test_charger_refills_up_to_capacity():
+    battery = SimBattery(10000, 5000, 14, 2800, 4250, 3600)  # 3.6 kW charger
+    battery.step(1000)
+    assert battery.discharge_w() == -3600  # charging shows as negative discharge
+    battery.step(1000 + 1000 * 1000)  # 1000 s at 3.6 kW = 1000 Wh
+    assert battery.remaining_wh() == 5000 + 1000
+    battery.step(1000 + 9000 * 1000)  # long enough to fill: stops at capacity
+    assert battery.remaining_wh() == 10000 and battery.discharge_w() == 0
+    plain = SimBattery(10000, 5000)
+    plain.step(1000)
+    plain.step(10 ** 9)
+    assert plain.remaining_wh() == 5000  # no charger, no energy from nowhere
 
 
 def test_faults_and_degradation():
@@ -150,7 +169,7 @@ def test_mqtt_client_one_write_per_packet_puback_and_retransmit():
         stream.incoming += b"\x40\x02\x00\x01"  # PUBACK
         stream.incoming += b"\x32\x08\x00\x03a/b\x00\x09!"  # inbound QoS 1
         await asyncio.sleep(0.1)
-        assert client.unacked() == 0
+        assert not client._pending  # every QoS 1 publish acknowledged
         assert client.inbox == [("a/b", b"!")]
         assert b"\x40\x02\x00\x09" in stream.writes
         await client.close()

@@ -3,6 +3,7 @@
 from mptest import FakeClock, collect, run, tmp_dir
 
 from firmware.etp_node.audit import AuditLog
+from firmware.etp_node.audit_read import read_all
 from firmware.etp_node.battery import SimBattery
 from firmware.etp_node.core import NodeCore
 from shared_etp import schema as S
@@ -12,9 +13,8 @@ from shared_etp.frame import (
     Keyring,
     Sender,
     decode_frame,
-    derive_key,
-    encode_notice,
 )
+from shared_etp.signing import derive_key, encode_notice
 
 MASTER = b"unit-test-master-secret-0123"
 DEV = 7
@@ -109,14 +109,28 @@ def test_bid_accept_then_confirm_commits_energy():
     reply = confirm(core, b, 1, 25000, 1000)
     assert reply["t"] == S.BID_ACCEPT
     assert battery.remaining_wh() == 9000 and battery.discharge_w() > 0
-    assert core.stats["trades"] == 1 and core.stats["sold_wh"] == 1000 and len(core.ledger) == 0
+    assert core.stats["trades"] == 1 and core.stats["sold_wh"] == 1000 and not core.ledger.holds
+
+
+def test_repeated_confirm_is_answered_again_without_a_second_delivery():
+    core, battery, clock = make()
+    b = Bidder(1001, clock)
+    bid(core, b, 1, 25000, 1000)
+    assert confirm(core, b, 1, 25000, 1000)["t"] == S.BID_ACCEPT
+    again = confirm(core, b, 1, 25000, 1000)  # a new frame: the hub re-sends after a restart
+    assert again["t"] == S.BID_ACCEPT and again["price"] == 25000 and again["ereq"] == 1000
+    assert battery.remaining_wh() == 9000 and core.stats["trades"] == 1
+    other = confirm(core, Bidder(1002, clock), 1, 25000, 1000)
+    assert other["t"] == S.BID_REJECT and other["reason"] == S.REASON_NOT_HOLDER
+    changed = confirm(core, b, 1, 26000, 1000)
+    assert changed["t"] == S.BID_REJECT and battery.remaining_wh() == 9000
 
 
 def test_below_reserve_rejected():
     core, _, clock = make()
     reply = bid(core, Bidder(1001, clock), 1, 19999, 100)
     assert reply["t"] == S.BID_REJECT and reply["reason"] == S.REASON_BELOW_RESERVE
-    assert core.stats["reject_reasons"]["below_reserve"] == 1
+    assert core.stats["reject_reasons"][str(S.REASON_BELOW_RESERVE)] == 1
 
 
 def test_dynamic_reserve_follows_clearing_prices_and_can_be_off():
@@ -203,10 +217,10 @@ def test_hold_expires_and_late_confirm_rejected():
     bid(core, b, 1, 25000, 1000)
     clock.advance(2999)
     core.tick()
-    assert len(core.ledger) == 1
+    assert len(core.ledger.holds) == 1
     clock.advance(2)
     core.tick()
-    assert len(core.ledger) == 0 and core.sellable_wh() == 4500
+    assert len(core.ledger.holds) == 0 and core.sellable_wh() == 4500
     assert confirm(core, b, 1, 25000, 1000)["reason"] == S.REASON_HOLD_EXPIRED
     assert battery.remaining_wh() == 10000
 
@@ -217,7 +231,7 @@ def test_terminate_releases_and_closes():
     bid(core, b, 1, 25000, 1000)
     frame, _ = Bidder(0, clock).frame(S.TERMINATE, auc=1, term=1)
     assert core.handle(TOPIC_REQ, frame) == []
-    assert len(core.ledger) == 0
+    assert len(core.ledger.holds) == 0
     assert bid(core, b, 1, 30000, 100)["reason"] == S.REASON_AUCTION_CLOSED
     assert confirm(core, b, 1, 25000, 1000)["reason"] == S.REASON_AUCTION_CLOSED
 
@@ -233,7 +247,7 @@ def test_fault_sends_device_failure_on_next_tick():
     failure = decode_frame(out[0][1], KEYS)
     assert failure["reason"] == S.REASON_VOLTAGE_OUT_OF_RANGE
     assert failure["health"] == S.HEALTH_FAULT
-    assert len(core.ledger) == 0
+    assert len(core.ledger.holds) == 0
     assert bid(core, b, 2, 30000, 100)["reason"] == S.REASON_DEVICE_FAULT
     battery.inject_fault("clear")
     out = core.tick()
@@ -294,7 +308,7 @@ def test_audit_records_decisions_and_trades():
     bid(core, b, 1, 10, 100)
     bid(core, b, 1, 25000, 100)
     confirm(core, b, 1, 25000, 100)
-    records, torn = audit.read_all()
+    records, torn = read_all(audit.directory, 2)
     kinds = [r["k"] for r in records]
     assert kinds == ["bid", "bid", "trade"] and torn == 0
     assert records[0]["r"] == S.REASON_BELOW_RESERVE and records[2]["e"] == 100

@@ -1,0 +1,30 @@
+"""Hub-side signing: device keys from the site master secret, signed market notices.
+
+Runs on both interpreters (shared_etp.frame re-exports these on CPython); a board never loads
+it: it holds its keys, never the master secret, and only reads notices (frame.decode_notice).
+"""
+
+from shared_etp import cbor
+from shared_etp.compat import hmac_sha256, now_ms
+from shared_etp.errors import OVERSIZED, ProtocolError
+from shared_etp.schema import MAX_FRAME_BYTES, PROTOCOL_VERSION
+
+
+def derive_key(master_secret, kid):
+    """Per-key-id HMAC key derived from a site master secret: HMAC(master, "etp/v1/key/<kid>").
+
+    Device N's key is derive_key(master, N); kid 0 is the hub's notice key. A board is
+    provisioned with its own key and the notice key only, never the master secret.
+    """
+    return hmac_sha256(bytes(master_secret), b"etp/v1/key/" + str(kid).encode())
+
+
+def encode_notice(kind, data, src, kid, key, ts=None):
+    """Sign a market notice; data holds only integers, lists and integer-keyed maps."""
+    body = cbor.dumps(
+        {0: PROTOCOL_VERSION, 1: kind, 2: src, 3: kid, 4: now_ms() if ts is None else ts, 5: data}
+    )
+    frame = body + hmac_sha256(key, body)
+    if len(frame) > MAX_FRAME_BYTES * 8:
+        raise ProtocolError(OVERSIZED, "notice of %d bytes is too large" % len(frame))
+    return frame
