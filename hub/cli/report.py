@@ -103,6 +103,7 @@ def report(
                 aggregators=configs,
                 rules={"max_rounds": settings.max_rounds},
                 database_url=settings.database_url,
+                trading_period_ms=settings.trading_period_ms,
             )
     except NoReportDataError as exc:
         typer.echo(f"error: {exc}", err=True)

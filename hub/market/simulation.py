@@ -67,6 +67,8 @@ class Scenario:
     rules: dict[str, int] = field(default_factory=dict)  # auction rule overrides
     # auction id -> the battery's private (dynamic) floor, above the announced reserve
     private_reserve_mc: dict[int, int] = field(default_factory=dict)
+    # aggregators' budgets and requirements renew every period (as the hub's engine does)
+    trading_period_ms: int = 0
 
     def build_offers(self) -> list[Offer]:
         """The scenario's offers in time order (deterministic for a seed)."""
@@ -316,7 +318,16 @@ def simulate(scenario: Scenario, aggregators: Sequence[AggregatorConfig]) -> Sim
     slots: dict[int, list[Offer]] = {}
     for offer in offers:
         slots.setdefault(offer.opened_ms, []).append(offer)
+    period_started: int | None = None
     for opened_ms in sorted(slots):
+        if period_started is None:
+            period_started = opened_ms
+        elif (
+            scenario.trading_period_ms and opened_ms - period_started >= scenario.trading_period_ms
+        ):
+            period_started = opened_ms
+            for agent in agents:
+                agent.state.start_period()
         running: list[tuple[Auction, _Battery]] = []
         for offer in slots[opened_ms]:
             history.record_offer(offer.lot_wh, demand_wh(agents, offer.lot_wh))

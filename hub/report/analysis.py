@@ -110,6 +110,7 @@ def analyse(
     seed: int,
     aggregators: Sequence[AggregatorConfig] | None = None,
     rules: dict[str, int] | None = None,
+    trading_period_ms: int = 0,
 ) -> ReportData:
     """Compute the report. The counterfactual replays the recorded offers (lots, reserves,
     times) through `simulate` twice: with every aggregator (`aggregators`, default: as many
@@ -195,6 +196,7 @@ def analyse(
         offers=_offers(report),
         rules=dict(rules or {}) if Mechanism(mechanism) is Mechanism.ASCENDING else {},
         private_reserve_mc=private_floors(report),
+        trading_period_ms=trading_period_ms,
     )
     competitive: SimResult = simulate(scenario, configs)
     lone = best_funded(configs)

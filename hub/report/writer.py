@@ -223,9 +223,16 @@ def build_report(
     seed: int,
     aggregators: Sequence[AggregatorConfig] | None = None,
     rules: dict[str, int] | None = None,
+    trading_period_ms: int = 0,
 ) -> ReportResult:
     """Analyse `report` and write `report.md` + `report.png` into `out_dir`."""
-    data = analyse(report, seed=seed, aggregators=aggregators, rules=rules)
+    data = analyse(
+        report,
+        seed=seed,
+        aggregators=aggregators,
+        rules=rules,
+        trading_period_ms=trading_period_ms,
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     chart = write_chart(data, out_dir / CHART_NAME)
     markdown = render_markdown(data, chart.name)
@@ -260,6 +267,7 @@ def write_report(
     aggregators: Sequence[AggregatorConfig] | None = None,
     rules: dict[str, int] | None = None,
     database_url: str | None = None,
+    trading_period_ms: int = 0,
 ) -> ReportResult:
     """Read the hub's store in `data_dir` (or `database_url`) and write the report to `out_dir`
     (default `data_dir/report/`). Raises NoReportDataError when nothing was recorded."""
@@ -277,5 +285,10 @@ def write_report(
             f"the database {sqlite_path or url} holds no auctions yet: let the hub trade first"
         )
     return build_report(
-        report, out_dir or data_dir / "report", seed=seed, aggregators=aggregators, rules=rules
+        report,
+        out_dir or data_dir / "report",
+        seed=seed,
+        aggregators=aggregators,
+        rules=rules,
+        trading_period_ms=trading_period_ms,
     )

@@ -115,3 +115,17 @@ def test_private_floor_above_the_reserve_is_enforced_by_the_simulated_battery() 
     unreachable = {1: max(c.max_price_mc for c in buyers) + 1}
     result = simulate(Scenario(seed=4, offers=offers, private_reserve_mc=unreachable), buyers)
     assert result.sold == []
+
+
+def test_trading_periods_renew_demand_in_the_replay() -> None:
+    # one 1 kWh lot a minute for five minutes; the buyer wants 2 kWh per period
+    offers = [
+        Offer(device_id=1, auction_id=n, lot_wh=1_000, reserve_mc=20_000, opened_ms=n * 60_000)
+        for n in range(1, 6)
+    ]
+    buyer = AggregatorConfig(100_001, "b", "fixed", 10_000_000, 2_000, 30_000)
+    once = simulate(Scenario(seed=1, offers=offers), [buyer])
+    assert len(once.sold) == 2  # demand met after two lots, then nobody buys
+    renewed = simulate(Scenario(seed=1, offers=offers, trading_period_ms=120_000), [buyer])
+    assert len(renewed.sold) == 5  # each two-minute period buys again
+    assert renewed.aggregators[0]["total_bought_wh"] == 5_000
