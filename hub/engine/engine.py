@@ -71,7 +71,7 @@ class EngineConfig:
     lot_wh: int = 1000
     min_lot_wh: int = 100
     hold_timeout_ms: int = 3000
-    store_concurrency: int = 2
+    store_concurrency: int = 64  # auctions opening at once (their rows share group commits)
     notice_interval_ms: int = 2000
     scheduler_tick_ms: int = 20
     trading_period_ms: int = 0  # aggregators' budgets/requirements renew each period; 0 = never
@@ -213,12 +213,20 @@ class Engine:
 
     async def _flush_writes(self, offers: bool = True) -> None:
         while self._closes:
-            auction_id, fields = self._closes.popleft()
-            try:
-                await self.store.close_auction(auction_id, closed_ms=now_ms(), **fields)
-            except Exception as exc:
-                self.metrics.counters["store_write_errors"] += 1
-                log.warning("could not close auction", auction=auction_id, error=str(exc))
+            # Every queued close at once: the store commits them together.
+            batch = [self._closes.popleft() for _ in range(min(len(self._closes), 500))]
+            closed_ms = now_ms()
+            outcomes = await asyncio.gather(
+                *(
+                    self.store.close_auction(auction_id, closed_ms=closed_ms, **fields)
+                    for auction_id, fields in batch
+                ),
+                return_exceptions=True,
+            )
+            for (auction_id, _fields), outcome in zip(batch, outcomes, strict=True):
+                if isinstance(outcome, BaseException):
+                    self.metrics.counters["store_write_errors"] += 1
+                    log.warning("could not close auction", auction=auction_id, error=str(outcome))
         if offers and self._offers:
             batch, self._offers = self._offers, []
             try:
@@ -531,7 +539,7 @@ class Engine:
         opened_lot_wh = min(device.sellable_wh, self.config.lot_wh)
         opened_reserve_mc = device.reserve_mc
         started = time.perf_counter()
-        async with self._store_slots:  # bounded concurrency: the store serializes writes
+        async with self._store_slots:  # bounded: opens beyond it wait here, not in the store
             run.auction_id = await self.store.open_auction(
                 device_id=device.device_id,
                 site=self.config.site,

@@ -7,11 +7,11 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
@@ -62,6 +62,12 @@ METRICS = StoreModel.metadata.tables["metrics"]
 _INT64 = 1 << 63
 _INT32 = 1 << 31
 
+_T = TypeVar("_T")
+_WriteOp = Callable[[AsyncConnection], Awaitable[Any]]
+# (op run alone, (table, row) for a shared multi-row INSERT or None, the caller's future)
+_Request = tuple[_WriteOp, tuple[str, dict[str, Any]] | None, asyncio.Future[Any]]
+_MISSING = object()
+
 
 class StoreError(Exception):
     """Base class of every error the store raises."""
@@ -97,6 +103,13 @@ class UnknownTradeError(StoreError, LookupError):
 
 class AuctionStateError(StoreError):
     """The auction is already closed with a different status."""
+
+
+class _AlreadyTraded(Exception):
+    """Internal: record_trade found the auction's trade already stored."""
+
+    def __init__(self, auction_id: int) -> None:
+        super().__init__(f"auction {auction_id} already has a trade")
 
 
 def database_url_for(data_dir: Path) -> str:
@@ -147,6 +160,7 @@ class Store:
         flush_batch_rows: int = 5000,
         max_pending_rows: int = 200_000,
         busy_timeout_ms: int = 10_000,
+        group_commit_max: int = 500,
     ) -> None:
         try:
             self._url = make_url(database_url)
@@ -181,12 +195,23 @@ class Store:
         self._wake = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
         self._stopping = False
+        # Group commit: durable writes (auctions, trades) queue here; one task runs every
+        # request queued while the previous commit was in flight in ONE transaction.
+        self._group_batch_max = group_commit_max
+        self._group_queue: deque[_Request] = deque()
+        self._group_wake = asyncio.Event()
+        self._group_writer: asyncio.Task[None] | None = None
+        self._group_stopping = False
+        self._orphan_closes: set[asyncio.Task[None]] = set()
         self.stats: dict[str, int] = {
             "bids_written": 0,
             "events_written": 0,
             "metrics_written": 0,
             "rows_dropped": 0,
             "flush_errors": 0,
+            "group_commits": 0,
+            "group_requests": 0,
+            "group_fallbacks": 0,
         }
 
     # ------------------------------------------------------------------ lifecycle
@@ -247,6 +272,7 @@ class Store:
             raise StoreError(f"cannot open or migrate the database {self.safe_url}: {err}") from err
         self._engine = engine
         self._flusher = asyncio.create_task(self._flush_loop(), name="store-flusher")
+        self._group_writer = asyncio.create_task(self._group_loop(), name="store-group-commit")
         log.info("store ready: %s at revision %s", self.safe_url, self._revision)
 
     def _sqlite_on_connect(self, dbapi_connection: Any, _record: Any) -> None:
@@ -264,6 +290,14 @@ class Store:
         if self._closed:
             return
         self._closed = True
+        if self._group_writer is not None:
+            # Run every durable write already requested, then stop the writer.
+            self._group_stopping = True
+            self._group_wake.set()
+            await self._group_writer
+            self._group_writer = None
+        while self._orphan_closes:
+            await asyncio.gather(*self._orphan_closes, return_exceptions=True)
         if self._flusher is not None:
             # Let a flush in progress finish (cancelling it mid-commit could write rows twice).
             self._stopping = True
@@ -311,6 +345,176 @@ class Store:
             raise  # the data is wrong, not the database: callers decide
         except (SQLAlchemyError, OSError) as err:
             raise StoreWriteError(f"write to {self.safe_url} failed: {err}") from err
+
+    # ------------------------------------------------------------------ group commit
+
+    async def _group_write(
+        self,
+        op: Callable[[AsyncConnection], Awaitable[_T]],
+        bulk: tuple[str, dict[str, Any]] | None = None,
+        on_orphan: Callable[[_T], None] | None = None,
+    ) -> _T:
+        """Run `op` in a transaction shared with concurrent callers; returns after the commit.
+
+        `op` must only execute statements on the connection it gets and return its result
+        (no side effects outside the transaction): if a shared transaction fails, it is rolled
+        back and every op of it runs again in its own transaction. `bulk`: ("auctions", row)
+        or ("trades", row) when `op` only inserts that row; a shared transaction inserts all
+        such rows with one multi-row INSERT per table instead of calling each `op`.
+
+        A caller cancelled before its transaction starts writes nothing; one cancelled while
+        its transaction is in flight may still be committed: `on_orphan(result)` then runs.
+        """
+        if self._closed and self._group_writer is None:
+            raise StoreClosedError("the Store is closed")
+        if self._group_writer is None or self._group_writer.done():
+            async with self._transaction() as connection:  # not started (or writer gone)
+                return await op(connection)
+        future: asyncio.Future[_T] = asyncio.get_running_loop().create_future()
+        request: _Request = (op, bulk, future)
+        self._group_queue.append(request)
+        self._group_wake.set()
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            if any(queued is request for queued in self._group_queue):
+                self._group_queue.remove(request)  # not started: nothing is written
+                future.cancel()
+            elif on_orphan is not None:
+
+                def orphaned(done: asyncio.Future[_T]) -> None:
+                    if not done.cancelled() and done.exception() is None:
+                        on_orphan(done.result())
+
+                if future.done():
+                    orphaned(future)
+                else:
+                    future.add_done_callback(orphaned)
+            raise
+
+    async def _group_loop(self) -> None:
+        while True:
+            if not self._group_queue:
+                if self._group_stopping:
+                    return
+                await self._group_wake.wait()
+                self._group_wake.clear()
+                # Let callers woken in the same loop iteration join this transaction.
+                await asyncio.sleep(0)
+                continue
+            batch: list[_Request] = []
+            while self._group_queue and len(batch) < self._group_batch_max:
+                batch.append(self._group_queue.popleft())
+            try:
+                await self._run_group(batch)
+            except BaseException as err:  # cancelled: nobody may wait forever
+                for _op, _row_values, future in batch:
+                    if not future.done():
+                        future.set_exception(
+                            StoreWriteError(f"write to {self.safe_url} interrupted: {err!r}")
+                        )
+                if not isinstance(err, Exception):
+                    raise
+                log.exception("store group commit: unexpected error")
+
+    async def _run_group(self, batch: list[_Request]) -> None:
+        live = [request for request in batch if not request[2].cancelled()]
+        if not live:
+            return
+        self.stats["group_requests"] += len(live)
+        if len(live) > 1:
+            results: list[Any] = [None] * len(live)
+            try:
+                async with self._transaction() as connection:
+                    await self._bulk_auctions(connection, live, results)
+                    await self._bulk_trades(connection, live, results)
+                    for n, (op, bulk, _future) in enumerate(live):
+                        if bulk is None:
+                            results[n] = await op(connection)
+            except StoreWriteError as err:
+                # The database failed (unreachable, locked, disk full), not a request: one by
+                # one would wait the busy timeout once per request. Each caller gets the error.
+                for _op, _row_values, future in live:
+                    if not future.done():
+                        own = StoreWriteError(str(err))
+                        own.__cause__ = err.__cause__
+                        future.set_exception(own)
+                return
+            except Exception as err:
+                # One request spoiled the shared transaction (nothing of it was committed):
+                # run each on its own so that each caller gets its own result or error.
+                self.stats["group_fallbacks"] += 1
+                log.debug("group of %d writes failed (%s); retrying one by one", len(live), err)
+            else:
+                self.stats["group_commits"] += 1
+                for (_op, _row_values, future), result in zip(live, results, strict=True):
+                    if not future.done():
+                        future.set_result(result)
+                return
+        for op, _row_values, future in live:
+            try:
+                async with self._transaction() as connection:
+                    outcome = await op(connection)
+            except Exception as err:
+                if not future.done():
+                    future.set_exception(err)
+                continue
+            self.stats["group_commits"] += 1
+            if not future.done():
+                future.set_result(outcome)
+
+    @staticmethod
+    async def _bulk_auctions(
+        connection: AsyncConnection, live: list[_Request], results: list[Any]
+    ) -> None:
+        """New auctions depend on nothing else in the batch: one INSERT for all; ids in order."""
+        opening = [(n, b[1]) for n, (_, b, _) in enumerate(live) if b and b[0] == "auctions"]
+        if not opening:
+            return
+        inserted = await connection.execute(
+            sa.insert(AUCTIONS).returning(AUCTIONS.c.id, sort_by_parameter_order=True),
+            [row for _, row in opening],
+        )
+        ids = inserted.scalars().all()
+        if len(ids) != len(opening):
+            raise StoreError(f"{len(opening)} auctions inserted but {len(ids)} ids returned")
+        for (n, _opened), auction_id in zip(opening, ids, strict=True):
+            results[n] = auction_id
+
+    async def _bulk_trades(
+        self, connection: AsyncConnection, live: list[_Request], results: list[Any]
+    ) -> None:
+        """All trades of the batch in one INSERT (ON CONFLICT DO NOTHING: a trade already
+        stored, or a second request for the same auction, gets None), then their outbox rows."""
+        first: dict[int, tuple[int, dict[str, Any]]] = {}
+        for n, (_, bulk, _) in enumerate(live):
+            if bulk and bulk[0] == "trades":
+                first.setdefault(bulk[1]["auction_id"], (n, bulk[1]))
+        if not first:
+            return
+        insert = pg_dialect.insert if self._backend == "postgresql" else sqlite_dialect.insert
+        inserted = await connection.execute(
+            insert(TRADES)
+            .on_conflict_do_nothing(index_elements=["auction_id"])
+            .returning(TRADES.c.id, TRADES.c.auction_id),
+            [row for _, row in first.values()],
+        )
+        created = {auction_id: trade_id for trade_id, auction_id in inserted.all()}
+        outbox = []
+        for auction_id, (n, row) in first.items():
+            trade_id = created.get(auction_id)
+            results[n] = trade_id  # None for the others: already traded
+            if trade_id is not None:
+                outbox.append(
+                    {
+                        "trade_id": trade_id,
+                        "status": "pending",
+                        "attempts": 0,
+                        "updated_ms": row["confirmed_ms"],
+                    }
+                )
+        if outbox:
+            await connection.execute(sa.insert(SETTLEMENTS), outbox)
 
     async def _fetch(self, statement: sa.Executable) -> Sequence[sa.Row[Any]]:
         async with self.engine.connect() as connection:
@@ -393,21 +597,40 @@ class Store:
         _check_text("site", site, 64)
         _check_text("mechanism", mechanism, 32)
         _check_ints(device_id=device_id, lot_wh=lot_wh, reserve_mc=reserve_mc, opened_ms=opened_ms)
-        statement = sa.insert(AUCTIONS).values(
-            device_id=device_id,
-            site=site,
-            mechanism=mechanism,
-            lot_wh=lot_wh,
-            reserve_mc=reserve_mc,
-            status="open",
-            opened_ms=opened_ms,
-        )
-        async with self._transaction() as connection:
+        new_auction = {
+            "device_id": device_id,
+            "site": site,
+            "mechanism": mechanism,
+            "lot_wh": lot_wh,
+            "reserve_mc": reserve_mc,
+            "status": "open",
+            "opened_ms": opened_ms,
+        }
+        statement = sa.insert(AUCTIONS).values(new_auction)
+
+        async def insert_auction(connection: AsyncConnection) -> Any:
             result = await connection.execute(statement)
-            auction_id = result.inserted_primary_key[0] if result.inserted_primary_key else None
+            return result.inserted_primary_key[0] if result.inserted_primary_key else None
+
+        auction_id = await self._group_write(
+            insert_auction, ("auctions", new_auction), on_orphan=self._close_orphan
+        )
         if not isinstance(auction_id, int):
             raise StoreError(f"the database returned no id for the new auction ({self.safe_url})")
         return auction_id
+
+    def _close_orphan(self, auction_id: int) -> None:
+        """open_auction's caller was cancelled after its row was committed: close it."""
+
+        async def terminate() -> None:
+            try:
+                await self.close_auction(auction_id, status="terminated", closed_ms=_now_ms())
+            except StoreError as err:
+                log.warning("could not terminate orphaned auction %d: %s", auction_id, err)
+
+        task = asyncio.get_running_loop().create_task(terminate())
+        self._orphan_closes.add(task)
+        task.add_done_callback(self._orphan_closes.discard)
 
     async def close_auction(
         self,
@@ -447,14 +670,20 @@ class Store:
             .where(AUCTIONS.c.id == auction_id, AUCTIONS.c.status.in_(("open", status)))
             .values(values)
         )
-        async with self._transaction() as connection:
+
+        async def update_auction(connection: AsyncConnection) -> Any:
             result = await connection.execute(statement)
             if result.rowcount == 1:
-                return
+                return _MISSING  # closed
             found = await connection.execute(
                 sa.select(AUCTIONS.c.status).where(AUCTIONS.c.id == auction_id)
             )
-            current = found.scalar_one_or_none()
+            return found.scalar_one_or_none()
+
+        # Errors are raised here, not inside the shared transaction (which they would spoil).
+        current = await self._group_write(update_auction)
+        if current is _MISSING:
+            return
         if current is None:
             raise UnknownAuctionError(f"no auction with id {auction_id}")
         raise AuctionStateError(
@@ -478,9 +707,12 @@ class Store:
             .where(AUCTIONS.c.id == sa.bindparam("target_id"))
             .values(lot_wh=sa.bindparam("lot_wh"), reserve_mc=sa.bindparam("reserve_mc"))
         )
-        async with self._transaction() as connection:
+
+        async def update_offers(connection: AsyncConnection) -> int:
             result = await connection.execute(statement, rows)
-        return max(0, result.rowcount)
+            return max(0, result.rowcount)
+
+        return await self._group_write(update_offers)
 
     async def get_auction(self, auction_id: int) -> AuctionRow | None:
         """One auction by id, or None."""
@@ -550,28 +782,44 @@ class Store:
             raise UnknownAuctionError(
                 f"cannot record a trade for auction {auction_id!r}: no such auction"
             )
+
+        new_trade = {
+            "auction_id": auction_id,
+            "device_id": device_id,
+            "bidder_id": bidder_id,
+            "price_mc": price_mc,
+            "energy_wh": energy_wh,
+            "reserve_mc": reserve_mc,
+            "confirmed_ms": confirmed_ms,
+        }
+
+        async def insert_trade(connection: AsyncConnection) -> int | None:
+            # A retry must not spoil a shared transaction with a UNIQUE violation.
+            insert = pg_dialect.insert if self._backend == "postgresql" else sqlite_dialect.insert
+            result = await connection.execute(
+                insert(TRADES)
+                .values(new_trade)
+                .on_conflict_do_nothing(index_elements=["auction_id"])
+                .returning(TRADES.c.id)
+            )
+            trade_id = result.scalar_one_or_none()
+            if trade_id is None:
+                return None  # the auction already has its trade
+            if not isinstance(trade_id, int):
+                raise StoreError(f"the database returned no id for the trade ({self.safe_url})")
+            await connection.execute(
+                sa.insert(SETTLEMENTS).values(
+                    trade_id=trade_id, status="pending", attempts=0, updated_ms=confirmed_ms
+                )
+            )
+            return trade_id
+
         try:
-            async with self._transaction() as connection:
-                result = await connection.execute(
-                    sa.insert(TRADES).values(
-                        auction_id=auction_id,
-                        device_id=device_id,
-                        bidder_id=bidder_id,
-                        price_mc=price_mc,
-                        energy_wh=energy_wh,
-                        reserve_mc=reserve_mc,
-                        confirmed_ms=confirmed_ms,
-                    )
-                )
-                trade_id = result.inserted_primary_key[0] if result.inserted_primary_key else None
-                if not isinstance(trade_id, int):
-                    raise StoreError(f"the database returned no id for the trade ({self.safe_url})")
-                await connection.execute(
-                    sa.insert(SETTLEMENTS).values(
-                        trade_id=trade_id, status="pending", attempts=0, updated_ms=confirmed_ms
-                    )
-                )
-        except IntegrityError as err:
+            trade_id = await self._group_write(insert_trade, ("trades", new_trade))
+            if trade_id is None:
+                raise _AlreadyTraded(auction_id)
+        except (IntegrityError, _AlreadyTraded) as err:
+            # Already traded (a retry), or the auction does not exist (foreign key).
             existing = await self._trade_for_auction(auction_id)
             if existing is None:
                 raise UnknownAuctionError(
