@@ -214,16 +214,16 @@ class Engine:
     async def _flush_writes(self, offers: bool = True) -> None:
         while self._closes:
             # Every queued close at once: the store commits them together.
-            batch = [self._closes.popleft() for _ in range(min(len(self._closes), 500))]
+            closes = [self._closes.popleft() for _ in range(min(len(self._closes), 500))]
             closed_ms = now_ms()
             outcomes = await asyncio.gather(
                 *(
                     self.store.close_auction(auction_id, closed_ms=closed_ms, **fields)
-                    for auction_id, fields in batch
+                    for auction_id, fields in closes
                 ),
                 return_exceptions=True,
             )
-            for (auction_id, _fields), outcome in zip(batch, outcomes, strict=True):
+            for (auction_id, _fields), outcome in zip(closes, outcomes, strict=True):
                 if isinstance(outcome, BaseException):
                     self.metrics.counters["store_write_errors"] += 1
                     log.warning("could not close auction", auction=auction_id, error=str(outcome))
