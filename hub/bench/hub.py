@@ -51,7 +51,7 @@ class BenchConfig:
     auction_interval_ms: int = 1000
     broker: Literal["embedded", "mosquitto"] = "embedded"
     mqtt_url: str | None = None
-    connections: int = 4
+    connections: int = 1
     status_ms: int = 5000
     mechanism: str = "ascending"
     warmup_s: float = 3.0

@@ -249,7 +249,11 @@ def bench_hub(
     ),
     broker: str = typer.Option("embedded", help="embedded | mosquitto"),
     mqtt_url: str | None = typer.Option(None, help="use this external broker instead"),
-    connections: int = typer.Option(4, help="MQTT connections the simulated fleet shares"),
+    connections: int = typer.Option(
+        1,
+        help="MQTT connections the simulated fleet shares (each one receives every request, "
+        "so more connections multiply the broker's work)",
+    ),
     status_ms: int = typer.Option(5000, help="battery status period, ms"),
     mechanism: str = typer.Option("ascending", help="ascending | second_price"),
     json_out: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
