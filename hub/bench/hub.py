@@ -202,6 +202,9 @@ async def _run(
                 master_secret=master,
                 count=config.batteries,
                 connections=config.connections,
+                # A core publishes status when a tick finds it due: tick at least twice per
+                # period, or a 100 ms period would come out near 200 ms.
+                tick_ms=max(20, min(100, config.status_ms // 2)),
                 overrides={
                     "status_interval_ms": config.status_ms,
                     "delivery_s": 36000,

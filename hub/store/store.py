@@ -606,10 +606,9 @@ class Store:
             "status": "open",
             "opened_ms": opened_ms,
         }
-        statement = sa.insert(AUCTIONS).values(new_auction)
 
-        async def insert_auction(connection: AsyncConnection) -> Any:
-            result = await connection.execute(statement)
+        async def insert_auction(connection: AsyncConnection) -> Any:  # only when run alone
+            result = await connection.execute(sa.insert(AUCTIONS).values(new_auction))
             return result.inserted_primary_key[0] if result.inserted_primary_key else None
 
         auction_id = await self._group_write(
