@@ -1,26 +1,20 @@
-"""MQTT transport for the hub (aiomqtt): connect, subscribe, publish, reconnect. Bytes only."""
+"""MQTT transport for the hub (hub.mqtt): connect, subscribe, publish, reconnect. Bytes only."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import itertools
-import socket
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-import aiomqtt
 import structlog
 
 from hub.broker import parse_mqtt_url
+from hub.mqtt import MqttClient, MqttError, Will
 
-# Small request/response frames must not wait for Nagle's algorithm (a 40 ms stall against
-# delayed ACKs when a PUBACK and a PUBLISH go out back to back).
-NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
-
-__all__ = ["BufferedSocket", "Intake", "LinkConfig", "LinkDownError", "MqttLink", "speed_up"]
+__all__ = ["Intake", "LinkConfig", "LinkDownError", "MqttLink"]
 
 log = structlog.get_logger(__name__)
 _client_numbers = itertools.count(1)
@@ -28,82 +22,6 @@ _client_numbers = itertools.count(1)
 
 class LinkDownError(RuntimeError):
     """A publish was attempted while the MQTT connection is down."""
-
-
-class BufferedSocket:
-    """A socket whose recv() is served from one large read.
-
-    paho reads every packet with several tiny recv() calls (command byte, each length byte,
-    body): one system call each. This wrapper reads up to 16 KiB at a time and hands paho the
-    bytes from memory; `pending()` tells aiomqtt's reader to keep going while bytes are
-    buffered (the same hook paho uses for TLS sockets). Everything else goes to the socket.
-    The read size bounds how long one reader callback runs (all buffered packets are handled
-    before the loop gets back control): 16 KiB is ~120 frames, a few ms."""
-
-    def __init__(self, sock: Any, read_size: int = 16384) -> None:
-        self._sock = sock
-        self._read_size = read_size
-        self._buf = b""
-        self._pos = 0
-
-    def recv(self, size: int) -> bytes:
-        """Up to `size` buffered bytes; reads the socket only when the buffer is empty."""
-        pos = self._pos
-        if pos >= len(self._buf):
-            data = self._sock.recv(self._read_size)  # BlockingIOError / b"" pass through
-            if len(data) <= size:
-                return data  # type: ignore[no-any-return]
-            self._buf = data
-            pos = 0
-        end = pos + size
-        chunk = self._buf[pos:end]
-        self._pos = end
-        if end >= len(self._buf):
-            self._buf = b""
-            self._pos = 0
-        return chunk
-
-    def pending(self) -> int:
-        """Bytes received but not yet handed to paho."""
-        return len(self._buf) - self._pos
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._sock, name)
-
-
-def speed_up(client: aiomqtt.Client, on_message: Callable[[str, bytes], None]) -> None:
-    """Tune an aiomqtt client before it connects: buffered reads, TCP_NODELAY, and each
-    received (topic, payload) handed straight to `on_message` from paho's read callback
-    instead of building aiomqtt Message objects in aiomqtt's unbounded queue (which is then
-    unused: do not iterate `client.messages`). `on_message` must not raise or block."""
-    paho = client._client
-    create_socket = paho._create_socket
-
-    def _create_socket() -> Any:
-        sock = create_socket()
-        if isinstance(sock, socket.socket):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            return BufferedSocket(sock)
-        return sock
-
-    def _on_message(_client: Any, _userdata: Any, message: Any) -> None:
-        on_message(message.topic, message.payload)
-
-    paho._create_socket = _create_socket  # type: ignore[method-assign]
-    paho.on_message = _on_message
-
-
-async def wait_disconnected(client: aiomqtt.Client) -> None:
-    """Return (raising aiomqtt.MqttError) when the client's connection is lost."""
-    disconnected = client._disconnected
-    try:
-        await asyncio.shield(disconnected)
-    except asyncio.CancelledError:
-        if not disconnected.done():
-            raise
-    except Exception as exc:
-        raise aiomqtt.MqttError(f"disconnected: {exc}") from exc
-    raise aiomqtt.MqttError("disconnected")
 
 
 class Intake:
@@ -211,7 +129,7 @@ class MqttLink:
         self.publish_errors = 0
         self.reconnects = 0
         self.intake = Intake(on_message, max_queued)
-        self._client: aiomqtt.Client | None = None
+        self._client: MqttClient | None = None
         self._task: asyncio.Task[None] | None = None
         self._intake_task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -250,17 +168,15 @@ class MqttLink:
         self.intake.put(topic, payload)
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
-        """Queue a publish without waiting for the broker's acknowledgement.
-
-        aiomqtt's publish() awaits the PUBACK; the paho client underneath queues the packet
-        and retransmits at QoS 1 on its own, which is what the hot path needs."""
+        """Queue a publish without waiting for the broker's acknowledgement."""
         client = self._client
-        if client is None or not self.connected.is_set():
+        if client is None or not client.connected:
             raise LinkDownError(f"MQTT link to {self.config.url} is down; cannot publish {topic}")
-        info = client._client.publish(topic, payload, qos, retain)
-        if info.rc != 0:
+        try:
+            client.publish(topic, payload, qos, retain)
+        except MqttError as exc:
             self.publish_errors += 1
-            raise LinkDownError(f"publish to {topic} failed (paho rc {info.rc})")
+            raise LinkDownError(f"publish to {topic} failed: {exc}") from exc
         self.published += 1
 
     async def publish_wait(
@@ -268,49 +184,49 @@ class MqttLink:
     ) -> None:
         """Publish and wait for the broker's acknowledgement (QoS 1)."""
         client = self._client
-        if client is None or not self.connected.is_set():
+        if client is None or not client.connected:
             raise LinkDownError(f"MQTT link to {self.config.url} is down; cannot publish {topic}")
-        await client.publish(topic, payload, qos=qos, retain=retain)
+        try:
+            await client.publish_wait(topic, payload, qos, retain)
+        except MqttError as exc:
+            self.publish_errors += 1
+            raise LinkDownError(f"publish to {topic} failed: {exc}") from exc
         self.published += 1
 
     async def _run(self) -> None:
         host, port = parse_mqtt_url(self.config.url)
         backoff = self.config.backoff_initial_s
-        will = None
-        if self.config.will is not None:
-            topic, payload, qos, retain = self.config.will
-            will = aiomqtt.Will(topic, payload, qos, retain)
+        will = Will(*self.config.will) if self.config.will is not None else None
         while not self._stopping:
+            client = MqttClient(
+                host,
+                port,
+                self._client_id,
+                self._receive,
+                keepalive_s=self.config.keepalive_s,
+                will=will,
+            )
             try:
-                client = aiomqtt.Client(
-                    host,
-                    port,
-                    identifier=self._client_id,
-                    keepalive=self.config.keepalive_s,
-                    will=will,
-                    clean_session=True,
-                    max_inflight_messages=5000,
-                    max_queued_outgoing_messages=0,
-                    timeout=10,
-                    socket_options=NODELAY,
-                )
-                speed_up(client, self._receive)
-                async with client:
-                    self._client = client
-                    for topic, qos in self.config.subscriptions:
-                        await client.subscribe(topic, qos=qos)
-                    for topic, payload, qos, retain in self.config.on_connect:
-                        await client.publish(topic, payload, qos=qos, retain=retain)
-                    self.connected.set()
-                    backoff = self.config.backoff_initial_s
-                    log.debug("mqtt connected", url=self.config.url, client=self._client_id)
-                    await wait_disconnected(client)
-            except aiomqtt.MqttError as exc:
+                await client.connect()
+                self._client = client
+                if self.config.subscriptions:
+                    await client.subscribe(self.config.subscriptions)
+                for topic, payload, qos, retain in self.config.on_connect:
+                    await client.publish_wait(topic, payload, qos, retain)
+                self.connected.set()
+                backoff = self.config.backoff_initial_s
+                log.debug("mqtt connected", url=self.config.url, client=self._client_id)
+                await client.wait_closed()
+            except MqttError as exc:
                 if self._stopping:
                     break
                 log.warning(
                     "mqtt connection lost", url=self.config.url, error=str(exc), retry_in_s=backoff
                 )
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(client.disconnect())
+                raise
             finally:
                 self._client = None
                 self.connected.clear()

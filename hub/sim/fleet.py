@@ -11,25 +11,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import socket
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiomqtt
 import structlog
 
 from firmware.etp_node.battery import SimBattery
 from firmware.etp_node.core import NodeCore
 from hub.broker import parse_mqtt_url
-from hub.link import speed_up, wait_disconnected
+from hub.mqtt import MqttClient, MqttError, Will
 from shared_etp.frame import derive_key
 from shared_etp.topics import CLEARING, REPUTATION, device_wildcard, market_topic
-
-# Small request/response frames must not wait for Nagle's algorithm (a 40 ms stall against
-# delayed ACKs when a PUBACK and a PUBLISH go out back to back).
-NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 
 __all__ = ["SimConfig", "SimFleet"]
 
@@ -99,7 +93,7 @@ class SimFleet:
                 audit,
             )
             self.audits[device_id] = audit
-        self._clients: list[aiomqtt.Client] = []
+        self._clients: list[MqttClient] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._owner: dict[int, int] = {}  # device id -> connection index
         self.published = 0
@@ -137,10 +131,7 @@ class SimFleet:
             raise ValueError("crash() needs one MQTT connection per battery (connections=count)")
         self._crashed.add(index)
         self.muted.add(device_id)
-        sock = self._clients[index]._client.socket()
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)  # type: ignore[attr-defined]
+        self._clients[index].abort()
 
     async def start(self, timeout_s: float = 20.0) -> None:
         """Connect every client, subscribe, publish births; returns when all are connected."""
@@ -178,10 +169,9 @@ class SimFleet:
         leaf = topic.rsplit("/", 1)[-1]
         qos = 0 if leaf == "status" else 1
         retain = leaf == "birth"
-        # aiomqtt's publish() awaits the acknowledgement; the paho client underneath queues the
-        # packet without waiting, which is what a busy simulator needs.
-        info = client._client.publish(topic, frame, qos, retain)
-        if info.rc != 0:
+        try:
+            client.publish(topic, frame, qos, retain)
+        except MqttError:
             self.publish_errors += 1
             return
         self.published += 1
@@ -234,48 +224,51 @@ class SimFleet:
         host, port = parse_mqtt_url(self.config.mqtt_url)
         site = self.config.site
         handler = self._handler(index, members, asyncio.get_running_loop())
+        alone = len(members) == 1
         while not self._stop:
             will = None
-            if len(members) == 1:
-                topic, frame = self.cores[members[0]].will()
-                will = aiomqtt.Will(topic, frame, 1, False)
+            if alone:
+                will_topic, will_frame = self.cores[members[0]].will()
+                will = Will(will_topic, will_frame, qos=1)
+            client = MqttClient(
+                host,
+                port,
+                f"etp-sim-{self.config.seed}-{members[0]}-{index}",
+                handler,
+                keepalive_s=30,
+                will=will,
+            )
             try:
-                client = aiomqtt.Client(
-                    host,
-                    port,
-                    identifier=f"etp-sim-{self.config.seed}-{members[0]}-{index}",
-                    keepalive=30,
-                    will=will,
-                    max_inflight_messages=5000,
-                    max_queued_outgoing_messages=0,
-                    clean_session=True,
-                    timeout=10,
-                    socket_options=NODELAY,
+                await client.connect()
+                while len(self._clients) <= index:
+                    self._clients.append(client)
+                self._clients[index] = client
+                requests = (
+                    self.cores[members[0]].topic_req if alone else device_wildcard(site, "req")
                 )
-                speed_up(client, handler)
-                async with client:
-                    while len(self._clients) <= index:
-                        self._clients.append(client)
-                    self._clients[index] = client
-                    if len(members) == 1:
-                        await client.subscribe(self.cores[members[0]].topic_req, qos=1)
-                    else:
-                        await client.subscribe(device_wildcard(site, "req"), qos=1)
-                    await client.subscribe(market_topic(site, REPUTATION), qos=1)
-                    await client.subscribe(market_topic(site, CLEARING), qos=1)
-                    for device_id in members:
-                        topic, frame = self.cores[device_id].birth()
-                        self._publish(index, topic, frame)
-                        topic, frame = self.cores[device_id].status()
-                        self._publish(index, topic, frame)
-                    ready.set()
-                    await wait_disconnected(client)
-            except aiomqtt.MqttError as exc:
+                await client.subscribe(
+                    [
+                        (requests, 1),
+                        (market_topic(site, REPUTATION), 1),
+                        (market_topic(site, CLEARING), 1),
+                    ]
+                )
+                for device_id in members:
+                    topic, frame = self.cores[device_id].birth()
+                    self._publish(index, topic, frame)
+                    topic, frame = self.cores[device_id].status()
+                    self._publish(index, topic, frame)
+                ready.set()
+                await client.wait_closed()
+            except MqttError as exc:
                 if self._stop or index in self._crashed:
                     return
                 if not self.expect_disconnect:
                     log.warning("simulator connection lost", error=str(exc))
                 await asyncio.sleep(0.5)
+            except asyncio.CancelledError:
+                await client.disconnect()  # stopping: cleanly, so no will is published
+                raise
 
     async def _watch_lag(self, interval_s: float = 0.05) -> None:
         loop = asyncio.get_running_loop()

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 
-from hub.link import BufferedSocket, Intake
+from hub.link import Intake
 
 STATUS = "etp/v1/site1/bess/7/status"
 RESP = "etp/v1/site1/bess/7/resp"
@@ -50,20 +49,3 @@ async def test_a_failing_handler_is_counted_and_does_not_stop_the_intake() -> No
         await asyncio.sleep(0)
     task.cancel()
     assert seen == [b"a", b"b"] and intake.handler_errors == 1
-
-
-def test_buffered_socket_hands_out_small_reads_from_one_large_one() -> None:
-    left, right = socket.socketpair()
-    try:
-        right.sendall(b"\x30\x05hello\x40\x02ab")
-        buffered = BufferedSocket(left)
-        assert buffered.recv(1) == b"\x30"
-        assert buffered.pending() == 10
-        assert buffered.recv(1) == b"\x05"
-        assert buffered.recv(5) == b"hello"
-        assert buffered.recv(100) == b"\x40\x02ab"
-        assert buffered.pending() == 0
-        assert buffered.fileno() == left.fileno()  # everything else is the socket's
-    finally:
-        left.close()
-        right.close()
