@@ -69,6 +69,28 @@ _Request = tuple[_WriteOp, tuple[str, dict[str, Any]] | None, asyncio.Future[Any
 _MISSING = object()
 
 
+_CLOSE_STATEMENTS: dict[tuple[str, ...], sa.Update] = {}
+
+
+def _close_statement(columns: tuple[str, ...]) -> sa.Update:
+    """UPDATE closing one auction, setting `columns`; built once per column set (an auction
+    closes at every step of the market, so its statement is reused, not rebuilt)."""
+    statement = _CLOSE_STATEMENTS.get(columns)
+    if statement is None:
+        statement = (
+            sa.update(AUCTIONS)
+            .where(
+                AUCTIONS.c.id == sa.bindparam("target_id"),
+                sa.or_(
+                    AUCTIONS.c.status == "open", AUCTIONS.c.status == sa.bindparam("new_status")
+                ),
+            )
+            .values({name: sa.bindparam(f"new_{name}") for name in columns})
+        )
+        _CLOSE_STATEMENTS[columns] = statement
+    return statement
+
+
 class StoreError(Exception):
     """Base class of every error the store raises."""
 
@@ -664,14 +686,12 @@ class Store:
         ):
             if value is not None:
                 values[name] = value
-        statement = (
-            sa.update(AUCTIONS)
-            .where(AUCTIONS.c.id == auction_id, AUCTIONS.c.status.in_(("open", status)))
-            .values(values)
-        )
+        statement = _close_statement(tuple(values))
+        parameters = {f"new_{name}": value for name, value in values.items()}
+        parameters["target_id"] = auction_id
 
         async def update_auction(connection: AsyncConnection) -> Any:
-            result = await connection.execute(statement)
+            result = await connection.execute(statement, parameters)
             if result.rowcount == 1:
                 return _MISSING  # closed
             found = await connection.execute(
