@@ -1,6 +1,5 @@
 """Board entry point (kept tiny: the board compiles it from source at every boot)."""
 
-import asyncio
 import gc
 
 from firmware.etp_node.boot import boot
@@ -8,4 +7,4 @@ from firmware.etp_node.boot import boot
 node = boot()
 del boot  # boot-only code leaves the heap before the node runs
 gc.collect()
-asyncio.run(node.run())
+node.run()

@@ -1,8 +1,9 @@
 """Pure-Python deterministic CBOR (RFC 8949 §4.2.1) codec that runs on MicroPython and CPython.
 
 Encodes int, bytes, str, list/tuple, dict, bool and None with the shortest heads and map keys
-sorted by their encoded bytes. The decoder is strict and bounded: definite lengths only, no
-floats or tags, limited nesting and item counts; anything else raises ProtocolError.
+sorted by their encoded bytes (the general encoder is in cbor_encode.py). The decoder is
+strict and bounded: definite lengths only, no floats or tags, limited nesting and item
+counts; anything else raises ProtocolError.
 """
 
 from shared_etp import errors as _E  # codes by attribute: one global, strings shared
@@ -34,52 +35,14 @@ def _head(out, major, value):
         raise ProtocolError(_E.OUT_OF_RANGE, ">64 bits")
 
 
-def _encode(out, value):
-    if value is None:
-        out.append(0xF6)
-    elif value is True:
-        out.append(0xF5)
-    elif value is False:
-        out.append(0xF4)
-    elif isinstance(value, int):
-        if value >= 0:
-            _head(out, 0, value)
-        else:
-            _head(out, 1, -1 - value)
-    elif isinstance(value, (bytes, bytearray)):
-        _head(out, 2, len(value))
-        out.extend(value)
-    elif isinstance(value, str):
-        data = value.encode("utf-8")
-        _head(out, 3, len(data))
-        out.extend(data)
-    elif isinstance(value, (list, tuple)):
-        _head(out, 4, len(value))
-        for item in value:
-            _encode(out, item)
-    elif isinstance(value, dict):
-        pairs = []
-        for key, item in value.items():
-            key_buffer = bytearray()
-            _encode(key_buffer, key)
-            pairs.append((bytes(key_buffer), item))
-        pairs.sort(key=lambda pair: pair[0])
-        _head(out, 5, len(pairs))
-        previous = None
-        for encoded_key, item in pairs:
-            if encoded_key == previous:
-                raise ProtocolError(_E.MALFORMED, "dup key")
-            previous = encoded_key
-            out.extend(encoded_key)
-            _encode(out, item)
-    else:
-        raise ProtocolError(_E.WRONG_TYPE, "type " + type(value).__name__)
-
-
 def dumps(value):
     """Encode value as deterministic CBOR bytes."""
+    # The general encoder lives in cbor_encode: a board signs frames with _head alone
+    # (frame.encode_body) and decodes notices, so it never loads it (heap).
+    from shared_etp.cbor_encode import encode
+
     out = bytearray()
-    _encode(out, value)
+    encode(out, value)
     return bytes(out)
 
 

@@ -11,45 +11,13 @@ import json
 import os
 from binascii import crc32
 
+from firmware.etp_node import unload
+
 
 def encode_record(record):
     """The bytes of one audit line for a record dict."""
     text = json.dumps(record).encode()
     return b"%08x " % (crc32(text) & 0xFFFFFFFF) + text + b"\n"
-
-
-def decode_line(line):
-    """The record dict of one complete audit line (without "\\n"), or None if it is torn/bad."""
-    if len(line) < 10 or line[8:9] != b" ":
-        return None
-    text = line[9:]
-    try:
-        if int(line[:8], 16) != crc32(text) & 0xFFFFFFFF:
-            return None
-        record = json.loads(text)
-    except ValueError:
-        return None
-    return record if isinstance(record, dict) else None
-
-
-def _tail(path):
-    """(size, last <= 512 bytes) of a file; (0, b"") if it is missing."""
-    try:
-        size = os.stat(path)[6]
-        with open(path, "rb") as handle:
-            if size > 512:
-                handle.seek(size - 512)
-            return size, handle.read()
-    except OSError:
-        return 0, b""
-
-
-def _exists(path):
-    try:
-        os.stat(path)
-        return True
-    except OSError:
-        return False
 
 
 class AuditLog:
@@ -67,36 +35,28 @@ class AuditLog:
         except OSError:
             pass
         self.path = directory + "/audit.0"
-        self.size = 0
-        self.next_n = 0
-        self._recover()
+        # Size and next sequence number from the log's tail (a torn line is ended there): boot
+        # code, loaded for this and dropped, as the node only appends afterwards.
+        from firmware.etp_node import audit_read
 
-    def _recover(self):
-        """Find the size and last sequence number; end a torn line so appends stay clean.
-
-        Reads only the tail of the newest file (a record is far shorter than 512 bytes), so
-        booting costs no heap for a full log.
-        """
-        self.size, tail = _tail(self.path)
-        last = tail if self.size else _tail(self.directory + "/audit.1")[1]
-        for line in reversed(last.split(b"\n")):
-            record = decode_line(line)  # the first piece may be cut by the seek: it fails
-            if record is not None:
-                self.next_n = record.get("n", -1) + 1
-                break
-        if tail and not tail.endswith(b"\n"):
-            with open(self.path, "ab") as handle:
-                handle.write(b"\n")
-            self.size += 1
+        try:
+            self.size, self.next_n = audit_read.recover(directory)
+        finally:
+            unload("firmware.etp_node.audit_read")
 
     def _rotate(self):
         for index in range(self.files - 1, 0, -1):
             older = "%s/audit.%d" % (self.directory, index)
             newer = "%s/audit.%d" % (self.directory, index - 1)
-            if _exists(newer):
-                if _exists(older):
-                    os.remove(older)
-                os.rename(newer, older)
+            try:
+                os.stat(newer)
+            except OSError:
+                continue  # not written yet
+            try:
+                os.remove(older)  # rename does not replace a file on every port's filesystem
+            except OSError:
+                pass
+            os.rename(newer, older)
         self.size = 0
 
     def append(self, record):

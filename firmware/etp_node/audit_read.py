@@ -1,9 +1,57 @@
-"""Reading an audit trail back (host tools and tests): every record of every kept file.
-
-The board itself only appends (audit.py); this module is never loaded by the node.
+"""Reading an audit trail back: every record of every kept file (host tools and tests), and
+the tail at boot (the board loads this module for that only, then drops it: it only appends).
 """
 
-from firmware.etp_node.audit import decode_line
+import json
+import os
+from binascii import crc32
+
+
+def decode_line(line):
+    """The record dict of one complete audit line (without "\\n"), or None if it is torn/bad."""
+    if len(line) < 10 or line[8:9] != b" ":
+        return None
+    text = line[9:]
+    try:
+        if int(line[:8], 16) != crc32(text) & 0xFFFFFFFF:
+            return None
+        record = json.loads(text)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _tail(path):
+    """(size, last <= 512 bytes) of a file; (0, b"") if it is missing."""
+    try:
+        size = os.stat(path)[6]
+        with open(path, "rb") as handle:
+            if size > 512:
+                handle.seek(size - 512)
+            return size, handle.read()
+    except OSError:
+        return 0, b""
+
+
+def recover(directory):
+    """(size of audit.0, next sequence number) at boot; ends a torn last line so appends stay
+    clean. Reads only the tail of the newest file (a record is far shorter than 512 bytes), so
+    booting costs no heap for a full log."""
+    path = directory + "/audit.0"
+    size, tail = _tail(path)
+    last = tail if size else _tail(directory + "/audit.1")[1]
+    next_n = 0
+    for line in reversed(last.split(b"\n")):
+        record = decode_line(line)  # the first piece may be cut by the seek: it fails
+        if record is not None:
+            next_n = record.get("n", -1) + 1
+            break
+    if tail and not tail.endswith(b"\n"):
+        with open(path, "ab") as handle:
+            handle.write(b"\n")
+        size += 1
+    return size, next_n
+
 
 
 def parse_log(data):

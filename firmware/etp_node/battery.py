@@ -83,10 +83,6 @@ class SimBattery:
             return 0
         return min(10000, self._stored_wh * 10000 // self.capacity_wh)
 
-    def state_of_health(self):
-        """Usable capacity against nominal, 1/100 %."""
-        return self.capacity_wh * 10000 // self.nominal_wh
-
     def cell_mv(self):
         """Terminal voltage of one cell under the present load, mV."""
         if self._forced_cell_mv:
@@ -105,7 +101,8 @@ class SimBattery:
         """_HEALTH_OK, _HEALTH_DEGRADED (capacity faded) or _HEALTH_FAULT."""
         if self.fault():
             return _HEALTH_FAULT
-        if self.state_of_health() < _DEGRADED_SOH:
+        # State of health: usable capacity against nominal (it fades with throughput).
+        if self.capacity_wh * 10000 // self.nominal_wh < _DEGRADED_SOH:
             return _HEALTH_DEGRADED
         return _HEALTH_OK
 
@@ -132,11 +129,6 @@ class SimBattery:
         fade = self.nominal_wh * _FADE_PER_KWH_PPM * energy_wh // 1000000000
         self.capacity_wh = max(self._stored_wh, self.capacity_wh - fade)
         self._start_delivery(energy_wh, duration_s)
-
-    def degrade(self, soh):
-        """Set the state of health (1/100 %): a worn pack reports "degraded"."""
-        self.capacity_wh = self.nominal_wh * soh // 10000
-        self._stored_wh = min(self._stored_wh, self.capacity_wh)
 
     def inject_fault(self, name):
         """Simulate a fault: undervolt, overvolt, overtemp; "clear" removes it."""

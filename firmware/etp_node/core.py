@@ -2,7 +2,7 @@
 
 NodeCore turns received (topic, payload) pairs into the (topic, frame) pairs to publish, and
 tick() into the periodic ones (hold expiry, fault detection, status). It never raises on bad
-input: every rejected frame is counted in `stats` and dropped. The board's asyncio node
+input: every rejected frame is counted in `stats` and dropped. The board's node loop
 (node.py) and the hub's CPython battery simulator both wrap this same class.
 """
 
@@ -43,7 +43,7 @@ _BIDDER = const(0)  # indices into a ledger hold
 _PRICE = const(1)
 _ENERGY = const(2)
 
-_MAX_BIDDERS_TRACKED = const(64)  # replay windows kept (aggregators + hub); least recent forgotten
+_MAX_BIDDERS_TRACKED = const(32)  # replay windows kept (aggregators + hub); least recent forgotten
 _SOC_CHANGE = const(100)  # a state-of-charge move of 1 % is a significant change
 
 
@@ -56,9 +56,9 @@ class NodeCore:
     confirmed trades, expire holds, detect faults, report status."""
 
     def __init__(self, config, battery, audit=None, clock=now_ms):
-        self.config = config
+        # At most 23 attributes: the instance's table stays a 368-byte block (see mqtt.py).
         self.device_id = config["device_id"]
-        self.site = config["site"]
+        site = config["site"]
         self.battery = battery
         self.audit = audit
         self.clock = clock
@@ -87,14 +87,13 @@ class NodeCore:
         self.faulted = _REASON_NONE
         # Topics per shared_etp.topics (spelled out here so a board need not load that module;
         # tests check they agree): etp/v1/<site>/bess/<dev>/<leaf>, etp/v1/<site>/market/<leaf>.
-        if not self.site or "/" in self.site or "+" in self.site or "#" in self.site:
-            raise ValueError("invalid site %r for an MQTT topic" % self.site)
-        self._device_prefix = "etp/v1/%s/bess/%d/" % (self.site, self.device_id)
+        if not site or "/" in site or "+" in site or "#" in site:
+            raise ValueError("invalid site %r for an MQTT topic" % site)
+        self._device_prefix = "etp/v1/%s/bess/%d/" % (site, self.device_id)
         self.topic_req = self._device_prefix + "req"
         self.topic_resp = self._device_prefix + "resp"
-        self._market_prefix = "etp/v1/%s/market/" % self.site
-        self._last_status_ms = None
-        self._last_status = None
+        self._market_prefix = "etp/v1/%s/market/" % site
+        self._last_status = None  # (ms, soc, health, dis) of the last BESSStatus
         self.stats = {
             "handled": 0,
             "accepted": 0,
@@ -124,42 +123,40 @@ class NodeCore:
         """Reserve price in force now for a small bid (what QueryResponse advertises)."""
         return self.evaluator.dynamic_reserve(self.sellable_wh(), self.max_sellable_wh(), 0)
 
-    # --- frames the node originates -------------------------------------------------------
-    def _frame(self, msg_type, dst=0, msg_id=None, **fields):
-        return self.sender.frame(msg_type, dst, msg_id, **fields)[0]
-
+    # --- frames the node originates (sender.frame directly: a helper costs heap) ----------
     def birth(self):
         """(topic, frame) of the Register published retained on the birth topic."""
         battery = self.battery
-        return self._device_prefix + "birth", self._frame(
+        return self._device_prefix + "birth", self.sender.frame(
             _REGISTER,
             etot=battery.capacity_wh,
             pct=self.pct_for_sale,
             sale=self.reserve_mc(),
             erem=battery.remaining_wh(),
             health=self._health(),
-        )
+        )[0]
 
     def will(self, reason=_REASON_LINK_LOST):
         """(topic, frame) of the DeviceFailure the broker publishes if the link dies."""
-        return self._device_prefix + "death", self._frame(
+        return self._device_prefix + "death", self.sender.frame(
             _DEVICE_FAILURE, ttl=86400000, health=_HEALTH_FAULT, reason=reason
-        )
+        )[0]
 
-    def status(self):
-        """(topic, frame) of a BESSStatus with the present battery state."""
+    def status(self, due=None):
+        """(topic, frame) of a BESSStatus with the present battery state; `due`: the time the
+        periodic schedule counts it at (default now)."""
         battery = self.battery
-        snapshot = (battery.soc(), self._health(), battery.discharge_w())
+        snapshot = (self.clock() if due is None else due, battery.soc(), self._health(),
+                    battery.discharge_w())
         self._last_status = snapshot
-        self._last_status_ms = self.clock()
-        return self._device_prefix + "status", self._frame(
+        return self._device_prefix + "status", self.sender.frame(
             _BESS_STATUS,
             erem=battery.remaining_wh(),
-            health=snapshot[1],
+            health=snapshot[2],
             volt=max(0, battery.voltage_mv()),
-            dis=snapshot[2],
-            soc=snapshot[0],
-        )
+            dis=snapshot[3],
+            soc=snapshot[1],
+        )[0]
 
     def subscriptions(self):
         """Topics the node subscribes to: its request topic and the market notices."""
@@ -222,7 +219,8 @@ class NodeCore:
         return []
 
     def _reply(self, msg, msg_type, **fields):
-        return self.topic_resp, self._frame(msg_type, msg["src"], msg["id"], **fields)
+        # Straight to the sender: every **fields hop would copy the dict (heap on a board).
+        return self.topic_resp, self.sender.frame(msg_type, msg["src"], msg["id"], **fields)[0]
 
     def _reject(self, msg, reason):
         self.stats["rejected"] += 1
@@ -352,14 +350,18 @@ class NodeCore:
                 self._audit({"k": "recovered"})
                 out.append(self.birth())
                 out.append(self.status())
-            elif (self._last_status_ms is None
-                  or now - self._last_status_ms >= self.status_interval_ms):
+            elif self._last_status is None:
                 out.append(self.status())
+            elif now - self._last_status[0] >= self.status_interval_ms:
+                # Periodic status keeps its schedule (a late tick does not push the next one
+                # back) unless it fell a whole period behind.
+                due = self._last_status[0] + self.status_interval_ms
+                out.append(self.status(due if now - due < self.status_interval_ms else now))
             else:  # on a significant change
                 last = self._last_status
                 battery = self.battery
-                if (abs(battery.soc() - last[0]) >= _SOC_CHANGE or self._health() != last[1]
-                        or battery.discharge_w() != last[2]):
+                if (abs(battery.soc() - last[1]) >= _SOC_CHANGE or self._health() != last[2]
+                        or battery.discharge_w() != last[3]):
                     out.append(self.status())
         except Exception as exc:
             _bump(self.stats["dropped"], "tick:" + type(exc).__name__)

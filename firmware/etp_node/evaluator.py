@@ -18,8 +18,8 @@ _REASON_NONE = const(0)
 _REASON_OUTBID = const(4)
 
 _PRICES_KEPT = const(16)
-_BIDDERS_KEPT = const(64)  # local histories kept (a site has few aggregators): bounded heap
-_CLOSED_KEPT = const(64)
+_BIDDERS_KEPT = const(16)  # local histories kept (a site has few aggregators): bounded heap
+_CLOSED_KEPT = const(16)  # auctions end one after another: late bids name a recent one
 NEUTRAL_REPUTATION = const(5000)
 
 

@@ -1,26 +1,34 @@
-"""A small MQTT 3.1.1 client for asyncio on MicroPython (and CPython): one write per packet.
+"""A small blocking MQTT 3.1.1 client for MicroPython: one write per packet, no asyncio.
 
 Features the node needs and nothing more: CONNECT with last will and credentials, keepalive
 pings (and a dead-link timeout), SUBSCRIBE, PUBLISH at QoS 0/1 with retransmission (DUP) of
-unacknowledged QoS 1 packets, inbound QoS 0/1 with PUBACK, TLS where the port has it. The
-caller reconnects with backoff when `lost` is set (node.py does). Every packet is built first
-and written in ONE write, so Nagle's algorithm never splits it (see ARCHITECTURE.md).
+unacknowledged QoS 1 packets, inbound QoS 0/1 with PUBACK, TLS where the port has it. Every
+packet is built first and written in ONE write, so Nagle's algorithm never splits it (see
+ARCHITECTURE.md).
+
+Why blocking and not asyncio: the node has one socket and one loop (node.py). asyncio's modules,
+tasks, streams and events cost ~11 KB of a board's heap; here the node's loop calls `wait()`,
+which sleeps in select.poll until a packet arrives or its timeout passes, reads what arrived
+into `inbox`, answers keepalive and retransmits. The socket stays blocking with a timeout, so a
+packet that has started to arrive is read whole, and a dead link raises instead of hanging.
+`connected` turns False when the session is lost; the caller reconnects with backoff.
+Session setup (CONNECT, TLS, SUBSCRIBE) lives in mqtt_connect, loaded only to connect.
 """
 
-import asyncio
-
+from firmware.etp_node import unload
 from shared_etp.compat import const, ticks_diff, ticks_ms
 
-_CONNECT = const(0x10)
-_CONNACK = const(0x20)
 _PUBLISH = const(0x30)
 _PUBACK = const(0x40)
-_SUBSCRIBE = const(0x82)
 _SUBACK = const(0x90)
 _PINGREQ = b"\xc0\x00"
-_PINGRESP = const(0xD0)
 _DISCONNECT = b"\xe0\x00"
 _MAX_PACKET = const(16384)
+# Packets taken in per wait(): the node handles them before reading on, so a burst of bids
+# never sits in the heap at once (each waiting message holds ~300 bytes).
+_BURST = const(4)
+_POLL_IN = const(1)  # select.POLLIN
+_POLL_ERRORS = const(0x18)  # select.POLLERR | select.POLLHUP
 
 
 class MQTTError(Exception):
@@ -44,130 +52,101 @@ def parse_url(url):
     return rest, 8883 if tls else 1883, tls
 
 
-def _length(n):
-    out = bytearray()
+def packet(head, body):
+    """A whole packet: the fixed header byte, the remaining length, the body."""
+    out = bytearray((head,))
+    size = len(body)
     while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
+        byte = size & 0x7F
+        size >>= 7
+        if not size:
             out.append(byte)
-            return bytes(out)
+            return bytes(out + body)
+        out.append(byte | 0x80)
 
 
-def _text(value):
+def text(value):
+    """An MQTT string: 2-byte length, then the UTF-8 bytes."""
     if isinstance(value, str):
         value = value.encode()
     return len(value).to_bytes(2, "big") + value
 
 
-def connect_packet(client_id, keepalive_s, clean=True, will=None, user=None, password=None):
-    """CONNECT bytes; will is (topic, payload, qos, retain) or None."""
-    flags = 0x02 if clean else 0
-    payload = _text(client_id)
-    if will is not None:
-        topic, message, qos, retain = will
-        flags |= 0x04 | (qos << 3) | (0x20 if retain else 0)
-        payload += _text(topic) + _text(message)
-    if user:
-        flags |= 0x80
-        payload += _text(user)
-        if password:
-            flags |= 0x40
-            payload += _text(password)
-    body = b"\x00\x04MQTT\x04" + bytes((flags,)) + keepalive_s.to_bytes(2, "big") + payload
-    return bytes((_CONNECT,)) + _length(len(body)) + body
-
-
 def publish_packet(topic, payload, qos=0, retain=False, pid=0, dup=False):
     """PUBLISH bytes (pid only for QoS 1)."""
-    head = _PUBLISH | (0x08 if dup else 0) | (qos << 1) | (1 if retain else 0)
-    body = _text(topic)
+    body = text(topic)
     if qos:
         body += pid.to_bytes(2, "big")
-    body += payload
-    return bytes((head,)) + _length(len(body)) + body
-
-
-def subscribe_packet(pid, topics, qos=1):
-    """SUBSCRIBE bytes for a list of topic filters."""
-    body = pid.to_bytes(2, "big")
-    for topic in topics:
-        body += _text(topic) + bytes((qos,))
-    return bytes((_SUBSCRIBE,)) + _length(len(body)) + body
-
-
-def ca_der(data):
-    """DER bytes of a CA certificate given as DER or PEM (the port's TLS takes DER only)."""
-    if data.startswith(b"-----BEGIN"):
-        from binascii import a2b_base64
-
-        body = [line.strip() for line in data.split(b"\n")]
-        return a2b_base64(b"".join(line for line in body if line and not line.startswith(b"-")))
-    return data
-
-
-def _no_delay(stream):
-    """Turn off Nagle (IPPROTO_TCP=6, TCP_NODELAY=1 on Linux and lwIP): a PUBACK followed at
-    once by a reply must not wait for the broker's delayed ACK (40 ms)."""
-    sock = getattr(stream, "s", None)  # MicroPython's asyncio Stream
-    if sock is None and hasattr(stream, "get_extra_info"):
-        sock = stream.get_extra_info("socket")
-    try:
-        sock.setsockopt(6, 1, 1)
-    except Exception:
-        pass  # ports without the option still work, just slower on back-to-back packets
+    return packet(_PUBLISH | (0x08 if dup else 0) | (qos << 1) | (1 if retain else 0),
+                  body + payload)
 
 
 class MQTTClient:
-    """One broker session. Received messages land in `inbox` and set `received`."""
+    """One broker session. Received messages land in `inbox` as (topic, payload) pairs."""
+
+    # Settings that are rarely set live on the class; __init__ stores only those given. An
+    # instance's attribute table grows 12 -> 17 -> 23 -> 29 slots of 16 bytes: at most 17
+    # attributes keep it a 272-byte block, which a fragmented 64 KB heap can still find.
+    user = None
+    password = None
+    will = None  # (topic, payload, qos, retain): the node sets its DeviceFailure before connecting
+    ca_file = None  # mqtts://: verify the broker against this CA (PEM/DER on flash)
+    tls_context = None  # made once (a ~3 KB block) and reused by every reconnect
+    clean = True  # the node always starts a clean session
+    max_inbox = 64
+    timeout_s = 10  # connect, and any packet that has started to arrive
+    opener = None  # tests: a function(client) returning a stand-in socket
 
     def __init__(self, client_id, host, port=1883, keepalive_s=30, user=None, password=None,
-                 will=None, tls=False, ack_timeout_ms=2000, clean=True, ca_file=None):
+                 tls=False, ack_timeout_ms=2000, ca_file=None, tls_context=None):
         self.client_id = client_id
         self.host = host
         self.port = port
         self.keepalive_s = keepalive_s
-        self.user = user
-        self.password = password
-        self.will = will
         self.tls = tls
-        self.ca_file = ca_file
         self.ack_timeout_ms = ack_timeout_ms
-        self.clean = clean
+        if user:
+            self.user = user
+            self.password = password
+        if ca_file:
+            self.ca_file = ca_file
+        if tls_context is not None:
+            self.tls_context = tls_context
         self.inbox = []  # (topic, payload) in arrival order
-        self.received = asyncio.Event()
-        self.lost = asyncio.Event()
         self.connected = False
         self.stats = {"tx": 0, "rx": 0, "retransmits": 0, "pings": 0, "dropped_rx": 0}
-        self.max_inbox = 64
         self._pid = 0
         self._pending = {}  # pid -> [packet, last sent ticks, tries]
-        self._suback = {}
-        self._reader = None
-        self._writer = None
-        self._tasks = []
+        self._suback = 0  # pid of the SUBSCRIBE awaiting its SUBACK
+        self._sock = None
+        self._poller = None
         self._last_rx = 0
         self._last_tx = 0
 
-    async def _write(self, packet):
-        if self._writer is None:
+    def _write(self, data):
+        if self._sock is None:
             raise MQTTError("not connected to %s:%d" % (self.host, self.port))
-        # No lock: write() queues the whole packet at once, so concurrent writers never split
-        # one (and asyncio.Lock would cost heap).
-        self._writer.write(packet)
-        await self._writer.drain()
+        try:
+            self._sock.write(data)  # blocking: the whole packet, in one write
+        except OSError as exc:
+            self.connected = False  # the caller closes and reconnects
+            raise MQTTError("write to the broker failed: %s" % exc) from None
         self._last_tx = ticks_ms()
         self.stats["tx"] += 1
 
-    async def _read_packet(self):
-        reader = self._reader
-        head = (await reader.readexactly(1))[0]
+    def _read(self, count):
+        data = self._sock.read(count)
+        if not data or len(data) < count:
+            raise MQTTError("the broker closed the connection")
+        return data
+
+    def _read_packet(self):
+        """(packet type byte, remaining length) of the next packet; the caller reads the rest."""
+        head = self._read(1)[0]
         length = 0
         shift = 0
         while True:
-            byte = (await reader.readexactly(1))[0]
+            byte = self._read(1)[0]
             length |= (byte & 0x7F) << shift
             if not byte & 0x80:
                 break
@@ -176,56 +155,21 @@ class MQTTClient:
                 raise MQTTError("malformed remaining length from broker")
         if length > _MAX_PACKET:
             raise MQTTError("broker sent a %d-byte packet, limit %d" % (length, _MAX_PACKET))
-        body = await reader.readexactly(length) if length else b""
         self._last_rx = ticks_ms()
-        return head, body
+        return head, length
 
-    async def connect(self, timeout_s=10):
-        """Open the connection and wait for CONNACK; starts the reader and keepalive tasks."""
-        await self.close()
-        self.lost = asyncio.Event()
-        if self.tls:
-            import ssl
+    def connect(self, topics=None, qos=1, timeout_ms=5000):
+        """Open the connection, wait for CONNACK (at most timeout_s); subscribe to topics."""
+        from firmware.etp_node import mqtt_connect
 
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            if self.ca_file:
-                context.verify_mode = ssl.CERT_REQUIRED
-                with open(self.ca_file, "rb") as handle:
-                    context.load_verify_locations(cadata=ca_der(handle.read()))
-            else:
-                context.verify_mode = ssl.CERT_NONE  # encrypted, broker not authenticated
-            opener = asyncio.open_connection(self.host, self.port, ssl=context,
-                                             server_hostname=self.host)
-        else:
-            opener = asyncio.open_connection(self.host, self.port)
-        self._reader, self._writer = await asyncio.wait_for(opener, timeout_s)
-        _no_delay(self._writer)
-        await self._write(connect_packet(self.client_id, self.keepalive_s, self.clean, self.will,
-                                         self.user, self.password))
-        head, body = await asyncio.wait_for(self._read_packet(), timeout_s)
-        if head != _CONNACK or len(body) != 2:
-            raise MQTTError("broker answered CONNECT with packet 0x%02x, not CONNACK" % head)
-        if body[1]:
-            raise MQTTError("broker refused the connection, return code %d "
-                            "(4/5: check mqtt_user/mqtt_password)" % body[1])
-        self.connected = True
-        self._tasks = [asyncio.create_task(self._read_loop()),
-                       asyncio.create_task(self._keepalive_loop())]
-        for pid, entry in list(self._pending.items()):  # unacked QoS 1 from the last session
-            await self._resend(pid, entry)
-
-    async def subscribe(self, topics, qos=1, timeout_s=5):
-        """Subscribe to topic filters and wait for the SUBACK."""
-        pid = self._pid = self._pid % 65535 + 1
-        event = asyncio.Event()
-        self._suback[pid] = event
-        await self._write(subscribe_packet(pid, topics, qos))
         try:
-            await asyncio.wait_for(event.wait(), timeout_s)
+            mqtt_connect.connect(self)
+            if topics:
+                mqtt_connect.subscribe(self, topics, qos, timeout_ms)
         finally:
-            self._suback.pop(pid, None)
+            unload("firmware.etp_node.mqtt_connect")
 
-    async def publish(self, topic, payload, qos=0, retain=False):
+    def publish(self, topic, payload, qos=0, retain=False):
         """Publish; QoS 1 packets are kept and resent (DUP) until the broker acknowledges."""
         if qos:
             pid = self._pid = self._pid % 65535 + 1
@@ -233,87 +177,87 @@ class MQTTClient:
             self._pending[pid] = [packet, ticks_ms(), 1]
         else:
             packet = publish_packet(topic, payload, 0, retain)
-        await self._write(packet)
+        self._write(packet)
 
-    async def _resend(self, pid, entry):
+    def _resend(self, pid, entry):
         packet = bytearray(entry[0])
         packet[0] |= 0x08  # DUP
         entry[0] = bytes(packet)
         entry[1] = ticks_ms()
         entry[2] += 1
         self.stats["retransmits"] += 1
-        await self._write(entry[0])
+        self._write(entry[0])
 
-    async def _read_loop(self):
+    def wait(self, timeout_ms):
+        """Sleep until packets arrive or timeout_ms passes; take them in, keep the session.
+
+        Received PUBLISH messages go to `inbox` (at most a burst per call, so the caller handles
+        them in time); then keepalive pings, the dead-link check and retransmissions. Any error
+        ends the session: `connected` turns False. Never raises.
+        """
+        if not self.connected:
+            return
         try:
-            while True:
-                head, body = await self._read_packet()
-                kind = head & 0xF0
-                if kind == _PUBLISH:
-                    qos = (head >> 1) & 0x03
-                    size = int.from_bytes(body[:2], "big")
-                    topic = bytes(body[2 : 2 + size]).decode()
-                    offset = 2 + size
-                    if qos:
-                        pid = body[offset : offset + 2]
-                        offset += 2
-                        await self._write(bytes((_PUBACK, 2)) + bytes(pid))
-                    self.stats["rx"] += 1
-                    if len(self.inbox) >= self.max_inbox:
-                        self.stats["dropped_rx"] += 1  # node behind: QoS cannot save a late bid
-                        continue
-                    self.inbox.append((topic, bytes(body[offset:])))
-                    self.received.set()
-                elif kind == _PUBACK and len(body) >= 2:
-                    self._pending.pop(int.from_bytes(body[:2], "big"), None)
-                elif kind == _SUBACK and len(body) >= 2:
-                    event = self._suback.get(int.from_bytes(body[:2], "big"))
-                    if event is not None:
-                        event.set()
-                # PINGRESP and anything else: _last_rx was updated, nothing more to do
-        except Exception:
-            pass
-        self._set_lost()
+            ready = self._poller.poll(timeout_ms)
+            taken = 0
+            while ready and taken < _BURST:
+                if ready[0][1] & _POLL_ERRORS and not ready[0][1] & _POLL_IN:
+                    raise MQTTError("connection error")
+                self._dispatch(*self._read_packet())
+                taken += 1
+                ready = self._poller.poll(0)
+            # Keepalive: ping after half the period of silence; dead after 1.5 periods.
+            period_ms = self.keepalive_s * 1000
+            now = ticks_ms()
+            if ticks_diff(now, self._last_rx) > period_ms * 3 // 2:
+                raise MQTTError("no PINGRESP or traffic: the link is dead")
+            if ticks_diff(now, self._last_tx) >= period_ms // 2:
+                self.stats["pings"] += 1
+                self._write(_PINGREQ)
+            for pid, entry in list(self._pending.items()):
+                if ticks_diff(now, entry[1]) >= self.ack_timeout_ms:
+                    self._resend(pid, entry)
+        except Exception:  # OSError, MQTTError, a broken packet: this session is over
+            self.connected = False
 
-    async def _keepalive_loop(self):
-        period_ms = self.keepalive_s * 1000
-        try:
-            while True:
-                await asyncio.sleep(0.25)
-                now = ticks_ms()
-                if ticks_diff(now, self._last_rx) > period_ms * 3 // 2:
-                    break  # no PINGRESP or traffic: the link is dead
-                if ticks_diff(now, self._last_tx) >= period_ms // 2:
-                    self.stats["pings"] += 1
-                    await self._write(_PINGREQ)
-                for pid, entry in list(self._pending.items()):
-                    if ticks_diff(now, entry[1]) >= self.ack_timeout_ms:
-                        await self._resend(pid, entry)
-        except Exception:
-            pass
-        self._set_lost()
+    def _dispatch(self, head, length):
+        kind = head & 0xF0
+        if kind == _PUBLISH:
+            # Read in parts, so the payload is its own bytes object (never a copy cut out of
+            # the whole packet): each message costs the heap once.
+            size = int.from_bytes(self._read(2), "big")
+            topic = self._read(size)
+            length -= 2 + size
+            if head & 0x06:  # QoS 1: acknowledge
+                pid = self._read(2)
+                length -= 2
+                self._write(bytes((_PUBACK, 2)) + pid)
+            if length < 0:
+                raise MQTTError("malformed PUBLISH from broker")
+            payload = self._read(length) if length else b""
+            self.stats["rx"] += 1
+            if len(self.inbox) >= self.max_inbox:
+                self.stats["dropped_rx"] += 1  # node behind: QoS cannot save a late bid
+                return
+            self.inbox.append((topic.decode(), payload))
+            return
+        body = self._read(length) if length else b""
+        if kind == _PUBACK and len(body) >= 2:
+            self._pending.pop(int.from_bytes(body[:2], "big"), None)
+        elif kind == _SUBACK and len(body) >= 2 and int.from_bytes(body[:2], "big") == self._suback:
+            self._suback = 0
+        # PINGRESP and anything else: _last_rx was updated, nothing more to do
 
-    def _set_lost(self):
-        self.connected = False
-        self.lost.set()
-        self.received.set()  # wake the consumer so it notices
-
-    async def close(self, graceful=False):
+    def close(self, graceful=False):
         """Close the socket (with DISCONNECT if graceful: the broker then drops the will)."""
-        current = asyncio.current_task()
-        for task in self._tasks:
-            if task is not current:
-                task.cancel()
-        self._tasks = []
-        writer = self._writer
-        self._writer = None
+        sock = self._sock
+        self._sock = None
         self.connected = False
-        if writer is not None:
+        self._poller = None
+        if sock is not None:
             try:
                 if graceful:
-                    writer.write(_DISCONNECT)
-                    await writer.drain()
-                writer.close()
-                await writer.wait_closed()
+                    sock.write(_DISCONNECT)
+                sock.close()
             except Exception:
                 pass

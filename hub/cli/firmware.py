@@ -151,7 +151,7 @@ def sim(
     site: Annotated[str | None, typer.Option(help="Site id (default: settings).")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Boards' flash dirs go under here.")] = None,
     first_device_id: Annotated[int, typer.Option(help="Id of the first board.")] = 1,
-    heap: Annotated[str, typer.Option(help="MicroPython heap per board.")] = "96K",
+    heap: Annotated[str, typer.Option(help="MicroPython heap per board.")] = "80K",
     ptys: Annotated[bool, typer.Option(help="Give each board a pty for mpremote.")] = True,
     seed: Annotated[int, typer.Option(help="Varies capacity/reserve per board.")] = 1,
     duration: Annotated[float, typer.Option(help="Stop after this many seconds (0: Ctrl-C).")] = 0,
@@ -253,7 +253,7 @@ def audit_cmd(
 
 def bench_firmware(
     rounds: Annotated[int, typer.Option(help="Auction rounds (4 messages each).")] = 300,
-    heap: Annotated[str, typer.Option(help="MicroPython heap for the run.")] = "96K",
+    heap: Annotated[str, typer.Option(help="MicroPython heap for the run.")] = "80K",
     round_trips: Annotated[
         int, typer.Option(help="Query round trips through a broker to a simulated board (0: off).")
     ] = 200,
@@ -267,12 +267,19 @@ def bench_firmware(
         data = run_bench(BenchConfig(rounds=rounds, heap=heap))
         data["boots_in_64k"] = boots_in("64K")
         data["min_boot_heap_k"] = min_boot_heap_k()
-        if round_trips:
-            data["round_trip"] = run_round_trips(round_trips, heap, mqtt_url)
     except (BenchError, BuildError) as exc:
         _fail(str(exc))
         return
+    failed = False
+    if round_trips:
+        try:
+            data["round_trip"] = run_round_trips(round_trips, heap, mqtt_url)
+        except BenchError as exc:  # the figures above still stand: print them, then fail
+            data["round_trip_error"] = str(exc)
+            failed = True
     typer.echo(json.dumps(data) if as_json else table(data))
+    if failed:
+        raise typer.Exit(1)
 
 
 __all__ = ["app", "bench_firmware", "derive_key"]

@@ -31,7 +31,7 @@ class BenchConfig:
     """How much traffic, which heap, which build."""
 
     rounds: int = 300
-    heap: str = "96K"
+    heap: str = "80K"
     use_mpy: bool = True
 
 
@@ -117,7 +117,7 @@ def boots_in(heap: str, use_mpy: bool = True) -> bool:
     image = build(None, use_mpy)
     # What stays loaded while the node runs (boot.py drops its config module before these load).
     code = (
-        "import asyncio; import firmware.etp_node.battery; "
+        "import firmware.etp_node.battery; "
         "import firmware.etp_node.audit; import firmware.etp_node.node; import gc; "
         "gc.collect(); print('ok', gc.mem_alloc())"
     )
@@ -162,6 +162,8 @@ def table(data: dict) -> str:
         lines.append(
             f"    {label:<28} {row['n']:>5} {row['median']:>8} {row['p99']:>8} {row['max']:>8}"
         )
+    if data.get("round_trip_error"):
+        lines.append(f"  Query round trips FAILED: {data['round_trip_error'][:300]}")
     trip = data.get("round_trip")
     if trip:
         lines.append(
@@ -173,6 +175,8 @@ def table(data: dict) -> str:
         f"  accepted {stats['accepted']}  rejected {stats['rejected']}  trades "
         f"{stats['trades']}  protocol errors {stats['protocol_errors']}"
     )
+    if stats.get("dropped"):  # e.g. internal:MemoryError when the heap is too small
+        lines.append(f"  dropped {stats['dropped']}")
     return "\n".join(lines)
 
 
@@ -218,18 +222,27 @@ async def _round_trips(url: str, count: int, heap: str, data_dir: Path) -> dict:
                 message = await asyncio.wait_for(messages.__anext__(), timeout)
                 return message.topic.value, receiver.open(bytes(message.payload))  # type: ignore[arg-type]
 
-            while (await next_message(30))[0].endswith("/birth") is False:
-                pass
             request_topic = device_topic(site, DEVICE, "req")
-            for _ in range(count):
-                frame, msg = hub.frame(S.QUERY, dst=DEVICE)
-                started = time.perf_counter()
-                await client.publish(request_topic, frame, qos=1)
-                while True:
-                    _, reply = await next_message(5)
-                    if reply["id"] == msg["id"] and reply["dst"] == 0:
-                        break
-                times_ms.append((time.perf_counter() - started) * 1000)
+            try:
+                while (await next_message(30))[0].endswith("/birth") is False:
+                    pass
+                for _ in range(count):
+                    frame, msg = hub.frame(S.QUERY, dst=DEVICE)
+                    started = time.perf_counter()
+                    await client.publish(request_topic, frame, qos=1)
+                    while True:
+                        _, reply = await next_message(5)
+                        if reply["id"] == msg["id"] and reply["dst"] == 0:
+                            break
+                    times_ms.append((time.perf_counter() - started) * 1000)
+            except TimeoutError:
+                console = fleet.devices[0].console_log.read_text(errors="replace")
+                console = console.strip().replace("\n", " | ")
+                raise BenchError(
+                    f"the board (heap {heap}) did not answer query {len(times_ms) + 1} in time"
+                    f" (in too small a heap frames fail with MemoryError, counted in its stats);"
+                    f" its console ends: {console[-600:]}"
+                ) from None
     finally:
         await fleet.stop()
     times_ms.sort()

@@ -67,7 +67,7 @@ class FleetConfig:
     data_dir: Path
     first_device_id: int = 1
     ptys: bool = True
-    heap: str = "96K"
+    heap: str = "80K"
     use_mpy: bool = True
     seed: int = 1
     overrides: dict | None = None

@@ -6,7 +6,7 @@ unix port on an inner pty, bytes pass through both ways, so `mpremote connect <p
 exec | run | soft-reset | reset` work. The unix port exits on soft reset: the bridge prints
 "soft reboot" and starts it again (back in raw REPL if it was, else running main.py, as a board
 does). `machine.reset()` (mpremote reset) restarts the node. Run as
-`python -m hub.firmware_tools.ptybridge --flash DIR --link PATH [--heap 96K]`.
+`python -m hub.firmware_tools.ptybridge --flash DIR --link PATH [--heap 80K]`.
 """
 
 from __future__ import annotations
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--flash", required=True, type=Path, help="the board's flash directory")
     parser.add_argument("--link", required=True, type=Path, help="symlink to create to the pty")
-    parser.add_argument("--heap", default="96K", help="MicroPython heap size")
+    parser.add_argument("--heap", default="80K", help="MicroPython heap size")
     args = parser.parse_args(argv)
     bridge = Bridge(args.flash.resolve(), args.link, args.heap)
 

@@ -1,10 +1,12 @@
 """Audit log, battery model and MQTT packet bytes under MicroPython."""
 
-import asyncio
+import io
+import select
+import time
 
 from mptest import collect, run, tmp_dir
 
-from firmware.etp_node import mqtt
+from firmware.etp_node import mqtt, mqtt_connect
 from firmware.etp_node.audit import AuditLog, encode_record
 from firmware.etp_node.audit_read import parse_log, read_all
 from firmware.etp_node.battery import SimBattery, cell_ocv_mv
@@ -92,7 +94,7 @@ def test_faults_and_degradation():
     battery.inject_fault("overvolt")
     assert battery.fault() == S.REASON_VOLTAGE_OUT_OF_RANGE
     battery.inject_fault("clear")
-    battery.degrade(7000)
+    battery.capacity_wh = 7000  # a worn pack: 70 % state of health
     assert battery.health() == S.HEALTH_DEGRADED and battery.capacity_wh == 7000
     empty = SimBattery(10000, 0)
     assert empty.fault() == 0  # an empty pack rests at 3.0 V per cell, inside the 2.8 V limit
@@ -101,12 +103,13 @@ def test_faults_and_degradation():
 
 
 def test_mqtt_packets_exact_bytes():
-    assert mqtt.connect_packet("c1", 30) == b"\x10\x0e\x00\x04MQTT\x04\x02\x00\x1e\x00\x02c1"
-    will = mqtt.connect_packet("c", 60, True, ("t/d", b"x", 1, False))
+    plain = mqtt_connect.connect_packet("c1", 30)
+    assert plain == b"\x10\x0e\x00\x04MQTT\x04\x02\x00\x1e\x00\x02c1"
+    will = mqtt_connect.connect_packet("c", 60, True, ("t/d", b"x", 1, False))
     assert will == b"\x10\x15\x00\x04MQTT\x04\x0e\x00<\x00\x01c\x00\x03t/d\x00\x01x"
     assert mqtt.publish_packet("a/b", b"hi", 1, True, 5) == b"\x33\x09\x00\x03a/b\x00\x05hi"
     assert mqtt.publish_packet("a", b"", 0) == b"\x30\x03\x00\x01a"
-    assert mqtt.subscribe_packet(1, ["x/#"]) == b"\x82\x08\x00\x01\x00\x03x/#\x01"
+    assert mqtt_connect.subscribe_packet(1, ["x/#"]) == b"\x82\x08\x00\x01\x00\x03x/#\x01"
     big = mqtt.publish_packet("t", b"z" * 200)
     assert big[:3] == b"\x30\xcb\x01"  # two-byte remaining length
     assert mqtt.parse_url("mqtt://10.0.0.2:1884") == ("10.0.0.2", 1884, False)
@@ -115,12 +118,12 @@ def test_mqtt_packets_exact_bytes():
 
 def test_ca_certificate_pem_to_der():
     pem = b"-----BEGIN CERTIFICATE-----\r\nAAEC\r\nAwQ=\r\n-----END CERTIFICATE-----\r\n"
-    assert mqtt.ca_der(pem) == b"\x00\x01\x02\x03\x04"
-    assert mqtt.ca_der(b"\x30\x82") == b"\x30\x82"
+    assert mqtt_connect.ca_der(pem) == b"\x00\x01\x02\x03\x04"
+    assert mqtt_connect.ca_der(b"\x30\x82") == b"\x30\x82"
 
 
-class FakeStream:
-    """A socket stand-in: records each write, serves scripted reads."""
+class FakeSocket(io.IOBase):
+    """A socket stand-in: records each write, serves scripted reads, pollable (ioctl)."""
 
     def __init__(self, incoming):
         self.incoming = bytearray(incoming)
@@ -128,77 +131,92 @@ class FakeStream:
 
     def write(self, data):
         self.writes.append(bytes(data))
+        return len(data)
 
-    async def drain(self):
-        pass
-
-    async def readexactly(self, n):
-        while len(self.incoming) < n:
-            await asyncio.sleep(0.01)
+    def read(self, n):
         out = bytes(self.incoming[:n])
         self.incoming = self.incoming[n:]
         return out
 
+    def ioctl(self, request, arg):
+        if request == 3:  # MP_STREAM_POLL: readable when bytes are waiting
+            return arg & select.POLLIN if self.incoming else 0
+        return -1  # no file descriptor: select.poll asks through MP_STREAM_POLL
+
     def close(self):
         pass
 
-    async def wait_closed(self):
-        pass
+
+def connected_client(stream, **kwargs):
+    client = mqtt.MQTTClient("c", "h", **kwargs)
+    client.opener = lambda _client: stream
+    client.connect()
+    return client
 
 
 def test_mqtt_client_one_write_per_packet_puback_and_retransmit():
-    async def main():
-        client = mqtt.MQTTClient("c", "h", keepalive_s=60, ack_timeout_ms=100)
-        stream = FakeStream(b"\x20\x02\x00\x00")  # CONNACK accepted
+    stream = FakeSocket(b"\x20\x02\x00\x00")  # CONNACK accepted
+    client = connected_client(stream, keepalive_s=60, ack_timeout_ms=100)
+    assert stream.writes[0][0] == 0x10 and client.connected
+    client.publish("t", b"p", 1)
+    assert stream.writes[-1] == b"\x32\x06\x00\x01t\x00\x01p"
+    client.wait(150)  # no PUBACK: resent with DUP
+    assert stream.writes[-1] == b"\x3a\x06\x00\x01t\x00\x01p", stream.writes
+    assert client.stats["retransmits"] >= 1
+    stream.incoming += b"\x40\x02\x00\x01"  # PUBACK
+    stream.incoming += b"\x32\x08\x00\x03a/b\x00\x09!"  # inbound QoS 1
+    client.wait(100)
+    assert not client._pending  # every QoS 1 publish acknowledged
+    assert client.inbox == [("a/b", b"!")]
+    assert b"\x40\x02\x00\x09" in stream.writes
+    assert client.connected
+    client.close()
+    assert not client.connected
 
-        async def opener(*args, **kwargs):
-            return stream, stream
 
-        real = asyncio.open_connection
-        asyncio.open_connection = opener
-        try:
-            await client.connect()
-        finally:
-            asyncio.open_connection = real
-        assert stream.writes[0][0] == 0x10 and client.connected
-        await client.publish("t", b"p", 1)
-        assert stream.writes[-1] == b"\x32\x06\x00\x01t\x00\x01p"
-        await asyncio.sleep(0.5)  # no PUBACK: resent with DUP
-        assert stream.writes[-1] == b"\x3a\x06\x00\x01t\x00\x01p", stream.writes
-        assert client.stats["retransmits"] >= 1
-        stream.incoming += b"\x40\x02\x00\x01"  # PUBACK
-        stream.incoming += b"\x32\x08\x00\x03a/b\x00\x09!"  # inbound QoS 1
-        await asyncio.sleep(0.1)
-        assert not client._pending  # every QoS 1 publish acknowledged
-        assert client.inbox == [("a/b", b"!")]
-        assert b"\x40\x02\x00\x09" in stream.writes
-        await client.close()
+def test_mqtt_client_subscribe_waits_for_suback_and_keeps_messages():
+    stream = FakeSocket(b"\x20\x02\x00\x00")
+    client = connected_client(stream, keepalive_s=60)
+    stream.incoming += b"\x30\x05\x00\x01xhi"  # a retained message before the SUBACK
+    stream.incoming += b"\x90\x03\x00\x01\x01"
+    mqtt_connect.subscribe(client, ["x/#"], 1, 5000)
+    assert stream.writes[-1] == b"\x82\x08\x00\x01\x00\x03x/#\x01"
+    assert client.inbox == [("x", b"hi")]
+    silent = connected_client(FakeSocket(b"\x20\x02\x00\x00"), keepalive_s=60)
+    try:
+        mqtt_connect.subscribe(silent, ["x/#"], 1, 200)
+        raise AssertionError("subscribe returned without a SUBACK")
+    except mqtt.MQTTError:
+        pass
 
-    asyncio.run(main())
+
+def test_mqtt_client_refused_and_closed_connections():
+    stream = FakeSocket(b"\x20\x02\x00\x05")  # not authorized
+    try:
+        connected_client(stream)
+        raise AssertionError("a refused CONNECT was accepted")
+    except mqtt.MQTTError as exc:
+        assert "mqtt_user" in str(exc)
+    stream = FakeSocket(b"\x20\x02\x00\x00")
+    client = connected_client(stream, keepalive_s=60)
+    stream.incoming += b"\x30"  # a packet cut short: the broker went away mid-packet
+    client.wait(50)
+    assert not client.connected
 
 
 def test_mqtt_client_pings_and_notices_a_dead_link():
-    async def main():
-        client = mqtt.MQTTClient("c", "h", keepalive_s=1)
-        stream = FakeStream(b"\x20\x02\x00\x00")
-
-        async def opener(*args, **kwargs):
-            return stream, stream
-
-        real = asyncio.open_connection
-        asyncio.open_connection = opener
-        try:
-            await client.connect()
-        finally:
-            asyncio.open_connection = real
-        await asyncio.sleep(0.8)
-        assert b"\xc0\x00" in stream.writes  # PINGREQ after keepalive/2 of silence
-        assert not client.lost.is_set()
-        await asyncio.sleep(1.2)  # no PINGRESP for 1.5 x keepalive: the link is dead
-        assert client.lost.is_set() and not client.connected
-        await client.close()
-
-    asyncio.run(main())
+    stream = FakeSocket(b"\x20\x02\x00\x00")
+    client = connected_client(stream, keepalive_s=1)
+    deadline = time.ticks_add(time.ticks_ms(), 800)
+    while time.ticks_diff(deadline, time.ticks_ms()) > 0:
+        client.wait(50)
+    assert b"\xc0\x00" in stream.writes  # PINGREQ after keepalive/2 of silence
+    assert client.connected
+    deadline = time.ticks_add(time.ticks_ms(), 1200)
+    while time.ticks_diff(deadline, time.ticks_ms()) > 0:
+        client.wait(50)  # no PINGRESP for 1.5 x keepalive: the link is dead
+    assert not client.connected
+    client.close()
 
 
 run(collect(globals()))

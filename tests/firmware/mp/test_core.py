@@ -300,6 +300,24 @@ def test_status_on_change_and_period():
     assert core.tick()[0][0].endswith("/status")
 
 
+def test_periodic_status_keeps_its_schedule_when_ticks_are_late():
+    core, _, clock = make()
+    core.tick()  # first status at t0
+    statuses = 0
+    for _ in range(40):  # 40 ticks of 300 ms: 12 s, every tick late against a 5 s period
+        clock.advance(300)
+        statuses += len([t for t, _ in core.tick() if t.endswith("/status")])
+    assert statuses == 2  # at 5.1 s and 10.2 s (drifting ones would come at 5.1 s and 10.2 s too)
+    clock.advance(2700)  # t0 + 14.7 s: no status yet (the next is due at t0 + 15 s) ...
+    assert core.tick() == []
+    clock.advance(300)  # ... and at 15.0 s it comes on time, not at 15.3 s
+    assert core.tick()[0][0].endswith("/status")
+    clock.advance(60000)  # a long stall: one status, then the schedule restarts from now
+    assert len(core.tick()) == 1
+    clock.advance(4900)
+    assert core.tick() == []
+
+
 def test_audit_records_decisions_and_trades():
     clock = FakeClock()
     audit = AuditLog(tmp_dir("core-audit"), 4096, 2)

@@ -1,0 +1,125 @@
+"""MQTT session setup: CONNECT and SUBSCRIBE packets, socket and TLS, CONNACK.
+
+Loaded by mqtt.MQTTClient only while it connects or subscribes, and dropped after
+(firmware.etp_node.unload): between reconnects its code does not sit in the board's heap.
+"""
+
+import select
+import socket
+
+from firmware.etp_node.mqtt import MQTTError, packet, text
+from shared_etp.compat import const, ticks_diff, ticks_ms
+
+_CONNECT = const(0x10)
+_CONNACK = const(0x20)
+_SUBSCRIBE = const(0x82)
+_POLL_IN = const(1)  # select.POLLIN
+
+
+def connect_packet(client_id, keepalive_s, clean=True, will=None, user=None, password=None):
+    """CONNECT bytes; will is (topic, payload, qos, retain) or None."""
+    flags = 0x02 if clean else 0
+    payload = text(client_id)
+    if will is not None:
+        topic, message, qos, retain = will
+        flags |= 0x04 | (qos << 3) | (0x20 if retain else 0)
+        payload += text(topic) + text(message)
+    if user:
+        flags |= 0x80
+        payload += text(user)
+        if password:
+            flags |= 0x40
+            payload += text(password)
+    return packet(_CONNECT, b"\x00\x04MQTT\x04" + bytes((flags,))
+                  + keepalive_s.to_bytes(2, "big") + payload)
+
+
+def subscribe_packet(pid, topics, qos=1):
+    """SUBSCRIBE bytes for a list of topic filters."""
+    body = pid.to_bytes(2, "big")
+    for topic in topics:
+        body += text(topic) + bytes((qos,))
+    return packet(_SUBSCRIBE, body)
+
+
+def ca_der(data):
+    """DER bytes of a CA certificate given as DER or PEM (the port's TLS takes DER only)."""
+    if data.startswith(b"-----BEGIN"):
+        from binascii import a2b_base64
+
+        body = [line.strip() for line in data.split(b"\n")]
+        return a2b_base64(b"".join(line for line in body if line and not line.startswith(b"-")))
+    return data
+
+
+def tls_context(ca_file=None):
+    """The TLS client context: verifies the broker against ca_file (PEM or DER on flash), else
+    encrypts without authenticating the broker (frames are HMAC-signed end to end anyway)."""
+    import ssl
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if ca_file:
+        context.verify_mode = ssl.CERT_REQUIRED
+        with open(ca_file, "rb") as handle:
+            context.load_verify_locations(cadata=ca_der(handle.read()))
+    else:
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def open_socket(client):
+    """A connected blocking socket (wrapped in TLS for mqtts://) with the client's timeout."""
+    address = socket.getaddrinfo(client.host, client.port, 0, socket.SOCK_STREAM)[0][-1]
+    sock = socket.socket()
+    try:
+        sock.settimeout(client.timeout_s)
+        sock.connect(address)
+        try:  # no Nagle (IPPROTO_TCP=6, TCP_NODELAY=1): a PUBACK and a reply go out at once
+            sock.setsockopt(6, 1, 1)
+        except OSError:
+            pass  # ports without the option work, just slower on back-to-back packets
+        if client.tls:
+            if client.tls_context is None:
+                client.tls_context = tls_context(client.ca_file)  # kept for reconnects
+            sock = client.tls_context.wrap_socket(sock, server_hostname=client.host)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def connect(client):
+    """Open the client's connection and wait for CONNACK; resend unacknowledged QoS 1."""
+    client.close()
+    client._sock = client.opener(client) if client.opener else open_socket(client)
+    client._write(connect_packet(client.client_id, client.keepalive_s, client.clean,
+                                 client.will, client.user, client.password))
+    try:
+        head, length = client._read_packet()
+        body = client._read(length) if length else b""
+    except OSError as exc:
+        raise MQTTError("no CONNACK from the broker: %s" % exc) from None
+    if head != _CONNACK or len(body) != 2:
+        raise MQTTError("broker answered CONNECT with packet 0x%02x, not CONNACK" % head)
+    if body[1]:
+        raise MQTTError("broker refused the connection, return code %d "
+                        "(4/5: check mqtt_user/mqtt_password)" % body[1])
+    client._poller = select.poll()
+    client._poller.register(client._sock, _POLL_IN)
+    client.connected = True
+    for pid, entry in list(client._pending.items()):  # unacked QoS 1 from the last session
+        client._resend(pid, entry)
+
+
+def subscribe(client, topics, qos, timeout_ms):
+    """Subscribe to topic filters and wait for the SUBACK (messages meanwhile are kept)."""
+    pid = client._pid = client._pid % 65535 + 1
+    client._suback = pid
+    client._write(subscribe_packet(pid, topics, qos))
+    start = ticks_ms()
+    while client._suback:
+        if not client.connected:
+            raise MQTTError("link lost while subscribing")
+        if ticks_diff(ticks_ms(), start) > timeout_ms:
+            raise MQTTError("no SUBACK from the broker in %d ms" % timeout_ms)
+        client.wait(50)
