@@ -474,9 +474,14 @@ class Engine:
     def _schedule_once(self) -> None:
         now = ticks_ms()
         self._maybe_start_period(now)
+        if all(agg.state.satisfied for agg in self.aggregators):
+            return  # nobody is buying this trading period
+        limit = self.config.max_parallel_auctions
         for device in self.registry.online():
+            if len(self.runs) >= limit:
+                break
             device_id = device.device_id
-            if device_id in self.runs or len(self.runs) >= self.config.max_parallel_auctions:
+            if device_id in self.runs:
                 continue
             due = self._next_auction_at.get(device_id)
             if due is None:
@@ -486,8 +491,6 @@ class Engine:
             if now < due:
                 continue
             if min(device.sellable_wh, self.config.lot_wh) < self.config.min_lot_wh:
-                continue
-            if all(agg.state.satisfied for agg in self.aggregators):
                 continue
             self._next_auction_at[device_id] = now + self.config.auction_interval_ms
             run = AuctionRun(auction_id=0, device_id=device_id, opened_ms=now_ms())
