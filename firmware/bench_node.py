@@ -9,21 +9,37 @@ import gc
 import sys
 from array import array
 
-_SAMPLES = 256  # handling times kept per message type (the latest ones)
+_SAMPLES = 128  # handling times kept per message type (the latest ones)
 _TIMED_TYPES = (1, 3, 5)  # Query, Bid, BidConfirm
 
 # The harness's own memory first, while the heap is empty: handling times (us, uint16: a frame
 # takes well under 65 ms) in preallocated arrays, so it never competes with the node for
 # contiguous space.
 PER_TYPE = min(int(sys.argv[4]), _SAMPLES)
+if sys.path[0][:1] == "/":  # as main.py: import from the working directory (the flash)
+    sys.path[0] = ""
 TIMES = {kind: array("H", bytes(2 * PER_TYPE)) for kind in _TIMED_TYPES}
 gc.collect()
 HEAP_START = gc.mem_alloc()
 
-# Loaded as boot.py does: the code above a held block, freed before the node's data is made.
-_RESERVE = bytearray(max(0, min(16 * 1024, gc.mem_free() - 54 * 1024)))
+# Loaded as boot.py does: the audit log's tail first, then the code above a held block,
+# freed before the node's data is made.
+from firmware.etp_node import audit_read  # noqa: E402
+
+AUDIT_TAIL = audit_read.recover(sys.argv[3])
+del audit_read
+from firmware.etp_node import unload  # noqa: E402
+
+unload("audit_read")
+from firmware.etp_node.boot import load_code  # noqa: E402
+
+load_code(("json", "time", "firmware.etp_node.audit", "firmware.etp_node.battery",
+           "firmware.etp_node.core", "firmware.etp_node.mqtt", "firmware.etp_node.node"))
+del load_code
+unload("boot")  # as main.py drops it (its interned names stay, counted)
+del unload
 gc.collect()
-_LOAD_START = gc.mem_alloc()
+HEAP_CODE = gc.mem_alloc() - HEAP_START
 
 import json  # noqa: E402
 import time  # noqa: E402
@@ -31,13 +47,6 @@ import time  # noqa: E402
 from firmware.etp_node.audit import AuditLog  # noqa: E402
 from firmware.etp_node.battery import SimBattery  # noqa: E402
 from firmware.etp_node.core import NodeCore  # noqa: E402
-from firmware.etp_node.mqtt import MQTTClient  # noqa: E402, F401  (counted: the node loads it)
-from firmware.etp_node.node import Node  # noqa: E402, F401
-
-gc.collect()
-HEAP_CODE = gc.mem_alloc() - _LOAD_START
-del _RESERVE
-gc.collect()
 
 
 def shell_sort(values, n):
@@ -63,7 +72,8 @@ def main():
         text = config[name]
         config[name] = bytes(int(text[i : i + 2], 16) for i in range(0, len(text), 2))
     battery = SimBattery(config["capacity_wh"], 10000)
-    core = NodeCore(config, battery, AuditLog(audit_dir, 16384, 4))
+    core = NodeCore(config, battery, AuditLog(audit_dir, 16384, 4, None, AUDIT_TAIL))
+    config = None  # consumed: the node keeps no config dict either
     handle = open(frames_path, "rb")  # noqa: SIM115 - read record by record below
     topic = core.topic_req
     per_type = PER_TYPE

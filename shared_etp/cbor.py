@@ -50,6 +50,7 @@ class _Reader:
     def __init__(self, data):
         self.data = data
         self.pos = 0
+        self.bad_key = None  # loads(data, names): (first key that does not index names,)
 
     def take(self, count):
         end = self.pos + count
@@ -92,7 +93,7 @@ class _Reader:
         raise ProtocolError(_E.MALFORMED, "info %d" % info)
 
 
-def _decode(reader, depth):
+def _decode(reader, depth, names=None):
     major, info, value = reader.head()
     if major == 0:
         return value
@@ -112,7 +113,15 @@ def _decode(reader, depth):
             raise ProtocolError(_E.MALFORMED, "too many")
         if major == 4:
             return [_decode(reader, depth + 1) for _ in range(value)]
-        result = {}
+        # A table of exactly `value` slots, made at once: a dict grown key by key reallocates
+        # its table at 2, 4, ... 12, 17 slots (a 14-field frame would end in a 272-byte block,
+        # past a 192-byte one, on a board's fragmented heap). The placeholder keys are
+        # deleted at once; their slots take the real keys without a regrowth. (No more slots
+        # than the bytes left could fill, 2 per pair: a lying count cannot claim heap.)
+        slots = min(value, (len(reader.data) - reader.pos) // 2)
+        result = dict.fromkeys(range(slots))
+        for placeholder in range(slots):
+            del result[placeholder]
         data = reader.data
         previous = b""
         for _ in range(value):
@@ -126,6 +135,11 @@ def _decode(reader, depth):
                     raise ProtocolError(_E.MALFORMED, "dup key " + repr(key))
                 raise ProtocolError(_E.MALFORMED, "key order")
             previous = encoded_key
+            if names is not None:
+                if type(key) is int and 0 <= key < len(names):
+                    key = names[key]
+                elif reader.bad_key is None:
+                    reader.bad_key = (key,)  # raised once the whole item has decoded
             result[key] = _decode(reader, depth + 1)
         return result
     if major == 6:
@@ -143,13 +157,21 @@ def _decode(reader, depth):
     raise ProtocolError(_E.WRONG_TYPE, "simple")
 
 
-def loads(data):
+def loads(data, names=None):
     """Decode exactly one deterministically encoded CBOR item that fills all of data.
 
-    Non-shortest heads, unsorted or duplicate map keys and trailing bytes are rejected.
+    Non-shortest heads, unsorted or duplicate map keys and trailing bytes are rejected. With
+    names (a frame's field names), a top-level map comes back keyed by names[key] (a frame body
+    decodes into its message dict at once, no second dict); once the whole item has decoded, a
+    key that is not an index of names raises wrong_type (not an integer) or unknown_field.
     """
     reader = _Reader(data)
-    value = _decode(reader, 0)
+    value = _decode(reader, 0, names)
     if reader.pos != len(data):
         raise ProtocolError(_E.MALFORMED, "trailing")
+    if reader.bad_key is not None:
+        key = reader.bad_key[0]
+        if type(key) is not int:
+            raise ProtocolError(_E.WRONG_TYPE, "key type")
+        raise ProtocolError(_E.UNKNOWN_FIELD, "key %d" % key)
     return value

@@ -33,7 +33,6 @@ _TYPE_COUNT = const(10)
 
 if IS_MICROPYTHON:
     _key_of = FIELD_NAMES.index  # 25 interned names: a scan costs no heap
-    _dumps = _pure_cbor.dumps
     _loads = _pure_cbor.loads  # strict: itself rejects non-canonical bodies
     _LOADS_IS_STRICT = True
 else:
@@ -75,33 +74,17 @@ def validate(msg):
         raise ProtocolError(_E.MISSING_FIELD, what % FIELD_NAMES[key])
 
 
-def encode_body(msg):
-    """Validate msg and return its canonical CBOR body (no tag)."""
-    validate(msg)
-    if _LOADS_IS_STRICT:
-        # The pure codec: write the map straight out in key order (keys are small integers,
-        # so numeric order is RFC 8949 order): no intermediate dict, pairs or key buffers.
-        out = bytearray()
-        _cbor_head(out, 5, len(msg))
-        for key in range(len(FIELD_NAMES)):
-            value = msg.get(FIELD_NAMES[key])
-            if value is not None:
-                _cbor_head(out, 0, key)
-                if value >= 0:
-                    _cbor_head(out, 0, value)
-                else:
-                    _cbor_head(out, 1, -1 - value)
-        return bytes(out)
-    return _dumps({_key_of(name): value for name, value in msg.items()})
-
-
-def encode_frame(msg, key):
-    """Validate msg and return body || HMAC-SHA256(key, body)."""
-    body = encode_body(msg)
-    frame = body + hmac_sha256(key, body)
-    if len(frame) > _MAX_FRAME_BYTES:
-        raise ProtocolError(_E.OVERSIZED, "%d bytes" % len(frame))
-    return frame
+def _put(out, key, value):
+    # One field of a canonical body: its range checked, key and value heads written.
+    if type(value) is not int:
+        raise ProtocolError(_E.WRONG_TYPE, "%s not int" % FIELD_NAMES[key])
+    if value < FIELD_LOW[key] or value > FIELD_HIGH[key]:
+        raise ProtocolError(_E.OUT_OF_RANGE, "%s=%d" % (FIELD_NAMES[key], value))
+    _cbor_head(out, 0, key)
+    if value >= 0:
+        _cbor_head(out, 0, value)
+    else:
+        _cbor_head(out, 1, -1 - value)
 
 
 def parse_frame(frame):
@@ -118,16 +101,20 @@ def parse_frame(frame):
     tag = bytes(frame[size - _TAG_BYTES :])
     if body[0] >> 5 != 5:
         raise ProtocolError(_E.WRONG_TYPE, "not a map")
-    raw = _loads(body)
-    if not isinstance(raw, dict):
-        raise ProtocolError(_E.WRONG_TYPE, "not a map")
-    msg = {}
-    for key, value in raw.items():
-        if type(key) is not int:
-            raise ProtocolError(_E.WRONG_TYPE, "key type")
-        if key < 0 or key >= len(FIELD_NAMES):
-            raise ProtocolError(_E.UNKNOWN_FIELD, "key %d" % key)
-        msg[FIELD_NAMES[key]] = value
+    if _LOADS_IS_STRICT:
+        # Decoded straight into the message dict (a board's heap has few blocks for two).
+        msg = _pure_cbor.loads(body, FIELD_NAMES)
+    else:
+        raw = _loads(body)
+        if not isinstance(raw, dict):
+            raise ProtocolError(_E.WRONG_TYPE, "not a map")
+        msg = {}
+        for key, value in raw.items():
+            if type(key) is not int:
+                raise ProtocolError(_E.WRONG_TYPE, "key type")
+            if key < 0 or key >= len(FIELD_NAMES):
+                raise ProtocolError(_E.UNKNOWN_FIELD, "key %d" % key)
+            msg[FIELD_NAMES[key]] = value
     t = msg.get("t")
     if type(t) is int and (t < 0 or t >= _TYPE_COUNT):
         raise ProtocolError(_E.UNKNOWN_TYPE, "t=%d" % t)
@@ -211,39 +198,73 @@ class Sender:
         self.seq = seq
         self.clock = clock
 
-    def stamp(self, msg_type, dst=0, msg_id=None, ttl=None, pri=None, **fields):
-        """Return a complete message dict with the header filled in and seq advanced."""
-        return self._stamp(msg_type, dst, msg_id, ttl, pri, fields)
+    # The dict API lives in frame_dict.py: a board signs with sign() alone and never loads it.
+    if IS_MICROPYTHON:  # loaded on first use (tests and tools on MicroPython)
 
-    def frame(self, msg_type, dst=0, msg_id=None, ttl=None, pri=None, **fields):
-        """Stamp, validate and sign a message; returns (frame bytes, message dict)."""
-        msg = self._stamp(msg_type, dst, msg_id, ttl, pri, fields)
-        return encode_frame(msg, self.key), msg
+        def stamp(self, msg_type, dst=0, msg_id=None, ttl=None, pri=None, **fields):
+            """Return a complete message dict with the header filled in and seq advanced."""
+            from shared_etp.frame_dict import stamp
 
-    def _stamp(self, msg_type, dst, msg_id, ttl, pri, msg):
-        # The header goes into the caller's own **fields dict (fresh per call), not a copy: on a
-        # board a dict of ~20 fields is a 368-byte block that a 64 KB heap, fragmented by its
-        # code, has few of. Fields the caller gives win over the header's defaults.
+            return stamp(self, msg_type, dst, msg_id, ttl, pri, **fields)
+
+        def frame(self, msg_type, dst=0, msg_id=None, ttl=None, pri=None, **fields):
+            """Stamp, validate and sign a message; returns (frame bytes, message dict)."""
+            from shared_etp.frame_dict import frame
+
+            return frame(self, msg_type, dst, msg_id, ttl, pri, **fields)
+
+    else:  # the hub: the functions themselves are the methods (no call in between)
+        from shared_etp.frame_dict import frame, stamp
+
+    def sign(self, msg_type, dst, msg_id, payload, ttl=_DEFAULT_TTL_MS):
+        """The frame bytes of a message stamped like frame()'s, payload given as a flat tuple
+        (key, value, key, value, ...) in increasing key order, None values left out.
+
+        The same bytes as frame() without a message dict: a board's replies are made this way,
+        since a ~20-field dict is a 368-byte block (grown through 272 bytes) and a 64 KB heap
+        fragmented by its code has few of those; the tuple is one block of ~6 x 32 bytes.
+        """
         seq = self.seq
         if seq > 0xFFFFFFFF:
             raise ProtocolError(_E.OUT_OF_RANGE, "seq spent")
         self.seq = seq + 1
-        if None in msg.values():
-            for name in [name for name, value in msg.items() if value is None]:
-                del msg[name]
-        msg.setdefault("v", _PROTOCOL_VERSION)
-        msg.setdefault("t", msg_type)
-        msg.setdefault("id", (seq & 0xFFFFFFFF) if msg_id is None else msg_id)
-        msg.setdefault("src", self.src)
-        msg.setdefault("dst", dst)
-        msg.setdefault("kid", self.kid)
-        msg.setdefault("ep", self.epoch)
-        msg.setdefault("seq", seq)
-        msg.setdefault("ts", self.clock())
-        msg.setdefault("ttl", _DEFAULT_TTL_MS if ttl is None else ttl)
-        msg.setdefault("pri", PRIORITY[msg_type] if pri is None else pri)
-        return msg
-
+        count = 11
+        for index in range(1, len(payload), 2):
+            if payload[index] is not None:
+                count += 1
+        out = bytearray()
+        _cbor_head(out, 5, count)
+        _put(out, 0, _PROTOCOL_VERSION)
+        _put(out, 1, msg_type)
+        _put(out, 2, (seq & 0xFFFFFFFF) if msg_id is None else msg_id)
+        _put(out, 3, self.src)
+        _put(out, 4, dst)
+        _put(out, 5, self.kid)
+        _put(out, 6, self.epoch)
+        _put(out, 7, seq)
+        _put(out, 8, self.clock())
+        _put(out, 9, ttl)
+        _put(out, 10, PRIORITY[msg_type])
+        present = HEADER_MASK
+        for index in range(0, len(payload), 2):
+            key = payload[index]
+            value = payload[index + 1]
+            if value is not None:
+                if present >> key:
+                    raise ValueError("payload keys out of order")
+                _put(out, key, value)
+                present |= 1 << key
+        missing = REQUIRED_MASK[msg_type] & ~present
+        if missing:
+            key = 0
+            while not missing >> key & 1:
+                key += 1
+            raise ProtocolError(_E.MISSING_FIELD, "t=%d requires field %s" % (msg_type,
+                                                                             FIELD_NAMES[key]))
+        out.extend(hmac_sha256(self.key, out))
+        if len(out) > _MAX_FRAME_BYTES:
+            raise ProtocolError(_E.OVERSIZED, "%d bytes" % len(out))
+        return bytes(out)
 
 class Receiver:
     """Opens incoming frames: decode, authenticate, check freshness, reject replays.
@@ -304,5 +325,14 @@ def decode_notice(frame, keyring):
     return raw[1], raw[4], raw[5]
 
 
-if not IS_MICROPYTHON:  # CPython: the hub-side helpers stay importable from here
+if IS_MICROPYTHON:
+
+    def encode_frame(msg, key):
+        """Validate msg and return body || HMAC-SHA256(key, body) (see frame_dict.py)."""
+        from shared_etp.frame_dict import encode_frame as encode
+
+        return encode(msg, key)
+
+else:  # CPython: the hub-side helpers stay importable from here
+    from shared_etp.frame_dict import encode_body, encode_frame  # noqa: F401
     from shared_etp.signing import derive_key, encode_notice  # noqa: F401

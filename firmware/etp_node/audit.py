@@ -23,7 +23,9 @@ def encode_record(record):
 class AuditLog:
     """Append-only, checksummed, size-bounded log of bid decisions and trades."""
 
-    def __init__(self, directory="audit", max_bytes=16384, files=4, clock=None):
+    def __init__(self, directory="audit", max_bytes=16384, files=4, clock=None, tail=None):
+        """tail: (size of audit.0, next sequence number) if audit_read.recover() already ran
+        (boot runs it before the node's code loads), else it runs here."""
         self.directory = directory
         self.max_bytes = max_bytes
         self.files = max(2, files)
@@ -35,14 +37,16 @@ class AuditLog:
         except OSError:
             pass
         self.path = directory + "/audit.0"
-        # Size and next sequence number from the log's tail (a torn line is ended there): boot
-        # code, loaded for this and dropped, as the node only appends afterwards.
-        from firmware.etp_node import audit_read
+        if tail is None:
+            # Size and next sequence number from the log's tail (a torn line is ended there):
+            # boot code, loaded for this and dropped, as the node only appends afterwards.
+            from firmware.etp_node import audit_read
 
-        try:
-            self.size, self.next_n = audit_read.recover(directory)
-        finally:
-            unload("firmware.etp_node.audit_read")
+            try:
+                tail = audit_read.recover(directory)
+            finally:
+                unload("audit_read")
+        self.size, self.next_n = tail
 
     def _rotate(self):
         for index in range(self.files - 1, 0, -1):

@@ -39,6 +39,19 @@ _REASON_NONE = const(0)
 _REASON_NOT_HOLDER = const(14)
 _REGISTER = const(0)
 _TERMINATE = const(7)
+# field keys (shared_etp.fields.FIELD_NAMES) of the payloads the node signs
+_K_AUC = const(11)
+_K_PRICE = const(12)
+_K_SALE = const(13)
+_K_ETOT = const(14)
+_K_PCT = const(15)
+_K_EREQ = const(16)
+_K_EREM = const(18)
+_K_HEALTH = const(19)
+_K_VOLT = const(20)
+_K_DIS = const(21)
+_K_REASON = const(22)
+_K_SOC = const(23)
 _BIDDER = const(0)  # indices into a ledger hold
 _PRICE = const(1)
 _ENERGY = const(2)
@@ -123,24 +136,25 @@ class NodeCore:
         """Reserve price in force now for a small bid (what QueryResponse advertises)."""
         return self.evaluator.dynamic_reserve(self.sellable_wh(), self.max_sellable_wh(), 0)
 
-    # --- frames the node originates (sender.frame directly: a helper costs heap) ----------
+    # --- frames the node originates -------------------------------------------------------
+    # Payloads go to Sender.sign as flat (key, value, ...) tuples in key order: no message
+    # dict is made on the way out (see Sender.sign).
     def birth(self):
         """(topic, frame) of the Register published retained on the birth topic."""
         battery = self.battery
-        return self._device_prefix + "birth", self.sender.frame(
-            _REGISTER,
-            etot=battery.capacity_wh,
-            pct=self.pct_for_sale,
-            sale=self.reserve_mc(),
-            erem=battery.remaining_wh(),
-            health=self._health(),
-        )[0]
+        return self._device_prefix + "birth", self.sender.sign(_REGISTER, 0, None, (
+            _K_SALE, self.reserve_mc(),
+            _K_ETOT, battery.capacity_wh,
+            _K_PCT, self.pct_for_sale,
+            _K_EREM, battery.remaining_wh(),
+            _K_HEALTH, self._health(),
+        ))
 
     def will(self, reason=_REASON_LINK_LOST):
         """(topic, frame) of the DeviceFailure the broker publishes if the link dies."""
-        return self._device_prefix + "death", self.sender.frame(
-            _DEVICE_FAILURE, ttl=86400000, health=_HEALTH_FAULT, reason=reason
-        )[0]
+        return self._device_prefix + "death", self.sender.sign(
+            _DEVICE_FAILURE, 0, None, (_K_HEALTH, _HEALTH_FAULT, _K_REASON, reason), 86400000
+        )
 
     def status(self, due=None):
         """(topic, frame) of a BESSStatus with the present battery state; `due`: the time the
@@ -149,14 +163,13 @@ class NodeCore:
         snapshot = (self.clock() if due is None else due, battery.soc(), self._health(),
                     battery.discharge_w())
         self._last_status = snapshot
-        return self._device_prefix + "status", self.sender.frame(
-            _BESS_STATUS,
-            erem=battery.remaining_wh(),
-            health=snapshot[2],
-            volt=max(0, battery.voltage_mv()),
-            dis=snapshot[3],
-            soc=snapshot[1],
-        )[0]
+        return self._device_prefix + "status", self.sender.sign(_BESS_STATUS, 0, None, (
+            _K_EREM, battery.remaining_wh(),
+            _K_HEALTH, snapshot[2],
+            _K_VOLT, max(0, battery.voltage_mv()),
+            _K_DIS, snapshot[3],
+            _K_SOC, snapshot[1],
+        ))
 
     def subscriptions(self):
         """Topics the node subscribes to: its request topic and the market notices."""
@@ -169,63 +182,55 @@ class NodeCore:
     # --- input ----------------------------------------------------------------------------
     def handle(self, topic, payload):
         """Process one received message; returns [(topic, frame)] to publish. Never raises."""
-        self.stats["handled"] += 1
+        stats = self.stats
+        stats["handled"] += 1
         try:
             if topic == self.topic_req:
-                return self._handle_request(payload)
+                msg = self.receiver.open(payload)
+                if msg["ts"] < self.not_before_ms:
+                    _bump(stats["dropped"], "before_boot")
+                elif msg["dst"] not in (0, self.device_id):
+                    _bump(stats["dropped"], "not_for_me")
+                elif msg["src"] == self.device_id:
+                    _bump(stats["dropped"], "own_frame")
+                elif msg["t"] == _BID:
+                    return [self._on_bid(msg)]
+                elif msg["t"] == _BID_CONFIRM:
+                    return [self._on_confirm(msg)]
+                elif msg["t"] == _QUERY:
+                    return [self._on_query(msg)]
+                elif msg["t"] == _TERMINATE:
+                    self._on_terminate(msg)
+                else:
+                    _bump(stats["dropped"], "unexpected_type")
+                return []
             prefix = self._market_prefix
             if topic.startswith(prefix) and topic[len(prefix) :] in ("reputation", "clearing"):
                 kind, ts, data = decode_notice(payload, self.notice_keys)
                 if ts < self._notice_ts.get(kind, 0):
-                    _bump(self.stats["dropped"], "stale_notice")
+                    _bump(stats["dropped"], "stale_notice")
                     return []
                 self._notice_ts[kind] = ts
-                self.stats["notices"] += 1
+                stats["notices"] += 1
                 if kind == NOTICE_REPUTATION:
                     self.evaluator.set_reputation_notice(data)
                 elif kind == NOTICE_CLEARING:
                     self.evaluator.set_clearing_notice(data)
                 return []
-            _bump(self.stats["dropped"], "unknown_topic")
+            _bump(stats["dropped"], "unknown_topic")
         except ProtocolError as exc:
-            _bump(self.stats["protocol_errors"], exc.code)
+            _bump(stats["protocol_errors"], exc.code)
         except Exception as exc:  # a bug must not take the node down; it is counted
-            _bump(self.stats["dropped"], "internal:" + type(exc).__name__)
+            _bump(stats["dropped"], "internal:" + type(exc).__name__)
         return []
 
-    def _handle_request(self, payload):
-        msg = self.receiver.open(payload)
-        src = msg["src"]
-        if msg["ts"] < self.not_before_ms:
-            _bump(self.stats["dropped"], "before_boot")
-            return []
-        if msg["dst"] not in (0, self.device_id):
-            _bump(self.stats["dropped"], "not_for_me")
-            return []
-        if src == self.device_id:
-            _bump(self.stats["dropped"], "own_frame")
-            return []
-        msg_type = msg["t"]
-        if msg_type == _BID:
-            return [self._on_bid(msg)]
-        if msg_type == _BID_CONFIRM:
-            return [self._on_confirm(msg)]
-        if msg_type == _QUERY:
-            return [self._on_query(msg)]
-        if msg_type == _TERMINATE:
-            self._on_terminate(msg)
-            return []
-        _bump(self.stats["dropped"], "unexpected_type")
-        return []
-
-    def _reply(self, msg, msg_type, **fields):
-        # Straight to the sender: every **fields hop would copy the dict (heap on a board).
-        return self.topic_resp, self.sender.frame(msg_type, msg["src"], msg["id"], **fields)[0]
+    def _reply(self, msg, msg_type, payload):
+        return self.topic_resp, self.sender.sign(msg_type, msg["src"], msg["id"], payload)
 
     def _reject(self, msg, reason):
         self.stats["rejected"] += 1
         _bump(self.stats["reject_reasons"], str(reason))  # keyed by the code's digits
-        return self._reply(msg, _BID_REJECT, auc=msg["auc"], reason=reason)
+        return self._reply(msg, _BID_REJECT, (_K_AUC, msg["auc"], _K_REASON, reason))
 
     def _audit(self, record):
         if self.audit is not None:
@@ -234,20 +239,18 @@ class NodeCore:
 
     def _on_query(self, msg):
         battery = self.battery
-        return self._reply(
-            msg,
-            _QUERY_RESPONSE,
-            auc=msg.get("auc"),
-            etot=battery.capacity_wh,
-            pct=self.pct_for_sale,
-            sale=self.reserve_mc(),
-            erem=battery.remaining_wh(),
-            ereq=self.sellable_wh(),
-            health=self._health(),
-            volt=max(0, battery.voltage_mv()),
-            dis=battery.discharge_w(),
-            soc=battery.soc(),
-        )
+        return self._reply(msg, _QUERY_RESPONSE, (
+            _K_AUC, msg.get("auc"),
+            _K_SALE, self.reserve_mc(),
+            _K_ETOT, battery.capacity_wh,
+            _K_PCT, self.pct_for_sale,
+            _K_EREQ, self.sellable_wh(),
+            _K_EREM, battery.remaining_wh(),
+            _K_HEALTH, self._health(),
+            _K_VOLT, max(0, battery.voltage_mv()),
+            _K_DIS, battery.discharge_w(),
+            _K_SOC, battery.soc(),
+        ))
 
     def _on_bid(self, msg):
         auction = msg["auc"]
@@ -271,7 +274,7 @@ class NodeCore:
         expires_ms = self.clock() + self.hold_timeout_ms
         self.ledger.put(auction, bidder, price, energy, expires_ms, msg["id"])
         self.stats["accepted"] += 1
-        return self._reply(msg, _BID_ACCEPT, auc=auction, price=price, ereq=energy)
+        return self._reply(msg, _BID_ACCEPT, (_K_AUC, auction, _K_PRICE, price, _K_EREQ, energy))
 
     def _on_confirm(self, msg):
         auction = msg["auc"]
@@ -285,8 +288,8 @@ class NodeCore:
                     and released[2] == msg["price"] and released[3] == msg["ereq"]):
                 # The same confirm again (the hub re-sends it after a restart to learn whether
                 # the trade stands): answer as before, deliver nothing twice.
-                return self._reply(msg, _BID_ACCEPT, auc=auction, price=released[2],
-                                   ereq=released[3])
+                return self._reply(msg, _BID_ACCEPT,
+                                   (_K_AUC, auction, _K_PRICE, released[2], _K_EREQ, released[3]))
             if released is not None and released[0] == bidder and released[1] == "expired":
                 reason = _REASON_HOLD_EXPIRED
             elif auction in self.evaluator.closed:
@@ -313,7 +316,8 @@ class NodeCore:
         self.stats["sold_wh"] += energy
         self._audit({"k": "trade", "auc": auction, "b": bidder, "p": hold[_PRICE], "e": energy,
                      "erem": self.battery.remaining_wh()})
-        return self._reply(msg, _BID_ACCEPT, auc=auction, price=hold[_PRICE], ereq=energy)
+        return self._reply(msg, _BID_ACCEPT,
+                           (_K_AUC, auction, _K_PRICE, hold[_PRICE], _K_EREQ, energy))
 
     def _on_terminate(self, msg):
         auction = msg.get("auc")

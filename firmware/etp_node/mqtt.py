@@ -12,7 +12,8 @@ which sleeps in select.poll until a packet arrives or its timeout passes, reads 
 into `inbox`, answers keepalive and retransmits. The socket stays blocking with a timeout, so a
 packet that has started to arrive is read whole, and a dead link raises instead of hanging.
 `connected` turns False when the session is lost; the caller reconnects with backoff.
-Session setup (CONNECT, TLS, SUBSCRIBE) lives in mqtt_connect, loaded only to connect.
+Connecting loads code for that only: the socket and TLS (mqtt_link), then the session setup
+(CONNECT, SUBSCRIBE: mqtt_connect), each dropped after use.
 """
 
 from firmware.etp_node import unload
@@ -33,23 +34,6 @@ _POLL_ERRORS = const(0x18)  # select.POLLERR | select.POLLHUP
 
 class MQTTError(Exception):
     """The broker refused or broke the session; the message says what to check."""
-
-
-def parse_url(url):
-    """(host, port, tls) from mqtt://host[:port] or mqtts://host[:port]."""
-    tls = False
-    if url.startswith("mqtts://"):
-        tls = True
-        rest = url[8:]
-    elif url.startswith("mqtt://"):
-        rest = url[7:]
-    else:
-        raise MQTTError("broker URL %r must start with mqtt:// or mqtts://" % url)
-    rest = rest.split("/")[0]
-    if ":" in rest:
-        host, port = rest.rsplit(":", 1)
-        return host, int(port), tls
-    return rest, 8883 if tls else 1883, tls
 
 
 def packet(head, body):
@@ -160,6 +144,16 @@ class MQTTClient:
 
     def connect(self, topics=None, qos=1, timeout_ms=5000):
         """Open the connection, wait for CONNACK (at most timeout_s); subscribe to topics."""
+        self.close()
+        if self.opener is not None:
+            self._sock = self.opener(self)
+        else:  # the socket (a TLS handshake) with only its own code loaded, then the session's
+            from firmware.etp_node import mqtt_link
+
+            try:
+                self._sock = mqtt_link.open_socket(self)
+            finally:
+                unload("mqtt_link")
         from firmware.etp_node import mqtt_connect
 
         try:
@@ -167,7 +161,7 @@ class MQTTClient:
             if topics:
                 mqtt_connect.subscribe(self, topics, qos, timeout_ms)
         finally:
-            unload("firmware.etp_node.mqtt_connect")
+            unload("mqtt_connect")
 
     def publish(self, topic, payload, qos=0, retain=False):
         """Publish; QoS 1 packets are kept and resent (DUP) until the broker acknowledges."""
@@ -202,7 +196,7 @@ class MQTTClient:
             taken = 0
             while ready and taken < _BURST:
                 if ready[0][1] & _POLL_ERRORS and not ready[0][1] & _POLL_IN:
-                    raise MQTTError("connection error")
+                    raise MQTTError  # the socket failed (wait() ends the session: no message)
                 self._dispatch(*self._read_packet())
                 taken += 1
                 ready = self._poller.poll(0)
@@ -210,7 +204,7 @@ class MQTTClient:
             period_ms = self.keepalive_s * 1000
             now = ticks_ms()
             if ticks_diff(now, self._last_rx) > period_ms * 3 // 2:
-                raise MQTTError("no PINGRESP or traffic: the link is dead")
+                raise MQTTError  # no PINGRESP or traffic: the link is dead
             if ticks_diff(now, self._last_tx) >= period_ms // 2:
                 self.stats["pings"] += 1
                 self._write(_PINGREQ)
@@ -233,7 +227,7 @@ class MQTTClient:
                 length -= 2
                 self._write(bytes((_PUBACK, 2)) + pid)
             if length < 0:
-                raise MQTTError("malformed PUBLISH from broker")
+                raise MQTTError  # malformed PUBLISH (only wait() reads these)
             payload = self._read(length) if length else b""
             self.stats["rx"] += 1
             if len(self.inbox) >= self.max_inbox:

@@ -1,11 +1,11 @@
-"""MQTT session setup: CONNECT and SUBSCRIBE packets, socket and TLS, CONNACK.
+"""MQTT session setup: CONNECT and SUBSCRIBE packets, CONNACK and SUBACK.
 
-Loaded by mqtt.MQTTClient only while it connects or subscribes, and dropped after
-(firmware.etp_node.unload): between reconnects its code does not sit in the board's heap.
+Loaded by mqtt.MQTTClient only while it connects or subscribes (once the socket is open:
+mqtt_link.py), and dropped after (firmware.etp_node.unload): between reconnects its code does
+not sit in the board's heap.
 """
 
 import select
-import socket
 
 from firmware.etp_node.mqtt import MQTTError, packet, text
 from shared_etp.compat import const, ticks_diff, ticks_ms
@@ -42,56 +42,8 @@ def subscribe_packet(pid, topics, qos=1):
     return packet(_SUBSCRIBE, body)
 
 
-def ca_der(data):
-    """DER bytes of a CA certificate given as DER or PEM (the port's TLS takes DER only)."""
-    if data.startswith(b"-----BEGIN"):
-        from binascii import a2b_base64
-
-        body = [line.strip() for line in data.split(b"\n")]
-        return a2b_base64(b"".join(line for line in body if line and not line.startswith(b"-")))
-    return data
-
-
-def tls_context(ca_file=None):
-    """The TLS client context: verifies the broker against ca_file (PEM or DER on flash), else
-    encrypts without authenticating the broker (frames are HMAC-signed end to end anyway)."""
-    import ssl
-
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    if ca_file:
-        context.verify_mode = ssl.CERT_REQUIRED
-        with open(ca_file, "rb") as handle:
-            context.load_verify_locations(cadata=ca_der(handle.read()))
-    else:
-        context.verify_mode = ssl.CERT_NONE
-    return context
-
-
-def open_socket(client):
-    """A connected blocking socket (wrapped in TLS for mqtts://) with the client's timeout."""
-    address = socket.getaddrinfo(client.host, client.port, 0, socket.SOCK_STREAM)[0][-1]
-    sock = socket.socket()
-    try:
-        sock.settimeout(client.timeout_s)
-        sock.connect(address)
-        try:  # no Nagle (IPPROTO_TCP=6, TCP_NODELAY=1): a PUBACK and a reply go out at once
-            sock.setsockopt(6, 1, 1)
-        except OSError:
-            pass  # ports without the option work, just slower on back-to-back packets
-        if client.tls:
-            if client.tls_context is None:
-                client.tls_context = tls_context(client.ca_file)  # kept for reconnects
-            sock = client.tls_context.wrap_socket(sock, server_hostname=client.host)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
 def connect(client):
-    """Open the client's connection and wait for CONNACK; resend unacknowledged QoS 1."""
-    client.close()
-    client._sock = client.opener(client) if client.opener else open_socket(client)
+    """CONNECT on the client's open socket, wait for CONNACK; resend unacknowledged QoS 1."""
     client._write(connect_packet(client.client_id, client.keepalive_s, client.clean,
                                  client.will, client.user, client.password))
     try:

@@ -16,7 +16,7 @@ import sys
 import time
 
 from firmware.etp_node.core import NodeCore
-from firmware.etp_node.mqtt import MQTTClient, parse_url
+from firmware.etp_node.mqtt import MQTTClient
 from shared_etp.compat import const, ticks_diff, ticks_ms
 
 STATE_FILE = "etp_state.json"  # on flash: boot epoch and energy figures
@@ -46,12 +46,13 @@ def save_state(state, path=STATE_FILE):
 class Node:
     """Runs a NodeCore on one MQTT connection until stopped."""
 
-    def __init__(self, config, battery, audit=None, state=None, tls_context=None):
+    def __init__(self, config, battery, address, audit=None, state=None, tls_context=None):
+        """address: (host, port, tls) of the broker (boot.parse_url)."""
         self.config = config
         self.core = NodeCore(config, battery, audit)
         self.battery = battery
         self.state = state if state is not None else {}
-        host, port, tls = parse_url(config["mqtt_url"])
+        host, port, tls = address
         self.client = MQTTClient(
             "etp-bess-%d" % config["device_id"],
             host,
@@ -117,8 +118,14 @@ class Node:
             start = ticks_ms()
             trades = core.stats["trades"]
             replies = core.handle(topic, payload)
-            if core.stats["trades"] != trades:
-                self.save_energy()  # durable before the buyer hears "sold"
+            if core.stats["trades"] != trades:  # durable before the buyer hears "sold"
+                # the energy figures: the simulated pack's memory across boots
+                self.state["erem"] = self.battery.remaining_wh()
+                self.state["capacity_wh"] = self.battery.capacity_wh
+                try:
+                    save_state(self.state)
+                except OSError as exc:
+                    log("state_write_failed", error=str(exc))
             self.publish_all(replies)
             spent = ticks_diff(ticks_ms(), start)
             if spent > self.handle_ms_max:
@@ -126,15 +133,6 @@ class Node:
         # Free the handling garbage now, between bursts: it would otherwise sit between
         # long-lived objects and fragment a small heap (well under 1 ms at 64 KB).
         gc.collect()
-
-    def save_energy(self):
-        """Persist the battery's energy figures (the simulated pack's memory across boots)."""
-        self.state["erem"] = self.battery.remaining_wh()
-        self.state["capacity_wh"] = self.battery.capacity_wh
-        try:
-            save_state(self.state)
-        except OSError as exc:
-            log("state_write_failed", error=str(exc))
 
     def tick(self):
         """Every 100 ms: injected faults, core.tick() (expiry, faults, status)."""
@@ -153,16 +151,6 @@ class Node:
         out = self.core.tick()
         if out:
             self.publish_all(out)
-
-    def log_stats(self):
-        """Print the counters (and heap use where the port reports it) as one JSON line."""
-        heap = {}
-        if hasattr(gc, "mem_alloc"):
-            gc.collect()  # live figures, not garbage
-            heap = {"alloc": gc.mem_alloc(), "free": gc.mem_free()}
-        log("stats", device=self.config["device_id"], core=self.core.stats,
-            mqtt=self.client.stats, handle_ms_max=self.handle_ms_max,
-            holds=len(self.core.ledger.holds), erem=self.battery.remaining_wh(), heap=heap)
 
     def run(self):
         """Run until `running` is cleared (or an interrupt): link, frames, ticks, stats."""
@@ -192,8 +180,13 @@ class Node:
                     last_tick = now
                     self.tick()
                     if ticks_diff(now, last_stats) >= _STATS_EVERY_MS:
+                        # The counters and the live heap (after a collection) as one line.
                         last_stats = now
-                        self.log_stats()
+                        gc.collect()
+                        log("stats", device=self.config["device_id"], core=self.core.stats,
+                            mqtt=client.stats, handle_ms_max=self.handle_ms_max,
+                            holds=len(self.core.ledger.holds), erem=self.battery.remaining_wh(),
+                            heap={"alloc": gc.mem_alloc(), "free": gc.mem_free()})
         finally:
             self.running = False
             client.close()

@@ -7,7 +7,7 @@ from firmware.etp_node import core as core_mod
 from firmware.etp_node import evaluator as evaluator_mod
 from firmware.etp_node.battery import SimBattery
 from firmware.etp_node.core import NodeCore
-from shared_etp import frame, schema, topics
+from shared_etp import frame, frame_dict, schema, topics
 from shared_etp.frame import derive_key
 
 KEY = derive_key(b"memory-test-master-secret-0123", 7)
@@ -25,12 +25,15 @@ def test_required_masks_match_required_fields() -> None:
 
 
 def test_frame_private_constants_match_schema() -> None:
-    """frame.py's private copies (so boards need not load schema) equal schema's values."""
+    """frame.py's and frame_dict.py's private copies (boards skip schema) equal schema's values."""
     assert frame._PROTOCOL_VERSION == schema.PROTOCOL_VERSION
     assert frame._TAG_BYTES == schema.TAG_BYTES
     assert frame._MAX_FRAME_BYTES == schema.MAX_FRAME_BYTES
     assert frame._DEFAULT_TTL_MS == schema.DEFAULT_TTL_MS
     assert len(schema.TYPE_NAMES) == frame._TYPE_COUNT
+    assert frame_dict._PROTOCOL_VERSION == schema.PROTOCOL_VERSION
+    assert frame_dict._MAX_FRAME_BYTES == schema.MAX_FRAME_BYTES
+    assert frame_dict._DEFAULT_TTL_MS == schema.DEFAULT_TTL_MS
 
 
 def test_firmware_private_constants_match_schema() -> None:
@@ -43,6 +46,10 @@ def test_firmware_private_constants_match_schema() -> None:
                 assert getattr(module, name) == getattr(schema, public), (module, name)
                 checked += 1
     assert checked >= 30
+    keys = {name: value for name, value in vars(core_mod).items() if name.startswith("_K_")}
+    assert len(keys) >= 12
+    for name, value in keys.items():  # core's payload field keys: schema.FIELD_KEY's
+        assert schema.FIELD_KEY[name[3:].lower()] == value, name
 
 
 def test_core_topics_match_the_topic_scheme() -> None:

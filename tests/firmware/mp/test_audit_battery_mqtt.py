@@ -6,10 +6,11 @@ import time
 
 from mptest import collect, run, tmp_dir
 
-from firmware.etp_node import mqtt, mqtt_connect
+from firmware.etp_node import mqtt, mqtt_connect, mqtt_link
 from firmware.etp_node.audit import AuditLog, encode_record
 from firmware.etp_node.audit_read import parse_log, read_all
 from firmware.etp_node.battery import SimBattery, cell_ocv_mv
+from firmware.etp_node.boot import parse_url
 from shared_etp import schema as S
 
 
@@ -112,14 +113,14 @@ def test_mqtt_packets_exact_bytes():
     assert mqtt_connect.subscribe_packet(1, ["x/#"]) == b"\x82\x08\x00\x01\x00\x03x/#\x01"
     big = mqtt.publish_packet("t", b"z" * 200)
     assert big[:3] == b"\x30\xcb\x01"  # two-byte remaining length
-    assert mqtt.parse_url("mqtt://10.0.0.2:1884") == ("10.0.0.2", 1884, False)
-    assert mqtt.parse_url("mqtts://broker") == ("broker", 8883, True)
+    assert parse_url("mqtt://10.0.0.2:1884") == ("10.0.0.2", 1884, False)
+    assert parse_url("mqtts://broker") == ("broker", 8883, True)
 
 
 def test_ca_certificate_pem_to_der():
     pem = b"-----BEGIN CERTIFICATE-----\r\nAAEC\r\nAwQ=\r\n-----END CERTIFICATE-----\r\n"
-    assert mqtt_connect.ca_der(pem) == b"\x00\x01\x02\x03\x04"
-    assert mqtt_connect.ca_der(b"\x30\x82") == b"\x30\x82"
+    assert mqtt_link.ca_der(pem) == b"\x00\x01\x02\x03\x04"
+    assert mqtt_link.ca_der(b"\x30\x82") == b"\x30\x82"
 
 
 class FakeSocket(io.IOBase):
