@@ -36,13 +36,18 @@ if IS_MICROPYTHON:
     _loads = _pure_cbor.loads  # strict: itself rejects non-canonical bodies
     _LOADS_IS_STRICT = True
 else:
-    from shared_etp.host import native_cbor
+    from shared_etp.host import fast_codec, native_cbor
     from shared_etp.names import FIELD_KEY as _FIELD_KEY
 
     _key_of = _FIELD_KEY.__getitem__  # type: ignore[assignment]
     _native = native_cbor()
     _LOADS_IS_STRICT = _native is None
-    _dumps, _loads = _native or (_pure_cbor.dumps, _pure_cbor.loads)
+    _dumps, _loads = _native[:2] if _native else (_pure_cbor.dumps, _pure_cbor.loads)
+    if _native:  # the hub's common case in one pass each way (see host.fast_codec)
+        _fast_body, _fast_message = fast_codec(
+            FIELD_NAMES, FIELD_LOW, FIELD_HIGH, HEADER_MASK, REQUIRED_MASK, _PROTOCOL_VERSION,
+            _native[2],
+        )
 
 
 def validate(msg):
@@ -106,6 +111,10 @@ def parse_frame(frame):
         msg = _pure_cbor.loads(body, FIELD_NAMES)
     else:
         raw = _loads(body)
+        msg = _fast_message(raw, body)
+        if msg is not None:
+            return msg, body, tag
+        # Something is off: the checks below name it.
         if not isinstance(raw, dict):
             raise ProtocolError(_E.WRONG_TYPE, "not a map")
         msg = {}

@@ -19,7 +19,11 @@ _DEFAULT_TTL_MS = const(10000)
 
 def encode_body(msg):
     """Validate msg and return its canonical CBOR body (no tag)."""
-    _frame.validate(msg)
+    if not _frame._LOADS_IS_STRICT:
+        body = _frame._fast_body(msg)
+        if body is not None:
+            return body
+    _frame.validate(msg)  # raises what is wrong (or the fast path declined something valid)
     if _frame._LOADS_IS_STRICT:
         # The pure codec: write the map straight out in key order (keys are small integers,
         # so numeric order is RFC 8949 order): no intermediate dict, pairs or key buffers.

@@ -33,8 +33,8 @@ def ticks_diff(end, start):
 
 
 def native_cbor():
-    """(dumps, loads) over cbor2 giving canonical bytes and ProtocolError on bad input; or None
-    when cbor2 is not installed."""
+    """(dumps, loads, raw dumps) over cbor2: dumps gives canonical bytes, loads ProtocolError on
+    bad input, raw dumps keeps a map's order; or None when cbor2 is not installed."""
     try:
         import cbor2
     except ImportError:
@@ -61,4 +61,60 @@ def native_cbor():
                 raise ProtocolError(TRUNCATED, "CBOR item runs past the end of the frame") from None
             raise ProtocolError(MALFORMED, "not well-formed CBOR") from None
 
-    return dumps, loads
+    return dumps, loads, cbor2.dumps
+
+
+def fast_codec(names, low, high, header_mask, required_mask, version, dumps):
+    """(body_of, message_of): the common case of encoding and decoding on CPython in one pass
+    each. Both return None for anything unusual, so the caller's full checks decide the exact
+    error; they never accept what those checks would reject."""
+    by_name = {name: (key, low[key], high[key]) for key, name in enumerate(names)}
+    by_key = [(name, low[key], high[key]) for key, name in enumerate(names)]
+    type_count = len(required_mask)
+
+    def body_of(msg):
+        if type(msg) is not dict:
+            return None
+        pairs = []
+        present = 0
+        for name, value in msg.items():
+            spec = by_name.get(name)
+            if spec is None or type(value) is not int:
+                return None
+            key, lo, hi = spec
+            if value < lo or value > hi:
+                return None
+            pairs.append((key, value))
+            present |= 1 << key
+        if present & header_mask != header_mask or msg["v"] != version:
+            return None
+        if required_mask[msg["t"]] & ~present:
+            return None
+        pairs.sort()
+        return dumps(dict(pairs))
+
+    def message_of(raw, body):
+        if type(raw) is not dict:
+            return None
+        msg = {}
+        present = 0
+        last = -1
+        for key, value in raw.items():
+            if type(key) is not int or key <= last or key >= len(by_key) or type(value) is not int:
+                return None
+            name, lo, hi = by_key[key]
+            if value < lo or value > hi:
+                return None
+            msg[name] = value
+            present |= 1 << key
+            last = key
+        if present & header_mask != header_mask or msg["v"] != version:
+            return None
+        t = msg["t"]
+        if t >= type_count or required_mask[t] & ~present:
+            return None
+        if dumps(raw) != body:  # shortest heads, nothing trailing
+            return None
+        return msg
+
+    return body_of, message_of

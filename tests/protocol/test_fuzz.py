@@ -123,3 +123,60 @@ def test_sender_output_is_always_accepted():
     for _ in range(100):
         frame, msg = sender.frame(3, dst=7, auc=1, price=1, ereq=1)
         assert decode_frame(frame, RING) == msg
+
+
+def _full_checks(body: bytes) -> dict | None:
+    """The message the pure codec and validate() accept from body, or None."""
+    from shared_etp.fields import FIELD_NAMES
+    from shared_etp.frame import validate
+
+    try:
+        msg = cbor.loads(body, FIELD_NAMES)
+        validate(msg)
+    except ProtocolError:
+        return None
+    return msg
+
+
+@FUZZ
+@given(st.dictionaries(st.integers(-2, 40), cbor_values, max_size=30), st.booleans())
+def test_hub_fast_decode_accepts_exactly_what_the_full_checks_accept(fields, canonical):
+    """The hub's one-pass decode (cbor2) may only decline, never differ from the full checks."""
+    import cbor2
+
+    from shared_etp import frame as frame_mod
+
+    body = cbor2.dumps(fields, canonical=canonical)
+    fast = frame_mod._fast_message(cbor2.loads(body), body)
+    assert fast == _full_checks(body)
+
+
+@FUZZ
+@given(valid_messages())
+def test_hub_fast_paths_take_every_valid_message(msg):
+    from shared_etp import frame as frame_mod
+
+    body = frame_mod._fast_body(msg)
+    int_map = {FIELD_KEY[name]: value for name, value in msg.items()}
+    assert body == cbor.dumps(int_map)
+    assert frame_mod._fast_message(cbor.loads(body), body) == msg
+
+
+@FUZZ
+@given(
+    st.dictionaries(
+        st.sampled_from(sorted(FIELD_KEY)) | st.text(max_size=3),
+        st.integers(-(2**40), 2**54) | st.booleans() | st.none() | st.text(max_size=2),
+        max_size=25,
+    )
+)
+def test_hub_fast_encode_declines_everything_validate_rejects(msg):
+    from shared_etp import frame as frame_mod
+
+    body = frame_mod._fast_body(msg)
+    try:
+        frame_mod.validate(msg)
+    except ProtocolError:
+        assert body is None
+    else:
+        assert body is None or body == cbor.dumps({FIELD_KEY[n]: v for n, v in msg.items()})
