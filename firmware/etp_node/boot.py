@@ -80,14 +80,14 @@ def boot():
     if address[2]:  # mqtts://
         # The TLS context is one ~3 KB block: made first, while the heap is in one piece, and
         # kept for every reconnect (the setup code it needs is dropped again at once).
-        from firmware.etp_node.mqtt_link import tls_context as make_tls_context
+        from firmware.etp_node import tls_setup
 
         try:
-            tls_context = make_tls_context(config.get("mqtt_ca_file") or None)
+            tls_context = tls_setup.tls_context(config.get("mqtt_ca_file") or None)
         except (OSError, ValueError):
             pass  # e.g. an unreadable CA file: each connect retries it and logs why it failed
-        del make_tls_context
-        unload("mqtt_link")
+        del tls_setup
+        unload("tls_setup")
         gc.collect()
     # The audit log's tail (a torn last line is ended), read before the node's code loads so
     # the reading code and its buffers come and go while the heap is still in one piece.

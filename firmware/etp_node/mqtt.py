@@ -74,8 +74,6 @@ class MQTTClient:
     user = None
     password = None
     will = None  # (topic, payload, qos, retain): the node sets its DeviceFailure before connecting
-    ca_file = None  # mqtts://: verify the broker against this CA (PEM/DER on flash)
-    tls_context = None  # made once (a ~3 KB block) and reused by every reconnect
     clean = True  # the node always starts a clean session
     max_inbox = 64
     timeout_s = 10  # connect, and any packet that has started to arrive
@@ -87,15 +85,15 @@ class MQTTClient:
         self.host = host
         self.port = port
         self.keepalive_s = keepalive_s
-        self.tls = tls
+        # mqtts:// in one attribute (one more would grow the table past 17 slots): False for
+        # plain TCP, else the TLS context (made once, a ~3 KB block, reused by every
+        # reconnect) or, until it is made, what to make it from: the CA file (PEM/DER on
+        # flash) to verify the broker against, or True for none.
+        self.tls = (tls_context or ca_file or True) if tls else False
         self.ack_timeout_ms = ack_timeout_ms
         if user:
             self.user = user
             self.password = password
-        if ca_file:
-            self.ca_file = ca_file
-        if tls_context is not None:
-            self.tls_context = tls_context
         self.inbox = []  # (topic, payload) in arrival order
         self.connected = False
         self.stats = {"tx": 0, "rx": 0, "retransmits": 0, "pings": 0, "dropped_rx": 0}

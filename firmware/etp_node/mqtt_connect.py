@@ -5,15 +5,11 @@ mqtt_link.py), and dropped after (firmware.etp_node.unload): between reconnects 
 not sit in the board's heap.
 """
 
-import select
-
 from firmware.etp_node.mqtt import MQTTError, packet, text
-from shared_etp.compat import const, ticks_diff, ticks_ms
 
-_CONNECT = const(0x10)
-_CONNACK = const(0x20)
-_SUBSCRIBE = const(0x82)
-_POLL_IN = const(1)  # select.POLLIN
+# Few module globals (the rest imported where used, packet types spelled as numbers): at most
+# 11 names keep this module's name table one 176-byte block; it loads after the TLS handshake,
+# into a heap with few larger holes.
 
 
 def connect_packet(client_id, keepalive_s, clean=True, will=None, user=None, password=None):
@@ -30,7 +26,7 @@ def connect_packet(client_id, keepalive_s, clean=True, will=None, user=None, pas
         if password:
             flags |= 0x40
             payload += text(password)
-    return packet(_CONNECT, b"\x00\x04MQTT\x04" + bytes((flags,))
+    return packet(0x10, b"\x00\x04MQTT\x04" + bytes((flags,))  # CONNECT
                   + keepalive_s.to_bytes(2, "big") + payload)
 
 
@@ -39,7 +35,7 @@ def subscribe_packet(pid, topics, qos=1):
     body = pid.to_bytes(2, "big")
     for topic in topics:
         body += text(topic) + bytes((qos,))
-    return packet(_SUBSCRIBE, body)
+    return packet(0x82, body)  # SUBSCRIBE
 
 
 def connect(client):
@@ -51,13 +47,15 @@ def connect(client):
         body = client._read(length) if length else b""
     except OSError as exc:
         raise MQTTError("no CONNACK from the broker: %s" % exc) from None
-    if head != _CONNACK or len(body) != 2:
+    if head != 0x20 or len(body) != 2:  # CONNACK
         raise MQTTError("broker answered CONNECT with packet 0x%02x, not CONNACK" % head)
     if body[1]:
         raise MQTTError("broker refused the connection, return code %d "
                         "(4/5: check mqtt_user/mqtt_password)" % body[1])
+    import select
+
     client._poller = select.poll()
-    client._poller.register(client._sock, _POLL_IN)
+    client._poller.register(client._sock, 1)  # select.POLLIN
     client.connected = True
     for pid, entry in list(client._pending.items()):  # unacked QoS 1 from the last session
         client._resend(pid, entry)
@@ -65,6 +63,8 @@ def connect(client):
 
 def subscribe(client, topics, qos, timeout_ms):
     """Subscribe to topic filters and wait for the SUBACK (messages meanwhile are kept)."""
+    from shared_etp.compat import ticks_diff, ticks_ms
+
     pid = client._pid = client._pid % 65535 + 1
     client._suback = pid
     client._write(subscribe_packet(pid, topics, qos))

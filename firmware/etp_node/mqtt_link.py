@@ -1,37 +1,12 @@
-"""The link below MQTT: the socket, and TLS (mqtts://) with its client context.
+"""The link below MQTT: the socket, wrapped in TLS for mqtts://.
 
-Loaded, used and dropped (firmware.etp_node.unload): at boot to make the TLS context (one ~3 KB
-block, made while the heap is in one piece and kept), and at each connect to open the socket,
-before the session setup code (mqtt_connect) loads: the TLS handshake, a connect's largest
-use of heap, then runs with only this code loaded.
+Loaded at each connect, used and dropped (firmware.etp_node.unload) before the session setup
+code (mqtt_connect) loads: the TLS handshake, a connect's largest use of heap, runs with only
+this code loaded. The TLS context was made at boot (tls_setup.py).
 """
 
+import gc
 import socket
-
-
-def ca_der(data):
-    """DER bytes of a CA certificate given as DER or PEM (the port's TLS takes DER only)."""
-    if data.startswith(b"-----BEGIN"):
-        from binascii import a2b_base64
-
-        body = [line.strip() for line in data.split(b"\n")]
-        return a2b_base64(b"".join(line for line in body if line and not line.startswith(b"-")))
-    return data
-
-
-def tls_context(ca_file=None):
-    """The TLS client context: verifies the broker against ca_file (PEM or DER on flash), else
-    encrypts without authenticating the broker (frames are HMAC-signed end to end anyway)."""
-    import ssl
-
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    if ca_file:
-        context.verify_mode = ssl.CERT_REQUIRED
-        with open(ca_file, "rb") as handle:
-            context.load_verify_locations(cadata=ca_der(handle.read()))
-    else:
-        context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 def open_socket(client):
@@ -45,10 +20,19 @@ def open_socket(client):
             sock.setsockopt(6, 1, 1)
         except OSError:
             pass  # ports without the option work, just slower on back-to-back packets
-        if client.tls:
-            if client.tls_context is None:  # boot could not make it (e.g. the CA file)
-                client.tls_context = tls_context(client.ca_file)  # kept for reconnects
-            sock = client.tls_context.wrap_socket(sock, server_hostname=client.host)
+        context = client.tls
+        if context:
+            if context is True or isinstance(context, str):  # boot could not make it (CA file?)
+                from firmware.etp_node import tls_setup, unload
+
+                try:  # kept for reconnects
+                    context = client.tls = tls_setup.tls_context(None if context is True
+                                                                 else context)
+                finally:
+                    del tls_setup
+                    unload("tls_setup")
+            gc.collect()  # the handshake needs blocks of up to ~520 bytes: free what is garbage
+            sock = context.wrap_socket(sock, server_hostname=client.host)
     except BaseException:
         sock.close()
         raise

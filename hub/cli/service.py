@@ -123,7 +123,7 @@ def demo(
     http_port: int | None = typer.Option(None, help="HTTP gateway port (8000)"),
     mqtt_port: int | None = typer.Option(None, help="embedded broker port (1883)"),
     mechanism: str | None = typer.Option(None, help="ascending | second_price"),
-    heap: str = typer.Option("80K", help="MicroPython heap per board (the node needs 66K)"),
+    heap: str = typer.Option("80K", help="MicroPython heap per board (the node needs 64K)"),
     log_level: str = typer.Option("warning", help="hub log level"),
 ) -> None:
     """Hub + embedded broker + SQLite + a fleet of batteries running the real firmware."""

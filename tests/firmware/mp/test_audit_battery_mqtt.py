@@ -6,7 +6,7 @@ import time
 
 from mptest import collect, run, tmp_dir
 
-from firmware.etp_node import mqtt, mqtt_connect, mqtt_link
+from firmware.etp_node import mqtt, mqtt_connect, tls_setup
 from firmware.etp_node.audit import AuditLog, encode_record
 from firmware.etp_node.audit_read import parse_log, read_all
 from firmware.etp_node.battery import SimBattery, cell_ocv_mv
@@ -119,8 +119,8 @@ def test_mqtt_packets_exact_bytes():
 
 def test_ca_certificate_pem_to_der():
     pem = b"-----BEGIN CERTIFICATE-----\r\nAAEC\r\nAwQ=\r\n-----END CERTIFICATE-----\r\n"
-    assert mqtt_link.ca_der(pem) == b"\x00\x01\x02\x03\x04"
-    assert mqtt_link.ca_der(b"\x30\x82") == b"\x30\x82"
+    assert tls_setup.ca_der(pem) == b"\x00\x01\x02\x03\x04"
+    assert tls_setup.ca_der(b"\x30\x82") == b"\x30\x82"
 
 
 class FakeSocket(io.IOBase):
