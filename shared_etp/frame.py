@@ -33,21 +33,7 @@ _TYPE_COUNT = const(10)
 
 if IS_MICROPYTHON:
     _key_of = FIELD_NAMES.index  # 25 interned names: a scan costs no heap
-    _loads = _pure_cbor.loads  # strict: itself rejects non-canonical bodies
-    _LOADS_IS_STRICT = True
-else:
-    from shared_etp.host import fast_codec, native_cbor
-    from shared_etp.names import FIELD_KEY as _FIELD_KEY
-
-    _key_of = _FIELD_KEY.__getitem__  # type: ignore[assignment]
-    _native = native_cbor()
-    _LOADS_IS_STRICT = _native is None
-    _dumps, _loads = _native[:2] if _native else (_pure_cbor.dumps, _pure_cbor.loads)
-    if _native:  # the hub's common case in one pass each way (see host.fast_codec)
-        _fast_body, _fast_message = fast_codec(
-            FIELD_NAMES, FIELD_LOW, FIELD_HIGH, HEADER_MASK, REQUIRED_MASK, _PROTOCOL_VERSION,
-            _native[2],
-        )
+    _host_parse = None  # the pure codec decodes (strict: it rejects non-canonical bodies)
 
 
 def validate(msg):
@@ -106,40 +92,14 @@ def parse_frame(frame):
     tag = bytes(frame[size - _TAG_BYTES :])
     if body[0] >> 5 != 5:
         raise ProtocolError(_E.WRONG_TYPE, "not a map")
-    if _LOADS_IS_STRICT:
-        # Decoded straight into the message dict (a board's heap has few blocks for two).
-        msg = _pure_cbor.loads(body, FIELD_NAMES)
-    else:
-        raw = _loads(body)
-        msg = _fast_message(raw, body)
-        if msg is not None:
-            return msg, body, tag
-        # Something is off: the checks below name it.
-        if not isinstance(raw, dict):
-            raise ProtocolError(_E.WRONG_TYPE, "not a map")
-        msg = {}
-        for key, value in raw.items():
-            if type(key) is not int:
-                raise ProtocolError(_E.WRONG_TYPE, "key type")
-            if key < 0 or key >= len(FIELD_NAMES):
-                raise ProtocolError(_E.UNKNOWN_FIELD, "key %d" % key)
-            msg[FIELD_NAMES[key]] = value
+    if _host_parse:  # CPython with cbor2 (host.cpython_frames): the same checks, faster
+        return _host_parse(body), body, tag
+    # Decoded straight into the message dict (a board's heap has few blocks for two).
+    msg = _pure_cbor.loads(body, FIELD_NAMES)
     t = msg.get("t")
     if type(t) is int and (t < 0 or t >= _TYPE_COUNT):
         raise ProtocolError(_E.UNKNOWN_TYPE, "t=%d" % t)
     validate(msg)
-    if _LOADS_IS_STRICT:
-        canonical = True
-    else:
-        # Keys in order, then a re-encoding equal to the bytes received: together these reject
-        # unsorted or duplicate keys and longer-than-necessary heads.
-        keys = list(raw)
-        try:
-            canonical = keys == sorted(keys) and _dumps(raw) == body
-        except Exception:
-            canonical = False
-    if not canonical:
-        raise ProtocolError(_E.MALFORMED, "not canon")
     return msg, body, tag
 
 
@@ -343,5 +303,8 @@ if IS_MICROPYTHON:
         return encode(msg, key)
 
 else:  # CPython: the hub-side helpers stay importable from here
+    from shared_etp.host import cpython_frames
+
+    _key_of, _host_parse = cpython_frames(validate)
     from shared_etp.frame_dict import encode_body, encode_frame  # noqa: F401
     from shared_etp.signing import derive_key, encode_notice  # noqa: F401

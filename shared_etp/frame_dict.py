@@ -8,7 +8,7 @@ and only decodes dicts. On CPython `shared_etp.frame` re-exports `encode_body` a
 
 from shared_etp import errors as _E  # codes by attribute: one global, strings shared
 from shared_etp.cbor import _head as _cbor_head
-from shared_etp.compat import const, hmac_sha256
+from shared_etp.compat import IS_MICROPYTHON, const, hmac_sha256
 from shared_etp.errors import ProtocolError
 from shared_etp.fields import FIELD_NAMES, PRIORITY
 
@@ -16,25 +16,31 @@ _MAX_FRAME_BYTES = const(512)  # schema.MAX_FRAME_BYTES (tests check frame.py's 
 _PROTOCOL_VERSION = const(1)
 _DEFAULT_TTL_MS = const(10000)
 
+if IS_MICROPYTHON:
+    _host_body = None
+else:
+    from shared_etp.host import hub_codec
+
+    _codec = hub_codec()
+    _host_body = _codec[0] if _codec else None
+
 
 def encode_body(msg):
     """Validate msg and return its canonical CBOR body (no tag)."""
-    if not _frame._LOADS_IS_STRICT:
-        body = _frame._fast_body(msg)
+    if _host_body is not None:  # CPython with cbor2: one pass for the common case
+        body = _host_body(msg)
         if body is not None:
             return body
-    _frame.validate(msg)  # raises what is wrong (or the fast path declined something valid)
-    if _frame._LOADS_IS_STRICT:
-        # The pure codec: write the map straight out in key order (keys are small integers,
-        # so numeric order is RFC 8949 order): no intermediate dict, pairs or key buffers.
-        out = bytearray()
-        _cbor_head(out, 5, len(msg))
-        for key in range(len(FIELD_NAMES)):
-            value = msg.get(FIELD_NAMES[key])
-            if value is not None:
-                _frame._put(out, key, value)
-        return bytes(out)
-    return _frame._dumps({_frame._key_of(name): value for name, value in msg.items()})
+    _frame.validate(msg)  # raises what is wrong
+    # Written straight out in key order (keys are small integers, so numeric order is RFC 8949
+    # order): no intermediate dict, pairs or key buffers.
+    out = bytearray()
+    _cbor_head(out, 5, len(msg))
+    for key in range(len(FIELD_NAMES)):
+        value = msg.get(FIELD_NAMES[key])
+        if value is not None:
+            _frame._put(out, key, value)
+    return bytes(out)
 
 
 def encode_frame(msg, key):

@@ -6,6 +6,7 @@ costs heap on a board.
 
 import hmac as _hmac
 import time
+from typing import Any
 
 from shared_etp.errors import MALFORMED, TRUNCATED, ProtocolError
 
@@ -118,3 +119,77 @@ def fast_codec(names, low, high, header_mask, required_mask, version, dumps):
         return msg
 
     return body_of, message_of
+
+
+_built: dict[str, Any] = {}
+
+
+def hub_codec():
+    """(body_of, message_of) of fast_codec over the protocol's tables, built once; None when
+    cbor2 is not installed."""
+    if "codec" not in _built:
+        native = native_cbor()
+        if native is None:
+            _built["codec"] = None
+        else:
+            from shared_etp.fields import (
+                FIELD_HIGH,
+                FIELD_LOW,
+                FIELD_NAMES,
+                HEADER_MASK,
+                REQUIRED_MASK,
+            )
+
+            _built["codec"] = fast_codec(
+                FIELD_NAMES, FIELD_LOW, FIELD_HIGH, HEADER_MASK, REQUIRED_MASK, 1, native[2]
+            )
+    return _built["codec"]
+
+
+def cpython_frames(validate):
+    """frame.py's CPython side: (key_of, parse_body). parse_body(body) returns the message dict
+    of a frame body or raises ProtocolError, with the same checks and codes as the pure codec;
+    it is None without cbor2 (the pure codec decodes then)."""
+    from shared_etp.errors import UNKNOWN_FIELD, UNKNOWN_TYPE, WRONG_TYPE
+    from shared_etp.fields import FIELD_NAMES, REQUIRED_MASK
+    from shared_etp.names import FIELD_KEY
+
+    native = native_cbor()
+    if native is None:
+        return FIELD_KEY.__getitem__, None
+    dumps, loads = native[:2]
+    message_of = hub_codec()[1]
+    field_count = len(FIELD_NAMES)
+    type_count = len(REQUIRED_MASK)
+
+    def parse_body(body):
+        raw = loads(body)
+        msg = message_of(raw, body)
+        if msg is not None:
+            return msg
+        # Something is off: these checks name it.
+        if not isinstance(raw, dict):
+            raise ProtocolError(WRONG_TYPE, "not a map")
+        msg = {}
+        for key, value in raw.items():
+            if type(key) is not int:
+                raise ProtocolError(WRONG_TYPE, "key type")
+            if key < 0 or key >= field_count:
+                raise ProtocolError(UNKNOWN_FIELD, "key %d" % key)
+            msg[FIELD_NAMES[key]] = value
+        t = msg.get("t")
+        if type(t) is int and (t < 0 or t >= type_count):
+            raise ProtocolError(UNKNOWN_TYPE, "t=%d" % t)
+        validate(msg)
+        # Keys in order, then a re-encoding equal to the bytes received: together these reject
+        # unsorted or duplicate keys and longer-than-necessary heads.
+        keys = list(raw)
+        try:
+            canonical = keys == sorted(keys) and dumps(raw) == body
+        except Exception:
+            canonical = False
+        if not canonical:
+            raise ProtocolError(MALFORMED, "not canon")
+        return msg
+
+    return FIELD_KEY.__getitem__, parse_body
