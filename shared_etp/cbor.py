@@ -115,13 +115,14 @@ def _decode(reader, depth, names=None):
             return [_decode(reader, depth + 1) for _ in range(value)]
         # A table of exactly `value` slots, made at once: a dict grown key by key reallocates
         # its table at 2, 4, ... 12, 17 slots (a 14-field frame would end in a 272-byte block,
-        # past a 192-byte one, on a board's fragmented heap). The placeholder keys are
-        # deleted at once; their slots take the real keys without a regrowth. (No more slots
-        # than the bytes left could fill, 2 per pair: a lying count cannot claim heap.)
+        # past a 192-byte one, on a board's fragmented heap). MicroPython has no way to size a
+        # dict up front, so it is made with `slots` integer keys that are deleted at once: the
+        # table keeps its size and takes the real keys without a regrowth. (No more slots than
+        # the bytes left could fill, 2 per pair: a lying count cannot claim heap.)
         slots = min(value, (len(reader.data) - reader.pos) // 2)
         result = dict.fromkeys(range(slots))
-        for placeholder in range(slots):
-            del result[placeholder]
+        for slot in range(slots):
+            del result[slot]
         data = reader.data
         previous = b""
         for _ in range(value):

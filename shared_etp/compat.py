@@ -56,7 +56,6 @@ else:  # CPython
     from shared_etp.host import (  # noqa: F401
         digests_equal,
         hmac_sha256,
-        native_cbor,
         now_ms,
         ticks_diff,
         ticks_ms,

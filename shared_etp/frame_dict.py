@@ -22,7 +22,7 @@ else:
     from shared_etp.host import hub_codec
 
     _codec = hub_codec()
-    _host_body = _codec[0] if _codec else None
+    _host_body = _codec[1] if _codec else None
 
 
 def encode_body(msg):

@@ -4,9 +4,9 @@ Boards never load this module (MicroPython has its own code paths in compat), so
 costs heap on a board.
 """
 
+import functools
 import hmac as _hmac
 import time
-from typing import Any
 
 from shared_etp.errors import MALFORMED, TRUNCATED, ProtocolError
 
@@ -34,21 +34,14 @@ def ticks_diff(end, start):
 
 
 def native_cbor():
-    """(dumps, loads, raw dumps) over cbor2: dumps gives canonical bytes, loads ProtocolError on
-    bad input, raw dumps keeps a map's order; or None when cbor2 is not installed."""
+    """(loads, dumps) over cbor2, or None when it is not installed. loads raises ProtocolError
+    on bad input; dumps keeps a map's key order and writes the shortest integer heads, so a map
+    with ascending integer keys comes out canonical (canonical=True would re-sort in Python)."""
     try:
         import cbor2
     except ImportError:
         return None
     cbor2_loads = cbor2.loads
-
-    def dumps(value):
-        # cbor2 always writes the shortest integer heads and keeps dict order, so a map whose
-        # integer keys are inserted in ascending order comes out deterministic; this is ~5x
-        # faster than canonical=True, which re-sorts in Python.
-        if isinstance(value, dict):
-            value = dict(sorted(value.items()))
-        return cbor2.dumps(value)
 
     def loads(data):
         try:
@@ -62,7 +55,7 @@ def native_cbor():
                 raise ProtocolError(TRUNCATED, "CBOR item runs past the end of the frame") from None
             raise ProtocolError(MALFORMED, "not well-formed CBOR") from None
 
-    return dumps, loads, cbor2.dumps
+    return loads, cbor2.dumps
 
 
 def fast_codec(names, low, high, header_mask, required_mask, version, dumps):
@@ -121,29 +114,21 @@ def fast_codec(names, low, high, header_mask, required_mask, version, dumps):
     return body_of, message_of
 
 
-_built: dict[str, Any] = {}
-
-
+@functools.cache
 def hub_codec():
-    """(body_of, message_of) of fast_codec over the protocol's tables, built once; None when
-    cbor2 is not installed."""
-    if "codec" not in _built:
-        native = native_cbor()
-        if native is None:
-            _built["codec"] = None
-        else:
-            from shared_etp.fields import (
-                FIELD_HIGH,
-                FIELD_LOW,
-                FIELD_NAMES,
-                HEADER_MASK,
-                REQUIRED_MASK,
-            )
+    """(loads, body_of, message_of): cbor2's loads and fast_codec over the protocol's tables,
+    built once; None when cbor2 is not installed."""
+    native = native_cbor()
+    if native is None:
+        return None
+    from shared_etp.fields import FIELD_HIGH, FIELD_LOW, FIELD_NAMES, HEADER_MASK, REQUIRED_MASK
+    from shared_etp.schema import PROTOCOL_VERSION
 
-            _built["codec"] = fast_codec(
-                FIELD_NAMES, FIELD_LOW, FIELD_HIGH, HEADER_MASK, REQUIRED_MASK, 1, native[2]
-            )
-    return _built["codec"]
+    loads, dumps = native
+    body_of, message_of = fast_codec(
+        FIELD_NAMES, FIELD_LOW, FIELD_HIGH, HEADER_MASK, REQUIRED_MASK, PROTOCOL_VERSION, dumps
+    )
+    return loads, body_of, message_of
 
 
 def cpython_frames(validate):
@@ -154,11 +139,12 @@ def cpython_frames(validate):
     from shared_etp.fields import FIELD_NAMES, REQUIRED_MASK
     from shared_etp.names import FIELD_KEY
 
-    native = native_cbor()
-    if native is None:
+    codec = hub_codec()
+    if codec is None:
         return FIELD_KEY.__getitem__, None
-    dumps, loads = native[:2]
-    message_of = hub_codec()[1]
+    from cbor2 import dumps  # present: hub_codec found it
+
+    loads, _body_of, message_of = codec
     field_count = len(FIELD_NAMES)
     type_count = len(REQUIRED_MASK)
 
@@ -181,8 +167,8 @@ def cpython_frames(validate):
         if type(t) is int and (t < 0 or t >= type_count):
             raise ProtocolError(UNKNOWN_TYPE, "t=%d" % t)
         validate(msg)
-        # Keys in order, then a re-encoding equal to the bytes received: together these reject
-        # unsorted or duplicate keys and longer-than-necessary heads.
+        # Keys in order, then a re-encoding (in that order) equal to the bytes received: together
+        # these reject unsorted or duplicate keys and longer-than-necessary heads.
         keys = list(raw)
         try:
             canonical = keys == sorted(keys) and dumps(raw) == body
