@@ -93,7 +93,7 @@ class _Reader:
         raise ProtocolError(_E.MALFORMED, "info %d" % info)
 
 
-def _decode(reader, depth, names=None):
+def _decode(reader, depth, names=None, msg=None):
     major, info, value = reader.head()
     if major == 0:
         return value
@@ -113,16 +113,22 @@ def _decode(reader, depth, names=None):
             raise ProtocolError(_E.MALFORMED, "too many")
         if major == 4:
             return [_decode(reader, depth + 1) for _ in range(value)]
-        # A table of exactly `value` slots, made at once: a dict grown key by key reallocates
-        # its table at 2, 4, ... 12, 17 slots (a 14-field frame would end in a 272-byte block,
-        # past a 192-byte one, on a board's fragmented heap). MicroPython has no way to size a
-        # dict up front, so it is made with `slots` integer keys that are deleted at once: the
-        # table keeps its size and takes the real keys without a regrowth. (No more slots than
-        # the bytes left could fill, 2 per pair: a lying count cannot claim heap.)
-        slots = min(value, (len(reader.data) - reader.pos) // 2)
-        result = dict.fromkeys(range(slots))
-        for slot in range(slots):
-            del result[slot]
+        if msg is not None:  # the caller's dict, emptied: a dict keeps its table (no allocation)
+            for name in names:
+                msg.pop(name, None)
+            result = msg
+        else:
+            # A table of exactly `value` slots, made at once: a dict grown key by key
+            # reallocates its table at 2, 4, ... 12, 17 slots (a 14-field frame would end in a
+            # 272-byte block, past a 192-byte one, on a board's fragmented heap). MicroPython
+            # has no way to size a dict up front, so it is made with `slots` integer keys that
+            # are deleted at once: the table keeps its size and takes the real keys without a
+            # regrowth. (No more slots than the bytes left could fill, 2 per pair: a lying
+            # count cannot claim heap.)
+            slots = min(value, (len(reader.data) - reader.pos) // 2)
+            result = dict.fromkeys(range(slots))
+            for slot in range(slots):
+                del result[slot]
         data = reader.data
         previous = b""
         for _ in range(value):
@@ -136,12 +142,13 @@ def _decode(reader, depth, names=None):
                     raise ProtocolError(_E.MALFORMED, "dup key " + repr(key))
                 raise ProtocolError(_E.MALFORMED, "key order")
             previous = encoded_key
-            if names is not None:
-                if type(key) is int and 0 <= key < len(names):
-                    key = names[key]
-                elif reader.bad_key is None:
-                    reader.bad_key = (key,)  # raised once the whole item has decoded
-            result[key] = _decode(reader, depth + 1)
+            value = _decode(reader, depth + 1)
+            if names is None:
+                result[key] = value
+            elif type(key) is int and 0 <= key < len(names):
+                result[names[key]] = value
+            elif reader.bad_key is None:
+                reader.bad_key = (key,)  # raised once the whole item has decoded
         return result
     if major == 6:
         raise ProtocolError(_E.WRONG_TYPE, "cbor tag")
@@ -158,16 +165,18 @@ def _decode(reader, depth, names=None):
     raise ProtocolError(_E.WRONG_TYPE, "simple")
 
 
-def loads(data, names=None):
+def loads(data, names=None, msg=None):
     """Decode exactly one deterministically encoded CBOR item that fills all of data.
 
     Non-shortest heads, unsorted or duplicate map keys and trailing bytes are rejected. With
     names (a frame's field names), a top-level map comes back keyed by names[key] (a frame body
     decodes into its message dict at once, no second dict); once the whole item has decoded, a
-    key that is not an index of names raises wrong_type (not an integer) or unknown_field.
+    key that is not an index of names raises wrong_type (not an integer) or unknown_field. With
+    names and msg (a dict keyed by names or empty), the map is decoded into msg, emptied first:
+    a board decodes every frame into one dict, so a frame needs no dict-sized block of heap.
     """
     reader = _Reader(data)
-    value = _decode(reader, 0, names)
+    value = _decode(reader, 0, names, msg)
     if reader.pos != len(data):
         raise ProtocolError(_E.MALFORMED, "trailing")
     if reader.bad_key is not None:

@@ -23,15 +23,24 @@ if IS_MICROPYTHON:
     ticks_ms = time.ticks_ms  # type: ignore[attr-defined]  # monotonic ms, for durations
     ticks_diff = time.ticks_diff  # type: ignore[attr-defined]  # ms from start to end, wrap-safe
 
+    # key -> (inner pad, outer pad): a board has two keys, each padded once
+    _PADS = {}  # type: dict[bytes, tuple[bytes, bytes]]
+
     def hmac_sha256(key, data):
         """HMAC-SHA256 (RFC 2104) over hashlib.sha256; MicroPython has no hmac module."""
-        if len(key) > _BLOCK_SIZE:
-            key = hashlib.sha256(key).digest()
-        key = key + bytes(_BLOCK_SIZE - len(key))
-        inner = hashlib.sha256(bytes(byte ^ 0x36 for byte in key))
+        pads = _PADS.get(key)
+        if pads is None:
+            padded = hashlib.sha256(key).digest() if len(key) > _BLOCK_SIZE else key
+            padded += bytes(_BLOCK_SIZE - len(padded))
+            pads = (bytes(byte ^ 0x36 for byte in padded), bytes(byte ^ 0x5C for byte in padded))
+            if len(_PADS) < 4:  # bounded: tools that try many keys pad them each time
+                _PADS[key] = pads
+        inner = hashlib.sha256(pads[0])
         inner.update(data)
-        outer = hashlib.sha256(bytes(byte ^ 0x5C for byte in key))
-        outer.update(inner.digest())
+        digest = inner.digest()
+        del inner  # garbage before the outer hash object is made: one at a time in the heap
+        outer = hashlib.sha256(pads[1])
+        outer.update(digest)
         return outer.digest()
 
     def digests_equal(a, b):

@@ -78,10 +78,11 @@ def _put(out, key, value):
         _cbor_head(out, 1, -1 - value)
 
 
-def parse_frame(frame):
+def parse_frame(frame, msg=None):
     """Split and decode a frame WITHOUT checking its tag: returns (msg, body, tag).
 
     For tools that show what a frame says; anything that acts on a frame uses decode_frame.
+    msg: a dict to decode into (a board's Receiver reuses one; cbor.loads).
     """
     size = len(frame)
     if size > _MAX_FRAME_BYTES:
@@ -95,7 +96,7 @@ def parse_frame(frame):
     if _host_parse:  # CPython with cbor2 (host.cpython_frames): the same checks, faster
         return _host_parse(body), body, tag
     # Decoded straight into the message dict (a board's heap has few blocks for two).
-    msg = _pure_cbor.loads(body, FIELD_NAMES)
+    msg = _pure_cbor.loads(body, FIELD_NAMES, msg)
     t = msg.get("t")
     if type(t) is int and (t < 0 or t >= _TYPE_COUNT):
         raise ProtocolError(_E.UNKNOWN_TYPE, "t=%d" % t)
@@ -135,9 +136,9 @@ class Keyring:
             return len(self._keys)
 
 
-def decode_frame(frame, keyring):
+def decode_frame(frame, keyring, msg=None):
     """Decode and authenticate a frame; returns the message dict or raises ProtocolError."""
-    msg, body, tag = parse_frame(frame)
+    msg, body, tag = parse_frame(frame, msg)
     key = keyring.key_for(msg["kid"], msg["src"])
     if key is None:
         raise ProtocolError(_E.UNKNOWN_KEY, "kid %d src %d" % (msg["kid"], msg["src"]))
@@ -168,26 +169,15 @@ class Sender:
         self.clock = clock
 
     # The dict API lives in frame_dict.py: a board signs with sign() alone and never loads it.
-    if IS_MICROPYTHON:  # loaded on first use (tests and tools on MicroPython)
-
-        def stamp(self, msg_type, dst=0, msg_id=None, ttl=None, pri=None, **fields):
-            """Return a complete message dict with the header filled in and seq advanced."""
-            from shared_etp.frame_dict import stamp
-
-            return stamp(self, msg_type, dst, msg_id, ttl, pri, **fields)
-
-        def frame(self, msg_type, dst=0, msg_id=None, ttl=None, pri=None, **fields):
-            """Stamp, validate and sign a message; returns (frame bytes, message dict)."""
-            from shared_etp.frame_dict import frame
-
-            return frame(self, msg_type, dst, msg_id, ttl, pri, **fields)
-
-    else:  # the hub: the functions themselves are the methods (no call in between)
-        from shared_etp.frame_dict import frame, stamp
+    # On CPython its functions are the methods stamp() and frame(); on MicroPython (tests,
+    # tools) call them as frame_dict.stamp(sender, ...) and frame_dict.frame(sender, ...).
+    if not IS_MICROPYTHON:
+        from shared_etp.frame_dict import frame, stamp  # type: ignore[misc]
 
     def sign(self, msg_type, dst, msg_id, payload, ttl=_DEFAULT_TTL_MS):
-        """The frame bytes of a message stamped like frame()'s, payload given as a flat tuple
-        (key, value, key, value, ...) in increasing key order, None values left out.
+        """The frame bytes (a bytearray on MicroPython) of a message stamped like frame()'s,
+        payload given as a flat tuple (key, value, key, value, ...) in increasing key order,
+        None values left out.
 
         The same bytes as frame() without a message dict: a board's replies are made this way,
         since a ~20-field dict is a 368-byte block (grown through 272 bytes) and a 64 KB heap
@@ -233,16 +223,21 @@ class Sender:
         out.extend(hmac_sha256(self.key, out))
         if len(out) > _MAX_FRAME_BYTES:
             raise ProtocolError(_E.OVERSIZED, "%d bytes" % len(out))
-        return bytes(out)
+        # A board publishes the bytearray as it is (the packet copies it): no second copy.
+        return out if IS_MICROPYTHON else bytes(out)
 
 class Receiver:
     """Opens incoming frames: decode, authenticate, check freshness, reject replays.
 
-    Rejections are counted by reason code in `rejected`; callers log and drop them.
+    Rejections are counted by reason code in `rejected`; callers log and drop them. On
+    MicroPython every frame is decoded into one dict, `msg` (made at the first), so what open()
+    returns is valid until the next open() (a board handles a frame before it reads the next):
+    no frame then needs a dict-sized block of a board's fragmented heap.
     """
 
     def __init__(self, keyring, max_skew_ms=2000, max_senders=4096, clock=now_ms):
         self.keyring = keyring
+        self.msg = None  # MicroPython: the dict every frame is decoded into (the hub: cbor2)
         self.max_skew_ms = max_skew_ms
         self.replay = ReplayGuard(max_senders)
         self.clock = clock
@@ -252,7 +247,10 @@ class Receiver:
     def open(self, frame, now=None):
         """Return the authenticated, fresh, first-seen message, or raise ProtocolError."""
         try:
-            msg = decode_frame(frame, self.keyring)
+            msg = self.msg
+            if msg is None and IS_MICROPYTHON:  # room for a request's 14 fields, made once
+                msg = self.msg = dict.fromkeys(FIELD_NAMES[:14])
+            msg = decode_frame(frame, self.keyring, msg)
             check_fresh(msg, self.clock() if now is None else now, self.max_skew_ms)
             self.replay.check(msg["src"], msg["ep"], msg["seq"])
         except ProtocolError as exc:
@@ -294,15 +292,7 @@ def decode_notice(frame, keyring):
     return raw[1], raw[4], raw[5]
 
 
-if IS_MICROPYTHON:
-
-    def encode_frame(msg, key):
-        """Validate msg and return body || HMAC-SHA256(key, body) (see frame_dict.py)."""
-        from shared_etp.frame_dict import encode_frame as encode
-
-        return encode(msg, key)
-
-else:  # CPython: the hub-side helpers stay importable from here
+if not IS_MICROPYTHON:  # the hub-side helpers stay importable from here (boards: frame_dict)
     from shared_etp.host import cpython_frames
 
     _key_of, _host_parse = cpython_frames(validate)

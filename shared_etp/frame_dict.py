@@ -3,7 +3,7 @@
 A board never loads this: it signs its own messages with `frame.Sender.sign` (no message dict)
 and only decodes dicts. On CPython `shared_etp.frame` re-exports `encode_body` and
 `encode_frame`, and `stamp`/`frame` here are `Sender.stamp`/`Sender.frame`; on MicroPython
-(tests, tools) those methods and `frame.encode_frame` load this module on first use.
+(tests, tools) they are called from here: `frame(sender, msg_type, ...)`.
 """
 
 from shared_etp import errors as _E  # codes by attribute: one global, strings shared

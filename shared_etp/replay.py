@@ -10,11 +10,14 @@ as flash works.
 """
 
 from shared_etp import errors as _E  # codes by attribute: one global, strings shared
-from shared_etp.compat import const
+from shared_etp.compat import IS_MICROPYTHON, const
 from shared_etp.errors import ProtocolError
 
-WINDOW = const(64)
-_WINDOW_MASK = (1 << WINDOW) - 1
+# 30: the window's bitmap stays a small int on a 32-bit board (31-bit small ints), so checking
+# a frame allocates nothing that stays (a 64-bit bitmap is a new bignum on the heap per frame).
+# Per sender, frames arrive in order over MQTT; 30 covers retransmissions and reordering.
+WINDOW = const(30)
+_WINDOW_MASK = const((1 << WINDOW) - 1)
 _PLAUSIBLE_CLOCK_S = 1700000000  # 2023-11: a clock below this has not been set
 
 
@@ -52,7 +55,8 @@ class ReplayGuard:
         highest = state[1]
         if seq > highest:
             shift = seq - highest
-            state[2] = ((state[2] << shift) | 1) & _WINDOW_MASK if shift < WINDOW else 1
+            # masked before the shift: no intermediate past the window's bits (no bignum)
+            state[2] = (state[2] & (_WINDOW_MASK >> shift)) << shift | 1 if shift < WINDOW else 1
             state[1] = seq
         else:
             behind = highest - seq
@@ -64,10 +68,6 @@ class ReplayGuard:
             state[2] |= bit
         state[3] = self._clock
 
-    def forget(self, src):
-        """Drop what is known about src (e.g. a device that was removed)."""
-        self._state.pop(src, None)
-
     def _evict(self):
         oldest = None
         oldest_used = None
@@ -77,5 +77,11 @@ class ReplayGuard:
         if oldest is not None:
             del self._state[oldest]
 
-    def __len__(self):
-        return len(self._state)
+    if not IS_MICROPYTHON:  # hub-side (a board's methods cost heap)
+
+        def forget(self, src):
+            """Drop what is known about src (e.g. a device that was removed)."""
+            self._state.pop(src, None)
+
+        def __len__(self):
+            return len(self._state)

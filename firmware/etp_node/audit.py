@@ -15,9 +15,11 @@ from firmware.etp_node import unload
 
 
 def encode_record(record):
-    """The bytes of one audit line for a record dict."""
-    text = json.dumps(record).encode()
-    return b"%08x " % (crc32(text) & 0xFFFFFFFF) + text + b"\n"
+    """One audit line for a record dict, as (head, text): the line is head + text + "\n", head
+    the CRC-32 of the JSON text in 8 hex digits and a space. AuditLog writes the parts as they
+    are: no line-sized copy of the text (MicroPython: the CRC is taken over the str itself)."""
+    text = json.dumps(record)
+    return b"%08x " % (crc32(text) & 0xFFFFFFFF), text
 
 
 class AuditLog:
@@ -68,13 +70,16 @@ class AuditLog:
         record["n"] = self.next_n
         if self.clock is not None and "t" not in record:
             record["t"] = self.clock()
-        line = encode_record(record)
+        head, text = encode_record(record)
+        size = len(head) + len(text) + 1  # the JSON text is ASCII: characters are bytes
         try:
-            if self.size and self.size + len(line) > self.max_bytes:
+            if self.size and self.size + size > self.max_bytes:
                 self._rotate()
-            with open(self.path, "ab") as handle:
-                handle.write(line)
-            self.size += len(line)
+            with open(self.path, "ab") as handle:  # a cut anywhere leaves a torn line
+                handle.write(head)
+                handle.write(text)
+                handle.write(b"\n")
+            self.size += size
             self.next_n += 1
             self.appended += 1
         except OSError:

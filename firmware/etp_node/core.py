@@ -283,14 +283,15 @@ class NodeCore:
         if self.faulted:
             reason = _REASON_DEVICE_FAULT
         elif hold is None:
-            released = self.ledger.recent.get(auction)
-            if (released is not None and released[1] == "confirmed" and released[0] == bidder
-                    and released[2] == msg["price"] and released[3] == msg["ereq"]):
+            # its last release: [auction, bidder, why, price, energy] or None
+            released = self.ledger.find(auction)
+            if (released is not None and released[1] == bidder and released[2] == "confirmed"
+                    and released[3] == msg["price"] and released[4] == msg["ereq"]):
                 # The same confirm again (the hub re-sends it after a restart to learn whether
                 # the trade stands): answer as before, deliver nothing twice.
-                return self._reply(msg, _BID_ACCEPT,
-                                   (_K_AUC, auction, _K_PRICE, released[2], _K_EREQ, released[3]))
-            if released is not None and released[0] == bidder and released[1] == "expired":
+                return self._reply(msg, _BID_ACCEPT, (_K_AUC, auction, _K_PRICE, msg["price"],
+                                                      _K_EREQ, msg["ereq"]))
+            if released is not None and released[1] == bidder and released[2] == "expired":
                 reason = _REASON_HOLD_EXPIRED
             elif auction in self.evaluator.closed:
                 reason = _REASON_AUCTION_CLOSED
@@ -306,16 +307,17 @@ class NodeCore:
         if reason != _REASON_NONE:
             self._audit({"k": "confirm", "auc": auction, "b": bidder, "r": reason})
             return self._reject(msg, reason)
-        self.ledger.release(auction, "confirmed")
         energy = hold[_ENERGY]
-        self.ledger.recent[auction] = (bidder, "confirmed", hold[_PRICE], energy)
         self.battery.step(self.clock())  # the discharge starts now, not at the last tick
+        # On flash before it is committed: if the record cannot be written (no heap), the
+        # trade is not made and the confirm goes unanswered (its sender re-sends it).
+        self._audit({"k": "trade", "auc": auction, "b": bidder, "p": hold[_PRICE], "e": energy,
+                     "erem": self.battery.remaining_wh() - energy})
+        self.ledger.release(auction, "confirmed")
         self.battery.deliver(energy, self.delivery_s)
         self.evaluator.record_trade(bidder, hold[_PRICE])
         self.stats["trades"] += 1
         self.stats["sold_wh"] += energy
-        self._audit({"k": "trade", "auc": auction, "b": bidder, "p": hold[_PRICE], "e": energy,
-                     "erem": self.battery.remaining_wh()})
         return self._reply(msg, _BID_ACCEPT,
                            (_K_AUC, auction, _K_PRICE, hold[_PRICE], _K_EREQ, energy))
 

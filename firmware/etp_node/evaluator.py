@@ -60,9 +60,9 @@ class Evaluator:
     def record_trade(self, bidder, price_mc):
         """A confirmed trade: raises the bidder's local score, adds a local clearing price."""
         self._entry(bidder)[0] += 1
-        self.local_prices.append(price_mc)
-        if len(self.local_prices) > _PRICES_KEPT:
+        if len(self.local_prices) >= _PRICES_KEPT:  # room first: the list never outgrows 16
             self.local_prices.pop(0)
+        self.local_prices.append(price_mc)
 
     def record_abandoned(self, bidder):
         """A hold that timed out unconfirmed: lowers the bidder's local score."""

@@ -10,28 +10,30 @@ BidConfirm of a committed trade is answered BidAccept again (core.py).
 from shared_etp.compat import const
 
 # Recent releases kept: auctions run one after another, so a late or repeated BidConfirm
-# names one of the last few. Each entry costs ~90 bytes of heap: 16, not 64, saves ~4 KB.
-_RECENT_MAX = const(16)
+# (the hub re-sends its unanswered confirms after a restart) names one of the last few.
+_RECENT_MAX = const(8)
 
 # Indices into a hold list: [bidder, price_mc, energy_wh, expires_ms, msg_id]
 _BIDDER = const(0)
 _PRICE = const(1)
 _ENERGY = const(2)
 _EXPIRES = const(3)
-_MSG_ID = const(4)
 
 
 class Ledger:
     """Holds by auction id; totals across auctions; expiry; memory of recent releases.
 
-    `holds` (auction -> hold) and `recent` (auction -> (bidder, why released)) are read
-    directly: no accessor methods, each would cost heap on a board.
+    `holds` (auction -> hold) and `recent` are read directly: no accessor methods, each would
+    cost heap on a board. `recent` is a ring of _RECENT_MAX releases, each a tuple (auction,
+    bidder, why released, price_mc, energy_wh) (find() gives an auction's), made at boot: a
+    release replaces one small tuple, so trading grows nothing (a growing dict, or a table
+    that needs one large block, would sit between each frame's garbage on a small heap).
     """
 
     def __init__(self):
         self.holds = {}  # auction id -> [bidder, price_mc, energy_wh, expires_ms, msg_id]
-        self.recent = {}  # auction id -> (bidder, why released)
-        self._recent_order = []
+        self.recent = [None] * _RECENT_MAX
+        self._recent_next = 0  # index of the entry replaced next (the oldest)
 
     def held_wh(self, exclude_auction=None):
         """Energy held across all auctions (optionally leaving one auction out), Wh."""
@@ -41,19 +43,26 @@ class Ledger:
                 total += hold[_ENERGY]
         return total
 
+    def find(self, auction):
+        """The auction's last release, (auction, bidder, why, price_mc, energy_wh), or None."""
+        for entry in self.recent:
+            if entry is not None and entry[0] == auction:
+                return entry
+        return None
+
     def put(self, auction, bidder, price_mc, energy_wh, expires_ms, msg_id):
         """Hold energy for bidder in auction; returns the hold it replaced (or None)."""
         previous = self.holds.get(auction)
         self.holds[auction] = [bidder, price_mc, energy_wh, expires_ms, msg_id]
         if previous is not None:
-            self._remember(auction, previous[_BIDDER], "outbid")
+            self._remember(auction, previous, "outbid")
         return previous
 
     def release(self, auction, why):
         """Remove and return the hold in auction (None if there is none)."""
         hold = self.holds.pop(auction, None)
         if hold is not None:
-            self._remember(auction, hold[_BIDDER], why)
+            self._remember(auction, hold, why)
         return hold
 
     def release_all(self, why):
@@ -71,9 +80,11 @@ class Ledger:
                 out.append((auction, self.release(auction, "expired")))
         return out
 
-    def _remember(self, auction, bidder, why):
-        if auction not in self.recent:
-            self._recent_order.append(auction)
-            if len(self._recent_order) > _RECENT_MAX:
-                self.recent.pop(self._recent_order.pop(0), None)
-        self.recent[auction] = (bidder, why)
+    def _remember(self, auction, hold, why):
+        entry = self.find(auction)
+        if entry is None:  # in the oldest entry's place
+            index = self._recent_next
+            self._recent_next = (index + 1) % _RECENT_MAX
+        else:
+            index = self.recent.index(entry)
+        self.recent[index] = (auction, hold[_BIDDER], why, hold[_PRICE], hold[_ENERGY])

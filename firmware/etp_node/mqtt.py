@@ -36,17 +36,22 @@ class MQTTError(Exception):
     """The broker refused or broke the session; the message says what to check."""
 
 
-def packet(head, body):
-    """A whole packet: the fixed header byte, the remaining length, the body."""
-    out = bytearray((head,))
-    size = len(body)
-    while True:
-        byte = size & 0x7F
+def packet(head, body, payload=b""):
+    """A whole packet: the fixed header byte, the remaining length, body, payload.
+
+    Made in one bytearray of its final size: a reply is copied once, not three times over
+    (a ~200-byte block each, on a small fragmented heap)."""
+    size = len(body) + len(payload)
+    count = 1 if size < 0x80 else 2 if size < 0x4000 else 3
+    out = bytearray(1 + count + size)
+    out[0] = head
+    for index in range(1, count + 1):
+        out[index] = size & 0x7F | (0x80 if index < count else 0)
         size >>= 7
-        if not size:
-            out.append(byte)
-            return bytes(out + body)
-        out.append(byte | 0x80)
+    index = count + 1
+    out[index : index + len(body)] = body
+    out[index + len(body) :] = payload
+    return out
 
 
 def text(value):
@@ -62,7 +67,7 @@ def publish_packet(topic, payload, qos=0, retain=False, pid=0, dup=False):
     if qos:
         body += pid.to_bytes(2, "big")
     return packet(_PUBLISH | (0x08 if dup else 0) | (qos << 1) | (1 if retain else 0),
-                  body + payload)
+                  body, payload)
 
 
 class MQTTClient:
@@ -77,6 +82,7 @@ class MQTTClient:
     clean = True  # the node always starts a clean session
     max_inbox = 64
     timeout_s = 10  # connect, and any packet that has started to arrive
+    ack_timeout_ms = 2000  # a QoS 1 PUBLISH not acknowledged by then is sent again (DUP)
     opener = None  # tests: a function(client) returning a stand-in socket
 
     def __init__(self, client_id, host, port=1883, keepalive_s=30, user=None, password=None,
@@ -90,7 +96,8 @@ class MQTTClient:
         # reconnect) or, until it is made, what to make it from: the CA file (PEM/DER on
         # flash) to verify the broker against, or True for none.
         self.tls = (tls_context or ca_file or True) if tls else False
-        self.ack_timeout_ms = ack_timeout_ms
+        if ack_timeout_ms != MQTTClient.ack_timeout_ms:
+            self.ack_timeout_ms = ack_timeout_ms
         if user:
             self.user = user
             self.password = password
@@ -163,18 +170,16 @@ class MQTTClient:
 
     def publish(self, topic, payload, qos=0, retain=False):
         """Publish; QoS 1 packets are kept and resent (DUP) until the broker acknowledges."""
+        pid = 0
         if qos:
             pid = self._pid = self._pid % 65535 + 1
-            packet = publish_packet(topic, payload, 1, retain, pid)
+        packet = publish_packet(topic, payload, qos, retain, pid)
+        if qos:
             self._pending[pid] = [packet, ticks_ms(), 1]
-        else:
-            packet = publish_packet(topic, payload, 0, retain)
         self._write(packet)
 
     def _resend(self, pid, entry):
-        packet = bytearray(entry[0])
-        packet[0] |= 0x08  # DUP
-        entry[0] = bytes(packet)
+        entry[0][0] |= 0x08  # DUP (the packet is a bytearray: packet())
         entry[1] = ticks_ms()
         entry[2] += 1
         self.stats["retransmits"] += 1

@@ -118,6 +118,7 @@ class Node:
             start = ticks_ms()
             trades = core.stats["trades"]
             replies = core.handle(topic, payload)
+            payload = None  # handled: its block is free for the reply's packet
             if core.stats["trades"] != trades:  # durable before the buyer hears "sold"
                 # the energy figures: the simulated pack's memory across boots
                 self.state["erem"] = self.battery.remaining_wh()

@@ -7,8 +7,11 @@ import json
 import sys
 import time
 
-from shared_etp.frame import Keyring, Receiver, Sender, decode_frame, encode_frame
+from shared_etp.frame import Keyring, Receiver, Sender, decode_frame
+from shared_etp.frame_dict import encode_frame, stamp
+from shared_etp.frame_dict import frame as make_frame
 from shared_etp.names import TYPE_NAMES
+from shared_etp.replay import ReplayGuard
 from shared_etp.schema import (
     BESS_STATUS,
     BID,
@@ -89,17 +92,17 @@ def main():
     bidder = Sender(AGGREGATOR, DEVICE, KEY, EPOCH)
     keyring = Keyring()
     keyring.add(DEVICE, KEY)
-    bid = bidder.stamp(BID, dst=DEVICE, **SAMPLES[BID])
-    frame = encode_frame(bid, KEY)
+    bid = stamp(bidder, BID, dst=DEVICE, **SAMPLES[BID])
+    signed = encode_frame(bid, KEY)
 
     def sign():
         encode_frame(bid, KEY)
 
     def verify():
-        decode_frame(frame, keyring)
+        decode_frame(signed, keyring)
 
     # Full receive path: authenticate + freshness + replay window (fresh frame each call).
-    frames = [bidder.frame(BID, dst=DEVICE, **SAMPLES[BID])[0] for _ in range(64)]
+    frames = [make_frame(bidder, BID, dst=DEVICE, **SAMPLES[BID])[0] for _ in range(64)]
     receiver = Receiver(keyring)
     position = [0]
 
@@ -108,7 +111,7 @@ def main():
         position[0] = index + 1
         receiver.open(frames[index & 63])
         if index & 63 == 63:
-            receiver.replay.forget(AGGREGATOR)
+            receiver.replay = ReplayGuard()  # the same 64 frames are new again
 
     sizes = {}
     for msg_type in range(len(TYPE_NAMES)):
@@ -117,7 +120,9 @@ def main():
             if msg_type in (QUERY, BID, BID_CONFIRM, TERMINATE)
             else Sender(DEVICE, DEVICE, KEY, EPOCH)
         )
-        sizes[TYPE_NAMES[msg_type]] = len(sender.frame(msg_type, dst=0, **SAMPLES[msg_type])[0])
+        sizes[TYPE_NAMES[msg_type]] = len(
+            make_frame(sender, msg_type, dst=0, **SAMPLES[msg_type])[0]
+        )
     result = {
         "interpreter": sys.implementation.name,
         "encode_sign_us": timed(sign, seconds),

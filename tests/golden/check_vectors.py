@@ -12,7 +12,8 @@ sys.path.insert(0, root)
 
 from shared_etp import cbor
 from shared_etp.errors import ProtocolError
-from shared_etp.frame import Keyring, decode_frame, encode_frame
+from shared_etp.frame import Keyring, decode_frame
+from shared_etp.frame_dict import encode_frame
 
 with open(root + "/tests/golden/vectors.json") as handle:
     vectors = json.load(handle)

@@ -16,6 +16,7 @@ sys.path.insert(0, root)
 from shared_etp import cbor
 from shared_etp.errors import ALL_CODES, ProtocolError
 from shared_etp.frame import Keyring, Sender, decode_frame
+from shared_etp.frame_dict import frame as make_frame
 from shared_etp.schema import BESS_STATUS, BID, QUERY_RESPONSE
 
 KEY = b"\x01" * 32
@@ -23,9 +24,11 @@ ring = Keyring()
 ring.add(7, KEY)
 sender = Sender(7, 7, KEY, 3)
 seeds = [
-    sender.frame(BID, dst=1, auc=1, price=21500, ereq=5000)[0],
-    sender.frame(BESS_STATUS, erem=1, health=0, volt=48000, dis=-5, soc=5000)[0],
-    sender.frame(QUERY_RESPONSE, etot=1, pct=1, sale=1, erem=1, health=0, volt=1, dis=1, soc=1)[0],
+    make_frame(sender, BID, dst=1, auc=1, price=21500, ereq=5000)[0],
+    make_frame(sender, BESS_STATUS, erem=1, health=0, volt=48000, dis=-5, soc=5000)[0],
+    make_frame(
+        sender, QUERY_RESPONSE, etot=1, pct=1, sale=1, erem=1, health=0, volt=1, dis=1, soc=1
+    )[0],
 ]
 
 

@@ -16,7 +16,7 @@ from shared_etp.frame import (
     derive_key,
     encode_notice,
 )
-from shared_etp.replay import ReplayGuard, next_epoch
+from shared_etp.replay import WINDOW, ReplayGuard, next_epoch
 from shared_etp.schema import (
     BID,
     BID_REJECT,
@@ -159,15 +159,33 @@ def test_forged_frames_do_not_advance_the_replay_window():
 
 def test_reordering_within_window_is_tolerated():
     guard = ReplayGuard()
-    for seq in (5, 3, 4, 1, 70, 10):
+    for seq in (5, 3, 4, 1, 40, 11):
         guard.check(1, 1, seq)
-    for seq in (5, 70, 10):
+    for seq in (5, 40, 11):
         with pytest.raises(ProtocolError) as info:
             guard.check(1, 1, seq)
         assert info.value.code == errors.REPLAY
     with pytest.raises(ProtocolError) as info:
-        guard.check(1, 1, 2)  # 68 behind the highest: outside the 64-frame window
+        guard.check(1, 1, 2)  # 38 behind the highest: outside the 30-frame window
     assert info.value.code == errors.REPLAY
+
+
+def test_window_edges_survive_long_jumps():
+    """WINDOW - 1 behind is still accepted once, WINDOW behind is not; bits move with jumps."""
+    guard = ReplayGuard()
+    guard.check(1, 1, 100)
+    guard.check(1, 1, 100 - (WINDOW - 1))
+    for seq in (100 - (WINDOW - 1), 100 - WINDOW):
+        with pytest.raises(ProtocolError):
+            guard.check(1, 1, seq)
+    guard.check(1, 1, 110)  # a jump of 10: 100 is now 10 behind and still known
+    with pytest.raises(ProtocolError):
+        guard.check(1, 1, 100)
+    guard.check(1, 1, 105)
+    guard.check(1, 1, 500)  # past the window: the bitmap starts afresh
+    with pytest.raises(ProtocolError):
+        guard.check(1, 1, 110)
+    guard.check(1, 1, 499)
 
 
 def test_rebooted_sender_is_not_locked_out_but_old_epoch_is():

@@ -19,7 +19,8 @@ def test_audit_roundtrip_and_torn_tail_skipped():
     log = AuditLog(path, 100000, 3)
     for i in range(5):
         log.append({"k": "bid", "i": i})
-    line = encode_record({"k": "trade", "i": 99})
+    head, text = encode_record({"k": "trade", "i": 99})
+    line = head + text.encode() + b"\n"
     with open(path + "/audit.0", "ab") as handle:  # power lost mid-write
         handle.write(line[: len(line) // 2])
     AuditLog(path, 100000, 3)
@@ -33,7 +34,8 @@ def test_audit_roundtrip_and_torn_tail_skipped():
 
 
 def test_audit_checksum_detects_corruption():
-    good = encode_record({"k": "bid", "p": 25000})
+    head, text = encode_record({"k": "bid", "p": 25000})
+    good = head + text.encode() + b"\n"
     bad = good.replace(b"25000", b"95000")
     records, torn = parse_log(good + bad + good)
     assert len(records) == 2 and torn == 1
@@ -113,6 +115,9 @@ def test_mqtt_packets_exact_bytes():
     assert mqtt_connect.subscribe_packet(1, ["x/#"]) == b"\x82\x08\x00\x01\x00\x03x/#\x01"
     big = mqtt.publish_packet("t", b"z" * 200)
     assert big[:3] == b"\x30\xcb\x01"  # two-byte remaining length
+    huge = mqtt.publish_packet("t", bytes(20000), 1, False, 7)
+    assert huge[:4] == b"\x32\xa5\x9c\x01" and len(huge) == 4 + 20005  # three bytes
+    assert huge[4:9] == b"\x00\x01t\x00\x07" and huge[-1] == 0
     assert parse_url("mqtt://10.0.0.2:1884") == ("10.0.0.2", 1884, False)
     assert parse_url("mqtts://broker") == ("broker", 8883, True)
 

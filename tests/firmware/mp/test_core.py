@@ -14,6 +14,7 @@ from shared_etp.frame import (
     Sender,
     decode_frame,
 )
+from shared_etp.frame_dict import frame as make_frame
 from shared_etp.signing import derive_key, encode_notice
 
 MASTER = b"unit-test-master-secret-0123"
@@ -45,7 +46,7 @@ class Bidder:
         self.sender = Sender(src, DEV, KEY, 1, clock=clock)
 
     def frame(self, msg_type, **fields):
-        return self.sender.frame(msg_type, dst=DEV, **fields)
+        return make_frame(self.sender, msg_type, dst=DEV, **fields)
 
 
 KEYS = Keyring()
@@ -281,7 +282,7 @@ def test_frames_from_before_boot_refused():
 def test_frame_for_other_device_dropped():
     core, _, clock = make()
     sender = Sender(1001, DEV, KEY, 1, clock=clock)
-    frame, _ = sender.frame(S.BID, dst=8, auc=1, price=25000, ereq=1)
+    frame, _ = make_frame(sender, S.BID, dst=8, auc=1, price=25000, ereq=1)
     assert core.handle(TOPIC_REQ, frame) == []
     assert core.stats["dropped"]["not_for_me"] == 1
 
