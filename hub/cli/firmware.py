@@ -255,7 +255,12 @@ def bench_firmware(
     rounds: Annotated[int, typer.Option(help="Auction rounds (4 messages each).")] = 300,
     heap: Annotated[str, typer.Option(help="MicroPython heap for the run.")] = "80K",
     round_trips: Annotated[
-        int, typer.Option(help="Query round trips through a broker to a simulated board (0: off).")
+        int,
+        typer.Option(
+            help="Request/reply round trips through a broker to a simulated board running the"
+            " deployed node in --heap, in auction rounds of Query, Bid, lower Bid, BidConfirm"
+            " (0: off)."
+        ),
     ] = 200,
     mqtt_url: Annotated[
         str | None, typer.Option(help="Broker for the round trips (default: embedded amqtt).")

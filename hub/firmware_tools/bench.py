@@ -163,13 +163,28 @@ def table(data: dict) -> str:
             f"    {label:<28} {row['n']:>5} {row['median']:>8} {row['p99']:>8} {row['max']:>8}"
         )
     if data.get("round_trip_error"):
-        lines.append(f"  Query round trips FAILED: {data['round_trip_error'][:300]}")
+        lines.append(f"  trading round trips FAILED: {data['round_trip_error'][:300]}")
     trip = data.get("round_trip")
     if trip:
         lines.append(
-            f"  Query round trip via {trip['broker']}: n {trip['n']}, median "
-            f"{trip['median_ms']} ms, p99 {trip['p99_ms']} ms, max {trip['max_ms']} ms"
+            f"  trading round trips via {trip['broker']} to a board at heap "
+            f"{data['heap_limit']} (ms): n {trip['n']}, unanswered {trip['unanswered'] or 0},"
+            f" wrong answers {trip['wrong_answers'] or 0}"
         )
+        for name, row in trip["times_ms"].items():
+            lines.append(
+                f"    {name:<28} {row['n']:>5} {row['median']:>8} {row['p99']:>8} {row['max']:>8}"
+            )
+        board = trip.get("board")
+        if board:
+            lines.append(
+                f"    board after them: handled {board['handled']}, trades {board['trades']},"
+                f" dropped {board['dropped'] or 0},"
+                f" protocol errors {board['protocol_errors'] or 0},"
+                f" heap {board['heap_alloc']} used / {board['heap_free']} free"
+            )
+        else:
+            lines.append("    board stats: none printed in time")
     stats = data["stats"]
     lines.append(
         f"  accepted {stats['accepted']}  rejected {stats['rejected']}  trades "
@@ -180,8 +195,34 @@ def table(data: dict) -> str:
     return "\n".join(lines)
 
 
-async def _round_trips(url: str, count: int, heap: str, data_dir: Path) -> dict:
-    """Start one simulated board on url; time `count` Query→QueryResponse round trips."""
+# Request types of a trading round through the broker, in order: what each should be answered with.
+_ROUND = (
+    ("query", S.QUERY, S.QUERY_RESPONSE),
+    ("bid", S.BID, S.BID_ACCEPT),
+    ("outbid", S.BID, S.BID_REJECT),
+    ("bid_confirm", S.BID_CONFIRM, S.BID_ACCEPT),
+)
+
+
+def _last_stats(console: Path) -> dict | None:
+    """The newest `stats` line the board printed (its counters and heap), or None."""
+    for line in reversed(console.read_text(errors="replace").splitlines()):
+        if '"ev": "stats"' in line:
+            try:
+                return json.loads(line)
+            except ValueError:
+                continue
+    return None
+
+
+async def _round_trips(
+    url: str, count: int, heap: str, data_dir: Path, peer_url: str | None = None
+) -> dict:
+    """Start one simulated board (the deployed node: main.py, .mpy, `heap`) on url and trade
+    with it: `count` request/reply round trips in auction rounds of Query, Bid, a lower Bid
+    (outbid) and BidConfirm, each waiting for its reply. Then wait for the board's next stats
+    line (a collection, then its counters and heap). peer_url: where the bench itself connects
+    (default url; e.g. the broker's plain listener when the board uses its TLS one)."""
     from urllib.parse import urlparse
 
     import aiomqtt
@@ -200,15 +241,28 @@ async def _round_trips(url: str, count: int, heap: str, data_dir: Path) -> dict:
             data_dir=data_dir,
             ptys=False,
             heap=heap,
+            # energy and a reserve that the rounds never run out of or price out
+            overrides={
+                "capacity_wh": 10_000_000,
+                "soc_start": 9000,
+                "reserve_mc": 20000,
+                "pct_for_sale": 10000,
+                "floor_wh": 0,
+            },
         )
     )
-    parsed = urlparse(url)
+    board = fleet.devices[0]
+    parsed = urlparse(peer_url or url)
     key = derive_key(MASTER, DEVICE)
     keyring = Keyring()
     keyring.add(DEVICE, key, owner=DEVICE)
     receiver = Receiver(keyring)
-    hub = Sender(0, DEVICE, key, 1)
-    times_ms: list[float] = []
+    epoch = int(time.time())  # above any epoch an earlier run left in the board's replay window
+    hub = Sender(0, DEVICE, key, epoch)
+    bidders = [Sender(1001 + i, DEVICE, key, epoch) for i in range(4)]
+    times_ms: dict[str, list[float]] = {name: [] for name, _, _ in _ROUND}
+    wrong: dict[str, int] = {}
+    unanswered: dict[str, int] = {}
     try:
         async with aiomqtt.Client(parsed.hostname or "127.0.0.1", parsed.port or 1883) as client:
             setsockopt = getattr(client._client.socket(), "setsockopt", None)
@@ -223,39 +277,86 @@ async def _round_trips(url: str, count: int, heap: str, data_dir: Path) -> dict:
                 return message.topic.value, receiver.open(bytes(message.payload))  # type: ignore[arg-type]
 
             request_topic = device_topic(site, DEVICE, "req")
+            done = 0
             try:
                 while (await next_message(30))[0].endswith("/birth") is False:
                     pass
-                for _ in range(count):
-                    frame, msg = hub.frame(S.QUERY, dst=DEVICE)
-                    started = time.perf_counter()
-                    await client.publish(request_topic, frame, qos=1)
-                    while True:
-                        _, reply = await next_message(5)
-                        if reply["id"] == msg["id"] and reply["dst"] == 0:
+                auction = 0
+                while done < count:
+                    auction += 1
+                    best, other = bidders[auction % 4], bidders[(auction + 1) % 4]
+                    for (name, msg_type, answer), (sender, price) in zip(
+                        _ROUND,
+                        ((hub, None), (best, 30000), (other, 29000), (best, 30000)),
+                        strict=True,
+                    ):
+                        if done == count:
                             break
-                    times_ms.append((time.perf_counter() - started) * 1000)
+                        fields = {"auc": auction}
+                        if price is not None:
+                            fields.update(price=price, ereq=10)
+                        frame, msg = sender.frame(msg_type, dst=DEVICE, **fields)
+                        started = time.perf_counter()
+                        await client.publish(request_topic, frame, qos=1)
+                        done += 1
+                        try:
+                            while True:
+                                _, reply = await next_message(2)
+                                if reply["id"] == msg["id"] and reply["dst"] == sender.src:
+                                    break
+                        except TimeoutError:  # lost (e.g. MemoryError): counted, trading goes on
+                            unanswered[name] = unanswered.get(name, 0) + 1
+                            if sum(unanswered.values()) >= 10:
+                                raise
+                            continue
+                        times_ms[name].append((time.perf_counter() - started) * 1000)
+                        if reply["t"] != answer:
+                            wrong[name] = wrong.get(name, 0) + 1
             except TimeoutError:
-                console = fleet.devices[0].console_log.read_text(errors="replace")
+                console = board.console_log.read_text(errors="replace")
                 console = console.strip().replace("\n", " | ")
+                what = f"{sum(unanswered.values())} of {done} requests" if done else "its birth"
                 raise BenchError(
-                    f"the board (heap {heap}) did not answer query {len(times_ms) + 1} in time"
-                    f" (in too small a heap frames fail with MemoryError, counted in its stats);"
-                    f" its console ends: {console[-600:]}"
+                    f"the board (heap {heap}) did not answer {what} in time (in too small a heap"
+                    f" frames fail with MemoryError, counted in its stats); its console ends:"
+                    f" {console[-600:]}"
                 ) from None
+        # The board prints its counters and heap (after a collection) every 5 s.
+        stats = None
+        deadline = time.monotonic() + 12
+        while time.monotonic() < deadline:
+            stats = _last_stats(board.console_log)
+            if stats is not None and stats["core"]["handled"] >= count:
+                break
+            await asyncio.sleep(0.2)
     finally:
         await fleet.stop()
-    times_ms.sort()
-    return {
-        "n": len(times_ms),
-        "median_ms": round(times_ms[len(times_ms) // 2], 3),
-        "p99_ms": round(times_ms[min(len(times_ms) - 1, len(times_ms) * 99 // 100)], 3),
-        "max_ms": round(times_ms[-1], 3),
-    }
+    out: dict = {"n": count, "wrong_answers": wrong, "unanswered": unanswered, "times_ms": {}}
+    for name, values in times_ms.items():
+        if not values:
+            continue
+        values.sort()
+        out["times_ms"][name] = {
+            "n": len(values),
+            "median": round(values[len(values) // 2], 3),
+            "p99": round(values[min(len(values) - 1, len(values) * 99 // 100)], 3),
+            "max": round(values[-1], 3),
+        }
+    if stats is not None:
+        core = stats["core"]
+        out["board"] = {
+            "handled": core["handled"],
+            "trades": core["trades"],
+            "dropped": core["dropped"],
+            "protocol_errors": core["protocol_errors"],
+            "heap_alloc": stats["heap"]["alloc"],
+            "heap_free": stats["heap"]["free"],
+        }
+    return out
 
 
 def run_round_trips(count: int, heap: str, mqtt_url: str | None = None) -> dict:
-    """Query round trips hub → broker → simulated board → broker → hub.
+    """Trading round trips hub → broker → simulated board → broker → hub (_round_trips).
 
     With no mqtt_url an amqtt broker is started in this process on a free loopback port.
     """
