@@ -283,7 +283,7 @@ class NodeCore:
         if self.faulted:
             reason = _REASON_DEVICE_FAULT
         elif hold is None:
-            # its last release: [auction, bidder, why, price, energy] or None
+            # its last release: (auction, bidder, why, price, energy) or None
             released = self.ledger.find(auction)
             if (released is not None and released[1] == bidder and released[2] == "confirmed"
                     and released[3] == msg["price"] and released[4] == msg["ereq"]):
