@@ -266,10 +266,12 @@ class Engine:
             log.info("open auction terminated after restart", auction=row.id)
 
     async def _reconfirm(self, trade: Any, wait_online_s: float = 10.0) -> None:
-        """Re-send the BidConfirm of a trade recorded before a crash. BidAccept (committed now)
-        or not_holder (committed before the crash: the hold is gone) -> cleared; hold_expired,
-        auction_closed or a fault -> the battery never committed: the trade is void. With no
-        answer the durable trade stands (cleared) and an event says it is unverified."""
+        """Re-send the BidConfirm of a trade recorded before a crash. BidAccept (committed now,
+        or committed before the crash: a battery answers a repeat of a trade it remembers
+        again) -> cleared; hold_expired, auction_closed or a fault -> the battery never
+        committed: the trade is void. With no answer, or not_holder (the battery no longer
+        knows the auction: it rebooted, or the trade is older than the releases it remembers),
+        the durable trade stands and is marked cleared_unverified."""
         device = self.registry.get(trade.device_id)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_online_s
@@ -334,8 +336,9 @@ class Engine:
         """Send BidConfirm, re-sent while unanswered, and listen for an answer to ANY copy
         until the battery's hold has surely been decided (hold timeout + margin), so a late
         answer still counts. Returns ("committed"|"refused"|"unknown", reason). not_holder to
-        a re-sent confirm means an earlier copy committed: once the hub has decided the
-        winner it puts no other bid to the battery."""
+        a re-sent confirm is "unknown": a battery answers a repeat of a trade it committed with
+        BidAccept, so it no longer knows the auction (a reboot) and may have committed an
+        earlier copy; the caller keeps the trade and marks it unverified."""
         loop = asyncio.get_running_loop()
         timeout_s = self.config.response_timeout_ms / 1000.0
         final = loop.time() + timeout_s * attempts + self.config.hold_timeout_ms / 1000.0
@@ -381,7 +384,7 @@ class Engine:
                 reason = reply.get("reason", 0)
                 first_copy = answered is first_future
                 if reason == REASON_NOT_HOLDER and (not first_copy or duplicate_possible):
-                    return "committed", reason
+                    return "unknown", reason
                 if reason == REASON_NOT_HOLDER and len(futures) > 1:
                     # the first copy may have been refused only because a later copy had
                     # already committed; wait for the other copies' answers
@@ -689,7 +692,11 @@ class Engine:
                 payload={},
                 ts_ms=now_ms(),
             )
-            log.warning("battery did not answer BidConfirm; trade kept", auction=run.auction_id)
+            log.warning(
+                "battery did not confirm the trade (no answer, or it forgot the auction); kept",
+                auction=run.auction_id,
+                reason=reason,
+            )
         if outcome != "refused":
             self._queue_close(
                 run.auction_id,
