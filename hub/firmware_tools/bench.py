@@ -215,14 +215,20 @@ def _last_stats(console: Path) -> dict | None:
     return None
 
 
-async def _round_trips(
-    url: str, count: int, heap: str, data_dir: Path, peer_url: str | None = None
+async def trading_round_trips(
+    url: str,
+    count: int,
+    heap: str,
+    data_dir: Path,
+    peer_url: str | None = None,
+    board_config: dict | None = None,
 ) -> dict:
     """Start one simulated board (the deployed node: main.py, .mpy, `heap`) on url and trade
     with it: `count` request/reply round trips in auction rounds of Query, Bid, a lower Bid
     (outbid) and BidConfirm, each waiting for its reply. Then wait for the board's next stats
     line (a collection, then its counters and heap). peer_url: where the bench itself connects
-    (default url; e.g. the broker's plain listener when the board uses its TLS one)."""
+    (default url; e.g. the broker's plain listener when the board uses its TLS one);
+    board_config: more settings for the board (e.g. mqtt_ca_file)."""
     from urllib.parse import urlparse
 
     import aiomqtt
@@ -248,6 +254,7 @@ async def _round_trips(
                 "reserve_mc": 20000,
                 "pct_for_sale": 10000,
                 "floor_wh": 0,
+                **(board_config or {}),
             },
         )
     )
@@ -356,7 +363,7 @@ async def _round_trips(
 
 
 def run_round_trips(count: int, heap: str, mqtt_url: str | None = None) -> dict:
-    """Trading round trips hub → broker → simulated board → broker → hub (_round_trips).
+    """Trading round trips hub → broker → simulated board → broker → hub (trading_round_trips).
 
     With no mqtt_url an amqtt broker is started in this process on a free loopback port.
     """
@@ -364,7 +371,7 @@ def run_round_trips(count: int, heap: str, mqtt_url: str | None = None) -> dict:
     async def main() -> dict:
         with tempfile.TemporaryDirectory(prefix="etp-bench-rt-") as tmp:
             if mqtt_url is not None:
-                result = await _round_trips(mqtt_url, count, heap, Path(tmp))
+                result = await trading_round_trips(mqtt_url, count, heap, Path(tmp))
                 result["broker"] = mqtt_url
                 return result
             from amqtt.broker import Broker
@@ -385,7 +392,9 @@ def run_round_trips(count: int, heap: str, mqtt_url: str | None = None) -> dict:
             )
             await broker.start()
             try:
-                result = await _round_trips(f"mqtt://127.0.0.1:{port}", count, heap, Path(tmp))
+                result = await trading_round_trips(
+                    f"mqtt://127.0.0.1:{port}", count, heap, Path(tmp)
+                )
             finally:
                 await broker.shutdown()
             result["broker"] = "embedded amqtt"
