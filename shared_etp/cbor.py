@@ -1,13 +1,14 @@
 """Pure-Python deterministic CBOR (RFC 8949 §4.2.1) codec that runs on MicroPython and CPython.
 
 Encodes int, bytes, str, list/tuple, dict, bool and None with the shortest heads and map keys
-sorted by their encoded bytes (the general encoder is in cbor_encode.py). The decoder is
+sorted by their encoded bytes (the general encoder, `dumps`, is in cbor_encode.py; importable
+from here on CPython). The decoder is
 strict and bounded: definite lengths only, no floats or tags, limited nesting and item
 counts; anything else raises ProtocolError.
 """
 
 from shared_etp import errors as _E  # codes by attribute: one global, strings shared
-from shared_etp.compat import const
+from shared_etp.compat import IS_MICROPYTHON, const
 from shared_etp.errors import ProtocolError
 
 _MAX_DEPTH = const(4)
@@ -33,17 +34,6 @@ def _head(out, major, value):
         out.extend(value.to_bytes(8, "big"))
     else:
         raise ProtocolError(_E.OUT_OF_RANGE, ">64 bits")
-
-
-def dumps(value):
-    """Encode value as deterministic CBOR bytes."""
-    # The general encoder lives in cbor_encode: a board signs frames with _head alone
-    # (frame.encode_body) and decodes notices, so it never loads it (heap).
-    from shared_etp.cbor_encode import encode
-
-    out = bytearray()
-    encode(out, value)
-    return bytes(out)
 
 
 class _Reader:
@@ -185,3 +175,8 @@ def loads(data, names=None, msg=None):
             raise ProtocolError(_E.WRONG_TYPE, "key type")
         raise ProtocolError(_E.UNKNOWN_FIELD, "key %d" % key)
     return value
+
+
+if not IS_MICROPYTHON:  # the hub: cbor.dumps (a board, which only signs frames with _head and
+    # decodes, never loads the general encoder; tools on MicroPython use cbor_encode.dumps)
+    from shared_etp.cbor_encode import dumps  # noqa: F401

@@ -1,7 +1,7 @@
-"""The general deterministic CBOR encoder behind cbor.dumps (RFC 8949 §4.2.1).
+"""The general deterministic CBOR encoder, `dumps` (RFC 8949 §4.2.1).
 
-Apart from cbor.py so a board, which signs frames with cbor._head alone and only decodes
-notices, does not hold it in its heap; cbor.dumps imports it on first use.
+Apart from cbor.py so a board, which signs frames with cbor._head alone and only decodes, does
+not hold it in its heap; on CPython `cbor.dumps` is this one.
 """
 
 from shared_etp import errors as _E  # codes by attribute: one global, strings shared
@@ -50,3 +50,10 @@ def encode(out, value):
             encode(out, item)
     else:
         raise ProtocolError(_E.WRONG_TYPE, "type " + type(value).__name__)
+
+
+def dumps(value):
+    """Encode value as deterministic CBOR bytes."""
+    out = bytearray()
+    encode(out, value)
+    return bytes(out)

@@ -47,7 +47,11 @@ class ReplayGuard:
         state = self._state.get(src)
         if state is None or epoch > state[0]:
             if state is None and len(self._state) >= self.max_senders:
-                self._evict()
+                oldest = None  # forget the least recently heard sender
+                for known, known_state in self._state.items():
+                    if oldest is None or known_state[3] < self._state[oldest][3]:
+                        oldest = known
+                del self._state[oldest]
             self._state[src] = [epoch, seq, 1, self._clock]
             return
         if epoch < state[0]:
@@ -67,15 +71,6 @@ class ReplayGuard:
                 raise ProtocolError(_E.REPLAY, "src %d seq %d seen" % (src, seq))
             state[2] |= bit
         state[3] = self._clock
-
-    def _evict(self):
-        oldest = None
-        oldest_used = None
-        for src, state in self._state.items():
-            if oldest_used is None or state[3] < oldest_used:
-                oldest, oldest_used = src, state[3]
-        if oldest is not None:
-            del self._state[oldest]
 
     if not IS_MICROPYTHON:  # hub-side (a board's methods cost heap)
 

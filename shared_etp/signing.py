@@ -4,7 +4,7 @@ Runs on both interpreters (shared_etp.frame re-exports these on CPython); a boar
 it: it holds its keys, never the master secret, and only reads notices (frame.decode_notice).
 """
 
-from shared_etp import cbor
+from shared_etp.cbor_encode import dumps
 from shared_etp.compat import hmac_sha256, now_ms
 from shared_etp.errors import OVERSIZED, ProtocolError
 from shared_etp.schema import MAX_FRAME_BYTES, PROTOCOL_VERSION
@@ -21,7 +21,7 @@ def derive_key(master_secret, kid):
 
 def encode_notice(kind, data, src, kid, key, ts=None):
     """Sign a market notice; data holds only integers, lists and integer-keyed maps."""
-    body = cbor.dumps(
+    body = dumps(
         {0: PROTOCOL_VERSION, 1: kind, 2: src, 3: kid, 4: now_ms() if ts is None else ts, 5: data}
     )
     frame = body + hmac_sha256(key, body)

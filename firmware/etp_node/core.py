@@ -10,14 +10,7 @@ from firmware.etp_node.evaluator import Evaluator
 from firmware.etp_node.ledger import Ledger
 from shared_etp.compat import const, now_ms
 from shared_etp.errors import ProtocolError
-from shared_etp.frame import (
-    NOTICE_CLEARING,
-    NOTICE_REPUTATION,
-    Keyring,
-    Receiver,
-    Sender,
-    decode_notice,
-)
+from shared_etp.frame import Keyring, Receiver, Sender, decode_notice
 from shared_etp.replay import next_epoch
 
 # protocol constants (shared_etp.schema), private so they cost no heap
@@ -212,10 +205,7 @@ class NodeCore:
                     return []
                 self._notice_ts[kind] = ts
                 stats["notices"] += 1
-                if kind == NOTICE_REPUTATION:
-                    self.evaluator.set_reputation_notice(data)
-                elif kind == NOTICE_CLEARING:
-                    self.evaluator.set_clearing_notice(data)
+                self.evaluator.set_notice(kind, data)
                 return []
             _bump(stats["dropped"], "unknown_topic")
         except ProtocolError as exc:
@@ -315,7 +305,7 @@ class NodeCore:
                      "erem": self.battery.remaining_wh() - energy})
         self.ledger.release(auction, "confirmed")
         self.battery.deliver(energy, self.delivery_s)
-        self.evaluator.record_trade(bidder, hold[_PRICE])
+        self.evaluator.record(bidder, hold[_PRICE])
         self.stats["trades"] += 1
         self.stats["sold_wh"] += energy
         return self._reply(msg, _BID_ACCEPT,
@@ -341,7 +331,7 @@ class NodeCore:
             self.battery.step(now)
             for auction, hold in self.ledger.expire(now):
                 self.stats["expired"] += 1
-                self.evaluator.record_abandoned(hold[_BIDDER])
+                self.evaluator.record(hold[_BIDDER])  # abandoned: it let the hold expire
                 self._audit({"k": "expire", "auc": auction, "b": hold[_BIDDER], "e": hold[_ENERGY]})
             fault = self.battery.fault()
             if fault and not self.faulted:

@@ -16,6 +16,8 @@ _REASON_INSUFFICIENT_ENERGY = const(2)
 _REASON_LOW_REPUTATION = const(3)
 _REASON_NONE = const(0)
 _REASON_OUTBID = const(4)
+_NOTICE_REPUTATION = const(1)  # shared_etp.frame.NOTICE_* (the kinds of hub notice)
+_NOTICE_CLEARING = const(2)
 
 _PRICES_KEPT = const(16)
 _BIDDERS_KEPT = const(16)  # local histories kept (a site has few aggregators): bounded heap
@@ -39,34 +41,40 @@ class Evaluator:
         self.closed = []  # auctions ended by Terminate (bounded)
 
     # --- inputs -------------------------------------------------------------------------
-    def set_reputation_notice(self, data):
-        """Adopt the hub's reputation notice: {bidder id: score}; ignores non-integer entries."""
-        table = {}
-        if isinstance(data, dict):
-            for bidder, score in data.items():
-                if type(bidder) is int and type(score) is int:
-                    table[bidder] = max(0, min(10000, score))
-        self.hub_reputation = table
+    def set_notice(self, kind, data):
+        """Adopt a hub notice: reputation ({bidder id: score}, 1/100 %) or clearing prices (a
+        list of mc/kWh, newest last); entries that are not integers are ignored."""
+        if kind == _NOTICE_REPUTATION:
+            table = {}
+            if isinstance(data, dict):
+                for bidder, score in data.items():
+                    if type(bidder) is int and type(score) is int:
+                        table[bidder] = max(0, min(10000, score))
+            self.hub_reputation = table
+        elif kind == _NOTICE_CLEARING:
+            prices = []
+            if isinstance(data, (list, tuple)):
+                for price in data:
+                    if type(price) is int and price >= 0:
+                        prices.append(price)
+            self.hub_prices = prices[-_PRICES_KEPT:]
 
-    def set_clearing_notice(self, data):
-        """Adopt the hub's recent clearing prices (list of mc/kWh, newest last)."""
-        prices = []
-        if isinstance(data, (list, tuple)):
-            for price in data:
-                if type(price) is int and price >= 0:
-                    prices.append(price)
-        self.hub_prices = prices[-_PRICES_KEPT:]
-
-    def record_trade(self, bidder, price_mc):
-        """A confirmed trade: raises the bidder's local score, adds a local clearing price."""
-        self._entry(bidder)[0] += 1
+    def record(self, bidder, price_mc=None):
+        """A confirmed trade at price_mc raises the bidder's local score and adds a local
+        clearing price; with no price, a hold the bidder let expire lowers its score."""
+        entry = self.history.get(bidder)
+        if entry is None:
+            if len(self.history) >= _BIDDERS_KEPT:
+                self.history.pop(next(iter(self.history)))
+            entry = [0, 0]  # [confirmed, abandoned]
+            self.history[bidder] = entry
+        if price_mc is None:
+            entry[1] += 1
+            return
+        entry[0] += 1
         if len(self.local_prices) >= _PRICES_KEPT:  # room first: the list never outgrows 16
             self.local_prices.pop(0)
         self.local_prices.append(price_mc)
-
-    def record_abandoned(self, bidder):
-        """A hold that timed out unconfirmed: lowers the bidder's local score."""
-        self._entry(bidder)[1] += 1
 
     def close_auction(self, auction):
         """Remember that an auction was terminated; later bids in it are auction_closed."""
@@ -74,15 +82,6 @@ class Evaluator:
             self.closed.append(auction)
             if len(self.closed) > _CLOSED_KEPT:
                 self.closed.pop(0)
-
-    def _entry(self, bidder):
-        entry = self.history.get(bidder)
-        if entry is None:
-            if len(self.history) >= _BIDDERS_KEPT:
-                self.history.pop(next(iter(self.history)))
-            entry = [0, 0]
-            self.history[bidder] = entry
-        return entry
 
     # --- derived figures ----------------------------------------------------------------
     def reputation(self, bidder):

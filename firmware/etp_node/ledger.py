@@ -52,17 +52,21 @@ class Ledger:
 
     def put(self, auction, bidder, price_mc, energy_wh, expires_ms, msg_id):
         """Hold energy for bidder in auction; returns the hold it replaced (or None)."""
-        previous = self.holds.get(auction)
+        previous = self.release(auction, "outbid")
         self.holds[auction] = [bidder, price_mc, energy_wh, expires_ms, msg_id]
-        if previous is not None:
-            self._remember(auction, previous, "outbid")
         return previous
 
     def release(self, auction, why):
-        """Remove and return the hold in auction (None if there is none)."""
+        """Remove and return the hold in auction (None if there is none), remembering why."""
         hold = self.holds.pop(auction, None)
         if hold is not None:
-            self._remember(auction, hold, why)
+            entry = self.find(auction)
+            if entry is None:  # in the oldest entry's place
+                index = self._recent_next
+                self._recent_next = (index + 1) % _RECENT_MAX
+            else:
+                index = self.recent.index(entry)
+            self.recent[index] = (auction, hold[_BIDDER], why, hold[_PRICE], hold[_ENERGY])
         return hold
 
     def release_all(self, why):
@@ -79,12 +83,3 @@ class Ledger:
             if now_ms >= hold[_EXPIRES]:
                 out.append((auction, self.release(auction, "expired")))
         return out
-
-    def _remember(self, auction, hold, why):
-        entry = self.find(auction)
-        if entry is None:  # in the oldest entry's place
-            index = self._recent_next
-            self._recent_next = (index + 1) % _RECENT_MAX
-        else:
-            index = self.recent.index(entry)
-        self.recent[index] = (auction, hold[_BIDDER], why, hold[_PRICE], hold[_ENERGY])

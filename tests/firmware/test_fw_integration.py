@@ -282,7 +282,7 @@ async def test_tls_link(tmp_path: Path, verify: str) -> None:
 @pytest.mark.mosquitto
 async def test_tls_board_trades_sustained_without_loss(tmp_path: Path) -> None:
     """Over mqtts:// with the broker verified, the deployed node answers 400 trading round
-    trips (100 auctions) with nothing lost, in the 66K heap the README gives TLS boards."""
+    trips (100 auctions) with nothing lost, in a 64K heap."""
     import shutil
 
     from hub.firmware_tools.bench import trading_round_trips
@@ -291,7 +291,7 @@ async def test_tls_board_trades_sustained_without_loss(tmp_path: Path) -> None:
     if not mosquitto_available() or shutil.which("openssl") is None:
         pytest.skip("mosquitto and openssl are needed")
     async with mosquitto_tls_broker() as (plain_url, tls_url, cert):
-        result = await trading_round_trips(tls_url, 400, "66K", tmp_path, peer_url=plain_url,
+        result = await trading_round_trips(tls_url, 400, BOARD_HEAP, tmp_path, peer_url=plain_url,
                                            board_config={"mqtt_ca_file": str(cert)})
     assert not result["unanswered"] and not result["wrong_answers"], result
     board = result["board"]

@@ -46,6 +46,8 @@ def test_firmware_private_constants_match_schema() -> None:
                 assert getattr(module, name) == getattr(schema, public), (module, name)
                 checked += 1
     assert checked >= 30
+    assert evaluator_mod._NOTICE_REPUTATION == frame.NOTICE_REPUTATION
+    assert evaluator_mod._NOTICE_CLEARING == frame.NOTICE_CLEARING
     keys = {name: value for name, value in vars(core_mod).items() if name.startswith("_K_")}
     assert len(keys) >= 12
     for name, value in keys.items():  # core's payload field keys: schema.FIELD_KEY's

@@ -14,6 +14,7 @@ random.seed(int(sys.argv[3]))
 sys.path.insert(0, root)
 
 from shared_etp import cbor
+from shared_etp.cbor_encode import dumps
 from shared_etp.errors import ALL_CODES, ProtocolError
 from shared_etp.frame import Keyring, Sender, decode_frame
 from shared_etp.frame_dict import frame as make_frame
@@ -51,7 +52,7 @@ def mutate(frame):
         return bytes(body)
     if choice == 5:
         # well-formed CBOR of the wrong shape, correctly sized
-        return cbor.dumps([random.getrandbits(16) for _ in range(3)]) + bytes(32)
+        return dumps([random.getrandbits(16) for _ in range(3)]) + bytes(32)
     if choice == 6:
         return bytes(data) + bytes(random.getrandbits(10))
     data[random.getrandbits(7) % len(data)] ^= 1 << (random.getrandbits(3))
