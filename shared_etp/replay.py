@@ -47,10 +47,10 @@ class ReplayGuard:
         state = self._state.get(src)
         if state is None or epoch > state[0]:
             if state is None and len(self._state) >= self.max_senders:
-                oldest = None  # forget the least recently heard sender
+                oldest = oldest_used = None  # forget the least recently heard sender
                 for known, known_state in self._state.items():
-                    if oldest is None or known_state[3] < self._state[oldest][3]:
-                        oldest = known
+                    if oldest_used is None or known_state[3] < oldest_used:
+                        oldest, oldest_used = known, known_state[3]
                 del self._state[oldest]
             self._state[src] = [epoch, seq, 1, self._clock]
             return
