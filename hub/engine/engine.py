@@ -667,6 +667,11 @@ class Engine:
         self, run: AuctionRun, auction: Auction, offer: Offer, winner: BidRecord
     ) -> str:
         """Record the trade durably, then send BidConfirm; the battery's BidAccept completes it."""
+        if run.terminated:
+            # Terminated (shutdown, device failure) while its task was cancelled: on Python 3.11
+            # asyncio.wait_for returns a reply that arrived together with the cancellation and
+            # drops the cancel, so the flow can get here. The battery has closed the auction.
+            return "terminated"
         run.committing = True
         started = time.perf_counter()
         trade, _created = await self.store.record_trade(

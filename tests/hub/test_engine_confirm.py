@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from hub.engine.engine import Engine, EngineConfig
+from hub.engine.engine import AuctionRun, Engine, EngineConfig
 from hub.metrics import Metrics
 from hub.registry import DeviceKeyring, Registry, SenderPool
 from shared_etp.frame import parse_frame
@@ -91,3 +91,15 @@ async def test_not_holder_to_a_resent_confirm_keeps_the_trade_unverified() -> No
 
 async def test_no_answer_at_all_is_unknown_after_every_copy() -> None:
     assert await confirm([None]) == ("unknown", None, 3)
+
+
+async def test_a_terminated_run_never_commits() -> None:
+    """A run terminated while its task was being cancelled (Python 3.11's wait_for can drop
+    the cancel when a reply arrives at the same moment) records no trade and sends no confirm:
+    the battery has already closed the auction. (The engine has no store here: recording a
+    trade would fail the test.)"""
+    link = AnsweringLink([ACCEPT])
+    engine = make_engine(link)
+    run = AuctionRun(auction_id=7, device_id=DEVICE, opened_ms=0, terminated=True)
+    assert await engine._commit(run, None, None, None) == "terminated"  # type: ignore[arg-type]
+    assert link.sent == 0 and not run.committing
