@@ -138,7 +138,7 @@ def bench_store(
 ) -> None:
     """Trades/s (durable, one at a time and concurrent) and bids/events/s the store sustains."""
     from hub.store import database_url_for
-    from hub.store.bench import run_store_benchmark
+    from hub.tools.bench.store import run_store_benchmark
 
     with tempfile.TemporaryDirectory(prefix="etp-bench-store-") as scratch:
         url = database_url or database_url_for(Path(scratch))

@@ -12,8 +12,9 @@ from typing import Annotated
 
 import typer
 
-from hub.firmware_tools import audit as audit_tools
-from hub.firmware_tools.bench import (
+from hub.settings import MasterSecretError, Settings, load_master_secret
+from hub.tools.firmware import audit as audit_tools
+from hub.tools.firmware.bench import (
     BenchConfig,
     BenchError,
     boots_in,
@@ -22,9 +23,8 @@ from hub.firmware_tools.bench import (
     run_round_trips,
     table,
 )
-from hub.firmware_tools.build import BuildError, build
-from hub.firmware_tools.fleet import FleetConfig, FleetError, start_fleet, venv_tool
-from hub.settings import MasterSecretError, Settings, load_master_secret
+from hub.tools.firmware.build import BuildError, build
+from hub.tools.firmware.fleet import FleetConfig, FleetError, start_fleet, venv_tool
 from shared_etp.frame import derive_key
 
 app = typer.Typer(help="Battery firmware: build, flash, simulate, audit.", no_args_is_help=True)

@@ -154,7 +154,7 @@ def bench_proto(
     ] = True,
 ) -> None:
     """Microseconds per encode+sign and verify+decode, and frame sizes (CPython, MicroPython)."""
-    from hub.bench.proto import BenchError, run_proto_bench
+    from hub.tools.bench.proto import BenchError, run_proto_bench
 
     try:
         report = run_proto_bench(seconds=seconds, include_micropython=micropython)
@@ -163,6 +163,6 @@ def bench_proto(
     if as_json:
         typer.echo(json.dumps(report, indent=2))
     else:
-        from hub.bench.proto import format_report
+        from hub.tools.bench.proto import format_report
 
         typer.echo(format_report(report))

@@ -66,7 +66,7 @@ def report(
 ) -> None:
     """Clearing prices vs reserve and the price improvement battery owners got compared with a
     single-aggregator counterfactual on the same offers and seed (Markdown + PNG chart)."""
-    from hub.market.agent import default_aggregators
+    from hub.buyers.aggregator import default_aggregators
     from hub.report import NoReportDataError, write_report
     from hub.settings import Settings
 
@@ -117,8 +117,8 @@ def report(
 
 def _simulated_report(settings: Any, configs: list[Any], out: Path | None) -> Any:
     """Simulate the default scenario with the site's mechanism and aggregators, then report."""
-    from hub.market.simulation import default_scenario
-    from hub.market.simulation import simulate as run_simulation
+    from hub.auctions.simulation import default_scenario
+    from hub.auctions.simulation import simulate as run_simulation
     from hub.report import build_report, from_simulation
 
     scenario = default_scenario(settings.seed, mechanism=settings.mechanism)

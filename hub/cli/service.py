@@ -96,7 +96,7 @@ def hub(
 
 
 async def _run_hub(settings: Settings) -> int:
-    from hub.service import HubRuntime, configure_logging
+    from hub.runtime import HubRuntime, configure_logging
 
     configure_logging(settings.log_level, settings.log_format)
     runtime = HubRuntime(settings)
@@ -142,9 +142,9 @@ def demo(
 
 
 async def _run_demo(settings: Settings, batteries: int, duration: float | None, heap: str) -> int:
-    from hub.firmware_tools.fleet import FleetConfig, start_fleet
-    from hub.service import HubRuntime, configure_logging
+    from hub.runtime import HubRuntime, configure_logging
     from hub.settings import load_master_secret
+    from hub.tools.firmware.fleet import FleetConfig, start_fleet
 
     configure_logging(settings.log_level, settings.log_format)
     runtime = HubRuntime(settings)
@@ -259,8 +259,8 @@ def bench_hub(
     json_out: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
 ) -> None:
     """Drive the hub with simulated batteries; print msg/s, latency, misses, losses, CPU, RSS."""
-    from hub.bench.hub import BenchConfig, run_bench
-    from hub.service import configure_logging
+    from hub.runtime import configure_logging
+    from hub.tools.bench.hub import BenchConfig, run_bench
 
     configure_logging("warning")  # logs go to stderr; stdout carries only the result
     if broker not in ("embedded", "mosquitto"):
@@ -287,6 +287,6 @@ def bench_hub(
 
         typer.echo(json.dumps(result, indent=2))
     else:
-        from hub.bench.hub import format_table
+        from hub.tools.bench.hub import format_table
 
         typer.echo(format_table(result))

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from statistics import median
 from typing import Any
 
-from hub.market.agent import AggregatorConfig, default_aggregators
-from hub.market.auction import Mechanism, Offer
-from hub.market.simulation import Scenario, SimResult, best_funded, simulate
+from hub.auctions.rules import Mechanism, Offer
+from hub.auctions.simulation import Scenario, SimResult, best_funded, simulate
+from hub.buyers.aggregator import AggregatorConfig, default_aggregators
 from hub.report.inputs import ReportInput
 from shared_etp import schema
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from hub.market.agent import cost_mc
+from hub.buyers.aggregator import cost_mc
 
 if TYPE_CHECKING:
-    from hub.market.simulation import SimResult
+    from hub.auctions.simulation import SimResult
 
 __all__ = ["ReportAuction", "ReportBid", "ReportInput", "from_simulation", "load_report_input"]
 

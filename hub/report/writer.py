@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from hub.market.agent import AggregatorConfig
+from hub.buyers.aggregator import AggregatorConfig
 from hub.report.analysis import NoReportDataError, ReportData, analyse
 from hub.report.inputs import ReportInput, load_report_input
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from hub.firmware_tools.audit import read_audit_dir
-from hub.firmware_tools.fleet import Fleet, FleetConfig, start_board, start_fleet
+from hub.tools.firmware.audit import read_audit_dir
+from hub.tools.firmware.fleet import Fleet, FleetConfig, start_board, start_fleet
 from shared_etp import schema as S
 from tests.firmware.conftest import BOARD_HEAP, MASTER, PLAIN_BOARD
 from tests.firmware.fwpeer import Peer
@@ -285,7 +285,7 @@ async def test_tls_board_trades_sustained_without_loss(tmp_path: Path) -> None:
     trips (100 auctions) with nothing lost, in a 64K heap."""
     import shutil
 
-    from hub.firmware_tools.bench import trading_round_trips
+    from hub.tools.firmware.bench import trading_round_trips
     from tests.brokers import mosquitto_available, mosquitto_tls_broker
 
     if not mosquitto_available() or shutil.which("openssl") is None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hub.firmware_tools.fleet import FleetConfig, start_fleet
+from hub.tools.firmware.fleet import FleetConfig, start_fleet
 from shared_etp import schema as S
 from shared_etp.frame import derive_key
 from tests.firmware.conftest import BOARD_HEAP, MASTER, PLAIN_BOARD

@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from hub.service import HubRuntime
+from hub.runtime import HubRuntime
 from hub.settings import Settings, load_master_secret
-from hub.sim import SimConfig, SimFleet
+from hub.tools.sim import SimConfig, SimFleet
 from tests.brokers import free_port
 
 

@@ -68,7 +68,7 @@ def test_embedded_broker_is_a_child_process_that_ends_with_the_hub(
         children = psutil.Process(hub.pid).children()
         assert len(children) == 1  # the broker, in its own process (its own core)
         broker = children[0]
-        assert "hub.broker.embedded" in " ".join(broker.cmdline())
+        assert "hub.transport.broker" in " ".join(broker.cmdline())
         assert _accepts(mqtt_port)
         hub.send_signal(signal.SIGINT if how == "sigint" else signal.SIGKILL)
         hub.wait(30)

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from hub.settings import load_master_secret
-from hub.sim import SimConfig, SimFleet
 from hub.store import Store, database_url_for
+from hub.tools.sim import SimConfig, SimFleet
 from tests.brokers import free_port, mosquitto_available, mosquitto_broker
 
 pytestmark = pytest.mark.slow

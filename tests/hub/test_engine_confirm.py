@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from hub.engine.engine import AuctionRun, Engine, EngineConfig
+from hub.auctions.driver import AuctionRun, Engine, EngineConfig
+from hub.devices import DeviceKeyring, Registry, SenderPool
 from hub.metrics import Metrics
-from hub.registry import DeviceKeyring, Registry, SenderPool
 from shared_etp.frame import parse_frame
 from shared_etp.schema import (
     BID_ACCEPT,

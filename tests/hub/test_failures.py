@@ -11,8 +11,8 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from hub.broker import parse_mqtt_url
 from hub.settings import load_master_secret
+from hub.transport.broker import parse_mqtt_url
 from shared_etp.frame import Keyring, Sender, decode_frame, derive_key
 from shared_etp.schema import (
     BESS_STATUS,

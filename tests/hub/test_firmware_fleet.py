@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from hub.firmware_tools.audit import read_audit_dir
-from hub.firmware_tools.fleet import FleetConfig, start_fleet
 from hub.settings import load_master_secret
+from hub.tools.firmware.audit import read_audit_dir
+from hub.tools.firmware.fleet import FleetConfig, start_fleet
 from tests.conftest import micropython_binary
 from tests.hub.helpers import hub_settings, running_hub, wait_for
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from hub.link import Intake
+from hub.transport.link import Intake
 
 STATUS = "etp/v1/site1/bess/7/status"
 RESP = "etp/v1/site1/bess/7/resp"

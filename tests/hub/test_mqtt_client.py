@@ -1,4 +1,4 @@
-"""The hub's own MQTT 3.1.1 client (hub.mqtt) against real brokers and a misbehaving one."""
+"""The hub's own MQTT 3.1.1 client against real brokers and a misbehaving one."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from hub.broker import parse_mqtt_url
-from hub.mqtt import MqttClient, MqttError, Will
+from hub.transport.broker import parse_mqtt_url
+from hub.transport.mqtt import MqttClient, MqttError, Will
 from tests.brokers import embedded_broker, free_port, mosquitto_broker
 
 BROKERS = {"amqtt": embedded_broker, "mosquitto": mosquitto_broker}

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from hub.market.agent import FIRST_AGGREGATOR_ID
+from hub.buyers.aggregator import FIRST_AGGREGATOR_ID
+from hub.devices import Device, DeviceKeyring, Registry
+from hub.devices.keys import MAX_DEVICE_ID
 from hub.metrics import Metrics
-from hub.registry import Device, DeviceKeyring, Registry
-from hub.registry.keys import MAX_DEVICE_ID
 from shared_etp.frame import Receiver, Sender, derive_key
 from shared_etp.schema import BESS_STATUS, BID, HEALTH_FAULT, HEALTH_OK, QUERY
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from hub.market.agent import (
+from hub.buyers.aggregator import (
     Aggregator,
     AggregatorConfig,
     AggregatorConfigError,
@@ -10,7 +10,7 @@ from hub.market.agent import (
     cost_mc,
     default_aggregators,
 )
-from hub.market.strategies import MarketView
+from hub.buyers.strategies import MarketView
 
 
 def make(budget_mc: int = 1_000_000, requirement_wh: int = 20_000) -> AggregatorState:

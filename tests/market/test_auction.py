@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hub.market.auction import (
+from hub.auctions.rules import (
     AscendingAuction,
     AuctionClosedError,
     BidStatus,
@@ -242,8 +242,8 @@ def test_second_price_non_price_rejection_passes_to_the_next_bidder(reason: int)
 
 
 def test_insufficient_energy_shrinks_the_lot_for_everyone() -> None:
-    from hub.market.agent import Aggregator, AggregatorConfig
-    from hub.market.strategies import market_view
+    from hub.buyers.aggregator import Aggregator, AggregatorConfig
+    from hub.buyers.strategies import market_view
 
     auction = ascending()
     big = auction.submit(1001, 21_000, 5_000)

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from hub.auctions.simulation import default_scenario, simulate
+from hub.buyers.aggregator import cost_mc, default_aggregators
 from hub.cli.main import app
-from hub.market.agent import cost_mc, default_aggregators
-from hub.market.simulation import default_scenario, simulate
 from hub.report import (
     NoReportDataError,
     ReportAuction,

@@ -2,15 +2,15 @@
 
 import pytest
 
-from hub.market.agent import AggregatorConfig, default_aggregators
-from hub.market.auction import Mechanism, Offer
-from hub.market.simulation import (
+from hub.auctions.rules import Mechanism, Offer
+from hub.auctions.simulation import (
     Scenario,
     best_funded,
     counterfactual,
     default_scenario,
     simulate,
 )
+from hub.buyers.aggregator import AggregatorConfig, default_aggregators
 
 
 @pytest.mark.parametrize("mechanism", list(Mechanism))

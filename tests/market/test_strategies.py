@@ -3,9 +3,9 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hub.market.agent import Aggregator, AggregatorConfig, AggregatorState, cost_mc
-from hub.market.auction import Mechanism
-from hub.market.strategies import (
+from hub.auctions.rules import Mechanism
+from hub.buyers.aggregator import Aggregator, AggregatorConfig, AggregatorState, cost_mc
+from hub.buyers.strategies import (
     AdaptiveStrategy,
     FixedMarginStrategy,
     MarketAwareStrategy,

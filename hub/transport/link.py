@@ -1,4 +1,4 @@
-"""MQTT transport for the hub (hub.mqtt): connect, subscribe, publish, reconnect. Bytes only."""
+"""MQTT transport for the hub: connect, subscribe, publish, reconnect. Bytes only."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from hub.broker import parse_mqtt_url
-from hub.mqtt import MqttClient, MqttError, Will
+from hub.transport.broker import parse_mqtt_url
+from hub.transport.mqtt import MqttClient, MqttError, Will
 
 __all__ = ["Intake", "LinkConfig", "LinkDownError", "MqttLink"]
 

@@ -63,7 +63,7 @@ async def _stop_amqtt(broker: Broker) -> None:
 class EmbeddedBroker:
     """An amqtt broker listening on host:port, without the per-packet logging plugins.
 
-    By default it runs in a child process of the hub (`python -m hub.broker.embedded`) so the
+    By default it runs in a child process of the hub (`python -m hub.transport.broker`) so the
     broker and the hub each get a core; nothing to install or set up. The child exits when
     stopped, and also on its own when the hub dies (its stdin pipe from the hub closes).
     `in_process=True` runs it in the caller's event loop instead."""
@@ -103,7 +103,7 @@ class EmbeddedBroker:
         self._process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "hub.broker.embedded",
+            "hub.transport.broker",
             "--host",
             self.host,
             "--port",
@@ -175,7 +175,7 @@ async def _serve(host: str, port: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m hub.broker.embedded --host H --port P`: the broker child process."""
+    """`python -m hub.transport.broker --host H --port P`: the broker child process."""
     parser = argparse.ArgumentParser(description="ETP embedded amqtt broker (child process)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=1883)

@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 import psutil
 
-from hub.sim import SimConfig, SimFleet
+from hub.tools.sim import SimConfig, SimFleet
 
 __all__ = ["BenchConfig", "BenchError", "format_table", "run_bench"]
 

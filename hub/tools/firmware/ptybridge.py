@@ -6,7 +6,7 @@ unix port on an inner pty, bytes pass through both ways, so `mpremote connect <p
 exec | run | soft-reset | reset` work. The unix port exits on soft reset: the bridge prints
 "soft reboot" and starts it again (back in raw REPL if it was, else running main.py, as a board
 does). `machine.reset()` (mpremote reset) restarts the node. Run as
-`python -m hub.firmware_tools.ptybridge --flash DIR --link PATH [--heap 80K]`.
+`python -m hub.tools.firmware.ptybridge --flash DIR --link PATH [--heap 80K]`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import sys
 import tty
 from pathlib import Path
 
-from hub.firmware_tools.fleet import micropython_binary
+from hub.tools.firmware.fleet import micropython_binary
 
 SIMLIB = Path(__file__).parent / "simlib"
 CTRL_A, CTRL_B, CTRL_C = 0x01, 0x02, 0x03

@@ -12,7 +12,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from hub.market.strategies import STRATEGY_NAMES, MarketView, Strategy, make_strategy
+from hub.buyers.strategies import STRATEGY_NAMES, MarketView, Strategy, make_strategy
 
 __all__ = [
     "Aggregator",

@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from statistics import median
 from typing import Any
 
-from hub.market.agent import Aggregator, AggregatorConfig, cost_mc
-from hub.market.auction import (
+from hub.auctions.rules import (
     AscendingAuction,
     Auction,
     BidRecord,
@@ -23,8 +22,9 @@ from hub.market.auction import (
     SecondPriceAuction,
     new_auction,
 )
-from hub.market.engine import collect_bids, record_outcome
-from hub.market.history import MarketHistory, demand_wh
+from hub.buyers.aggregator import Aggregator, AggregatorConfig, cost_mc
+from hub.buyers.bidding import collect_bids, record_outcome
+from hub.buyers.history import MarketHistory, demand_wh
 from shared_etp import schema
 
 __all__ = [

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from hub.market.agent import Aggregator
-from hub.market.auction import Auction, AuctionError, BidRecord
-from hub.market.history import MarketHistory
-from hub.market.strategies import market_view
+from hub.auctions.rules import Auction, AuctionError, BidRecord
+from hub.buyers.aggregator import Aggregator
+from hub.buyers.history import MarketHistory
+from hub.buyers.strategies import market_view
 
 __all__ = ["collect_bids", "record_outcome"]
 

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from statistics import median
 from typing import TYPE_CHECKING, Any, Protocol
 
-from hub.market.auction import Auction, Mechanism
+from hub.auctions.rules import Auction, Mechanism
 
 if TYPE_CHECKING:
-    from hub.market.agent import AggregatorState
+    from hub.buyers.aggregator import AggregatorState
 
 __all__ = [
     "AdaptiveStrategy",

@@ -21,12 +21,12 @@ from typing import Any, Protocol
 
 import structlog
 
-from hub.market.agent import Aggregator
-from hub.market.auction import Auction, BidRecord, Mechanism, Offer, new_auction
-from hub.market.engine import collect_bids, record_outcome
-from hub.market.history import MarketHistory, demand_wh
+from hub.auctions.rules import Auction, BidRecord, Mechanism, Offer, new_auction
+from hub.buyers.aggregator import Aggregator
+from hub.buyers.bidding import collect_bids, record_outcome
+from hub.buyers.history import MarketHistory, demand_wh
+from hub.devices import Device, Registry, SenderPool
 from hub.metrics import Metrics
-from hub.registry import Device, Registry, SenderPool
 from shared_etp.compat import now_ms, ticks_ms
 from shared_etp.frame import NOTICE_CLEARING, NOTICE_REPUTATION, encode_notice
 from shared_etp.schema import (

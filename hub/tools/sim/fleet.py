@@ -20,8 +20,8 @@ import structlog
 
 from firmware.etp_node.battery import SimBattery
 from firmware.etp_node.core import NodeCore
-from hub.broker import parse_mqtt_url
-from hub.mqtt import MqttClient, MqttError, Will
+from hub.transport.broker import parse_mqtt_url
+from hub.transport.mqtt import MqttClient, MqttError, Will
 from shared_etp.frame import derive_key
 from shared_etp.topics import CLEARING, REPUTATION, device_wildcard, market_topic
 

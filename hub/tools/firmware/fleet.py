@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hub.firmware_tools.build import build, install_image
+from hub.tools.firmware.build import build, install_image
 from shared_etp.frame import derive_key
 
 MICROPYTHON_ENV = "ETP_MICROPYTHON"
@@ -182,7 +182,7 @@ async def start_board(flash: Path, device_id: int, heap: str, ptys: bool) -> Sim
             cmd = [
                 sys.executable,
                 "-m",
-                "hub.firmware_tools.ptybridge",
+                "hub.tools.firmware.ptybridge",
                 "--flash",
                 str(flash),
                 "--link",

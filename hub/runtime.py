@@ -14,13 +14,13 @@ from typing import Any
 
 import structlog
 
-from hub.broker import EmbeddedBroker
-from hub.engine import Engine, EngineConfig
-from hub.link import LinkConfig, LinkDownError, MqttLink
-from hub.market.agent import Aggregator, AggregatorConfig, default_aggregators
+from hub.auctions.driver import Engine, EngineConfig
+from hub.buyers.aggregator import Aggregator, AggregatorConfig, default_aggregators
+from hub.devices import Device, DeviceKeyring, Registry, SenderPool
 from hub.metrics import Metrics
-from hub.registry import Device, DeviceKeyring, Registry, SenderPool
 from hub.settings import Settings, load_master_secret
+from hub.transport.broker import EmbeddedBroker
+from hub.transport.link import LinkConfig, LinkDownError, MqttLink
 from shared_etp.compat import now_ms
 from shared_etp.errors import ProtocolError
 from shared_etp.frame import Receiver, decode_frame, derive_key

@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from hub.firmware_tools.build import REPO_ROOT, build, install_image
-from hub.firmware_tools.fleet import micropython_binary
+from hub.tools.firmware.build import REPO_ROOT, build, install_image
+from hub.tools.firmware.fleet import micropython_binary
 from shared_etp import schema as S
 from shared_etp.frame import Sender, derive_key
 
@@ -233,7 +233,7 @@ async def trading_round_trips(
 
     import aiomqtt
 
-    from hub.firmware_tools.fleet import FleetConfig, start_fleet
+    from hub.tools.firmware.fleet import FleetConfig, start_fleet
     from shared_etp.frame import Keyring, Receiver
     from shared_etp.topics import device_topic
 

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from hub.market.agent import Aggregator
+    from hub.buyers.aggregator import Aggregator
 
 __all__ = ["MarketHistory", "demand_wh"]
 

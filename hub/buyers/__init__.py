@@ -1,0 +1,1 @@
+"""Buyers: aggregators, their bidding strategies and the market history they read (pure)."""

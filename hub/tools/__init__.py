@@ -1,0 +1,1 @@
+"""Tooling apart from the runtime: benchmarks, load simulators, firmware build/flash/sim."""
