@@ -20,8 +20,8 @@ async def test_real_firmware_boards_trade_above_reserve_and_fail_fast(tmp_path: 
         pytest.skip("the MicroPython unix port is not installed")
     settings = hub_settings(tmp_path, auction_interval_ms=300)
     async with running_hub(settings) as hub:
-        assert hub.engine is not None and hub.registry is not None
-        engine, registry = hub.engine, hub.registry
+        assert hub.auctions is not None and hub.registry is not None
+        engine, registry = hub.auctions, hub.registry
         fleet = await start_fleet(FleetConfig(
             count=3, mqtt_url=hub.mqtt_url, site=settings.site,
             master_secret=load_master_secret(settings.master_secret_path()),
