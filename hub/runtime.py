@@ -21,6 +21,7 @@ from hub.buyers.bidding import Buyers
 from hub.devices import Device, DeviceKeyring, Registry, SenderPool
 from hub.metrics import Metrics
 from hub.settings import Settings, load_master_secret
+from hub.store import Store
 from hub.transport.broker import EmbeddedBroker
 from hub.transport.link import LinkConfig, LinkDownError, MqttLink
 from shared_etp.compat import now_ms
@@ -108,7 +109,7 @@ class HubRuntime:
         settings: Settings,
         *,
         aggregator_configs: list[AggregatorConfig] | None = None,
-        store: Any = None,
+        store: Store | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = Metrics()
@@ -150,8 +151,6 @@ class HubRuntime:
             self.broker = EmbeddedBroker(settings.mqtt_host, settings.mqtt_port)
             await self.broker.start()
         if self.store is None:
-            from hub.store import Store
-
             self.store = Store(settings.resolved_database_url())
         await self.store.start()
         self.store_started = True

@@ -5,6 +5,9 @@ commands: it signs and publishes requests, matches the batteries' responses to t
 waits the session asks for, writes to the store, and feeds the session what happened. Nothing
 here decides a round, a winner or what a battery's answer means. Sessions are driven by
 callbacks and timers, not one task each, so a cancellation can never race a reply.
+
+Longer than 400 lines for a reason: request matching, the waits and the auction's life in
+flight share one piece of per-auction state (LiveAuction) and are only clear read together.
 """
 
 from __future__ import annotations
@@ -14,28 +17,26 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 
 from hub.auctions.config import AuctionConfig
 from hub.auctions.notices import Publisher, publish_notices
+from hub.auctions.records import AuctionRecords
 from hub.auctions.rules import Offer
 from hub.auctions.scheduler import Scheduler
 from hub.auctions.session import (
     AuctionSession,
     AwaitConfirm,
     BidAnswered,
-    BidOutcome,
     Cancelled,
     Close,
     Command,
     ConfirmAnswered,
     Event,
     NextRound,
-    Outcome,
-    Phase,
     QueryAnswered,
     RecordBid,
     RecordFailed,
@@ -51,11 +52,10 @@ from hub.auctions.session import (
     TradeTerms,
     Unreachable,
 )
-from hub.auctions.totals import AuctionTotals
-from hub.auctions.writes import AuctionWrites
 from hub.buyers.bidding import Buyers
 from hub.devices import Device, Registry, SenderPool
 from hub.metrics import Metrics
+from hub.store import Store
 from shared_etp.compat import now_ms, ticks_ms
 from shared_etp.schema import (
     BID,
@@ -64,7 +64,6 @@ from shared_etp.schema import (
     QUERY,
     QUERY_RESPONSE,
     REASON_DEVICE_FAULT,
-    REASON_NAMES,
     REASON_SHUTDOWN,
     TERMINATE,
     TYPE_NAMES,
@@ -91,14 +90,6 @@ class LiveAuction:
     requests: list[tuple[int, int, int]] = field(default_factory=list)  # keys in flight
     task: asyncio.Task[None] | None = None  # a store write in progress
 
-    @property
-    def committing(self) -> bool:
-        """A recorded trade is being confirmed: it always runs to its end."""
-        return self.session is not None and self.session.phase in (
-            Phase.RECORDING,
-            Phase.CONFIRMING,
-        )
-
 
 @dataclass
 class _Request:
@@ -119,7 +110,7 @@ class AuctionDriver:
         registry: Registry,
         senders: SenderPool,
         notice_key: bytes,
-        store: Any,
+        store: Store,
         metrics: Metrics,
         buyers: Buyers,
         link_up: Callable[[], bool] = lambda: True,
@@ -134,14 +125,12 @@ class AuctionDriver:
         self.store = store
         self.metrics = metrics
         self.buyers = buyers
-        self.totals = AuctionTotals()
         self.runs: dict[int, LiveAuction] = {}  # device id -> auction in flight
-        self.trade_listeners: list[Callable[[dict[str, Any]], None]] = []
         self.scheduler = Scheduler(config, registry, buyers, self._new_period)
-        self.writes = AuctionWrites(store, metrics)
+        self.records = AuctionRecords(store, metrics)
+        self.totals = self.records.totals
         self._requests: dict[tuple[int, int, int], _Request] = {}
         self._tasks: list[asyncio.Task[None]] = []
-        self._background: set[asyncio.Task[None]] = set()
         self._store_slots = asyncio.Semaphore(config.store_concurrency)
         self._idle = asyncio.Event()
         self._idle.set()
@@ -156,7 +145,7 @@ class AuctionDriver:
 
     async def start(self) -> None:
         """Resolve auctions a previous run left open, then schedule auctions and notices."""
-        self.writes.start()
+        self.records.start()
         await self.recover()
         self._tasks.append(asyncio.create_task(self._schedule(), name="auction-scheduler"))
         self._tasks.append(asyncio.create_task(self._notices(), name="market-notices"))
@@ -174,7 +163,7 @@ class AuctionDriver:
             self.cancel(live.device_id, REASON_SHUTDOWN)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), 5)
-        await self.writes.stop()
+        await self.records.stop()
 
     async def recover(self) -> None:
         """Resolve auctions a crash left open. Without a recorded trade they are terminated.
@@ -191,11 +180,11 @@ class AuctionDriver:
                     self._send(0, row.device_id, TERMINATE, term=REASON_SHUTDOWN, auc=row.id)
                 await self.store.close_auction(row.id, status="terminated", closed_ms=now_ms())
                 self.totals.auctions_terminated += 1
-                self._event("auction_recovered", row.device_id, row.id, outcome="terminated")
+                self.records.event("auction_recovered", row.device_id, row.id, outcome="terminated")
                 log.info("open auction terminated after restart", auction=row.id)
                 continue
             if row.reserve_mc != trade.reserve_mc:  # the offer batch was lost in the crash
-                self.writes.offer(row.id, row.lot_wh, trade.reserve_mc)
+                self.records.offer(row.id, row.lot_wh, trade.reserve_mc)
             offer = Offer(row.device_id, row.id, row.lot_wh, trade.reserve_mc, row.opened_ms)
             terms = TradeTerms(trade.bidder_id, trade.price_mc, trade.energy_wh, trade.reserve_mc)
             live = LiveAuction(row.device_id, row.opened_ms, row.id, trade_id=trade.id)
@@ -231,7 +220,7 @@ class AuctionDriver:
                 log.exception("auction scheduling failed")
 
     def _new_period(self, period: int) -> None:
-        self._event("trading_period", None, None, period=period)
+        self.records.event("trading_period", None, None, period=period)
         log.info("new trading period: aggregator budgets and requirements renewed")
 
     def _track(self, live: LiveAuction) -> None:
@@ -299,9 +288,9 @@ class AuctionDriver:
                     round=command.round,
                 )
             elif isinstance(command, RecordBid):
-                self._record_bid(live, command)
+                self.records.bid(live.auction_id, command)
             elif isinstance(command, RecordOffer):
-                self.writes.offer(live.auction_id, command.lot_wh, command.reserve_mc)
+                self.records.offer(live.auction_id, command.lot_wh, command.reserve_mc)
             elif isinstance(command, NextRound):
                 if command.pause and self.config.round_ms:
                     self._wait(live, self.config.round_ms, RoundStarted())
@@ -433,24 +422,9 @@ class AuctionDriver:
         self.cancel(device.device_id, REASON_DEVICE_FAULT)
         self.totals.failure_reaction_ms.append((time.perf_counter() - started) * 1000.0)
         self.metrics.counters["device_failures"] += 1
-        self._event("device_failure", device.device_id, None, reason=reason, source=source)
+        self.records.event("device_failure", device.device_id, None, reason=reason, source=source)
 
     # ---- store -----------------------------------------------------------------------------
-
-    def _record_bid(self, live: LiveAuction, bid: RecordBid) -> None:
-        if bid.outcome is BidOutcome.REJECTED:
-            reason = bid.reason or 0
-            self.metrics.bid_rejections[REASON_NAMES.get(reason, str(reason))] += 1
-        self.store.record_bid(
-            auction_id=live.auction_id,
-            bidder_id=bid.bidder_id,
-            price_mc=bid.price_mc,
-            energy_wh=bid.energy_wh,
-            round=bid.round,
-            outcome=bid.outcome.value,
-            reason=bid.reason,
-            ts_ms=now_ms(),
-        )
 
     async def _record_trade(self, live: LiveAuction, terms: TradeTerms) -> None:
         """Write the trade durably; only then may its BidConfirm leave."""
@@ -479,78 +453,23 @@ class AuctionDriver:
         self._feed(live, TradeRecorded())
 
     def _closed(self, live: LiveAuction, close: Close) -> None:
-        """The session is over: book it, queue its row's close, let the device auction again."""
+        """The session is over: book it and let the device auction again."""
         if live.timer is not None:
             live.timer.cancel()
             live.timer = None
         for key in list(live.requests):
             self._forget(live, key)
         self._untrack(live)
-        outcome, terms = close.outcome, close.terms
         resumed = live.session is not None and live.session.resumed
-        self.totals.closed(outcome, terms)
-        if terms is not None and outcome in (Outcome.CLEARED, Outcome.UNVERIFIED):
-            self.writes.close(
-                live.auction_id,
-                status=outcome.store_status,
-                clearing_price_mc=terms.price_mc,
-                winner_id=terms.bidder_id,
-                energy_wh=terms.energy_wh,
-            )
-            trade = {"auction_id": live.auction_id, "device_id": live.device_id, **asdict(terms)}
-            for listener in self.trade_listeners:
-                listener(trade)
-        elif live.auction_id:
-            self.writes.close(live.auction_id, status=outcome.store_status)
-        if outcome is Outcome.UNVERIFIED:
-            self.metrics.counters["trades_unverified"] += 1
-            self._event("trade_unverified", live.device_id, live.auction_id)
-            log.warning(
-                "battery did not confirm the trade (no answer, or it forgot the auction); kept",
-                auction=live.auction_id,
-            )
-        elif outcome is Outcome.VOID:
-            reason = close.reason or 0
-            self._event("trade_void", live.device_id, live.auction_id, reason=reason)
-            log.warning(
-                "battery did not commit a confirmed bid",
-                auction=live.auction_id,
-                device=live.device_id,
-                reason=REASON_NAMES.get(reason, str(reason)),
-            )
-            if live.trade_id is not None:
-                error = "battery did not commit" + (" (after hub restart)" if resumed else "")
-                why = f"{error}: {REASON_NAMES.get(reason, str(reason))}"
-                task = asyncio.create_task(self._void(live.trade_id, why))
-                self._background.add(task)
-                task.add_done_callback(self._background.discard)
-        if resumed:
-            self._event("auction_recovered", live.device_id, live.auction_id, outcome=outcome.value)
-            log.info(
-                "auction with a recorded trade resolved after restart",
-                auction=live.auction_id,
-                outcome=outcome.value,
-            )
-
-    async def _void(self, trade_id: int, error: str) -> None:
-        try:
-            await self.store.mark_settlement(trade_id, status="failed", error=error)
-        except Exception as exc:
-            self.metrics.counters["store_write_errors"] += 1
-            log.warning("could not mark a void trade", trade=trade_id, error=str(exc))
+        self.records.closed(
+            live.auction_id, live.device_id, close, trade_id=live.trade_id, resumed=resumed
+        )
 
     def _untrack(self, live: LiveAuction) -> None:
         if self.runs.get(live.device_id) is live:
             del self.runs[live.device_id]
         if not self.runs:
             self._idle.set()
-
-    def _event(
-        self, kind: str, device_id: int | None, auction_id: int | None, **payload: Any
-    ) -> None:
-        self.store.record_event(
-            kind, device_id=device_id, auction_id=auction_id, payload=payload, ts_ms=now_ms()
-        )
 
     # ---- notices and status ----------------------------------------------------------------
 
