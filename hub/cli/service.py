@@ -8,7 +8,7 @@ import signal
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, NoReturn, TypeVar
 
 import typer
 
@@ -55,7 +55,7 @@ def _run(main: Coroutine[Any, Any, _T]) -> _T:
     return uvloop.run(main)
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(1)
 
@@ -260,8 +260,14 @@ def bench_hub(
 ) -> None:
     """Drive the hub with simulated batteries; print msg/s, latency, misses, losses, CPU, RSS."""
     from hub.runtime import configure_logging
-    from hub.tools.bench.hub import BenchConfig, run_bench
 
+    try:
+        from hub.tools.bench.hub import BenchConfig, run_bench
+    except ImportError as exc:
+        _fail(
+            f"etp bench hub needs the project's tools extra ({exc.name} is missing): "
+            "run scripts/setup.sh, or .venv/bin/pip install -e '.[tools]'"
+        )
     configure_logging("warning")  # logs go to stderr; stdout carries only the result
     if broker not in ("embedded", "mosquitto"):
         _fail("--broker must be embedded or mosquitto")
