@@ -23,7 +23,7 @@ import structlog
 
 from hub.auctions.rules import Auction, BidRecord, Mechanism, Offer, new_auction
 from hub.buyers.aggregator import Aggregator
-from hub.buyers.bidding import collect_bids, record_outcome
+from hub.buyers.bidding import collect_bids, pace_period, record_outcome
 from hub.buyers.history import MarketHistory, demand_wh
 from hub.devices import Device, Registry, SenderPool
 from hub.metrics import Metrics
@@ -477,6 +477,8 @@ class Engine:
     def _schedule_once(self) -> None:
         now = ticks_ms()
         self._maybe_start_period(now)
+        if self._period_started is not None:
+            pace_period(self.aggregators, now - self._period_started, self.config.trading_period_ms)
         if all(agg.state.satisfied for agg in self.aggregators):
             return  # nobody is buying this trading period
         limit = self.config.max_parallel_auctions

@@ -23,7 +23,7 @@ from hub.auctions.rules import (
     new_auction,
 )
 from hub.buyers.aggregator import Aggregator, AggregatorConfig, cost_mc
-from hub.buyers.bidding import collect_bids, record_outcome
+from hub.buyers.bidding import collect_bids, pace_period, record_outcome
 from hub.buyers.history import MarketHistory, demand_wh
 from shared_etp import schema
 
@@ -328,6 +328,7 @@ def simulate(scenario: Scenario, aggregators: Sequence[AggregatorConfig]) -> Sim
             period_started = opened_ms
             for agent in agents:
                 agent.state.start_period()
+        pace_period(agents, opened_ms - period_started, scenario.trading_period_ms)
         running: list[tuple[Auction, _Battery]] = []
         for offer in slots[opened_ms]:
             history.record_offer(offer.lot_wh, demand_wh(agents, offer.lot_wh))

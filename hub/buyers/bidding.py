@@ -9,7 +9,17 @@ from hub.buyers.aggregator import Aggregator
 from hub.buyers.history import MarketHistory
 from hub.buyers.strategies import market_view
 
-__all__ = ["collect_bids", "record_outcome"]
+__all__ = ["collect_bids", "pace_period", "record_outcome"]
+
+
+def pace_period(aggregators: Sequence[Aggregator], elapsed_ms: int, period_ms: int) -> None:
+    """Tell every aggregator that `elapsed_ms` of the current `period_ms` trading period have
+    passed, so each buys toward its requirement accrued so far (period_ms 0: no pacing).
+
+    The live driver calls it as time passes (each scheduling tick) and the simulation before
+    each offer, with the same clock origin: the start of the current trading period."""
+    for agg in aggregators:
+        agg.pace(elapsed_ms, period_ms)
 
 
 def collect_bids(
