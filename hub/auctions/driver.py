@@ -476,13 +476,16 @@ class Engine:
 
     def _schedule_once(self) -> None:
         now = ticks_ms()
+        online = self.registry.online()
+        if self._period_started is None and not online:
+            return  # the first trading period begins with the first battery online
         self._maybe_start_period(now)
         if self._period_started is not None:
             pace_period(self.aggregators, now - self._period_started, self.config.trading_period_ms)
         if all(agg.state.satisfied for agg in self.aggregators):
             return  # nobody is buying this trading period
         limit = self.config.max_parallel_auctions
-        for device in self.registry.online():
+        for device in online:
             if len(self.runs) >= limit:
                 break
             device_id = device.device_id

@@ -53,6 +53,9 @@ class AggregatorConfig:
     max_price_mc: int
     strategy_params: dict[str, Any] = field(default_factory=dict)
     min_purchase_wh: int = 100  # smallest useful purchase; budget caps price for at least this
+    # paced demand accrues in steps of this much (about one lot): each win buys a useful
+    # amount, so a few aggregators need few auctions and none is starved of them
+    pace_step_wh: int = 1000
 
     def __post_init__(self) -> None:
         if self.aggregator_id < FIRST_AGGREGATOR_ID:
@@ -65,7 +68,13 @@ class AggregatorConfig:
                 f"aggregator {self.name!r}: strategy must be one of {STRATEGY_NAMES}, "
                 f"got {self.strategy!r}"
             )
-        for label in ("budget_mc", "energy_requirement_wh", "max_price_mc", "min_purchase_wh"):
+        for label in (
+            "budget_mc",
+            "energy_requirement_wh",
+            "max_price_mc",
+            "min_purchase_wh",
+            "pace_step_wh",
+        ):
             if getattr(self, label) <= 0:
                 raise AggregatorConfigError(
                     f"aggregator {self.name!r}: {label} must be > 0, got {getattr(self, label)}"
@@ -109,7 +118,7 @@ class AggregatorState:
     def pace(self, elapsed_ms: int, period_ms: int) -> None:
         """`elapsed_ms` of a `period_ms` trading period have passed: from now on it wants the
         requirement accrued so far (requirement x elapsed / period, rounded up to the next
-        minimum purchase so the whole requirement is due before the period ends) minus what it
+        `pace_step_wh` so the whole requirement is due before the period ends) minus what it
         already bought, and may spend the same share of its budget. `period_ms` <= 0 turns
         pacing off (everything due)."""
         if period_ms <= 0:
@@ -129,7 +138,7 @@ class AggregatorState:
         requirement = self.config.energy_requirement_wh
         if not self.paced:
             return requirement
-        step = self.config.min_purchase_wh
+        step = self.config.pace_step_wh
         accrued = requirement * self._elapsed_ms // self._period_ms
         return min(requirement, (accrued // step + 1) * step)
 
@@ -154,7 +163,7 @@ class AggregatorState:
     @property
     def satisfied(self) -> bool:
         """True when nothing is to be bought now: the requirement due is met (while paced:
-        less than the minimum purchase is due yet), or no useful purchase is affordable."""
+        less than a minimum purchase is due yet), or no useful purchase is affordable."""
         remaining = self.remaining_requirement_wh
         if remaining <= 0:
             return True

@@ -39,11 +39,10 @@ def test_a_quarter_into_the_period_it_has_bought_about_a_quarter() -> None:
     scenario = Scenario(seed=1, offers=offers_every(500), trading_period_ms=PERIOD_MS)
     outcomes = simulate(scenario, [config]).outcomes
     quarter = bought_by(outcomes, PERIOD_MS // 4 + 1)
-    # at most the quarter plus the one minimum purchase bought ahead
-    assert quarter <= 20_000 // 4 + config.min_purchase_wh
+    # at most the quarter plus the one pacing step (about a lot) bought ahead
+    assert quarter <= 20_000 // 4 + config.pace_step_wh
     assert quarter >= 20_000 // 4 - 1_000  # and it did keep up (lots were there)
-    # by the end, the whole requirement but the last minimum purchase (due in the period's
-    # last 0.3 s, when no lot opened)
+    # by the end, the whole requirement
     assert bought_by(outcomes, PERIOD_MS) >= 20_000 - config.min_purchase_wh
 
 
@@ -97,14 +96,14 @@ def test_paced_budget_and_demand_in_a_single_decision() -> None:
     )
     agg.pace(PERIOD_MS // 4, PERIOD_MS)
     price, energy = agg.decide(view) or (0, 0)
-    assert 0 < energy <= 20_000 // 4 + agg.config.min_purchase_wh
-    assert agg.state.available_mc() <= agg.config.budget_mc // 4 + 100 * 30
+    assert 0 < energy <= 20_000 // 4 + agg.config.pace_step_wh
+    assert agg.state.available_mc() <= agg.config.budget_mc * 6_000 // 20_000
     agg.on_held(1, price, energy)
     agg.on_won(1, price, energy)
     assert agg.decide(view) is None  # nothing more is due a quarter into the period
     agg.pace(PERIOD_MS // 2, PERIOD_MS)
     later = agg.decide(view)
-    assert later is not None and later[1] >= 20_000 // 4 - agg.config.min_purchase_wh
+    assert later is not None and later[1] >= 20_000 // 4 - agg.config.pace_step_wh
     agg.pace(0, 0)  # no trading periods: everything is due at once
     unpaced = agg.decide(view)
     assert unpaced is not None and unpaced[1] == 20_000 - energy
