@@ -1,20 +1,21 @@
 """Shared test fixtures: paths to the repo and to the MicroPython unix port."""
 
-import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
+from hub.tools.firmware.binaries import ToolNotFoundError, micropython_binary
+
 REPO = Path(__file__).resolve().parents[1]
 
 
-def micropython_binary() -> str | None:
-    """The `micropython` command installed next to this interpreter, else one on PATH."""
-    local = Path(sys.executable).with_name("micropython")
-    if local.exists():
-        return str(local)
-    return shutil.which("micropython")
+def micropython_available() -> bool:
+    """True when the MicroPython unix port is found (hub.tools.firmware.binaries decides)."""
+    try:
+        micropython_binary()
+    except ToolNotFoundError:
+        return False
+    return True
 
 
 @pytest.fixture(scope="session")
@@ -24,7 +25,7 @@ def repo() -> Path:
 
 @pytest.fixture(scope="session")
 def micropython() -> str:
-    binary = micropython_binary()
-    if binary is None:
-        pytest.skip("the MicroPython unix port is not installed (run scripts/setup.sh)")
-    return binary
+    try:
+        return micropython_binary()
+    except ToolNotFoundError as exc:
+        pytest.skip(f"the MicroPython unix port is not available: {exc}")

@@ -38,13 +38,18 @@ class Scheduler:
     def due(self, now: int, busy: Container[int], in_flight: int) -> list[Device]:
         """Devices to open an auction for at ticks `now`; `busy` holds devices with one in
         flight, `in_flight` counts them."""
+        online = self.registry.online()
+        if self._period_started is None and not online:
+            return []  # the first trading period begins with the first battery online
         self._maybe_start_period(now)
+        if self._period_started is not None:
+            self.buyers.pace(now - self._period_started, self.config.trading_period_ms)
         if self.buyers.satisfied:
-            return []  # nobody is buying this trading period
+            return []  # nobody is buying yet (paced) or any more this trading period
         config = self.config
         room = config.max_parallel_auctions - in_flight
         chosen: list[Device] = []
-        for device in self.registry.online():
+        for device in online:
             if len(chosen) >= room:
                 break
             device_id = device.device_id

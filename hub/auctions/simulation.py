@@ -327,6 +327,7 @@ def simulate(scenario: Scenario, aggregators: Sequence[AggregatorConfig]) -> Sim
         ):
             period_started = opened_ms
             buyers.start_period()
+        buyers.pace(opened_ms - period_started, scenario.trading_period_ms)
         running: list[tuple[AuctionSession, _Battery]] = []
         for offer in slots[opened_ms]:
             session = AuctionSession(offer, rules, buyers)

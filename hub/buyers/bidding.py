@@ -86,6 +86,14 @@ class Buyers:
         for agg in self.aggregators:
             agg.state.start_period()
 
+    def pace(self, elapsed_ms: int, period_ms: int) -> None:
+        """`elapsed_ms` of the current `period_ms` trading period have passed: each aggregator
+        buys toward the requirement accrued so far (period_ms 0: no pacing). The live scheduler
+        calls it every tick and the simulation before each slot, from the same origin: the
+        start of the current trading period."""
+        for agg in self.aggregators:
+            agg.pace(elapsed_ms, period_ms)
+
     def offered(self, lot_wh: int) -> None:
         """A battery put `lot_wh` up for sale (feeds the scarcity the strategies read)."""
         self.history.record_offer(lot_wh, demand_wh(self.aggregators, lot_wh))
