@@ -217,6 +217,7 @@ class MqttLink:
         self.last_error: str | None = None
         self.intake = Intake(on_message, max_queued)
         self._tls = config.tls()  # raises LinkConfigError now, not on every reconnect
+        self._refused = asyncio.Event()  # the broker refused the hub / TLS failed, last attempt
         self._client: MqttClient | None = None
         self._task: asyncio.Task[None] | None = None
         self._intake_task: asyncio.Task[None] | None = None
@@ -229,18 +230,25 @@ class MqttLink:
         return self.intake.handler_errors
 
     async def start(self, wait_s: float | None = 10.0) -> None:
-        """Start the connection loop; optionally wait until the first connection is up."""
+        """Start the connection loop; optionally wait until the first connection is up.
+
+        Raises LinkDownError if it is not up within `wait_s`, or at once when the broker
+        refused the hub or the TLS handshake failed (waiting would not change that); the link
+        keeps retrying in the background either way, until stop()."""
         self._intake_task = asyncio.create_task(self.intake.run(), name="mqtt-intake")
         self._task = asyncio.create_task(self._run(), name=f"mqtt-link-{self._client_id}")
-        if wait_s:
-            try:
-                await asyncio.wait_for(self.connected.wait(), wait_s)
-            except TimeoutError:
-                why = self.last_error or "no answer; is it running?"
-                raise LinkDownError(
-                    f"could not connect to MQTT broker {self.config.url} within {wait_s:.0f} s: "
-                    f"{why}"
-                ) from None
+        if not wait_s:
+            return
+        up = asyncio.ensure_future(self.connected.wait())
+        refused = asyncio.ensure_future(self._refused.wait())
+        try:
+            await asyncio.wait((up, refused), timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            up.cancel()
+            refused.cancel()
+        if not self.connected.is_set():
+            why = self.last_error or "no answer; is it running?"
+            raise LinkDownError(f"could not connect to MQTT broker {self.config.url}: {why}")
 
     async def stop(self) -> None:
         """Disconnect cleanly (the will is not sent) and stop reconnecting."""
@@ -343,6 +351,7 @@ class MqttLink:
             log.debug("mqtt connected", url=self.config.url, client=self._client_id)
         self.failed_attempts = 0
         self.last_error = None
+        self._refused.clear()
         self.connected.set()
 
     def _connect_failed(self, exc: MqttError, retry_in_s: float) -> None:
@@ -352,6 +361,10 @@ class MqttLink:
         repeated = error == self.last_error
         self.last_error = error
         fix = _fix_for(exc)
+        if fix is not None:
+            self._refused.set()
+        else:
+            self._refused.clear()
         if repeated:
             log.debug(
                 "mqtt connect failed again",
