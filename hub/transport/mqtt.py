@@ -314,9 +314,16 @@ class MqttClient:
         except TimeoutError:
             self.abort()
             raise MqttError(f"no CONNACK from {where}") from None
+        except MqttTlsError:
+            raise
         except MqttError as exc:
             if self.tls is not None:
-                raise
+                # With TLS 1.3 the broker checks a client certificate only after the client
+                # finished its handshake: a missing or unaccepted one looks like this.
+                raise MqttTlsError(
+                    f"{exc} before answering CONNECT (does {where} require a client "
+                    "certificate, or not accept this one?)"
+                ) from exc
             raise MqttError(
                 f"{exc} before answering CONNECT (if {where} is a TLS port, use mqtts://)"
             ) from exc
@@ -559,8 +566,12 @@ class MqttClient:
         return pos
 
     def _lost(self, exc: Exception | None) -> None:
+        where = f"{self.host}:{self.port}"
+        if isinstance(exc, ssl.SSLError):  # e.g. TLS 1.3: the broker wanted a client certificate
+            self._finish(MqttTlsError(f"TLS with {where} failed: {_reason(exc)}"))
+            return
         why = exc or "closed by the broker"
-        self._finish(MqttError(f"connection to {self.host}:{self.port} lost: {why}"))
+        self._finish(MqttError(f"connection to {where} lost: {why}"))
 
     def _finish(self, error: MqttError | None) -> None:
         """The connection is over: fail everything still waiting on it (once)."""

@@ -116,6 +116,25 @@ async def test_wrong_or_missing_password_is_refused_without_showing_it(
     assert "wrong-secret" not in str(refused.value)
 
 
+@pytest.mark.mosquitto
+async def test_broker_requiring_a_client_certificate_admits_only_a_client_with_one() -> None:
+    if not mosquitto_available() or shutil.which("openssl") is None:
+        pytest.skip("mosquitto and openssl are needed")
+    async with mosquitto_secure_broker(USERS, require_client_cert=True) as broker:
+        assert broker.client_cert is not None and broker.client_key is not None
+        without = _client(broker)
+        with pytest.raises(MqttTlsError, match="certificate"):  # alert or reset: both say so
+            await without.connect()
+        _, port = parse_mqtt_url(broker.url)
+        config = LinkConfig(url=broker.url, ca_file=broker.ca_file,
+                            cert_file=broker.client_cert, key_file=broker.client_key)
+        with_cert = MqttClient("127.0.0.1", port, "etp-test", lambda topic, payload: None,
+                               tls=config.tls(), username="hub", password=USERS["hub"])
+        await with_cert.connect()
+        assert with_cert.connected
+        await with_cert.disconnect()
+
+
 def test_tls_files_that_cannot_be_loaded_name_the_setting(tmp_path: Path) -> None:
     missing = tmp_path / "nope.pem"
     with pytest.raises(LinkConfigError, match="--mqtt-ca-file") as no_ca:
