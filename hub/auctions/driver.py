@@ -806,11 +806,15 @@ class Engine:
 
     async def _notices(self) -> None:
         interval_s = self.config.notice_interval_ms / 1000.0
+        failing = False  # while the broker link is down, say so once, not every interval
         while not self._stopping:
             try:
                 self.publish_notices()
+                failing = False
             except Exception as exc:
-                log.warning("could not publish market notices", error=str(exc))
+                if not failing:
+                    log.warning("could not publish market notices; retrying", error=str(exc))
+                failing = True
             await asyncio.sleep(interval_s)
 
     def publish_notices(self) -> None:
