@@ -286,13 +286,13 @@ class MqttClient:
             raise MqttTlsError(f"TLS handshake with {where} failed: {_reason(exc)}") from exc
         except ConnectionResetError as exc:
             if self.tls is None:
-                raise MqttError(f"cannot connect to {where}: {_reason(exc)}") from exc
+                raise MqttError(f"cannot connect to {where}: {exc}") from exc
             raise MqttTlsError(
                 f"TLS handshake with {where} failed: the broker closed the connection "
                 "(a plain listener, or it wants a client certificate)"
             ) from exc
         except (OSError, TimeoutError) as exc:
-            raise MqttError(f"cannot connect to {where}: {_reason(exc)}") from exc
+            raise MqttError(f"cannot connect to {where}: {exc or 'timed out'}") from exc
         assert self._transport is not None
         sock = self._transport.get_extra_info("socket")
         if sock is not None:
