@@ -165,6 +165,15 @@ class HubRuntime:
             LinkConfig(
                 url=self.mqtt_url,
                 client_id=f"etp-hub-{settings.site}-{epoch}",
+                username=settings.mqtt_username,
+                password=(
+                    settings.mqtt_password.get_secret_value()
+                    if settings.mqtt_password is not None
+                    else None
+                ),
+                ca_file=settings.mqtt_ca_file,
+                cert_file=settings.mqtt_cert_file,
+                key_file=settings.mqtt_key_file,
                 subscriptions=[
                     (device_wildcard(settings.site, leaf), 1 if leaf != STATUS else 0)
                     for leaf in (BIRTH, DEATH, STATUS, RESPONSE)
@@ -200,7 +209,13 @@ class HubRuntime:
             buyers=Buyers(aggregators),
             link_up=lambda: self.link is not None and self.link.connected.is_set(),
         )
-        await self.link.start()
+        try:
+            await self.link.start()
+        except LinkDownError as exc:
+            # Not fatal: the link keeps retrying (the reason is logged) and the hub reports
+            # not ready on /health/ready until the broker accepts it.
+            log.warning("hub starting without its MQTT broker; not ready until it connects",
+                        error=str(exc))
         await self.registry.start()
         await self.auctions.start()
         self._device_task = asyncio.create_task(self._device_writer(), name="device-writer")
@@ -452,7 +467,10 @@ class HubRuntime:
                 "online": sum(1 for d in devices if d.online),
             },
             "mqtt": {
-                "url": self.mqtt_url,
+                "url": self.mqtt_url,  # never holds the password (settings take it out)
+                "username": self.settings.mqtt_username,
+                "connected": bool(link and link.connected.is_set()),
+                "last_error": link.last_error if link else None,
                 "received": link.received if link else 0,
                 "published": link.published if link else 0,
                 "publish_errors": link.publish_errors if link else 0,

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import unquote, urlsplit, urlunsplit
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["MasterSecretError", "Settings", "load_master_secret"]
@@ -24,9 +25,25 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(default=Path(".etp"), description="where the database and keys live")
     database_url: str | None = Field(default=None, description="None = SQLite in data_dir")
-    mqtt_url: str | None = Field(default=None, description="external broker; None = embedded")
+    mqtt_url: str | None = Field(
+        default=None,
+        description="external broker mqtt://HOST[:1883] or mqtts://HOST[:8883] (TLS); "
+        "None = embedded. USER:PASSWORD@ in it is moved to mqtt_username / mqtt_password",
+    )
     mqtt_host: str = "127.0.0.1"
     mqtt_port: int = 1883
+    mqtt_username: str | None = Field(default=None, description="user name sent in CONNECT")
+    mqtt_password: SecretStr | None = Field(default=None, description="sent with the user name")
+    mqtt_ca_file: Path | None = Field(
+        default=None, description="mqtts://: CA (PEM) the broker's certificate must chain to; "
+        "None = the system's trusted CAs"
+    )
+    mqtt_cert_file: Path | None = Field(
+        default=None, description="mqtts://: client certificate (PEM) for brokers that ask"
+    )
+    mqtt_key_file: Path | None = Field(
+        default=None, description="its private key (PEM), unless it is in mqtt_cert_file"
+    )
     http_host: str = "127.0.0.1"
     http_port: int = 8000
     http_enabled: bool = True
@@ -57,6 +74,25 @@ class Settings(BaseSettings):
     trading_period_ms: int = Field(
         default=60_000, ge=0, description="aggregator budgets and requirements renew; 0 = never"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _credentials_out_of_url(cls, values: Any) -> Any:
+        """mqtt(s)://USER:PASSWORD@HOST: the credentials leave the URL (so it can be logged and
+        shown), explicit mqtt_username / mqtt_password taking precedence."""
+        if not isinstance(values, dict) or not isinstance(values.get("mqtt_url"), str):
+            return values
+        parts = urlsplit(values["mqtt_url"])
+        if parts.username is None and parts.password is None:
+            return values
+        values = dict(values)
+        host = parts.netloc.rpartition("@")[2]
+        values["mqtt_url"] = urlunsplit(parts._replace(netloc=host))
+        if values.get("mqtt_username") is None and parts.username:
+            values["mqtt_username"] = unquote(parts.username)
+        if values.get("mqtt_password") is None and parts.password is not None:
+            values["mqtt_password"] = unquote(parts.password)
+        return values
 
     def resolved_database_url(self) -> str:
         """The SQLAlchemy URL of the store: database_url, else SQLite in the data dir."""

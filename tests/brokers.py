@@ -1,7 +1,8 @@
 """Real MQTT brokers for tests: embedded amqtt and a Mosquitto subprocess, each on a free port.
 
-Both are async context managers yielding the broker URL ``mqtt://127.0.0.1:PORT``; they bind
-only to loopback and clean up on exit, so test files can run them in parallel.
+They are async context managers yielding the broker URL ``mqtt://127.0.0.1:PORT`` (the TLS
+ones also mqtts:// URLs and the certificate); they bind only to loopback and clean up on
+exit, so test files can run them in parallel.
 """
 
 from __future__ import annotations
@@ -9,13 +10,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 MOSQUITTO_BIN = "/usr/sbin/mosquitto"
+MOSQUITTO_PASSWD_BIN = "/usr/bin/mosquitto_passwd"
 
 
 class BrokerStartError(RuntimeError):
@@ -149,6 +153,104 @@ async def mosquitto_tls_broker() -> AsyncIterator[tuple[str, str, Path]]:
                 err = proc.communicate(timeout=5)[1].decode(errors="replace")
                 raise BrokerStartError(f"mosquitto (TLS) did not start: {err.strip()}")
             yield f"mqtt://127.0.0.1:{plain}", f"mqtts://127.0.0.1:{secure}", cert
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=5)
+            if proc.stderr is not None:
+                proc.stderr.close()
+
+
+def _write_password_file(path: Path, users: Mapping[str, str]) -> None:
+    """A Mosquitto password file holding `users` (name -> password), hashed by
+    mosquitto_passwd itself."""
+    passwd = MOSQUITTO_PASSWD_BIN if Path(MOSQUITTO_PASSWD_BIN).exists() else "mosquitto_passwd"
+    path.write_text("")
+    for name, password in users.items():
+        subprocess.run([passwd, "-b", str(path), name, password], check=True,
+                       capture_output=True, timeout=30)
+    path.chmod(0o644)  # read by Mosquitto after it dropped root
+
+
+def make_client_cert(directory: Path, name: str) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a client certificate it signed (CN=name), valid one day: returns
+    (CA certificate, client certificate, client key)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca, ca_key = directory / "client-ca.pem", directory / "client-ca.key"
+    cert, key, csr = directory / "client.pem", directory / "client.key", directory / "client.csr"
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    for command in (
+        ["openssl", "req", "-x509", *ec, "-days", "1", "-subj", "/CN=etp-test-client-ca",
+         "-keyout", str(ca_key), "-out", str(ca)],
+        ["openssl", "req", "-new", *ec, "-subj", f"/CN={name}", "-keyout", str(key),
+         "-out", str(csr)],
+        ["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
+         "-CAcreateserial", "-days", "1", "-out", str(cert)],
+    ):
+        subprocess.run(command, check=True, capture_output=True, timeout=60)
+    ca.chmod(0o644)
+    return ca, cert, key
+
+
+@dataclass
+class SecureBroker:
+    """A running Mosquitto that takes only TLS and only known users (and, when asked, only
+    clients presenting `client_cert`)."""
+
+    url: str  # mqtts://127.0.0.1:PORT
+    ca_file: Path  # the broker's (self-signed) certificate: the CA clients must trust
+    password_file: Path
+    process: subprocess.Popen[bytes]
+    client_cert: Path | None = None
+    client_key: Path | None = None
+
+    def set_users(self, users: Mapping[str, str]) -> None:
+        """Replace the known users and make the running broker reload them (SIGHUP)."""
+        _write_password_file(self.password_file, users)
+        self.process.send_signal(signal.SIGHUP)
+
+
+@contextlib.asynccontextmanager
+async def mosquitto_secure_broker(
+    users: Mapping[str, str], *, require_client_cert: bool = False
+) -> AsyncIterator[SecureBroker]:
+    """Mosquitto with one TLS listener (self-signed certificate for 127.0.0.1), anonymous
+    clients refused, `users` (name -> password) accepted; with `require_client_cert`, only
+    clients presenting the certificate made for them (SecureBroker.client_cert/key)."""
+    binary = MOSQUITTO_BIN if Path(MOSQUITTO_BIN).exists() else shutil.which("mosquitto")
+    if binary is None or shutil.which("openssl") is None:
+        raise BrokerStartError("mosquitto and openssl are needed for a TLS broker")
+    with tempfile.TemporaryDirectory(prefix="etp-mosq-auth-") as tmp:
+        cert, key = make_self_signed_cert(Path(tmp))
+        password_file = Path(tmp) / "passwords"
+        _write_password_file(password_file, users)
+        client_cert = client_key = None
+        client_auth = ""
+        if require_client_cert:
+            client_ca, client_cert, client_key = make_client_cert(Path(tmp) / "client", "hub")
+            client_auth = f"cafile {client_ca}\nrequire_certificate true\n"
+        port = free_port()
+        conf = Path(tmp) / "mosquitto.conf"
+        conf.write_text(
+            f"per_listener_settings false\nallow_anonymous false\npassword_file {password_file}\n"
+            f"persistence false\nlog_dest none\nlistener {port} 127.0.0.1\ncertfile {cert}\n"
+            f"keyfile {key}\nset_tcp_nodelay true\n{client_auth}"
+        )
+        proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)
+        try:
+            try:
+                await wait_listening(port)
+            except BrokerStartError:
+                proc.kill()
+                err = proc.communicate(timeout=5)[1].decode(errors="replace")
+                raise BrokerStartError(f"mosquitto (TLS, passwords) did not start: {err.strip()}")
+            yield SecureBroker(f"mqtts://127.0.0.1:{port}", cert, password_file, proc,
+                               client_cert, client_key)
         finally:
             if proc.poll() is None:
                 proc.terminate()

@@ -64,10 +64,42 @@ def hub(
     data_dir: Annotated[Path | None, typer.Option(help="data directory [env ETP_DATA_DIR]")] = None,
     database_url: str | None = typer.Option(None, help="SQLAlchemy URL [ETP_DATABASE_URL]"),
     mqtt_url: str | None = typer.Option(
-        None, help="external broker mqtt://HOST:PORT; default: embedded amqtt [ETP_MQTT_URL]"
+        None,
+        help="external broker mqtt://HOST[:1883], or mqtts://HOST[:8883] for TLS (the broker's "
+        "certificate is verified and must name HOST); USER:PASSWORD@HOST is accepted and never "
+        "shown; default: embedded amqtt [ETP_MQTT_URL]",
     ),
     mqtt_host: str | None = typer.Option(None, help="embedded broker address"),
     mqtt_port: int | None = typer.Option(None, help="embedded broker port (1883)"),
+    mqtt_username: str | None = typer.Option(
+        None, help="user name the hub logs in to the broker with [ETP_MQTT_USERNAME]"
+    ),
+    mqtt_password: str | None = typer.Option(
+        None,
+        help="its password; prefer the env var ETP_MQTT_PASSWORD (a flag is visible to other "
+        "users in `ps`) [ETP_MQTT_PASSWORD]",
+    ),
+    mqtt_ca_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="mqtts://: CA certificate (PEM) the broker's certificate must chain to; "
+            "default: the system's trusted CAs [ETP_MQTT_CA_FILE]"
+        ),
+    ] = None,
+    mqtt_cert_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="mqtts://: client certificate (PEM) for brokers that require one "
+            "[ETP_MQTT_CERT_FILE]"
+        ),
+    ] = None,
+    mqtt_key_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="private key (PEM) of --mqtt-cert-file, unless it is in that file "
+            "[ETP_MQTT_KEY_FILE]"
+        ),
+    ] = None,
     http_host: str | None = typer.Option(None, help="HTTP gateway address"),
     http_port: int | None = typer.Option(None, help="HTTP gateway port (8000)"),
     site: str | None = typer.Option(None, help="site id (site1)"),
@@ -83,6 +115,11 @@ def hub(
         mqtt_url=mqtt_url,
         mqtt_host=mqtt_host,
         mqtt_port=mqtt_port,
+        mqtt_username=mqtt_username,
+        mqtt_password=mqtt_password,
+        mqtt_ca_file=mqtt_ca_file,
+        mqtt_cert_file=mqtt_cert_file,
+        mqtt_key_file=mqtt_key_file,
         http_host=http_host,
         http_port=http_port,
         site=site,

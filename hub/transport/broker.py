@@ -1,4 +1,5 @@
-"""Embedded amqtt broker (run by the hub in a child process), and mqtt:// URL parsing."""
+"""Embedded amqtt broker (run by the hub in a child process), and mqtt:// / mqtts:// URL
+parsing."""
 
 from __future__ import annotations
 
@@ -18,19 +19,43 @@ from amqtt.broker import Broker
 from amqtt.contexts import BrokerConfig, ListenerConfig
 from amqtt.session import Session
 
-__all__ = ["BrokerError", "EmbeddedBroker", "parse_mqtt_url"]
+__all__ = ["BrokerError", "EmbeddedBroker", "is_tls_url", "parse_mqtt_url"]
+
+_PLAIN_SCHEMES = ("mqtt", "tcp")
+_TLS_SCHEMES = ("mqtts",)
 
 
 class BrokerError(RuntimeError):
     """The broker could not be started or the broker URL is unusable."""
 
 
-def parse_mqtt_url(url: str) -> tuple[str, int]:
-    """Split mqtt://host:port into (host, port); port defaults to 1883."""
+def _checked(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port or None) of a broker URL; raises BrokerError without echoing a
+    password the URL may hold."""
     parsed = urlparse(url)
-    if parsed.scheme not in ("mqtt", "tcp") or not parsed.hostname:
-        raise BrokerError(f"broker URL {url!r} must look like mqtt://HOST:PORT")
-    return parsed.hostname, parsed.port or 1883
+    shown = url if parsed.password is None else url.replace(f":{parsed.password}@", ":***@", 1)
+    try:
+        port = parsed.port
+    except ValueError:
+        raise BrokerError(f"broker URL {shown!r} has an invalid port") from None
+    if parsed.scheme not in _PLAIN_SCHEMES + _TLS_SCHEMES or not parsed.hostname:
+        raise BrokerError(
+            f"broker URL {shown!r} must look like mqtt://HOST[:1883] or mqtts://HOST[:8883]"
+        )
+    return parsed.scheme, parsed.hostname, port
+
+
+def parse_mqtt_url(url: str) -> tuple[str, int]:
+    """Split mqtt://host:port or mqtts://host:port into (host, port); the port defaults to
+    1883, for mqtts:// (MQTT over TLS) to 8883. User name and password in the URL are
+    ignored here (the hub's settings take them out of it)."""
+    scheme, host, port = _checked(url)
+    return host, port or (8883 if scheme in _TLS_SCHEMES else 1883)
+
+
+def is_tls_url(url: str) -> bool:
+    """True for mqtts:// (MQTT over TLS), False for mqtt://; raises BrokerError otherwise."""
+    return _checked(url)[0] in _TLS_SCHEMES
 
 
 def _port_free(host: str, port: int) -> bool:

@@ -1,20 +1,31 @@
-"""MQTT transport for the hub: connect, subscribe, publish, reconnect. Bytes only."""
+"""The hub's MQTT connection: connect (TCP or TLS, optional credentials), subscribe, publish,
+reconnect with back-off, and a bounded intake between the socket and the handlers. Bytes only."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import itertools
+import ssl
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import structlog
 
-from hub.transport.broker import parse_mqtt_url
-from hub.transport.mqtt import MqttClient, MqttError, Will
+from hub.transport.broker import BrokerError, is_tls_url, parse_mqtt_url
+from hub.transport.mqtt import (
+    MqttClient,
+    MqttConnectRefusedError,
+    MqttError,
+    MqttTlsError,
+    TlsConfigError,
+    Will,
+    tls_context,
+)
 
-__all__ = ["Intake", "LinkConfig", "LinkDownError", "MqttLink"]
+__all__ = ["Intake", "LinkConfig", "LinkConfigError", "LinkDownError", "MqttLink"]
 
 log = structlog.get_logger(__name__)
 _client_numbers = itertools.count(1)
@@ -22,6 +33,45 @@ _client_numbers = itertools.count(1)
 
 class LinkDownError(RuntimeError):
     """A publish was attempted while the MQTT connection is down."""
+
+
+class LinkConfigError(ValueError):
+    """The link cannot be set up as configured (a TLS file that cannot be loaded, a URL that
+    is not mqtt:// or mqtts://, TLS files given for a plain connection)."""
+
+
+# What an operator changes when the broker refuses the hub: named once, used in log lines.
+_FIX_CREDENTIALS = (
+    "check the hub's MQTT user name and password "
+    "(--mqtt-username / --mqtt-password, ETP_MQTT_USERNAME / ETP_MQTT_PASSWORD)"
+)
+_FIX_NOT_AUTHORIZED = (
+    "the broker does not let this user connect: check the user name and password "
+    "(--mqtt-username / --mqtt-password, ETP_MQTT_USERNAME / ETP_MQTT_PASSWORD) and the "
+    "broker's access rules"
+)
+_FIX_CA = (
+    "check the CA the hub trusts (--mqtt-ca-file, ETP_MQTT_CA_FILE) and that the host in "
+    "--mqtt-url (ETP_MQTT_URL) is a name the broker's certificate holds"
+)
+_FIX_HANDSHAKE = (
+    "check that --mqtt-url (ETP_MQTT_URL) points at the broker's TLS port, and the client "
+    "certificate if the broker requires one (--mqtt-cert-file / --mqtt-key-file, "
+    "ETP_MQTT_CERT_FILE / ETP_MQTT_KEY_FILE)"
+)
+_FIX_FILES = {
+    "ca_file": "--mqtt-ca-file (ETP_MQTT_CA_FILE)",
+    "cert_file": "--mqtt-cert-file / --mqtt-key-file (ETP_MQTT_CERT_FILE / ETP_MQTT_KEY_FILE)",
+}
+
+
+def _fix_for(exc: MqttError) -> str | None:
+    """The setting to change for a connect failure that retrying alone will not cure."""
+    if isinstance(exc, MqttConnectRefusedError):
+        return {4: _FIX_CREDENTIALS, 5: _FIX_NOT_AUTHORIZED}.get(exc.code)
+    if isinstance(exc, MqttTlsError):
+        return _FIX_CA if "not trusted" in str(exc) else _FIX_HANDSHAKE
+    return None
 
 
 class Intake:
@@ -95,10 +145,19 @@ class Intake:
 
 @dataclass
 class LinkConfig:
-    """Where and how to connect; subscriptions are re-made on every reconnect."""
+    """Where and how to connect; subscriptions are re-made on every reconnect.
+
+    `url` is mqtt://HOST[:1883] or mqtts://HOST[:8883] (TLS: the broker's certificate is
+    verified against `ca_file`, or the system's CAs, and must name HOST); `cert_file` and
+    `key_file` are the client certificate for brokers that ask for one."""
 
     url: str
     client_id: str = ""
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
     subscriptions: Sequence[tuple[str, int]] = ()
     keepalive_s: int = 30
     will: tuple[str, bytes, int, bool] | None = None  # topic, payload, qos, retain
@@ -106,13 +165,39 @@ class LinkConfig:
     backoff_initial_s: float = 0.2
     backoff_max_s: float = 5.0
 
+    def tls(self) -> ssl.SSLContext | None:
+        """The TLS context for an mqtts:// URL (None for mqtt://); raises LinkConfigError."""
+        try:
+            tls = is_tls_url(self.url)
+        except BrokerError as exc:
+            raise LinkConfigError(str(exc)) from None
+        if not tls:
+            if self.ca_file or self.cert_file or self.key_file:
+                raise LinkConfigError(
+                    f"TLS files are set but the broker URL {self.url} is not mqtts://: "
+                    "use mqtts://HOST[:8883] or drop the CA / certificate settings"
+                )
+            return None
+        try:
+            return tls_context(
+                str(self.ca_file) if self.ca_file else None,
+                str(self.cert_file) if self.cert_file else None,
+                str(self.key_file) if self.key_file else None,
+            )
+        except TlsConfigError as exc:
+            raise LinkConfigError(f"{exc}; fix {_FIX_FILES[exc.which]}") from None
+
 
 class MqttLink:
     """One MQTT connection: hands every received (topic, payload) to `on_message`.
 
-    Received messages pass through a bounded `Intake` (status frames are shed first under
-    overload); `on_message` is called in the event loop for each message and must not block;
-    errors it raises are counted and logged, never allowed to stop the receive loop.
+    It reconnects with exponential back-off after any failure, a refused login or a failed
+    TLS handshake included: each distinct failure is logged once (with the setting to fix
+    when retrying alone cannot cure it), identical repeats only at debug level; `last_error`
+    holds the latest one until a connection succeeds. Received messages pass through a
+    bounded `Intake` (status frames are shed first under overload); `on_message` is called in
+    the event loop for each message and must not block; errors it raises are counted and
+    logged, never allowed to stop the receive loop.
     """
 
     def __init__(
@@ -128,7 +213,11 @@ class MqttLink:
         self.published = 0
         self.publish_errors = 0
         self.reconnects = 0
+        self.failed_attempts = 0  # consecutive connect failures; 0 once connected
+        self.last_error: str | None = None
         self.intake = Intake(on_message, max_queued)
+        self._tls = config.tls()  # raises LinkConfigError now, not on every reconnect
+        self._refused = asyncio.Event()  # the broker refused the hub / TLS failed, last attempt
         self._client: MqttClient | None = None
         self._task: asyncio.Task[None] | None = None
         self._intake_task: asyncio.Task[None] | None = None
@@ -141,17 +230,25 @@ class MqttLink:
         return self.intake.handler_errors
 
     async def start(self, wait_s: float | None = 10.0) -> None:
-        """Start the connection loop; optionally wait until the first connection is up."""
+        """Start the connection loop; optionally wait until the first connection is up.
+
+        Raises LinkDownError if it is not up within `wait_s`, or at once when the broker
+        refused the hub or the TLS handshake failed (waiting would not change that); the link
+        keeps retrying in the background either way, until stop()."""
         self._intake_task = asyncio.create_task(self.intake.run(), name="mqtt-intake")
         self._task = asyncio.create_task(self._run(), name=f"mqtt-link-{self._client_id}")
-        if wait_s:
-            try:
-                await asyncio.wait_for(self.connected.wait(), wait_s)
-            except TimeoutError:
-                raise LinkDownError(
-                    f"could not connect to MQTT broker {self.config.url} within {wait_s:.0f} s; "
-                    "is it running?"
-                ) from None
+        if not wait_s:
+            return
+        up = asyncio.ensure_future(self.connected.wait())
+        refused = asyncio.ensure_future(self._refused.wait())
+        try:
+            await asyncio.wait((up, refused), timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            up.cancel()
+            refused.cancel()
+        if not self.connected.is_set():
+            why = self.last_error or "no answer; is it running?"
+            raise LinkDownError(f"could not connect to MQTT broker {self.config.url}: {why}")
 
     async def stop(self) -> None:
         """Disconnect cleanly (the will is not sent) and stop reconnecting."""
@@ -205,18 +302,27 @@ class MqttLink:
                 self._receive,
                 keepalive_s=self.config.keepalive_s,
                 will=will,
+                tls=self._tls,
+                username=self.config.username,
+                password=self.config.password,
             )
             try:
-                await client.connect()
-                self._client = client
-                if self.config.subscriptions:
-                    await client.subscribe(self.config.subscriptions)
-                for topic, payload, qos, retain in self.config.on_connect:
-                    await client.publish_wait(topic, payload, qos, retain)
-                self.connected.set()
-                backoff = self.config.backoff_initial_s
-                log.debug("mqtt connected", url=self.config.url, client=self._client_id)
-                await client.wait_closed()
+                try:
+                    await client.connect()
+                    if self.config.subscriptions:
+                        await client.subscribe(self.config.subscriptions)
+                except MqttError as exc:
+                    client.abort()
+                    if self._stopping:
+                        break
+                    self._connect_failed(exc, backoff)
+                else:
+                    self._client = client
+                    for topic, payload, qos, retain in self.config.on_connect:
+                        await client.publish_wait(topic, payload, qos, retain)
+                    self._connect_succeeded()
+                    backoff = self.config.backoff_initial_s
+                    await client.wait_closed()
             except MqttError as exc:
                 if self._stopping:
                     break
@@ -235,3 +341,48 @@ class MqttLink:
             self.reconnects += 1
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self.config.backoff_max_s)
+
+    def _connect_succeeded(self) -> None:
+        if self.failed_attempts:
+            log.info(
+                "mqtt connected", url=self.config.url, after_failed_attempts=self.failed_attempts
+            )
+        else:
+            log.debug("mqtt connected", url=self.config.url, client=self._client_id)
+        self.failed_attempts = 0
+        self.last_error = None
+        self._refused.clear()
+        self.connected.set()
+
+    def _connect_failed(self, exc: MqttError, retry_in_s: float) -> None:
+        """One line per distinct failure, naming the setting to fix when there is one."""
+        self.failed_attempts += 1
+        error = str(exc)
+        repeated = error == self.last_error
+        self.last_error = error
+        fix = _fix_for(exc)
+        if fix is not None:
+            self._refused.set()
+        else:
+            self._refused.clear()
+        if repeated:
+            log.debug(
+                "mqtt connect failed again",
+                url=self.config.url,
+                error=error,
+                attempts=self.failed_attempts,
+                retry_in_s=retry_in_s,
+            )
+        elif fix is not None:
+            log.error(
+                "mqtt broker refused the hub; retrying",
+                url=self.config.url,
+                error=error,
+                fix=fix,
+                retry_in_s=retry_in_s,
+            )
+        else:
+            log.warning(
+                "mqtt connect failed; retrying", url=self.config.url, error=error,
+                retry_in_s=retry_in_s,
+            )

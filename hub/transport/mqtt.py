@@ -6,7 +6,8 @@ of the event loop per publish). At thousands of frames per second that is most o
 This client parses packets from one receive buffer and writes everything queued during one
 event-loop iteration with one transport write.
 
-Scope (what the hub needs, nothing more): CONNECT with will, keepalive and clean session;
+Scope (what the hub needs, nothing more): CONNECT with will, keepalive, clean session and
+optional user name/password, over TCP or TLS (an `ssl.SSLContext`: see `tls_context`);
 SUBSCRIBE; PUBLISH at QoS 0 and 1 both ways (incoming QoS 1 is acknowledged; outgoing QoS 1 is
 tracked until its PUBACK); PINGREQ/PINGRESP with loss detection; DISCONNECT. Clean sessions
 only: QoS 1 publishes still unacknowledged when a connection dies are reported as failed to
@@ -19,13 +20,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import structlog
 
-__all__ = ["MqttClient", "MqttError", "Will"]
+__all__ = [
+    "MqttClient",
+    "MqttConnectRefusedError",
+    "MqttError",
+    "MqttTlsError",
+    "TlsConfigError",
+    "Will",
+    "tls_context",
+]
 
 _CONNECT, _CONNACK, _PUBLISH, _PUBACK = 0x10, 0x20, 0x30, 0x40
 _SUBSCRIBE, _SUBACK, _PINGREQ, _PINGRESP, _DISCONNECT = 0x82, 0x90, 0xC0, 0xD0, 0xE0
@@ -45,6 +55,70 @@ log = structlog.get_logger(__name__)
 
 class MqttError(Exception):
     """The connection failed, was refused, or is gone; the message says which."""
+
+
+class MqttConnectRefusedError(MqttError):
+    """The broker answered CONNECT with a refusal (`code`: 4 bad user name or password,
+    5 not authorized, ...)."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class MqttTlsError(MqttError):
+    """The TLS handshake failed: the broker's certificate was not trusted or does not name the
+    host, the broker wanted a client certificate, or the port does not speak TLS."""
+
+
+class TlsConfigError(ValueError):
+    """A CA, certificate or key file cannot be loaded (missing, unreadable, not PEM);
+    `which` is "ca_file" or "cert_file" (the certificate or its key)."""
+
+    def __init__(self, message: str, which: str) -> None:
+        super().__init__(message)
+        self.which = which
+
+
+def tls_context(
+    ca_file: str | None = None, cert_file: str | None = None, key_file: str | None = None
+) -> ssl.SSLContext:
+    """A client TLS context that verifies the broker: its certificate must chain to `ca_file`
+    (the system's trusted CAs when None) and name the host connected to. `cert_file` (with
+    `key_file`, unless the key is in the same PEM) is presented when the broker asks for a
+    client certificate. Raises TlsConfigError naming the file that cannot be used."""
+    try:
+        context = ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise TlsConfigError(
+            f"cannot load the CA file {ca_file}: {_reason(exc)}", "ca_file"
+        ) from exc
+    if key_file and not cert_file:
+        raise TlsConfigError(
+            f"a client key ({key_file}) needs its certificate file too", "cert_file"
+        )
+    if cert_file:
+        try:
+            context.load_cert_chain(cert_file, key_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise TlsConfigError(
+                f"cannot load the client certificate {cert_file}"
+                + (f" / key {key_file}" if key_file else "")
+                + f": {_reason(exc)}",
+                "cert_file",
+            ) from exc
+    return context
+
+
+def _reason(exc: BaseException) -> str:
+    """The readable part of an OSError/SSLError (its strerror/reason, not the errno tuple)."""
+    if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
+        return str(exc.verify_message)
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        return str(exc.reason).lower().replace("_", " ")
+    if isinstance(exc, OSError) and exc.strerror:
+        return str(exc.strerror)
+    return str(exc) or type(exc).__name__
 
 
 @dataclass(frozen=True)
@@ -77,12 +151,28 @@ def _text(value: str) -> bytes:
     return struct.pack("!H", len(data)) + data
 
 
-def _connect_packet(client_id: str, keepalive_s: int, clean: bool, will: Will | None) -> bytes:
+def _connect_packet(
+    client_id: str,
+    keepalive_s: int,
+    clean: bool,
+    will: Will | None,
+    username: str | None = None,
+    password: str | None = None,
+) -> bytes:
     flags = 0x02 if clean else 0
     tail = _text(client_id)
     if will is not None:
         flags |= 0x04 | (will.qos & 3) << 3 | (0x20 if will.retain else 0)
         tail += _text(will.topic) + struct.pack("!H", len(will.payload)) + will.payload
+    if username is not None:
+        flags |= 0x80
+        tail += _text(username)
+        if password is not None:
+            flags |= 0x40
+            secret = password.encode()
+            tail += struct.pack("!H", len(secret)) + secret
+    elif password is not None:
+        raise MqttError("MQTT 3.1.1 sends a password only together with a user name")
     body = _text("MQTT") + struct.pack("!BBH", 4, flags, keepalive_s) + tail
     return bytes((_CONNECT,)) + _length(len(body)) + body
 
@@ -109,6 +199,8 @@ class MqttClient:
     `await wait_closed()` to learn when the connection ends (it raises MqttError with the
     reason). Every received PUBLISH is handed to `on_message(topic, payload)` from the event
     loop; it must not block; what it raises is counted in `handler_errors` and logged.
+    With `tls` (see `tls_context`) the connection is TLS and the broker's certificate must
+    name `host`; `username`/`password` go in CONNECT (never into logs or error messages).
     """
 
     def __init__(
@@ -123,6 +215,9 @@ class MqttClient:
         clean_session: bool = True,
         connect_timeout_s: float = 10.0,
         max_write_buffer: int = 64 * 1024 * 1024,
+        tls: ssl.SSLContext | None = None,
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -133,6 +228,9 @@ class MqttClient:
         self.clean_session = clean_session
         self.connect_timeout_s = connect_timeout_s
         self.max_write_buffer = max_write_buffer
+        self.tls = tls
+        self.username = username
+        self._password = password
         self.received = 0
         self.published = 0
         self.handler_errors = 0
@@ -162,17 +260,39 @@ class MqttClient:
         return len(self._inflight)
 
     async def connect(self) -> None:
-        """Open the TCP connection and complete the MQTT handshake (raises MqttError)."""
+        """Open the TCP (or TLS) connection and complete the MQTT handshake. Raises
+        MqttTlsError when the TLS handshake fails, MqttConnectRefusedError when the broker
+        refuses the CONNECT, MqttError for everything else."""
         loop = asyncio.get_running_loop()
         self._closed = loop.create_future()
         self._connack = loop.create_future()
+        where = f"{self.host}:{self.port}"
         try:
             await asyncio.wait_for(
-                loop.create_connection(lambda: _Protocol(self), self.host, self.port),
+                loop.create_connection(
+                    lambda: _Protocol(self),
+                    self.host,
+                    self.port,
+                    ssl=self.tls,
+                    server_hostname=self.host if self.tls is not None else None,
+                ),
                 self.connect_timeout_s,
             )
+        except ssl.SSLCertVerificationError as exc:
+            raise MqttTlsError(
+                f"TLS: the certificate of {where} is not trusted: {_reason(exc)}"
+            ) from exc
+        except ssl.SSLError as exc:
+            raise MqttTlsError(f"TLS handshake with {where} failed: {_reason(exc)}") from exc
+        except ConnectionResetError as exc:
+            if self.tls is None:
+                raise MqttError(f"cannot connect to {where}: {exc}") from exc
+            raise MqttTlsError(
+                f"TLS handshake with {where} failed: the broker closed the connection "
+                "(a plain listener, or it wants a client certificate)"
+            ) from exc
         except (OSError, TimeoutError) as exc:
-            raise MqttError(f"cannot connect to {self.host}:{self.port}: {exc}") from exc
+            raise MqttError(f"cannot connect to {where}: {exc or 'timed out'}") from exc
         assert self._transport is not None
         sock = self._transport.get_extra_info("socket")
         if sock is not None:
@@ -180,17 +300,39 @@ class MqttClient:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._transport.write(
-            _connect_packet(self.client_id, self.keepalive_s, self.clean_session, self.will)
+            _connect_packet(
+                self.client_id,
+                self.keepalive_s,
+                self.clean_session,
+                self.will,
+                self.username,
+                self._password,
+            )
         )
         try:
             code = await asyncio.wait_for(asyncio.shield(self._connack), self.connect_timeout_s)
         except TimeoutError:
             self.abort()
-            raise MqttError(f"no CONNACK from {self.host}:{self.port}") from None
+            raise MqttError(f"no CONNACK from {where}") from None
+        except MqttTlsError:
+            raise
+        except MqttError as exc:
+            if self.tls is not None:
+                # With TLS 1.3 the broker checks a client certificate only after the client
+                # finished its handshake: a missing or unaccepted one looks like this.
+                raise MqttTlsError(
+                    f"{exc} before answering CONNECT (does {where} require a client "
+                    "certificate, or not accept this one?)"
+                ) from exc
+            raise MqttError(
+                f"{exc} before answering CONNECT (if {where} is a TLS port, use mqtts://)"
+            ) from exc
         if code:
             self.abort()
             reason = _CONNACK_REASONS.get(code, f"code {code}")
-            raise MqttError(f"broker {self.host}:{self.port} refused the connection: {reason}")
+            raise MqttConnectRefusedError(
+                f"broker {where} refused the connection: {reason}", code
+            )
         self._connected = True
         if self.keepalive_s > 0:
             self._pinger = loop.create_task(self._ping_loop(), name=f"mqtt-ping-{self.client_id}")
@@ -424,8 +566,12 @@ class MqttClient:
         return pos
 
     def _lost(self, exc: Exception | None) -> None:
+        where = f"{self.host}:{self.port}"
+        if isinstance(exc, ssl.SSLError):  # e.g. TLS 1.3: the broker wanted a client certificate
+            self._finish(MqttTlsError(f"TLS with {where} failed: {_reason(exc)}"))
+            return
         why = exc or "closed by the broker"
-        self._finish(MqttError(f"connection to {self.host}:{self.port} lost: {why}"))
+        self._finish(MqttError(f"connection to {where} lost: {why}"))
 
     def _finish(self, error: MqttError | None) -> None:
         """The connection is over: fail everything still waiting on it (once)."""
