@@ -97,8 +97,8 @@ async def test_hub_and_real_boards_trade_over_tls_each_with_its_own_password(
                                 mqtt_password=SecretStr(HUB_PASSWORD),
                                 mqtt_ca_file=broker.ca_file, auction_interval_ms=300)
         async with running_hub(settings) as hub:
-            assert hub.ready and hub.engine is not None and hub.registry is not None
-            engine, registry = hub.engine, hub.registry
+            assert hub.ready and hub.auctions is not None and hub.registry is not None
+            auctions, registry = hub.auctions, hub.registry
             fleet = await start_fleet(FleetConfig(
                 count=2, mqtt_url=broker.url, site=settings.site,
                 master_secret=load_master_secret(settings.master_secret_path()),
@@ -110,11 +110,11 @@ async def test_hub_and_real_boards_trade_over_tls_each_with_its_own_password(
             try:
                 try:
                     await wait_for(lambda: len(registry.online()) == 2, 60, "two boards online")
-                    await wait_for(lambda: engine.totals.trades >= 4, 60, "four trades")
+                    await wait_for(lambda: auctions.totals.trades >= 4, 60, "four trades")
                 except AssertionError:
                     logs = "\n".join(b.console_log.read_text()[-1500:] for b in fleet.devices)
                     pytest.fail(f"no trading over TLS; board consoles:\n{logs}")
-                await engine.stop()  # finish trades being confirmed while the boards still run
+                await auctions.stop()  # finish trades being confirmed while the boards still run
             finally:
                 await fleet.stop()
             assert hub.store is not None
