@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import gc
 import logging
 import sys
@@ -185,17 +184,9 @@ class HubRuntime:
         )
         configs = self._aggregator_configs
         if configs is None:
-            configs = default_aggregators(settings.aggregators, settings.seed)
-            scale = settings.aggregator_demand_scale
-            if scale != 1:
-                configs = [
-                    dataclasses.replace(
-                        cfg,
-                        budget_mc=cfg.budget_mc * scale,
-                        energy_requirement_wh=cfg.energy_requirement_wh * scale,
-                    )
-                    for cfg in configs
-                ]
+            configs = default_aggregators(
+                settings.aggregators, settings.seed, settings.aggregator_demand_scale
+            )
         aggregators = [Aggregator(cfg) for cfg in configs]
         self.senders = SenderPool(self.keyring, epoch)
         self.auctions = AuctionDriver(

@@ -328,9 +328,12 @@ class Aggregator:
         self.state.pace(elapsed_ms, period_ms)
 
 
-def default_aggregators(count: int = 3, seed: int = 0) -> list[AggregatorConfig]:
+def default_aggregators(
+    count: int = 3, seed: int = 0, demand_scale: int = 1
+) -> list[AggregatorConfig]:
     """`count` aggregators with different strategies (fixed, adaptive, market, then cycling),
-    ids FIRST_AGGREGATOR_ID + 1.., budgets / requirements / max prices varied by `seed`."""
+    ids FIRST_AGGREGATOR_ID + 1.., budgets / requirements / max prices varied by `seed`;
+    `demand_scale` multiplies every budget and requirement (a bigger fleet, a bench)."""
     if count < 1:
         raise AggregatorConfigError(f"need at least one aggregator, got {count}")
     rng = random.Random(seed)
@@ -340,6 +343,8 @@ def default_aggregators(count: int = 3, seed: int = 0) -> list[AggregatorConfig]
         requirement_wh = 40_000 + rng.randrange(0, 21) * 1_000  # 40..60 kWh
         max_price_mc = 28_000 + rng.randrange(0, 9) * 500  # 28..32 c/kWh
         budget_mc = cost_mc(max_price_mc, requirement_wh) * (90 + rng.randrange(0, 21)) // 100
+        requirement_wh *= demand_scale
+        budget_mc *= demand_scale
         configs.append(
             AggregatorConfig(
                 aggregator_id=FIRST_AGGREGATOR_ID + 1 + index,

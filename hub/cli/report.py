@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -80,18 +79,10 @@ def report(
     if aggregators is not None:
         overrides["aggregators"] = aggregators
     settings = Settings(**overrides)
-    # The same aggregator set the hub builds (hub/service.py) so the counterfactual matches.
-    configs = default_aggregators(max(1, settings.aggregators), settings.seed)
-    scale = settings.aggregator_demand_scale
-    if scale != 1:
-        configs = [
-            dataclasses.replace(
-                cfg,
-                budget_mc=cfg.budget_mc * scale,
-                energy_requirement_wh=cfg.energy_requirement_wh * scale,
-            )
-            for cfg in configs
-        ]
+    # The same aggregator set the hub builds (HubRuntime.start) so the counterfactual matches.
+    configs = default_aggregators(
+        max(1, settings.aggregators), settings.seed, settings.aggregator_demand_scale
+    )
     try:
         if simulate:
             result = _simulated_report(settings, configs, out)
