@@ -57,9 +57,9 @@ class Settings(BaseSettings):
 
     def resolved_database_url(self) -> str:
         """The SQLAlchemy URL of the store: database_url, else SQLite in the data dir."""
-        if self.database_url:
-            return self.database_url
-        return f"sqlite+aiosqlite:///{self.data_dir.resolve()}/etp.db"
+        from hub.store.urls import resolve_database_url  # the rule lives with the store
+
+        return resolve_database_url(self.database_url, self.data_dir)
 
     def resolved_mqtt_url(self) -> str:
         """The URL clients connect to: mqtt_url, else the embedded broker's address."""
