@@ -24,6 +24,12 @@ class BatchedRows(StoreParts):
         """Rows queued in memory, not yet committed (bids + events + metrics)."""
         return self._writes.pending
 
+    @property
+    def issued_event_seq(self) -> int:
+        """The seq of the last event numbered by this process, or, before the first, the
+        number just below the first one it will hand out (0 before `start()`)."""
+        return self._sequence.last
+
     def record_bid(
         self,
         *,

@@ -4,6 +4,11 @@ The reservation (table `event_sequence`) is committed before any number of its b
 so after a restart, even a kill -9 that lost queued events, numbering resumes above every
 number handed out before: gaps are allowed, repeats never. The next block is reserved in the
 background when half of the current one is used, so `next()` never waits on the database.
+
+If the database stays unwritable until a block is used up, numbering goes on past the
+reservation (counted in stats["event_seq_overdraft"], logged) rather than stopping the trading
+path; a start therefore skips one whole block above the reservation, so a crashed run's
+overdraft of up to `block_size` numbers is never reused either.
 """
 
 from __future__ import annotations
@@ -59,7 +64,7 @@ class EventSequence:
             return
         stored = await self._db.fetch(sa.select(sa.func.max(EVENTS.c.seq)))
         self._last = int(stored[0][0] or 0)
-        first, self._end = await self._reserve()
+        first, self._end = await self._reserve(skip=self._block_size)
         self._last = first - 1
         self._started = True
 
@@ -127,8 +132,9 @@ class EventSequence:
                 self._spare = (first, last)
             return
 
-    async def _reserve(self) -> tuple[int, int]:
-        """Atomically move the reservation to max(stored, last handed out) + block_size."""
+    async def _reserve(self, skip: int = 0) -> tuple[int, int]:
+        """Atomically move the reservation to max(reserved, last handed out) + skip +
+        block_size; returns the new block (its last `block_size` numbers)."""
         floor = self._last
         current = EVENT_SEQUENCE.c.reserved_through
         statement = (
@@ -136,7 +142,7 @@ class EventSequence:
             .where(EVENT_SEQUENCE.c.name == SEQUENCE_NAME)
             .values(
                 reserved_through=sa.case((current > floor, current), else_=floor)
-                + self._block_size
+                + (skip + self._block_size)
             )
             .returning(current)
         )

@@ -31,8 +31,9 @@ def upgrade() -> None:
     op.execute(
         sequence.insert().from_select(
             ["name", "reserved_through"],
-            sa.select(sa.literal("events"), sa.func.coalesce(sa.func.max(sa.column("id")), 0))
-            .select_from(sa.table("events")),
+            sa.select(
+                sa.literal("events"), sa.func.coalesce(sa.func.max(sa.column("id")), 0)
+            ).select_from(sa.table("events")),
         )
     )
 
