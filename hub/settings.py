@@ -54,6 +54,15 @@ class Settings(BaseSettings):
     trading_period_ms: int = Field(
         default=60_000, ge=0, description="aggregator budgets and requirements renew; 0 = never"
     )
+    metrics_snapshot_interval_s: float = Field(
+        default=10.0, ge=0, description="period of metrics_snapshot events; 0 = none"
+    )
+    battery_status_soc_step_pct: int = Field(
+        default=10,
+        ge=1,
+        le=100,
+        description="a battery_status event when a battery's charge crosses a step of this size",
+    )
 
     def resolved_database_url(self) -> str:
         """The SQLAlchemy URL of the store: database_url, else SQLite in the data dir."""
