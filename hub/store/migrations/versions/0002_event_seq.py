@@ -1,4 +1,5 @@
-"""Event sequence numbers: events.seq (unique, existing rows get seq = id) and the reservation.
+"""Event sequence numbers: events.seq (unique, existing rows get seq = id), the index (kind, seq)
+instead of (kind), and the event_sequence reservation.
 
 Revision ID: 0002_event_seq
 Revises: 0001_initial
@@ -22,6 +23,8 @@ def upgrade() -> None:
     with op.batch_alter_table("events") as batch:
         batch.alter_column("seq", existing_type=sa.BigInteger(), nullable=False)
         batch.create_index("ix_events_seq", ["seq"], unique=True)
+        batch.drop_index("ix_events_kind")  # (kind, seq) serves kind lookups and kind + seq
+        batch.create_index("ix_events_kind_seq", ["kind", "seq"])
     sequence = op.create_table(
         "event_sequence",
         sa.Column("name", sa.String(32), nullable=False),
@@ -42,5 +45,7 @@ def downgrade() -> None:
     """Drop the reservation and the seq column (events keep their ids)."""
     op.drop_table("event_sequence")
     with op.batch_alter_table("events") as batch:
+        batch.drop_index("ix_events_kind_seq")
         batch.drop_index("ix_events_seq")
         batch.drop_column("seq")
+        batch.create_index("ix_events_kind", ["kind"])
