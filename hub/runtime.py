@@ -1,7 +1,7 @@
-"""HubRuntime: wires broker, MQTT link, registry, auction engine, store, event log, gateway."""
+"""HubRuntime: wires broker, MQTT link, registry, auction driver, store, event log, gateway."""
 
-# Over ~400 lines (504 before the event log): the one place where every component is wired
-# together (lifecycle, frame dispatch, device glue, status views). Next split: frame dispatch.
+# Over ~400 lines: the one place where every component is wired together (lifecycle, frame
+# dispatch, device glue, status views). Next split: frame dispatch.
 
 from __future__ import annotations
 
@@ -17,13 +17,16 @@ from typing import Any
 
 import structlog
 
-from hub.auctions.driver import Engine, EngineConfig
+from hub.auctions.config import AuctionConfig
+from hub.auctions.driver import AuctionDriver
 from hub.buyers.aggregator import Aggregator, AggregatorConfig, default_aggregators
+from hub.buyers.bidding import Buyers
 from hub.devices import Device, DeviceKeyring, Registry, SenderPool
 from hub.events import EventKind, EventLog
 from hub.events.sources import BatteryStatusChanges, emit_metrics_snapshots
 from hub.metrics import Metrics
 from hub.settings import Settings, load_master_secret
+from hub.store import Store
 from hub.transport.broker import EmbeddedBroker
 from hub.transport.link import LinkConfig, LinkDownError, MqttLink
 from shared_etp.compat import now_ms
@@ -111,7 +114,7 @@ class HubRuntime:
         settings: Settings,
         *,
         aggregator_configs: list[AggregatorConfig] | None = None,
-        store: Any = None,
+        store: Store | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = Metrics()
@@ -119,7 +122,7 @@ class HubRuntime:
         self.link: MqttLink | None = None
         self.store = store
         self.events: EventLog | None = None
-        self.engine: Engine | None = None
+        self.auctions: AuctionDriver | None = None
         self.registry: Registry | None = None
         self.receiver: Receiver | None = None
         self.keyring: DeviceKeyring | None = None
@@ -145,7 +148,7 @@ class HubRuntime:
         return self.settings.resolved_mqtt_url()
 
     async def start(self) -> None:
-        """Bring the hub up: broker, store, registry, MQTT link, engine, HTTP gateway."""
+        """Bring the hub up: broker, store, registry, MQTT link, auctions, HTTP gateway."""
         settings = self.settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         master = load_master_secret(settings.master_secret_path())
@@ -156,8 +159,6 @@ class HubRuntime:
             self.broker = EmbeddedBroker(settings.mqtt_host, settings.mqtt_port)
             await self.broker.start()
         if self.store is None:
-            from hub.store import Store
-
             self.store = Store(settings.resolved_database_url())
         await self.store.start()
         self.store_started = True
@@ -198,32 +199,20 @@ class HubRuntime:
                 ]
         aggregators = [Aggregator(cfg) for cfg in configs]
         self.senders = SenderPool(self.keyring, epoch)
-        self.engine = Engine(
-            EngineConfig(
-                site=settings.site,
-                mechanism=settings.mechanism,
-                auction_interval_ms=settings.auction_interval_ms,
-                max_parallel_auctions=settings.max_parallel_auctions,
-                round_ms=settings.round_ms,
-                max_rounds=settings.max_rounds,
-                response_timeout_ms=settings.response_timeout_ms,
-                lot_wh=settings.lot_wh,
-                min_lot_wh=settings.min_lot_wh,
-                hold_timeout_ms=settings.hold_timeout_ms,
-                notice_interval_ms=settings.notice_interval_ms,
-                trading_period_ms=settings.trading_period_ms,
-            ),
+        self.auctions = AuctionDriver(
+            AuctionConfig.from_settings(settings),
             link=self,  # publishes go through self.publish (link may reconnect)
             registry=self.registry,
             senders=self.senders,
             notice_key=derive_key(master, 0),
             store=self.store,
             metrics=self.metrics,
-            aggregators=aggregators,
+            buyers=Buyers(aggregators),
+            link_up=lambda: self.link is not None and self.link.connected.is_set(),
         )
         await self.link.start()
         await self.registry.start()
-        await self.engine.start()
+        await self.auctions.start()
         self._device_task = asyncio.create_task(self._device_writer(), name="device-writer")
         if settings.http_enabled:
             await self._start_http()
@@ -292,9 +281,9 @@ class HubRuntime:
         for task in (self._lag_task, self._snapshot_task):
             if task is not None:
                 task.cancel()
-        if self.engine is not None:
+        if self.auctions is not None:
             with contextlib.suppress(Exception):
-                await self.engine.stop()
+                await self.auctions.stop()
         if self.registry is not None:
             await self.registry.stop()
         if self._device_task is not None:
@@ -414,8 +403,8 @@ class HubRuntime:
             self._note_battery_status(self.registry.on_state(msg))
         elif leaf == RESPONSE:
             self.registry.seen(device_id, msg["ts"])
-            if msg_type != TERMINATE and self.engine is not None:
-                self.engine.on_response(device_id, msg)
+            if msg_type != TERMINATE and self.auctions is not None:
+                self.auctions.on_response(device_id, msg)
         else:
             self.metrics.reject_frame("unexpected_type", topic)
 
@@ -427,8 +416,8 @@ class HubRuntime:
             self._emit(EventKind.BATTERY_STATUS, device_id=device.device_id, **payload)
 
     def _on_device_failure(self, device: Device, reason: int, source: str) -> None:
-        if self.engine is not None:
-            self.engine.on_device_failure(device, reason, source)
+        if self.auctions is not None:
+            self.auctions.on_device_failure(device, reason, source)
         self._emit(
             EventKind.DEVICE_FAILURE,
             device_id=device.device_id,
@@ -530,7 +519,7 @@ class HubRuntime:
                 "dropped_trade_path": link.intake.dropped_trade_path if link else 0,
                 "queue_high_water": link.intake.high_water if link else 0,
             },
-            "market": self.engine.summary() if self.engine else {},
+            "market": self.auctions.summary() if self.auctions else {},
             "metrics": self.metrics.snapshot(),
         }
 
@@ -552,7 +541,7 @@ class HubRuntime:
 
     def summary_line(self) -> str:
         """One line: auctions, trades, mean price vs reserve, deadline misses."""
-        market = self.engine.summary() if self.engine else {}
+        market = self.auctions.summary() if self.auctions else {}
         status_devices = self.status()["devices"]
         price = market.get("mean_price_mc")
         reserve = market.get("mean_reserve_mc")

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     lot_wh: int = Field(default=1000, ge=1, description="largest lot per auction, Wh")
     min_lot_wh: int = Field(default=100, ge=1)
     notice_interval_ms: int = Field(default=2000, ge=100)
+    micropython: Path | None = Field(
+        default=None, description="MicroPython unix port binary; None = the venv's, else PATH"
+    )
     trading_period_ms: int = Field(
         default=60_000, ge=0, description="aggregator budgets and requirements renew; 0 = never"
     )

@@ -54,23 +54,17 @@ def mosquitto_available() -> bool:
 
 @contextlib.asynccontextmanager
 async def embedded_broker() -> AsyncIterator[str]:
-    """Run an amqtt broker in this event loop on a free loopback port; yield its URL."""
-    from amqtt.broker import Broker
-    from amqtt.contexts import BrokerConfig, ListenerConfig
+    """Run the hub's embedded amqtt broker (hub.transport.broker, with its amqtt workarounds)
+    in this event loop on a free loopback port; yield its URL."""
+    from hub.transport.broker import EmbeddedBroker
 
-    port = free_port()
-    config = BrokerConfig(
-        listeners={"default": ListenerConfig(bind=f"127.0.0.1:{port}")},
-        plugins={"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
-    )
-    broker = Broker(config)
+    broker = EmbeddedBroker("127.0.0.1", free_port(), in_process=True)
     await broker.start()
     try:
-        await wait_listening(port)
-        yield f"mqtt://127.0.0.1:{port}"
+        await wait_listening(broker.port)
+        yield broker.url
     finally:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(broker.shutdown(), 10)
+        await broker.stop()
 
 
 @contextlib.asynccontextmanager

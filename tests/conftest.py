@@ -1,25 +1,25 @@
 """Shared test fixtures: paths to the repo, the MicroPython unix port, empty databases."""
 
 import itertools
-import shutil
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from hub.store import database_url_for
+from hub.tools.firmware.binaries import ToolNotFoundError, micropython_binary
 from tests.pg import create_database, postgres_missing_reason, postgres_server
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def micropython_binary() -> str | None:
-    """The `micropython` command installed next to this interpreter, else one on PATH."""
-    local = Path(sys.executable).with_name("micropython")
-    if local.exists():
-        return str(local)
-    return shutil.which("micropython")
+def micropython_available() -> bool:
+    """True when the MicroPython unix port is found (hub.tools.firmware.binaries decides)."""
+    try:
+        micropython_binary()
+    except ToolNotFoundError:
+        return False
+    return True
 
 
 @pytest.fixture(scope="session")
@@ -29,10 +29,10 @@ def repo() -> Path:
 
 @pytest.fixture(scope="session")
 def micropython() -> str:
-    binary = micropython_binary()
-    if binary is None:
-        pytest.skip("the MicroPython unix port is not installed (run scripts/setup.sh)")
-    return binary
+    try:
+        return micropython_binary()
+    except ToolNotFoundError as exc:
+        pytest.skip(f"the MicroPython unix port is not available: {exc}")
 
 
 _database_numbers = itertools.count(1)

@@ -7,6 +7,7 @@ battery next. Units: prices in milli-cents per kWh, energy in Wh, time in ms (al
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -106,7 +107,7 @@ def _rank_key(bid: BidRecord) -> tuple[int, int, int]:
     return (-bid.price_mc, bid.seq, bid.bidder_id)
 
 
-class Auction:
+class Auction(ABC):
     """State shared by every mechanism: the offer, the bid history and the outcome."""
 
     mechanism: Mechanism
@@ -143,21 +144,30 @@ class Auction:
         """Lowest price a new bid may carry right now."""
         return self.known_floor_mc
 
+    @abstractmethod
     def candidates(self) -> list[BidRecord]:
         """Bids to put to the battery next, best first (empty when there is nothing to send)."""
-        raise NotImplementedError
 
+    @abstractmethod
+    def bids_collected(self) -> None:
+        """Every bidder has had its say this round (a sealed auction closes bidding here)."""
+
+    @abstractmethod
+    def end_round(self) -> bool:
+        """The battery answered this round's candidates. True when the auction is over (then
+        `.winner` is final); False when another round follows."""
+
+    @abstractmethod
     def submit(self, bidder_id: int, price_mc: int, energy_wh: int) -> BidRecord:
         """Record a bid; raises InvalidBidError / AuctionClosedError when the rules say no."""
-        raise NotImplementedError
 
+    @abstractmethod
     def battery_accepted(self, record: BidRecord) -> None:
         """The battery accepted (holds) the bid `record`."""
-        raise NotImplementedError
 
+    @abstractmethod
     def battery_rejected(self, record: BidRecord, reason: int) -> None:
         """The battery rejected the bid `record` with a `schema.REASON_*` code."""
-        raise NotImplementedError
 
     def _check_open(self) -> None:
         if self.closed:
@@ -230,6 +240,9 @@ class AscendingAuction(Auction):
         if self.standing is None:
             return self.known_floor_mc
         return max(self.known_floor_mc, self.standing.price_mc + self.min_increment_mc)
+
+    def bids_collected(self) -> None:
+        """Nothing to do: an ascending round's bids go to the battery as they stand."""
 
     def round_bids(self) -> list[BidRecord]:
         """Bids submitted in the current round."""
@@ -371,6 +384,15 @@ class SecondPriceAuction(Auction):
     def min_increment_mc(self) -> int:
         """Sealed bids have no increment."""
         return 0
+
+    def bids_collected(self) -> None:
+        """Sealed bidding closes after its single round: the clearing bid is priced."""
+        self.close()
+
+    def end_round(self) -> bool:
+        """A sealed auction is one round: over once the battery answered the clearing bid."""
+        self.closed = True
+        return True
 
     def candidates(self) -> list[BidRecord]:
         """After close: the clearing bid, if the battery has not answered it yet."""

@@ -1,30 +1,41 @@
 """Seeded, pure scenario simulation: batteries offer lots, aggregators compete, auctions clear.
 
-Runs the real `Auction` classes, strategies and aggregator bookkeeping with a simple in-memory
-battery (accepts a bid at or above its reserve, rejects below it), so the same scenario and seed
-always give the same result. Used by the competitive-pricing report's counterfactual and tests.
+Runs the live hub's own AuctionSession (hub/auctions/session.py: the same rounds, strategies
+and aggregator bookkeeping) with a simple in-memory battery (accepts a bid at or above its
+reserve, rejects below it), so the same scenario and seed always give the same result. Used
+by the competitive-pricing report's counterfactual and tests.
 """
 
 from __future__ import annotations
 
 import random
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from statistics import median
 from typing import Any
 
-from hub.auctions.rules import (
-    AscendingAuction,
-    Auction,
-    BidRecord,
-    Mechanism,
-    Offer,
-    SecondPriceAuction,
-    new_auction,
+from hub.auctions.rules import Mechanism, Offer
+from hub.auctions.session import (
+    AuctionSession,
+    BidAnswered,
+    Close,
+    Command,
+    ConfirmAnswered,
+    Event,
+    NextRound,
+    QueryAnswered,
+    RecordTrade,
+    RoundStarted,
+    SendBid,
+    SendConfirm,
+    SendQuery,
+    SessionRules,
+    TradeRecorded,
 )
 from hub.buyers.aggregator import Aggregator, AggregatorConfig, cost_mc
-from hub.buyers.bidding import collect_bids, record_outcome
-from hub.buyers.history import MarketHistory, demand_wh
+from hub.buyers.bidding import Buyers
+from hub.buyers.history import MarketHistory
 from shared_etp import schema
 
 __all__ = [
@@ -239,80 +250,69 @@ class SimResult:
 class _Battery:
     """The battery side of a simulated auction: enforces its announced reserve, an optional
     private floor above it (answered `below_market`, as the firmware's dynamic reserve) and
-    its lot."""
+    its lot; it answers at once and always commits the trade it is asked to confirm."""
 
     def __init__(self, offer: Offer, private_floor_mc: int = 0) -> None:
         self.offer = offer
         self.private_floor_mc = private_floor_mc
 
-    def answer(self, record: BidRecord) -> int:
-        """REASON_NONE to accept, else the BidReject reason code."""
-        if record.price_mc < self.offer.reserve_mc:
-            return schema.REASON_BELOW_RESERVE
-        if record.price_mc < self.private_floor_mc:
-            return schema.REASON_BELOW_MARKET
-        if record.energy_wh > self.offer.lot_wh:
-            return schema.REASON_INSUFFICIENT_ENERGY
-        return schema.REASON_NONE
+    def bid_answer(self, bid: SendBid) -> BidAnswered:
+        """BidAccept, or BidReject with its reason."""
+        if bid.price_mc < self.offer.reserve_mc:
+            return BidAnswered(False, schema.REASON_BELOW_RESERVE)
+        if bid.price_mc < self.private_floor_mc:
+            return BidAnswered(False, schema.REASON_BELOW_MARKET)
+        if bid.energy_wh > self.offer.lot_wh:
+            return BidAnswered(False, schema.REASON_INSUFFICIENT_ENERGY)
+        return BidAnswered(True)
+
+    def answer(self, command: Command) -> Event | None:
+        """What the battery (or the instant store) answers to one command of the session."""
+        if isinstance(command, SendQuery):
+            return QueryAnswered(self.offer.lot_wh, self.offer.reserve_mc, schema.HEALTH_OK)
+        if isinstance(command, SendBid):
+            return self.bid_answer(command)
+        if isinstance(command, RecordTrade):
+            return TradeRecorded()
+        if isinstance(command, SendConfirm):
+            return ConfirmAnswered(command.copy, True)
+        return None
 
 
-def _by_id(aggregators: Sequence[Aggregator]) -> dict[int, Aggregator]:
-    return {agg.aggregator_id: agg for agg in aggregators}
-
-
-def _put_to_battery(
-    auction: Auction, battery: _Battery, aggregators: dict[int, Aggregator]
-) -> None:
-    """Send candidates best first until the battery accepts one (then the rest are outbid)."""
-    while True:
-        candidates = auction.candidates()
-        if not candidates:
-            return
-        record = candidates[0]
-        reason = battery.answer(record)
-        if reason != schema.REASON_NONE:
-            auction.battery_rejected(record, reason)
-            continue
-        previous = auction.standing
-        auction.battery_accepted(record)
-        if auction.standing is record:
-            if previous is not None and previous.bidder_id in aggregators:
-                aggregators[previous.bidder_id].on_outbid(auction.auction_id)
-            if record.bidder_id in aggregators:
-                aggregators[record.bidder_id].on_held(
-                    auction.auction_id, record.price_mc, record.energy_wh
-                )
-        if auction.closed:
-            return
-
-
-def _step(
-    auction: Auction,
-    battery: _Battery,
-    aggregators: list[Aggregator],
-    by_id: dict[int, Aggregator],
-    history: MarketHistory,
+def _run_until_round_ends(
+    session: AuctionSession, battery: _Battery, commands: list[Command]
 ) -> bool:
-    """Run one round of `auction`; True when it has closed."""
-    collect_bids(auction, aggregators, history)
-    if isinstance(auction, SecondPriceAuction):
-        auction.close()
-        _put_to_battery(auction, battery, by_id)
-        auction.closed = True  # a sealed auction is over once the battery has answered
-        return True
-    _put_to_battery(auction, battery, by_id)
-    assert isinstance(auction, AscendingAuction)
-    return auction.end_round()
+    """Carry out `commands` (and those they lead to) until the session closes (True) or waits
+    for its next round (False): concurrent auctions then advance round by round in lockstep."""
+    pending = deque(commands)
+    while pending:
+        command = pending.popleft()
+        if isinstance(command, Close):
+            return True
+        if isinstance(command, NextRound):
+            return False
+        event = battery.answer(command)
+        if event is not None:
+            pending.extend(session.handle(event))
+    raise AssertionError(f"auction {session.auction_id}: session stopped without closing")
 
 
 def simulate(scenario: Scenario, aggregators: Sequence[AggregatorConfig]) -> SimResult:
     """Run every offer of `scenario` with these aggregators; deterministic for a scenario.
 
     Offers opened at the same time run concurrently, round by round in lockstep, so an
-    aggregator's holds in one auction limit what it bids in the others."""
+    aggregator's holds in one auction limit what it bids in the others. Each auction is the
+    same AuctionSession the live hub drives, answered by an in-memory battery."""
     agents = [Aggregator(config) for config in aggregators]
-    by_id = _by_id(agents)
-    history = MarketHistory(scenario.history_window)
+    buyers = Buyers(agents, MarketHistory(scenario.history_window))
+    rules = SessionRules(
+        mechanism=Mechanism(scenario.mechanism),
+        max_lot_wh=None,
+        min_lot_wh=1,
+        response_timeout_ms=0,
+        hold_timeout_ms=0,
+        auction_rules=dict(scenario.rules),
+    )
     offers = scenario.build_offers()
     outcomes: dict[int, AuctionOutcome] = {}
     slots: dict[int, list[Offer]] = {}
@@ -326,22 +326,21 @@ def simulate(scenario: Scenario, aggregators: Sequence[AggregatorConfig]) -> Sim
             scenario.trading_period_ms and opened_ms - period_started >= scenario.trading_period_ms
         ):
             period_started = opened_ms
-            for agent in agents:
-                agent.state.start_period()
-        running: list[tuple[Auction, _Battery]] = []
+            buyers.start_period()
+        buyers.pace(opened_ms - period_started, scenario.trading_period_ms)
+        running: list[tuple[AuctionSession, _Battery]] = []
         for offer in slots[opened_ms]:
-            history.record_offer(offer.lot_wh, demand_wh(agents, offer.lot_wh))
-            auction = new_auction(scenario.mechanism, offer, **scenario.rules)
-            private = scenario.private_reserve_mc.get(offer.auction_id, 0)
-            running.append((auction, _Battery(offer, private)))
+            session = AuctionSession(offer, rules, buyers)
+            battery = _Battery(offer, scenario.private_reserve_mc.get(offer.auction_id, 0))
+            if not _run_until_round_ends(session, battery, session.start()):
+                running.append((session, battery))
         while running:
-            still: list[tuple[Auction, _Battery]] = []
-            for auction, battery in running:
-                if _step(auction, battery, agents, by_id, history):
-                    record_outcome(auction, agents, history)
-                    outcomes[auction.auction_id] = _outcome(auction)
+            still: list[tuple[AuctionSession, _Battery]] = []
+            for session, battery in running:
+                if _run_until_round_ends(session, battery, session.handle(RoundStarted())):
+                    outcomes[session.auction_id] = _outcome(session)
                 else:
-                    still.append((auction, battery))
+                    still.append((session, battery))
             running = still
     ordered = [outcomes[offer.auction_id] for offer in offers]
     return SimResult(
@@ -353,7 +352,9 @@ def simulate(scenario: Scenario, aggregators: Sequence[AggregatorConfig]) -> Sim
     )
 
 
-def _outcome(auction: Auction) -> AuctionOutcome:
+def _outcome(session: AuctionSession) -> AuctionOutcome:
+    auction = session.auction
+    assert auction is not None  # every simulated battery answers its query with a lot
     winner = auction.winner
     return AuctionOutcome(
         auction_id=auction.auction_id,

@@ -2,6 +2,9 @@
 
 Pure state, no I/O: the runtime (or the simulation) tells an `Aggregator` what happened in an
 auction (`on_held`, `on_outbid`, `on_won`, `on_lost`) and asks it for its next bid (`decide`).
+With trading periods, it is also told how far the period has run (`pace`): its energy
+requirement and its budget accrue across the period, so it buys steadily instead of spending
+its whole period's budget in the first auctions.
 Money: a price in mc/kWh times energy in Wh / 1000 is a cost in milli-cents (`cost_mc`).
 """
 
@@ -50,6 +53,9 @@ class AggregatorConfig:
     max_price_mc: int
     strategy_params: dict[str, Any] = field(default_factory=dict)
     min_purchase_wh: int = 100  # smallest useful purchase; budget caps price for at least this
+    # paced demand accrues in steps of this much (about one lot): each win buys a useful
+    # amount, so a few aggregators need few auctions and none is starved of them
+    pace_step_wh: int = 1000
 
     def __post_init__(self) -> None:
         if self.aggregator_id < FIRST_AGGREGATOR_ID:
@@ -62,7 +68,13 @@ class AggregatorConfig:
                 f"aggregator {self.name!r}: strategy must be one of {STRATEGY_NAMES}, "
                 f"got {self.strategy!r}"
             )
-        for label in ("budget_mc", "energy_requirement_wh", "max_price_mc", "min_purchase_wh"):
+        for label in (
+            "budget_mc",
+            "energy_requirement_wh",
+            "max_price_mc",
+            "min_purchase_wh",
+            "pace_step_wh",
+        ):
             if getattr(self, label) <= 0:
                 raise AggregatorConfigError(
                     f"aggregator {self.name!r}: {label} must be > 0, got {getattr(self, label)}"
@@ -86,6 +98,9 @@ class AggregatorState:
         self.holds: dict[int, tuple[int, int]] = {}
         self._held_cost_mc = 0  # running totals over `holds` (O(1) budget checks)
         self._held_wh = 0
+        # share of the period's requirement and budget due so far: elapsed / period (see pace)
+        self._elapsed_ms = 1
+        self._period_ms = 1
 
     # -- derived figures ------------------------------------------------------------------
     @property
@@ -99,16 +114,61 @@ class AggregatorState:
         items = list(self.outcomes)
         return items[-window:] if window > 0 else []
 
+    # -- pacing across a trading period ---------------------------------------------------
+    def pace(self, elapsed_ms: int, period_ms: int) -> None:
+        """`elapsed_ms` of a `period_ms` trading period have passed: from now on it wants the
+        requirement accrued so far (requirement x elapsed / period, rounded up to the next
+        `pace_step_wh` so the whole requirement is due before the period ends) minus what it
+        already bought, and may spend the same share of its budget. `period_ms` <= 0 turns
+        pacing off (everything due)."""
+        if period_ms <= 0:
+            self._elapsed_ms, self._period_ms = 1, 1
+            return
+        self._elapsed_ms = min(max(0, elapsed_ms), period_ms)
+        self._period_ms = period_ms
+
+    @property
+    def paced(self) -> bool:
+        """True while only part of the period's requirement and budget is due."""
+        return self._elapsed_ms < self._period_ms
+
+    @property
+    def due_requirement_wh(self) -> int:
+        """The part of the period's energy requirement due by now (all of it unpaced)."""
+        requirement = self.config.energy_requirement_wh
+        if not self.paced:
+            return requirement
+        step = self.config.pace_step_wh
+        accrued = requirement * self._elapsed_ms // self._period_ms
+        return min(requirement, (accrued // step + 1) * step)
+
+    @property
+    def due_budget_mc(self) -> int:
+        """The part of the period's budget it may have spent or committed by now (the same
+        share as the requirement due)."""
+        if not self.paced:
+            return self.config.budget_mc
+        return self.config.budget_mc * self.due_requirement_wh // self.config.energy_requirement_wh
+
     @property
     def remaining_requirement_wh(self) -> int:
-        """Energy still to buy."""
+        """Energy still to buy now (of the requirement due so far)."""
+        return max(0, self.due_requirement_wh - self.energy_bought_wh)
+
+    @property
+    def period_remaining_wh(self) -> int:
+        """Energy still to buy before the period ends (paced or not)."""
         return max(0, self.config.energy_requirement_wh - self.energy_bought_wh)
 
     @property
     def satisfied(self) -> bool:
-        """True when the energy requirement is met or no useful purchase is affordable."""
-        if self.remaining_requirement_wh <= 0:
+        """True when nothing is to be bought now: the requirement due is met (while paced:
+        less than a minimum purchase is due yet), or no useful purchase is affordable."""
+        remaining = self.remaining_requirement_wh
+        if remaining <= 0:
             return True
+        if self.paced and remaining < min(self.config.min_purchase_wh, self.period_remaining_wh):
+            return True  # wait until a useful amount has accrued
         return self.available_mc() < cost_mc(1, self.config.min_purchase_wh)
 
     def committed_mc(self, exclude_auction: int | None = None) -> int:
@@ -122,8 +182,8 @@ class AggregatorState:
         return self._held_wh - (held[1] if held else 0)
 
     def available_mc(self, exclude_auction: int | None = None) -> int:
-        """Budget left after spending and after what open holds would cost."""
-        return self.config.budget_mc - self.spent_mc - self.committed_mc(exclude_auction)
+        """Budget due so far left after spending and after what open holds would cost."""
+        return self.due_budget_mc - self.spent_mc - self.committed_mc(exclude_auction)
 
     def can_afford(self, price_mc: int, energy_wh: int, auction_id: int | None = None) -> bool:
         """True when buying `energy_wh` at `price_mc` fits the remaining budget."""
@@ -204,6 +264,7 @@ class AggregatorState:
             "spent_mc": self.spent_mc,
             "energy_requirement_wh": self.config.energy_requirement_wh,
             "energy_bought_wh": self.energy_bought_wh,
+            "energy_due_wh": self.due_requirement_wh,
             "total_spent_mc": self.total_spent_mc + self.spent_mc,
             "total_bought_wh": self.total_bought_wh + self.energy_bought_wh,
             "periods": self.periods,
@@ -261,6 +322,10 @@ class Aggregator:
     def on_lost(self, auction_id: int) -> None:
         """The auction ended and we (having bid) did not win."""
         self.state.record_loss(auction_id)
+
+    def pace(self, elapsed_ms: int, period_ms: int) -> None:
+        """How far the trading period has run (see `AggregatorState.pace`)."""
+        self.state.pace(elapsed_ms, period_ms)
 
 
 def default_aggregators(count: int = 3, seed: int = 0) -> list[AggregatorConfig]:

@@ -23,8 +23,9 @@ from hub.tools.firmware.bench import (
     run_round_trips,
     table,
 )
+from hub.tools.firmware.binaries import ToolNotFoundError, venv_tool
 from hub.tools.firmware.build import BuildError, build
-from hub.tools.firmware.fleet import FleetConfig, FleetError, start_fleet, venv_tool
+from hub.tools.firmware.fleet import FleetConfig, FleetError, start_fleet
 from shared_etp.frame import derive_key
 
 app = typer.Typer(help="Battery firmware: build, flash, simulate, audit.", no_args_is_help=True)
@@ -48,7 +49,7 @@ def _hex_key(value: str, option: str) -> bytes:
 def _mpremote() -> str:
     try:
         return venv_tool("mpremote")
-    except FleetError as exc:
+    except ToolNotFoundError as exc:
         _fail(str(exc))
         return ""
 
@@ -178,7 +179,7 @@ def sim(
     async def run() -> None:
         try:
             fleet = await start_fleet(cfg)
-        except (FleetError, BuildError) as exc:
+        except (FleetError, BuildError, ToolNotFoundError) as exc:
             _fail(str(exc))
             return
         typer.echo(f"{len(fleet.devices)} boards on {cfg.mqtt_url} (site {cfg.site})")

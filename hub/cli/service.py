@@ -8,7 +8,7 @@ import signal
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, NoReturn, TypeVar
 
 import typer
 
@@ -55,7 +55,7 @@ def _run(main: Coroutine[Any, Any, _T]) -> _T:
     return uvloop.run(main)
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(1)
 
@@ -76,7 +76,7 @@ def hub(
     log_level: str | None = typer.Option(None, help="debug | info | warning"),
     log_format: str | None = typer.Option(None, help="console | json"),
 ) -> None:
-    """Run the hub: broker, aggregators, auction engine, store and HTTP gateway (Ctrl-C stops)."""
+    """Run the hub: broker, aggregators, auction driver, store and HTTP gateway (Ctrl-C stops)."""
     settings = _settings(
         data_dir=data_dir,
         database_url=database_url,
@@ -180,7 +180,7 @@ async def _run_demo(settings: Settings, batteries: int, duration: float | None, 
         return 1
     typer.echo(
         f"ETP demo: {batteries} batteries (MicroPython firmware), "
-        f"{len(runtime.engine.aggregators) if runtime.engine else 0} aggregators, "
+        f"{len(runtime.auctions.aggregators) if runtime.auctions else 0} aggregators, "
         f"mechanism {settings.mechanism}"
     )
     typer.echo(f"dashboard: {runtime.http_url}/api/v1/status   (Ctrl-C stops)")
@@ -216,14 +216,14 @@ async def _run_demo(settings: Settings, batteries: int, duration: float | None, 
     finally:
         if tty:
             sys.stdout.write("\n")
-        if runtime.engine is not None:
-            await runtime.engine.stop()  # finish trades being confirmed while boards still run
+        if runtime.auctions is not None:
+            await runtime.auctions.stop()  # finish trades being confirmed while boards still run
         final_line = runtime.summary_line()
         if runtime.registry is not None:
             runtime.registry.expect_departures = True
         await fleet.stop()
         await runtime.stop()
-    market = runtime.engine.summary() if runtime.engine else {}
+    market = runtime.auctions.summary() if runtime.auctions else {}
     typer.echo("")
     typer.echo("summary: " + final_line)
     for agg in market.get("aggregators", []):
@@ -258,8 +258,14 @@ def bench_hub(
 ) -> None:
     """Drive the hub with simulated batteries; print msg/s, latency, misses, losses, CPU, RSS."""
     from hub.runtime import configure_logging
-    from hub.tools.bench.hub import BenchConfig, run_bench
 
+    try:
+        from hub.tools.bench.hub import BenchConfig, run_bench
+    except ImportError as exc:
+        _fail(
+            f"etp bench hub needs the project's tools extra ({exc.name} is missing): "
+            "run scripts/setup.sh, or .venv/bin/pip install -e '.[tools]'"
+        )
     configure_logging("warning")  # logs go to stderr; stdout carries only the result
     if broker not in ("embedded", "mosquitto"):
         _fail("--broker must be embedded or mosquitto")

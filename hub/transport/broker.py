@@ -11,10 +11,12 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Iterator
 from urllib.parse import urlparse
 
 from amqtt.broker import Broker
 from amqtt.contexts import BrokerConfig, ListenerConfig
+from amqtt.session import Session
 
 __all__ = ["BrokerError", "EmbeddedBroker", "parse_mqtt_url"]
 
@@ -41,6 +43,44 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
+class _SnapshotIterationDict(dict[str, list[tuple[Session, int]]]):
+    """amqtt's topic-filter -> subscribers table, iterated over a copy of its keys.
+
+    amqtt 0.12.1 `Broker._handle_client_session` loops `for topic in self._subscriptions` with
+    an `await` inside (sending retained messages to the client that just connected); another
+    client subscribing to a new filter meanwhile grows the dict and the loop dies with
+    `RuntimeError: dictionary changed size during iteration` (a traceback when many clients
+    connect at once, as in `etp demo`). Iterating over a snapshot makes that loop safe."""
+
+    def __iter__(self) -> Iterator[str]:
+        """Iterate over the filters present when iteration starts."""
+        return iter(list(self.keys()))
+
+
+class _Broker(Broker):
+    """amqtt 0.12.1's Broker with the defects of its post-CONNECT retained delivery fixed.
+
+    After a client connects, amqtt 0.12.1 sends it the retained messages matching EVERY topic
+    filter any client has subscribed to (the loop in `_handle_client_session` walks the whole
+    `_subscriptions` table without checking who subscribed). A battery connecting after the hub
+    subscribed to `etp/v1/site/bess/+/birth` thus received every other battery's retained
+    birth. Here a client only gets the retained messages of filters it subscribed to itself
+    (MQTT 3.1.1 §3.3.1.3), and that loop iterates over a snapshot (see
+    `_SnapshotIterationDict`). hub/transport/README.md has a reproduction."""
+
+    def __init__(self, config: BrokerConfig) -> None:
+        super().__init__(config)
+        self._subscriptions = _SnapshotIterationDict()
+
+    async def _publish_retained_messages_for_subscription(
+        self, subscription: tuple[str, int], session: Session
+    ) -> None:
+        """Send the retained messages matching `subscription` only if `session` holds it."""
+        subscribers = self._subscriptions.get(subscription[0], ())
+        if any(other.client_id == session.client_id for other, _ in subscribers):
+            await super()._publish_retained_messages_for_subscription(subscription, session)
+
+
 async def _start_amqtt(host: str, port: int) -> Broker:
     for name in ("amqtt", "transitions"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -48,7 +88,7 @@ async def _start_amqtt(host: str, port: int) -> Broker:
         listeners={"default": ListenerConfig(bind=f"{host}:{port}", max_connections=0)},
         plugins={"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
     )
-    broker = Broker(config)
+    broker = _Broker(config)
     await broker.start()
     return broker
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from hub.tools.firmware.binaries import micropython_binary
 from hub.tools.firmware.build import build
-from hub.tools.firmware.fleet import micropython_binary
 from tests.brokers import embedded_broker, mosquitto_available, mosquitto_broker
 
 MP_DIR = Path(__file__).parent / "mp"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.brokers import free_port
-from tests.conftest import micropython_binary
+from tests.conftest import micropython_available
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +25,7 @@ def _etp(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.micropython
 def test_demo_with_real_firmware_trades_and_exits_cleanly(tmp_path: Path) -> None:
-    if micropython_binary() is None:
+    if not micropython_available():
         pytest.skip("the MicroPython unix port is not installed")
     http_port = free_port()
     result = _etp("demo", "--batteries", "3", "--duration", "10", "--data-dir", str(tmp_path),

@@ -35,8 +35,8 @@ async def test_last_will_fails_device_and_terminates_its_auction_fast(tmp_path: 
     async with mosquitto_broker() as url:
         settings = hub_settings(tmp_path, url, auction_interval_ms=100, round_ms=150)
         async with running_hub(settings) as hub:
-            assert hub.engine is not None and hub.registry is not None
-            engine, registry = hub.engine, hub.registry
+            assert hub.auctions is not None and hub.registry is not None
+            engine, registry = hub.auctions, hub.registry
             async with sim_fleet(settings, url, count=3, connections=3) as fleet:
                 await wait_for(lambda: engine.totals.trades >= 3, 20, "first trades")
                 await wait_for(lambda: 2 in engine.runs and engine.runs[2].auction_id > 0, 10,
@@ -110,8 +110,8 @@ async def test_garbage_unsigned_and_replayed_frames_are_rejected_while_trading(
 ) -> None:
     settings = hub_settings(tmp_path)
     async with running_hub(settings) as hub:
-        assert hub.engine is not None
-        engine = hub.engine
+        assert hub.auctions is not None
+        engine = hub.auctions
         captured: list[tuple[str, bytes]] = []
         async with sim_fleet(settings, hub.mqtt_url, count=4) as fleet:
             fleet.on_publish = lambda topic, frame: captured.append((topic, frame))

@@ -9,19 +9,19 @@ import pytest
 from hub.settings import load_master_secret
 from hub.tools.firmware.audit import read_audit_dir
 from hub.tools.firmware.fleet import FleetConfig, start_fleet
-from tests.conftest import micropython_binary
+from tests.conftest import micropython_available
 from tests.hub.helpers import hub_settings, running_hub, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.micropython]
 
 
 async def test_real_firmware_boards_trade_above_reserve_and_fail_fast(tmp_path: Path) -> None:
-    if micropython_binary() is None:
+    if not micropython_available():
         pytest.skip("the MicroPython unix port is not installed")
     settings = hub_settings(tmp_path, auction_interval_ms=300)
     async with running_hub(settings) as hub:
-        assert hub.engine is not None and hub.registry is not None
-        engine, registry = hub.engine, hub.registry
+        assert hub.auctions is not None and hub.registry is not None
+        engine, registry = hub.auctions, hub.registry
         fleet = await start_fleet(FleetConfig(
             count=3, mqtt_url=hub.mqtt_url, site=settings.site,
             master_secret=load_master_secret(settings.master_secret_path()),

@@ -34,8 +34,8 @@ async def test_three_aggregators_clear_above_reserve(tmp_path: Path, broker: str
         settings = hub_settings(tmp_path, external, mechanism=mechanism, aggregators=3)
         async with running_hub(settings) as hub:
             async with sim_fleet(settings, hub.mqtt_url, count=6) as fleet:
-                assert hub.engine is not None
-                engine = hub.engine
+                assert hub.auctions is not None
+                engine = hub.auctions
                 await wait_for(lambda: engine.totals.trades >= 12, 30, "12 trades")
                 await engine.stop()  # hub stops trading before its batteries go away
                 summary = engine.summary()

@@ -40,8 +40,8 @@ async def test_hub_reconnects_after_broker_restart(tmp_path: Path) -> None:
     with _mosquitto(conf) as first:
         await wait_listening(port)
         async with running_hub(settings) as hub:
-            assert hub.engine is not None and hub.link is not None
-            engine, link = hub.engine, hub.link
+            assert hub.auctions is not None and hub.link is not None
+            engine, link = hub.auctions, hub.link
             async with sim_fleet(settings, url, count=4):
                 await wait_for(lambda: engine.totals.trades >= 3, 20, "trades")
                 first.terminate()

@@ -86,8 +86,8 @@ async def test_trading_with_postgresql_store(tmp_path: Path) -> None:
         settings = hub_settings(tmp_path, database_url=url)
         async with running_hub(settings) as hub:
             async with sim_fleet(settings, hub.mqtt_url, count=4) as fleet:
-                assert hub.engine is not None
-                engine = hub.engine
+                assert hub.auctions is not None
+                engine = hub.auctions
                 await wait_for(lambda: engine.totals.trades >= 5, 30, "5 trades")
                 await engine.stop()  # hub stops trading before its batteries go away
             committed = fleet.committed_trades()

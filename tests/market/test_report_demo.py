@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import micropython_binary
+from tests.conftest import micropython_available
 
 ETP = Path(sys.executable).with_name("etp")
 
@@ -39,7 +39,7 @@ def run_in_own_group(args: list[str], timeout_s: float) -> subprocess.CompletedP
 @pytest.mark.slow
 @pytest.mark.micropython
 def test_three_aggregators_on_the_real_system_beat_the_single_buyer(tmp_path: Path) -> None:
-    if micropython_binary() is None:
+    if not micropython_available():
         pytest.skip("the MicroPython unix port is not installed (run scripts/setup.sh)")
     demo = run_in_own_group(
         [

@@ -128,4 +128,6 @@ def test_trading_periods_renew_demand_in_the_replay() -> None:
     assert len(once.sold) == 2  # demand met after two lots, then nobody buys
     renewed = simulate(Scenario(seed=1, offers=offers, trading_period_ms=120_000), [buyer])
     assert len(renewed.sold) == 5  # each two-minute period buys again
+    # Paced demand: at a period's start one pacing step (1 kWh) is due, half way through the
+    # rest of its 2 kWh (periods start at 60 s, 180 s, 300 s).
     assert renewed.aggregators[0]["total_bought_wh"] == 5_000

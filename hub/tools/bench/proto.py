@@ -8,6 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from hub.tools.firmware.binaries import ToolNotFoundError, micropython_binary
+
 REPO = Path(__file__).resolve().parents[3]
 WORKER = Path(__file__).with_name("proto_worker.py")
 
@@ -20,12 +22,6 @@ BID_FRAME_TARGET_BYTES = 96
 
 class BenchError(RuntimeError):
     """A benchmark could not run (missing interpreter, worker failure)."""
-
-
-def micropython_binary() -> str | None:
-    """The MicroPython unix port installed beside this interpreter, or on PATH."""
-    local = Path(sys.executable).with_name("micropython")
-    return str(local) if local.exists() else shutil.which("micropython")
 
 
 def compile_mpy(source_dir: Path, out_dir: Path) -> None:
@@ -63,10 +59,11 @@ def run_proto_bench(seconds: float = 0.5, include_micropython: bool = True) -> d
     runs = [_run_worker([sys.executable, str(WORKER)], REPO, seconds)]
     skipped = None
     if include_micropython:
-        binary = micropython_binary()
-        if binary is None:
-            skipped = "micropython not installed"
-        else:
+        try:
+            binary: str | None = micropython_binary()
+        except ToolNotFoundError as exc:
+            binary, skipped = None, str(exc)
+        if binary is not None:
             with tempfile.TemporaryDirectory(prefix="etp-bench-") as tmp:
                 build = Path(tmp)
                 compile_mpy(REPO / "shared_etp", build)

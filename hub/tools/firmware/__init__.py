@@ -1,3 +1,3 @@
 """Host-side firmware tooling: .mpy build, simulated board fleet (pty-bridged), audit reader."""
 
-__all__ = ["audit", "bench", "build", "fleet", "ptybridge"]
+__all__ = ["audit", "bench", "binaries", "build", "fleet", "ptybridge"]

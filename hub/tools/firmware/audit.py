@@ -9,7 +9,7 @@ from itertools import pairwise
 from pathlib import Path
 
 from firmware.etp_node.audit_read import parse_log
-from hub.tools.firmware.fleet import venv_tool
+from hub.tools.firmware.binaries import venv_tool
 
 
 class AuditReadError(RuntimeError):

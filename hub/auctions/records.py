@@ -1,0 +1,199 @@
+"""What auctions leave behind: totals, events, bids, and rows written off the trading path.
+
+Closes are written as they come and offers in batches. The trade itself is always written
+durably BEFORE its BidConfirm (the driver's RecordTrade); what is queued here only completes an
+auction's row. A crash before a close is written leaves the auction open, and the next start
+resolves it (AuctionDriver.recover).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from typing import Any
+
+import structlog
+
+from hub.auctions.messages import BidOutcome, Close, Outcome, RecordBid
+from hub.auctions.totals import AuctionTotals
+from hub.metrics import Metrics
+from hub.store import Store
+from shared_etp.compat import now_ms
+from shared_etp.schema import REASON_NAMES
+
+__all__ = ["AuctionRecords"]
+
+log = structlog.get_logger(__name__)
+
+
+class AuctionRecords:
+    """Books what auctions did: bids, closes (queued, written in the background), offers
+    (batched), totals, events and void trades."""
+
+    def __init__(
+        self,
+        store: Store,
+        metrics: Metrics,
+        *,
+        offer_interval_s: float = 0.2,
+        offer_batch: int = 200,
+        close_batch: int = 500,
+    ) -> None:
+        self.store = store
+        self.metrics = metrics
+        self.offer_interval_s = offer_interval_s
+        self.offer_batch = offer_batch
+        self.close_batch = close_batch
+        self._closes: deque[tuple[int, dict[str, Any]]] = deque()
+        self._offers: list[tuple[int, int, int]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._background: set[asyncio.Task[None]] = set()
+        self.totals = AuctionTotals()
+
+    def event(
+        self, kind: str, device_id: int | None, auction_id: int | None, **payload: Any
+    ) -> None:
+        """Note one event for operators and services."""
+        self.store.record_event(
+            kind, device_id=device_id, auction_id=auction_id, payload=payload, ts_ms=now_ms()
+        )
+
+    def bid(self, auction_id: int, bid: RecordBid) -> None:
+        """What the battery made of one bid."""
+        if bid.outcome is BidOutcome.REJECTED:
+            reason = bid.reason or 0
+            self.metrics.bid_rejections[REASON_NAMES.get(reason, str(reason))] += 1
+        self.store.record_bid(
+            auction_id=auction_id,
+            bidder_id=bid.bidder_id,
+            price_mc=bid.price_mc,
+            energy_wh=bid.energy_wh,
+            round=bid.round,
+            outcome=bid.outcome.value,
+            reason=bid.reason,
+            ts_ms=now_ms(),
+        )
+
+    def closed(
+        self,
+        auction_id: int,
+        device_id: int,
+        close: Close,
+        *,
+        trade_id: int | None = None,
+        resumed: bool = False,
+    ) -> None:
+        """An auction is over: count it, queue its row's close, and say what became of its
+        trade (kept unverified, or void: then its settlement is marked failed)."""
+        outcome, terms = close.outcome, close.terms
+        self.totals.closed(outcome, terms)
+        if terms is not None and outcome in (Outcome.CLEARED, Outcome.UNVERIFIED):
+            self.close(
+                auction_id,
+                status=outcome.store_status,
+                clearing_price_mc=terms.price_mc,
+                winner_id=terms.bidder_id,
+                energy_wh=terms.energy_wh,
+            )
+        elif auction_id:
+            self.close(auction_id, status=outcome.store_status)
+        if outcome is Outcome.UNVERIFIED:
+            self.metrics.counters["trades_unverified"] += 1
+            self.event("trade_unverified", device_id, auction_id)
+            log.warning(
+                "battery did not confirm the trade (no answer, or it forgot the auction); kept",
+                auction=auction_id,
+            )
+        elif outcome is Outcome.VOID:
+            reason = REASON_NAMES.get(close.reason or 0, str(close.reason))
+            self.event("trade_void", device_id, auction_id, reason=close.reason or 0)
+            log.warning(
+                "battery did not commit a confirmed bid",
+                auction=auction_id,
+                device=device_id,
+                reason=reason,
+            )
+            if trade_id is not None:
+                error = "battery did not commit" + (" (after hub restart)" if resumed else "")
+                task = asyncio.create_task(self._void(trade_id, f"{error}: {reason}"))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+        if resumed:
+            self.event("auction_recovered", device_id, auction_id, outcome=outcome.value)
+            log.info(
+                "auction with a recorded trade resolved after restart",
+                auction=auction_id,
+                outcome=outcome.value,
+            )
+
+    async def _void(self, trade_id: int, error: str) -> None:
+        try:
+            await self.store.mark_settlement(trade_id, status="failed", error=error)
+        except Exception as exc:
+            self.metrics.counters["store_write_errors"] += 1
+            log.warning("could not mark a void trade", trade=trade_id, error=str(exc))
+
+    def close(self, auction_id: int, **fields: Any) -> None:
+        """Close an auction (status and, when cleared, price, winner, energy)."""
+        self._closes.append((auction_id, fields))
+        self._wake.set()
+
+    def offer(self, auction_id: int, lot_wh: int, reserve_mc: int) -> None:
+        """The battery's own offer differs from what the auction was opened with."""
+        self._offers.append((auction_id, lot_wh, reserve_mc))
+
+    def start(self) -> None:
+        """Start the background writer."""
+        self._task = asyncio.create_task(self._run(), name="auction-writes")
+
+    async def stop(self) -> None:
+        """Write everything queued, then stop."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        await self.flush()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        offers_due = loop.time() + self.offer_interval_s
+        while not (self._stopping and not self._closes):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.offer_interval_s)
+            self._wake.clear()
+            flush_offers = len(self._offers) >= self.offer_batch or loop.time() >= offers_due
+            if flush_offers:
+                offers_due = loop.time() + self.offer_interval_s
+            await self.flush(offers=flush_offers)
+
+    async def flush(self, offers: bool = True) -> None:
+        """Write every queued close (the store commits them together) and, with `offers`,
+        the queued offers. A failed write is counted and logged, never raised."""
+        while self._closes:
+            count = min(len(self._closes), self.close_batch)
+            closes = [self._closes.popleft() for _ in range(count)]
+            closed_ms = now_ms()
+            outcomes = await asyncio.gather(
+                *(
+                    self.store.close_auction(auction_id, closed_ms=closed_ms, **fields)
+                    for auction_id, fields in closes
+                ),
+                return_exceptions=True,
+            )
+            for (auction_id, _fields), outcome in zip(closes, outcomes, strict=True):
+                if isinstance(outcome, BaseException):
+                    self.metrics.counters["store_write_errors"] += 1
+                    log.warning("could not close auction", auction=auction_id, error=str(outcome))
+        if offers and self._offers:
+            batch, self._offers = self._offers, []
+            try:
+                await self.store.update_auction_offers(batch)
+            except Exception as exc:
+                self.metrics.counters["store_write_errors"] += 1
+                log.warning("could not record auction offers", count=len(batch), error=str(exc))
