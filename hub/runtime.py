@@ -293,7 +293,10 @@ class HubRuntime:
         with contextlib.suppress(Exception):
             await self._flush_devices()
         if self.events is not None:
-            await self.events.stop()  # writes the events still queued
+            try:
+                await self.events.stop()  # ends subscriptions, writes the events still queued
+            except Exception as exc:  # the store's close() tries the write once more
+                log.warning("could not write queued events", error=str(exc))
         if self.link is not None:
             with contextlib.suppress(Exception):
                 await self.link.publish_wait(
