@@ -74,6 +74,15 @@ class Settings(BaseSettings):
     trading_period_ms: int = Field(
         default=60_000, ge=0, description="aggregator budgets and requirements renew; 0 = never"
     )
+    metrics_snapshot_interval_s: float = Field(
+        default=10.0, ge=0, description="period of metrics_snapshot events; 0 = none"
+    )
+    battery_status_soc_step_pct: int = Field(
+        default=10,
+        ge=1,
+        le=100,
+        description="a battery_status event when a battery's charge crosses a step of this size",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -96,9 +105,9 @@ class Settings(BaseSettings):
 
     def resolved_database_url(self) -> str:
         """The SQLAlchemy URL of the store: database_url, else SQLite in the data dir."""
-        if self.database_url:
-            return self.database_url
-        return f"sqlite+aiosqlite:///{self.data_dir.resolve()}/etp.db"
+        from hub.store.urls import resolve_database_url  # the rule lives with the store
+
+        return resolve_database_url(self.database_url, self.data_dir)
 
     def resolved_mqtt_url(self) -> str:
         """The URL clients connect to: mqtt_url, else the embedded broker's address."""

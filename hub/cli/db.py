@@ -52,8 +52,7 @@ def _fail(message: str) -> None:
 
 
 async def _upgrade(url: str) -> tuple[str | None, str | None]:
-    from hub.store import Store
-    from hub.store.store import InvalidValueError
+    from hub.store import InvalidValueError, Store
 
     try:
         store = Store(url)

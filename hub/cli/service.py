@@ -274,9 +274,7 @@ async def _run_demo(settings: Settings, batteries: int, duration: float | None, 
 
 
 def bench_hub(
-    batteries: int = typer.Option(
-        1000, help="simulated batteries (CPython NodeCore)"
-    ),
+    batteries: int = typer.Option(1000, help="simulated batteries (CPython NodeCore)"),
     aggregators: int = typer.Option(10, help="aggregators"),
     duration: float = typer.Option(20.0, help="measured seconds"),
     rate: int = typer.Option(

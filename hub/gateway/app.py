@@ -1,10 +1,11 @@
-"""Litestar app factory: /health/live, /health/ready and /api/v1/status."""
+"""Litestar app factory: /health/live, /health/ready, /api/v1/status, devices and events."""
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
 from litestar import Litestar, Response, get
+from litestar.params import Parameter
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
 from hub.settings import Settings
@@ -24,6 +25,11 @@ class RuntimeView(Protocol):
 
     def devices(self) -> list[dict[str, Any]]:
         """Known devices."""
+
+    async def read_events(
+        self, after_seq: int, limit: int, kinds: list[str] | None
+    ) -> list[dict[str, Any]]:
+        """Stored events with seq > after_seq (of `kinds`), oldest first."""
 
 
 def create_app(settings: Settings, runtime: RuntimeView) -> Litestar:
@@ -53,4 +59,14 @@ def create_app(settings: Settings, runtime: RuntimeView) -> Litestar:
         """Every known battery with its last reported state."""
         return runtime.devices()
 
-    return Litestar(route_handlers=[live, ready, status, devices], debug=False)
+    @get("/api/v1/events")
+    async def events(
+        after_seq: Annotated[int, Parameter(ge=0, description="return events after this seq")] = 0,
+        limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
+        kind: Annotated[list[str] | None, Parameter(description="only these kinds")] = None,
+    ) -> list[dict[str, Any]]:
+        """The event log after a seq, oldest first: page (or resume a client) with the seq of
+        the last event received."""
+        return await runtime.read_events(after_seq, limit, kind)
+
+    return Litestar(route_handlers=[live, ready, status, devices, events], debug=False)

@@ -272,7 +272,9 @@ def write_report(
     """Read the hub's store in `data_dir` (or `database_url`) and write the report to `out_dir`
     (default `data_dir/report/`). Raises NoReportDataError when nothing was recorded."""
     data_dir = Path(data_dir)
-    url = database_url or f"sqlite+aiosqlite:///{data_dir.resolve() / 'etp.db'}"
+    from hub.store.urls import resolve_database_url
+
+    url = resolve_database_url(database_url, data_dir)
     sqlite_path = _sqlite_file(url)
     if sqlite_path is not None and not sqlite_path.exists():
         raise NoReportDataError(

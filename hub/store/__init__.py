@@ -1,5 +1,15 @@
 """Persistence of the hub: SQLModel tables, Alembic migrations and the async Store."""
 
+from hub.store.errors import (
+    AuctionStateError,
+    InvalidValueError,
+    StoreClosedError,
+    StoreError,
+    StoreNotStartedError,
+    StoreWriteError,
+    UnknownAuctionError,
+    UnknownTradeError,
+)
 from hub.store.migrate import current_revision, head_revision, upgrade_database
 from hub.store.models import (
     AuctionRow,
@@ -10,18 +20,8 @@ from hub.store.models import (
     SettlementRow,
     TradeRow,
 )
-from hub.store.store import (
-    AuctionStateError,
-    InvalidValueError,
-    Store,
-    StoreClosedError,
-    StoreError,
-    StoreNotStartedError,
-    StoreWriteError,
-    UnknownAuctionError,
-    UnknownTradeError,
-    database_url_for,
-)
+from hub.store.store import Store
+from hub.store.urls import database_url_for, resolve_database_url
 
 __all__ = [
     "AuctionRow",
@@ -43,5 +43,6 @@ __all__ = [
     "current_revision",
     "database_url_for",
     "head_revision",
+    "resolve_database_url",
     "upgrade_database",
 ]

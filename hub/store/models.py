@@ -9,10 +9,18 @@ import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
 __all__ = [
+    "AUCTIONS",
     "AUCTION_CLOSED_STATUSES",
     "AUCTION_STATUSES",
+    "BIDS",
     "BID_OUTCOMES",
+    "DEVICES",
+    "EVENTS",
+    "EVENT_SEQUENCE",
+    "METRICS",
+    "SETTLEMENTS",
     "SETTLEMENT_STATUSES",
+    "TRADES",
     "Auction",
     "AuctionRow",
     "Bid",
@@ -21,6 +29,7 @@ __all__ = [
     "DeviceRow",
     "Event",
     "EventRow",
+    "EventSequence",
     "Metric",
     "MetricRow",
     "Settlement",
@@ -154,16 +163,36 @@ class Event(StoreModel, table=True):
     """An audit event (anything the dashboard shows in its log); written in batches."""
 
     __tablename__ = "events"
-    __table_args__ = (sa.Index("ix_events_kind", "kind"),)
+    __table_args__ = (
+        # "after seq N" reads: all kinds through ix_events_seq, some kinds through this one
+        sa.Index("ix_events_kind_seq", "kind", "seq"),
+        sa.Index("ix_events_seq", "seq", unique=True),
+    )
 
     id: int | None = Field(
         default=None, sa_column=sa.Column(BigId, primary_key=True, autoincrement=True)
     )
+    # Site-wide sequence number: strictly increasing in the order events were emitted by one
+    # hub, never reused (blocks are reserved in event_sequence before use; gaps are allowed).
+    seq: int = Field(sa_column=sa.Column(sa.BigInteger(), nullable=False))
     kind: str = Field(sa_type=sa.String(64))
     device_id: int | None = Field(default=None, sa_type=sa.BigInteger())
     auction_id: int | None = Field(default=None, sa_type=sa.BigInteger())
     payload: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON())
     ts_ms: int = Field(sa_type=sa.BigInteger())
+
+
+class EventSequence(StoreModel, table=True):
+    """Highest event sequence number reserved so far (one row per sequence, name 'events').
+
+    Written, and committed, before any number of a reserved block is handed out: a restart
+    (even after kill -9) starts above it, so a number a client may have seen is never reused.
+    """
+
+    __tablename__ = "event_sequence"
+
+    name: str = Field(sa_column=sa.Column(sa.String(32), primary_key=True))
+    reserved_through: int = Field(sa_column=sa.Column(sa.BigInteger(), nullable=False))
 
 
 class Metric(StoreModel, table=True):
@@ -266,6 +295,7 @@ class EventRow:
     """An audit event; payload is a JSON object (empty dict when none was given)."""
 
     id: int
+    seq: int
     kind: str
     device_id: int | None
     auction_id: int | None
@@ -282,3 +312,14 @@ class MetricRow:
     value: float
     labels: dict[str, Any]
     ts_ms: int
+
+
+# Core tables of the models above (what the store's statements are built on).
+DEVICES = StoreModel.metadata.tables["devices"]
+AUCTIONS = StoreModel.metadata.tables["auctions"]
+BIDS = StoreModel.metadata.tables["bids"]
+TRADES = StoreModel.metadata.tables["trades"]
+SETTLEMENTS = StoreModel.metadata.tables["settlements"]
+EVENTS = StoreModel.metadata.tables["events"]
+EVENT_SEQUENCE = StoreModel.metadata.tables["event_sequence"]
+METRICS = StoreModel.metadata.tables["metrics"]

@@ -1,36 +1,10 @@
-"""Store fixtures: a fresh database per test, on SQLite and on a throwaway PostgreSQL."""
+"""Store fixtures: a started store on a fresh database (SQLite and PostgreSQL)."""
 
-import itertools
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
 
-from hub.store import Store, database_url_for
-from tests.pg import create_database, postgres_missing_reason, postgres_server
-
-_database_numbers = itertools.count(1)
-
-
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """URL of a PostgreSQL server shared by this session's store tests (skips if unavailable)."""
-    reason = postgres_missing_reason()
-    if reason is not None:
-        pytest.skip(reason)
-    with postgres_server() as url:
-        yield url
-
-
-@pytest.fixture(
-    params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)],
-)
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """An empty database: SQLite file in tmp_path, or a new database on the test server."""
-    if request.param == "sqlite":
-        return database_url_for(tmp_path)
-    server_url = request.getfixturevalue("postgres_url")
-    return create_database(server_url, f"store_test_{next(_database_numbers)}")
+from hub.store import Store
 
 
 @pytest.fixture

@@ -45,7 +45,7 @@ async def _trade(store: Store, auction_id: int, bidder_id: int = 1001, price_mc:
 
 
 async def _count(store: Store, table: str) -> int:
-    async with store.engine.connect() as connection:
+    async with store.sql.connect() as connection:
         result = await connection.execute(sa.text(f"SELECT count(*) FROM {table}"))
         return int(result.scalar_one())
 
@@ -62,7 +62,7 @@ async def test_migrations_from_empty_create_the_model_schema(database_url: str):
             diff = compare_metadata(MigrationContext.configure(connection), StoreModel.metadata)
             return tables, diff
 
-        async with store.engine.connect() as connection:
+        async with store.sql.connect() as connection:
             tables, diff = await connection.run_sync(inspect)
         assert tables >= TABLES | {"alembic_version"}
         assert diff == [], f"migrations and models disagree: {diff}"

@@ -12,6 +12,8 @@ import pytest
 from hub.store import head_revision
 
 ETP = str(Path(sys.executable).with_name("etp"))
+# The checkout under test, first on the path: the venv's `etp` may be installed from another one.
+REPO_ROOT = str(Path(__file__).resolve().parents[2])
 
 
 def etp(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -21,7 +23,7 @@ def etp(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
         capture_output=True,
         text=True,
         timeout=120,
-        env={**clean, **(env or {})},
+        env={**clean, "PYTHONPATH": REPO_ROOT, **(env or {})},
         stdin=subprocess.DEVNULL,
     )
 
@@ -94,6 +96,7 @@ def test_bench_store_prints_throughput():
 def test_concurrent_upgrades_of_one_fresh_database_all_succeed(tmp_path: Path):
     """Hub workers (separate processes) starting together on one new database."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("ETP_")}
+    clean["PYTHONPATH"] = REPO_ROOT
     upgrades = [
         subprocess.Popen(
             [ETP, "db", "upgrade", "--data-dir", str(tmp_path)],

@@ -135,7 +135,7 @@ def test_kill_in_the_middle_of_a_trade_burst_loses_no_announced_trade(tmp_path: 
 
 
 async def test_sqlite_connections_are_set_up_for_durability(tmp_path: Path):
-    async with Store(database_url_for(tmp_path)) as store, store.engine.connect() as connection:
+    async with Store(database_url_for(tmp_path)) as store, store.sql.connect() as connection:
         pragmas = {
             name: (await connection.exec_driver_sql(f"PRAGMA {name}")).scalar_one()
             for name in ("journal_mode", "synchronous", "foreign_keys", "busy_timeout")

@@ -294,9 +294,9 @@ async def _run(
     msg_out = sum(_delta(metrics_after["messages_out"], metrics_before["messages_out"]).values())
     cpu = (cpu_after.user + cpu_after.system - cpu_before.user - cpu_before.system) / elapsed
     market_after, market_before = after["market"], before["market"]
-    busy = (
-        sum(machine_after) - machine_after.idle - getattr(machine_after, "iowait", 0.0)
-    ) - (sum(machine_before) - machine_before.idle - getattr(machine_before, "iowait", 0.0))
+    busy = (sum(machine_after) - machine_after.idle - getattr(machine_after, "iowait", 0.0)) - (
+        sum(machine_before) - machine_before.idle - getattr(machine_before, "iowait", 0.0)
+    )
     sim_cpu = (
         sim_cpu_after.user + sim_cpu_after.system - sim_cpu_before.user - sim_cpu_before.system
     ) / elapsed

@@ -1,0 +1,72 @@
+"""The closed set of event kinds and the typed `Event` every component sees."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+__all__ = ["Event", "EventKind"]
+
+
+class EventKind(StrEnum):
+    """Every change an operator or a service must see. Values are stored as `events.kind`."""
+
+    # auctions (emitted by the auction driver)
+    AUCTION_OPENED = "auction_opened"  # payload: mechanism, lot_wh, reserve_mc
+    QUERY_ANSWERED = "query_answered"  # the battery's offer: lot_wh, reserve_mc
+    BID_PLACED = "bid_placed"  # bidder_id, price_mc, energy_wh, round
+    BID_ACCEPTED = "bid_accepted"  # bidder_id, price_mc, energy_wh, round
+    BID_REJECTED = "bid_rejected"  # bidder_id, price_mc, round, reason
+    TRADE_COMMITTED = "trade_committed"  # durable intent: trade_id, bidder_id, price_mc, energy_wh
+    CONFIRM_ANSWERED = "confirm_answered"  # the battery acknowledged BidConfirm: trade proven
+    TRADE_UNVERIFIED = "trade_unverified"  # BidConfirm unanswered: kept, awaiting proof
+    TRADE_VOID = "trade_void"  # the battery did not commit: reason
+    AUCTION_CLOSED = "auction_closed"  # outcome: cleared | no_sale | terminated (+ price...)
+    AUCTION_RECOVERED = "auction_recovered"  # left open by a crash, resolved: outcome
+    # devices (emitted by the runtime)
+    BATTERY_STATUS = "battery_status"  # on a change of health / online / coarse state of charge
+    DEVICE_ONLINE = "device_online"  # health
+    DEVICE_OFFLINE = "device_offline"  # health
+    DEVICE_FAILURE = "device_failure"  # reason, source (will | deadline | status), health
+    # market and operations
+    AGGREGATOR_UPDATE = "aggregator_update"  # aggregator_id, budget_mc, requirement_wh...
+    TRADING_PERIOD = "trading_period"  # period
+    OPERATOR_ACTION = "operator_action"  # action, by
+    SETTLEMENT_CHANGED = "settlement_changed"  # trade_id, status, signature
+    METRICS_SNAPSHOT = "metrics_snapshot"  # the hub's status counts, periodically
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event of the site's log, numbered by `seq` (strictly increasing, never reused).
+
+    `kind` is an EventKind; it is a plain str only for a stored row whose kind this version
+    of the hub does not know (written by another version). `payload` is JSON-ready.
+    """
+
+    seq: int
+    kind: EventKind | str
+    ts_ms: int
+    device_id: int | None = None
+    auction_id: int | None = None
+    payload: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready view (what the gateway sends to clients)."""
+        return {
+            "seq": self.seq,
+            "kind": str(self.kind),
+            "ts_ms": self.ts_ms,
+            "device_id": self.device_id,
+            "auction_id": self.auction_id,
+            "payload": self.payload,
+        }
+
+
+def kind_of(value: str) -> EventKind | str:
+    """The EventKind named `value`, or `value` itself when this hub does not know it."""
+    try:
+        return EventKind(value)
+    except ValueError:
+        return value

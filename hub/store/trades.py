@@ -1,0 +1,228 @@
+"""Store API for the trade ledger: durable trades (one per auction) and the settlement outbox."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from hub.store.errors import InvalidValueError, StoreError, UnknownAuctionError, UnknownTradeError
+from hub.store.models import SETTLEMENT_STATUSES, SETTLEMENTS, TRADES, SettlementRow, TradeRow
+from hub.store.parts import StoreParts
+from hub.store.validate import INT32, check_ints, now_ms, to_row
+
+__all__ = ["TradeLedger", "bulk_insert_trades"]
+
+log = logging.getLogger("hub.store")
+
+
+class _AlreadyTraded(Exception):
+    """Internal: record_trade found the auction's trade already stored."""
+
+    def __init__(self, auction_id: int) -> None:
+        super().__init__(f"auction {auction_id} already has a trade")
+
+
+def _outbox_row(trade_id: int, confirmed_ms: int) -> dict[str, Any]:
+    """The settlement outbox row every new trade gets in its own transaction."""
+    return {"trade_id": trade_id, "status": "pending", "attempts": 0, "updated_ms": confirmed_ms}
+
+
+def bulk_insert_trades(
+    insert: Callable[[sa.Table], Any],
+) -> Callable[[AsyncConnection, list[tuple[int, dict[str, Any]]], list[Any]], Any]:
+    """Group-commit handler for trades, using the dialect's INSERT ... ON CONFLICT `insert`."""
+
+    async def handler(
+        connection: AsyncConnection, rows: list[tuple[int, dict[str, Any]]], results: list[Any]
+    ) -> None:
+        """All trades of the batch in one INSERT (ON CONFLICT DO NOTHING: a trade already
+        stored, or a second request for the same auction, gets None), then their outbox rows."""
+        first: dict[int, tuple[int, dict[str, Any]]] = {}
+        for n, row in rows:
+            first.setdefault(row["auction_id"], (n, row))
+        inserted = await connection.execute(
+            insert(TRADES)
+            .on_conflict_do_nothing(index_elements=["auction_id"])
+            .returning(TRADES.c.id, TRADES.c.auction_id),
+            [row for _, row in first.values()],
+        )
+        created = {auction_id: trade_id for trade_id, auction_id in inserted.all()}
+        outbox = []
+        for auction_id, (n, row) in first.items():
+            trade_id = created.get(auction_id)
+            results[n] = trade_id  # None for the others: already traded
+            if trade_id is not None:
+                outbox.append(_outbox_row(trade_id, row["confirmed_ms"]))
+        if outbox:
+            await connection.execute(sa.insert(SETTLEMENTS), outbox)
+
+    return handler
+
+
+def _check_settlement_status(status: str) -> None:
+    if status not in SETTLEMENT_STATUSES:
+        raise InvalidValueError(
+            f"settlement status must be one of {SETTLEMENT_STATUSES}, not {status!r}"
+        )
+
+
+class TradeLedger(StoreParts):
+    """Trades committed before BidConfirm leaves the hub, and their settlement progress."""
+
+    async def record_trade(
+        self,
+        *,
+        auction_id: int,
+        device_id: int,
+        bidder_id: int,
+        price_mc: int,
+        energy_wh: int,
+        reserve_mc: int,
+        confirmed_ms: int,
+    ) -> tuple[TradeRow, bool]:
+        """Durably record the trade of an auction; returns (trade, created).
+
+        Committed (fsynced) before it returns, so BidConfirm may leave the hub afterwards. One
+        trade per auction: a retry (e.g. after a crash) returns the stored trade and False. The
+        same transaction queues a 'pending' settlement. The auction stays open until
+        close_auction: after a crash, an open auction that has a trade is one whose BidConfirm
+        may not have gone out (resend it, then close the auction as cleared).
+        """
+        check_ints(
+            device_id=device_id,
+            bidder_id=bidder_id,
+            price_mc=price_mc,
+            energy_wh=energy_wh,
+            reserve_mc=reserve_mc,
+            confirmed_ms=confirmed_ms,
+        )
+        if not isinstance(auction_id, int) or not 0 < auction_id < INT32:
+            raise UnknownAuctionError(
+                f"cannot record a trade for auction {auction_id!r}: no such auction"
+            )
+        new_trade = {
+            "auction_id": auction_id,
+            "device_id": device_id,
+            "bidder_id": bidder_id,
+            "price_mc": price_mc,
+            "energy_wh": energy_wh,
+            "reserve_mc": reserve_mc,
+            "confirmed_ms": confirmed_ms,
+        }
+
+        async def insert_trade(connection: AsyncConnection) -> int | None:
+            # A retry must not spoil a shared transaction with a UNIQUE violation.
+            result = await connection.execute(
+                self._db.insert(TRADES)
+                .values(new_trade)
+                .on_conflict_do_nothing(index_elements=["auction_id"])
+                .returning(TRADES.c.id)
+            )
+            trade_id = result.scalar_one_or_none()
+            if trade_id is None:
+                return None  # the auction already has its trade
+            if not isinstance(trade_id, int):
+                raise StoreError(f"the database returned no id for the trade ({self._db.safe_url})")
+            await connection.execute(
+                sa.insert(SETTLEMENTS).values(_outbox_row(trade_id, confirmed_ms))
+            )
+            return trade_id
+
+        try:
+            trade_id = await self._group.write(insert_trade, ("trades", new_trade))
+            if trade_id is None:
+                raise _AlreadyTraded(auction_id)
+        except (IntegrityError, _AlreadyTraded) as err:
+            # Already traded (a retry), or the auction does not exist (foreign key).
+            existing = await self.get_trade(auction_id)
+            if existing is None:
+                raise UnknownAuctionError(
+                    f"cannot record a trade for auction {auction_id}: no such auction"
+                ) from err
+            if (existing.bidder_id, existing.price_mc, existing.energy_wh) != (
+                bidder_id,
+                price_mc,
+                energy_wh,
+            ):
+                log.warning(
+                    "auction %d already traded with bidder %d at %d mc/kWh for %d Wh; "
+                    "kept it, ignored bidder %d at %d for %d",
+                    auction_id,
+                    existing.bidder_id,
+                    existing.price_mc,
+                    existing.energy_wh,
+                    bidder_id,
+                    price_mc,
+                    energy_wh,
+                )
+            return existing, False
+        return TradeRow(id=trade_id, **new_trade), True
+
+    async def get_trade(self, auction_id: int) -> TradeRow | None:
+        """The trade of one auction, or None (e.g. to resume an auction left open by a crash)."""
+        rows = await self._db.fetch(sa.select(TRADES).where(TRADES.c.auction_id == auction_id))
+        return to_row(TradeRow, rows[0]) if rows else None
+
+    async def list_trades(self) -> list[TradeRow]:
+        """Every trade, oldest first."""
+        rows = await self._db.fetch(sa.select(TRADES).order_by(TRADES.c.id))
+        return [to_row(TradeRow, row) for row in rows]
+
+    async def pending_settlements(
+        self, limit: int = 100, *, statuses: Iterable[str] = ("pending",)
+    ) -> list[SettlementRow]:
+        """Settlement outbox rows to work on, oldest trade first.
+
+        A settlement worker that restarts should also ask for 'submitted' rows (sent to the
+        ledger before the restart) and check their signature before sending again.
+        """
+        wanted = tuple(statuses)
+        for status in wanted:
+            _check_settlement_status(status)
+        rows = await self._db.fetch(
+            sa.select(SETTLEMENTS)
+            .where(SETTLEMENTS.c.status.in_(wanted))
+            .order_by(SETTLEMENTS.c.trade_id)
+            .limit(limit)
+        )
+        return [to_row(SettlementRow, row) for row in rows]
+
+    async def list_settlements(self) -> list[SettlementRow]:
+        """Every settlement outbox row, by trade id."""
+        rows = await self._db.fetch(sa.select(SETTLEMENTS).order_by(SETTLEMENTS.c.trade_id))
+        return [to_row(SettlementRow, row) for row in rows]
+
+    async def mark_settlement(
+        self,
+        trade_id: int,
+        *,
+        status: str,
+        signature: str | None = None,
+        error: str | None = None,
+        updated_ms: int | None = None,
+    ) -> None:
+        """Record settlement progress; 'submitted' counts one attempt.
+
+        signature is kept unless a new one is given; error is replaced (None clears it).
+        """
+        _check_settlement_status(status)
+        values: dict[str, Any] = {
+            "status": status,
+            "error": error,
+            "updated_ms": now_ms() if updated_ms is None else updated_ms,
+        }
+        if signature is not None:
+            values["signature"] = signature
+        if status == "submitted":
+            values["attempts"] = SETTLEMENTS.c.attempts + 1
+        async with self._db.transaction() as connection:
+            result = await connection.execute(
+                sa.update(SETTLEMENTS).where(SETTLEMENTS.c.trade_id == trade_id).values(values)
+            )
+            if result.rowcount != 1:
+                raise UnknownTradeError(f"no settlement outbox row for trade {trade_id}")
