@@ -207,6 +207,7 @@ class HubRuntime:
             notice_key=derive_key(master, 0),
             store=self.store,
             metrics=self.metrics,
+            events=self.events,
             buyers=Buyers(aggregators),
             link_up=lambda: self.link is not None and self.link.connected.is_set(),
         )
@@ -215,8 +216,9 @@ class HubRuntime:
         except LinkDownError as exc:
             # Not fatal: the link keeps retrying (the reason is logged) and the hub reports
             # not ready on /health/ready until the broker accepts it.
-            log.warning("hub starting without its MQTT broker; not ready until it connects",
-                        error=str(exc))
+            log.warning(
+                "hub starting without its MQTT broker; not ready until it connects", error=str(exc)
+            )
         await self.registry.start()
         await self.auctions.start()
         self._device_task = asyncio.create_task(self._device_writer(), name="device-writer")

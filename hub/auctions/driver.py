@@ -17,7 +17,7 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import structlog
@@ -54,6 +54,7 @@ from hub.auctions.session import (
 )
 from hub.buyers.bidding import Buyers
 from hub.devices import Device, Registry, SenderPool
+from hub.events import EventKind, EventLog
 from hub.metrics import Metrics
 from hub.store import Store
 from shared_etp.compat import now_ms, ticks_ms
@@ -112,6 +113,7 @@ class AuctionDriver:
         notice_key: bytes,
         store: Store,
         metrics: Metrics,
+        events: EventLog,
         buyers: Buyers,
         link_up: Callable[[], bool] = lambda: True,
     ) -> None:
@@ -127,7 +129,7 @@ class AuctionDriver:
         self.buyers = buyers
         self.runs: dict[int, LiveAuction] = {}  # device id -> auction in flight
         self.scheduler = Scheduler(config, registry, buyers, self._new_period)
-        self.records = AuctionRecords(store, metrics)
+        self.records = AuctionRecords(store, metrics, events)
         self.totals = self.records.totals
         self._requests: dict[tuple[int, int, int], _Request] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -146,6 +148,7 @@ class AuctionDriver:
     async def start(self) -> None:
         """Resolve auctions a previous run left open, then schedule auctions and notices."""
         self.records.start()
+        self._aggregator_updates()
         await self.recover()
         self._tasks.append(asyncio.create_task(self._schedule(), name="auction-scheduler"))
         self._tasks.append(asyncio.create_task(self._notices(), name="market-notices"))
@@ -180,7 +183,9 @@ class AuctionDriver:
                     self._send(0, row.device_id, TERMINATE, term=REASON_SHUTDOWN, auc=row.id)
                 await self.store.close_auction(row.id, status="terminated", closed_ms=now_ms())
                 self.totals.auctions_terminated += 1
-                self.records.event("auction_recovered", row.device_id, row.id, outcome="terminated")
+                self.records.event(
+                    EventKind.AUCTION_RECOVERED, row.device_id, row.id, outcome="terminated"
+                )
                 log.info("open auction terminated after restart", auction=row.id)
                 continue
             if row.reserve_mc != trade.reserve_mc:  # the offer batch was lost in the crash
@@ -220,8 +225,22 @@ class AuctionDriver:
                 log.exception("auction scheduling failed")
 
     def _new_period(self, period: int) -> None:
-        self.records.event("trading_period", None, None, period=period)
+        self.records.event(EventKind.TRADING_PERIOD, None, None, period=period)
+        self._aggregator_updates()
         log.info("new trading period: aggregator budgets and requirements renewed")
+
+    def _aggregator_updates(self) -> None:
+        """Each aggregator's configuration and standing (at start and each new period): what
+        the site's buyers are, for operators and for the report's counterfactual."""
+        for agg in self.buyers.aggregators:
+            self.records.event(
+                EventKind.AGGREGATOR_UPDATE,
+                None,
+                None,
+                aggregator_id=agg.aggregator_id,
+                config=asdict(agg.config),
+                state=agg.state.snapshot(),
+            )
 
     def _track(self, live: LiveAuction) -> None:
         self.runs[live.device_id] = live
@@ -254,6 +273,14 @@ class AuctionDriver:
             return
         self.metrics.observe_store("open_auction", (time.perf_counter() - started) * 1000.0)
         self.totals.auctions_opened += 1
+        self.records.event(
+            EventKind.AUCTION_OPENED,
+            live.device_id,
+            live.auction_id,
+            mechanism=self.config.mechanism.value,
+            lot_wh=lot_wh,
+            reserve_mc=reserve_mc,
+        )
         offer = Offer(live.device_id, live.auction_id, max(1, lot_wh), reserve_mc, live.opened_ms)
         live.session = AuctionSession(offer, self.rules, self.buyers)
         if live.cancel_reason is not None:  # failed or shut down while the row was written
@@ -277,6 +304,15 @@ class AuctionDriver:
             if isinstance(command, SendQuery):
                 self._request(live, 0, QUERY, self.config.response_timeout_ms, auc=live.auction_id)
             elif isinstance(command, SendBid):
+                self.records.event(
+                    EventKind.BID_PLACED,
+                    live.device_id,
+                    live.auction_id,
+                    bidder_id=command.bidder_id,
+                    price_mc=command.price_mc,
+                    energy_wh=command.energy_wh,
+                    round=command.round,
+                )
                 self._request(
                     live,
                     command.bidder_id,
@@ -288,7 +324,7 @@ class AuctionDriver:
                     round=command.round,
                 )
             elif isinstance(command, RecordBid):
-                self.records.bid(live.auction_id, command)
+                self.records.bid(live.auction_id, live.device_id, command)
             elif isinstance(command, RecordOffer):
                 self.records.offer(live.auction_id, command.lot_wh, command.reserve_mc)
             elif isinstance(command, NextRound):
@@ -395,6 +431,14 @@ class AuctionDriver:
                     reserve_mc=msg["sale"],
                     health=msg["health"],
                 )
+                self.records.event(
+                    EventKind.QUERY_ANSWERED,
+                    device_id,
+                    live.auction_id,
+                    sellable_wh=event.sellable_wh,
+                    reserve_mc=event.reserve_mc,
+                    health=event.health,
+                )
             else:
                 event = TimedOut()  # no usable offer
         elif request.request_type == BID:
@@ -403,6 +447,14 @@ class AuctionDriver:
             waited_ms = int((asyncio.get_running_loop().time() - live.wait_started) * 1000.0)
             event = ConfirmAnswered(
                 request.copy, msg_type == BID_ACCEPT, msg.get("reason", 0), waited_ms
+            )
+            self.records.event(
+                EventKind.CONFIRM_ANSWERED,
+                device_id,
+                live.auction_id,
+                copy=event.copy,
+                accepted=event.accepted,
+                reason=event.reason,
             )
         self._feed(live, event)
 
@@ -422,7 +474,6 @@ class AuctionDriver:
         self.cancel(device.device_id, REASON_DEVICE_FAULT)
         self.totals.failure_reaction_ms.append((time.perf_counter() - started) * 1000.0)
         self.metrics.counters["device_failures"] += 1
-        self.records.event("device_failure", device.device_id, None, reason=reason, source=source)
 
     # ---- store -----------------------------------------------------------------------------
 
@@ -450,6 +501,16 @@ class AuctionDriver:
             return
         self.metrics.observe_store("record_trade", (time.perf_counter() - started) * 1000.0)
         live.trade_id = trade.id
+        self.records.event(
+            EventKind.TRADE_COMMITTED,
+            live.device_id,
+            live.auction_id,
+            trade_id=trade.id,
+            bidder_id=terms.bidder_id,
+            price_mc=terms.price_mc,
+            energy_wh=terms.energy_wh,
+            reserve_mc=terms.reserve_mc,
+        )
         self._feed(live, TradeRecorded())
 
     def _closed(self, live: LiveAuction, close: Close) -> None:

@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
+from dataclasses import asdict
 from typing import Any
 
 import structlog
 
 from hub.auctions.messages import BidOutcome, Close, Outcome, RecordBid
 from hub.auctions.totals import AuctionTotals
+from hub.events import EventKind, EventLog
 from hub.metrics import Metrics
 from hub.store import Store
 from shared_etp.compat import now_ms
@@ -35,6 +37,7 @@ class AuctionRecords:
         self,
         store: Store,
         metrics: Metrics,
+        events: EventLog,
         *,
         offer_interval_s: float = 0.2,
         offer_batch: int = 200,
@@ -42,6 +45,7 @@ class AuctionRecords:
     ) -> None:
         self.store = store
         self.metrics = metrics
+        self.events = events
         self.offer_interval_s = offer_interval_s
         self.offer_batch = offer_batch
         self.close_batch = close_batch
@@ -54,18 +58,37 @@ class AuctionRecords:
         self.totals = AuctionTotals()
 
     def event(
-        self, kind: str, device_id: int | None, auction_id: int | None, **payload: Any
+        self, kind: EventKind, device_id: int | None, auction_id: int | None, **payload: Any
     ) -> None:
-        """Note one event for operators and services."""
-        self.store.record_event(
-            kind, device_id=device_id, auction_id=auction_id, payload=payload, ts_ms=now_ms()
-        )
+        """Publish one event and queue it for the store (never raises into the trading path:
+        a value the log refuses is a bug to log)."""
+        if not self.events.started:
+            return
+        try:
+            self.events.emit(kind, device_id=device_id, auction_id=auction_id, **payload)
+        except Exception as exc:
+            log.error("event refused by the log", kind=str(kind), error=str(exc))
 
-    def bid(self, auction_id: int, bid: RecordBid) -> None:
-        """What the battery made of one bid."""
+    def bid(self, auction_id: int, device_id: int, bid: RecordBid) -> None:
+        """What the battery made of one bid (a confirmed one: see the confirm's own event)."""
         if bid.outcome is BidOutcome.REJECTED:
             reason = bid.reason or 0
             self.metrics.bid_rejections[REASON_NAMES.get(reason, str(reason))] += 1
+        if bid.outcome is not BidOutcome.CONFIRMED:
+            kind = EventKind.BID_ACCEPTED
+            extra: dict[str, Any] = {}
+            if bid.outcome is BidOutcome.REJECTED:
+                kind, extra = EventKind.BID_REJECTED, {"reason": bid.reason or 0}
+            self.event(
+                kind,
+                device_id,
+                auction_id,
+                bidder_id=bid.bidder_id,
+                price_mc=bid.price_mc,
+                energy_wh=bid.energy_wh,
+                round=bid.round,
+                **extra,
+            )
         self.store.record_bid(
             auction_id=auction_id,
             bidder_id=bid.bidder_id,
@@ -90,6 +113,10 @@ class AuctionRecords:
         trade (kept unverified, or void: then its settlement is marked failed)."""
         outcome, terms = close.outcome, close.terms
         self.totals.closed(outcome, terms)
+        detail: dict[str, Any] = {} if terms is None else asdict(terms)
+        if close.reason is not None:
+            detail["reason"] = close.reason
+        self.event(EventKind.AUCTION_CLOSED, device_id, auction_id, outcome=outcome.value, **detail)
         if terms is not None and outcome in (Outcome.CLEARED, Outcome.UNVERIFIED):
             self.close(
                 auction_id,
@@ -102,14 +129,14 @@ class AuctionRecords:
             self.close(auction_id, status=outcome.store_status)
         if outcome is Outcome.UNVERIFIED:
             self.metrics.counters["trades_unverified"] += 1
-            self.event("trade_unverified", device_id, auction_id)
+            self.event(EventKind.TRADE_UNVERIFIED, device_id, auction_id)
             log.warning(
                 "battery did not confirm the trade (no answer, or it forgot the auction); kept",
                 auction=auction_id,
             )
         elif outcome is Outcome.VOID:
             reason = REASON_NAMES.get(close.reason or 0, str(close.reason))
-            self.event("trade_void", device_id, auction_id, reason=close.reason or 0)
+            self.event(EventKind.TRADE_VOID, device_id, auction_id, reason=close.reason or 0)
             log.warning(
                 "battery did not commit a confirmed bid",
                 auction=auction_id,
@@ -122,7 +149,7 @@ class AuctionRecords:
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)
         if resumed:
-            self.event("auction_recovered", device_id, auction_id, outcome=outcome.value)
+            self.event(EventKind.AUCTION_RECOVERED, device_id, auction_id, outcome=outcome.value)
             log.info(
                 "auction with a recorded trade resolved after restart",
                 auction=auction_id,
@@ -135,6 +162,15 @@ class AuctionRecords:
         except Exception as exc:
             self.metrics.counters["store_write_errors"] += 1
             log.warning("could not mark a void trade", trade=trade_id, error=str(exc))
+            return
+        self.event(
+            EventKind.SETTLEMENT_CHANGED,
+            None,
+            None,
+            trade_id=trade_id,
+            status="failed",
+            error=error,
+        )
 
     def close(self, auction_id: int, **fields: Any) -> None:
         """Close an auction (status and, when cleared, price, winner, energy)."""

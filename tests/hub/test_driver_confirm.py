@@ -17,6 +17,7 @@ from hub.auctions.rules import Offer
 from hub.auctions.session import AuctionSession, Outcome, TradeTerms
 from hub.buyers.bidding import Buyers
 from hub.devices import DeviceKeyring, Registry, SenderPool
+from hub.events import EventKind, EventLog
 from hub.metrics import Metrics
 from hub.settings import Settings
 from hub.store import Store
@@ -49,6 +50,9 @@ async def confirm(tmp_path: Path, answers: list[dict[str, Any] | None]) -> tuple
     settings = Settings(data_dir=tmp_path, response_timeout_ms=40, hold_timeout_ms=100)
     link = AnsweringLink(answers)
     async with Store(settings.resolved_database_url()) as store:
+        events = EventLog(store)
+        await events.start()
+        confirms = events.subscribe([EventKind.CONFIRM_ANSWERED, EventKind.AUCTION_CLOSED])
         driver = AuctionDriver(
             AuctionConfig.from_settings(settings),
             link=link,
@@ -57,6 +61,7 @@ async def confirm(tmp_path: Path, answers: list[dict[str, Any] | None]) -> tuple
             notice_key=bytes(32),
             store=store,
             metrics=Metrics(),
+            events=events,
             buyers=Buyers([]),
         )
         link.driver = driver
@@ -72,8 +77,18 @@ async def confirm(tmp_path: Path, answers: list[dict[str, Any] | None]) -> tuple
                 break
             await asyncio.sleep(0.02)
         assert not driver.runs, "the confirm never ended"
-        assert live.session.outcome is not None
-        return live.session.outcome, link.sent
+        outcome = live.session.outcome
+        assert outcome is not None
+        # the event log saw every answer the battery gave, then the auction's close
+        seen = []
+        while (event := confirms.get_nowait()) is not None:
+            seen.append(event)
+        answered = [event for event in seen if event.kind is EventKind.CONFIRM_ANSWERED]
+        assert len(answered) == sum(answer is not None for answer in answers[: link.sent])
+        assert seen[-1].kind is EventKind.AUCTION_CLOSED
+        assert seen[-1].payload["outcome"] == outcome.value
+        await events.stop()
+        return outcome, link.sent
 
 
 ACCEPT = {"t": BID_ACCEPT}
