@@ -42,7 +42,8 @@ def report(
         int | None,
         typer.Option(
             "--aggregators",
-            help="How many default aggregators the hub ran (default: ETP_AGGREGATORS).",
+            help="Replay this many default aggregators instead of those the hub recorded in "
+            "its event log (default: the recorded ones, else ETP_AGGREGATORS).",
             show_default=False,
         ),
     ] = None,
@@ -95,6 +96,7 @@ def report(
                 rules={"max_rounds": settings.max_rounds},
                 database_url=settings.database_url,
                 trading_period_ms=settings.trading_period_ms,
+                prefer_recorded=aggregators is None,  # --aggregators: the user's set instead
             )
     except NoReportDataError as exc:
         typer.echo(f"error: {exc}", err=True)

@@ -174,8 +174,24 @@ def demo(
         mqtt_url=None,
     )
     settings.mqtt_url = None  # the demo always uses the embedded broker
+    if "aggregator_demand_scale" not in settings.model_fields_set:
+        settings.aggregator_demand_scale = balanced_demand_scale(settings, batteries)
     code = _run(_run_demo(settings, batteries, duration, heap))
     raise typer.Exit(code)
+
+
+def balanced_demand_scale(settings: Settings, batteries: int) -> int:
+    """The demand scale at which the default aggregators want about what `batteries` can
+    offer in a trading period (one lot per auction interval each), so a demo market trades
+    steadily with competition instead of selling out or starving (ETP_AGGREGATOR_DEMAND_SCALE
+    overrides it)."""
+    from hub.buyers.aggregator import default_aggregators
+
+    period_ms = settings.trading_period_ms or 60_000
+    supply_wh = batteries * settings.lot_wh * period_ms // settings.auction_interval_ms
+    configs = default_aggregators(max(1, settings.aggregators), settings.seed)
+    demand_wh = sum(config.energy_requirement_wh for config in configs)
+    return max(1, round(supply_wh / demand_wh))
 
 
 async def _run_demo(settings: Settings, batteries: int, duration: float | None, heap: str) -> int:

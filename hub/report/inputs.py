@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from hub.buyers.aggregator import cost_mc
+from hub.buyers.aggregator import AggregatorConfig, cost_mc
 
 if TYPE_CHECKING:
     from hub.auctions.simulation import SimResult
@@ -67,6 +67,8 @@ class ReportInput:
     auctions: list[ReportAuction]
     bids: list[ReportBid] = field(default_factory=list)
     source: str = "store"
+    # the aggregators the hub ran, as its event log recorded them (None: not recorded)
+    aggregators: list[AggregatorConfig] | None = None
 
     def bidder_ids(self) -> list[int]:
         """Every aggregator seen bidding or winning, ascending."""
@@ -140,4 +142,26 @@ async def load_report_input(store: Any) -> ReportInput:
         ReportBid(row.auction_id, row.bidder_id, row.price_mc, row.outcome, row.reason)
         for row in await store.list_bids()
     ]
-    return ReportInput(auctions=auctions, bids=bids, source="store")
+    return ReportInput(
+        auctions=auctions, bids=bids, source="store", aggregators=await _recorded_aggregators(store)
+    )
+
+
+async def _recorded_aggregators(store: Any, page: int = 1000) -> list[AggregatorConfig] | None:
+    """The configuration of each aggregator the hub last ran (its aggregator_update events),
+    so the counterfactual replays the buyers that really traded (budgets, requirements)."""
+    configs: dict[int, AggregatorConfig] = {}
+    after = 0
+    while True:
+        rows = await store.list_events(after_seq=after, limit=page, kinds=["aggregator_update"])
+        for row in rows:
+            config = row.payload.get("config")
+            if isinstance(config, dict):
+                try:
+                    configs[int(config["aggregator_id"])] = AggregatorConfig(**config)
+                except (KeyError, TypeError, ValueError):
+                    continue  # written by another version of the hub: not replayable
+        if len(rows) < page:
+            break
+        after = rows[-1].seq
+    return [configs[key] for key in sorted(configs)] or None

@@ -268,9 +268,12 @@ def write_report(
     rules: dict[str, int] | None = None,
     database_url: str | None = None,
     trading_period_ms: int = 0,
+    prefer_recorded: bool = True,
 ) -> ReportResult:
     """Read the hub's store in `data_dir` (or `database_url`) and write the report to `out_dir`
-    (default `data_dir/report/`). Raises NoReportDataError when nothing was recorded."""
+    (default `data_dir/report/`). The counterfactual replays the aggregators the hub recorded
+    in its event log when there are any and `prefer_recorded`, else `aggregators`. Raises
+    NoReportDataError when nothing was recorded."""
     data_dir = Path(data_dir)
     from hub.store.urls import resolve_database_url
 
@@ -286,6 +289,8 @@ def write_report(
         raise NoReportDataError(
             f"the database {sqlite_path or url} holds no auctions yet: let the hub trade first"
         )
+    if prefer_recorded and report.aggregators:
+        aggregators = report.aggregators
     return build_report(
         report,
         out_dir or data_dir / "report",
