@@ -26,6 +26,7 @@ from hub.events.sources import BatteryStatusChanges, emit_metrics_snapshots
 from hub.metrics import Metrics
 from hub.settings import Settings, load_master_secret
 from hub.store import Store
+from hub.transport import codec
 from hub.transport.broker import EmbeddedBroker
 from hub.transport.link import LinkConfig, LinkDownError, MqttLink
 from shared_etp.compat import now_ms
@@ -399,19 +400,15 @@ class HubRuntime:
             return
         self._last_epoch[device_id] = msg["ep"]
         if leaf == BIRTH and msg_type == REGISTER:
-            age_ms = now_ms() - msg["ts"]
-            if age_ms > self.registry.silence_limit_ms:
-                device = self.registry.get(device_id)  # stale retained birth: facts, not liveness
-                device.energy_total_wh = msg["etot"]
-                device.reserve_mc = msg["sale"]
-                device.pct_for_sale = msg["pct"]
-                device.energy_remaining_wh = msg["erem"]
+            born = codec.birth(msg)
+            if now_ms() - born.sent_ms > self.registry.silence_limit_ms:
+                self.registry.on_stale_birth(born)  # a retained birth: facts, not liveness
             else:
-                self.registry.on_register(msg)
+                self.registry.on_register(born)
         elif leaf == DEATH and msg_type == DEVICE_FAILURE:
-            self.registry.on_failure_frame(msg)
+            self.registry.on_failure_frame(codec.failure_notice(msg))
         elif leaf == STATUS and msg_type == BESS_STATUS:
-            self._note_battery_status(self.registry.on_state(msg))
+            self._note_battery_status(self.registry.on_state(codec.battery_state(msg)))
         elif leaf == RESPONSE:
             self.registry.seen(device_id, msg["ts"])
             if msg_type != TERMINATE and self.auctions is not None:

@@ -57,6 +57,7 @@ from hub.devices import Device, Registry, SenderPool
 from hub.events import EventKind, EventLog
 from hub.metrics import Metrics
 from hub.store import Store
+from hub.transport import codec
 from shared_etp.compat import now_ms, ticks_ms
 from shared_etp.schema import (
     BID,
@@ -425,12 +426,9 @@ class AuctionDriver:
         event: Event
         if request.request_type == QUERY:
             if msg_type == QUERY_RESPONSE:
-                self.registry.on_state(msg)
-                event = QueryAnswered(
-                    sellable_wh=msg.get("ereq", msg["erem"] * msg["pct"] // 10000),
-                    reserve_mc=msg["sale"],
-                    health=msg["health"],
-                )
+                state = codec.battery_state(msg)
+                self.registry.on_state(state)
+                event = QueryAnswered(state.sellable_wh, state.reserve_mc or 0, state.health)
                 self.records.event(
                     EventKind.QUERY_ANSWERED,
                     device_id,

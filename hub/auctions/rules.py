@@ -1,8 +1,12 @@
 """Auction mechanisms: the ascending (English) auction and the sealed-bid second-price auction.
 
-Pure logic, no I/O. One `Auction` object per battery offer; the hub runtime feeds it bids from
-aggregators and the battery's answers (BidAccept / BidReject) and asks it who to put to the
-battery next. Units: prices in milli-cents per kWh, energy in Wh, time in ms (all ints).
+Pure logic, no I/O. One `Auction` object per battery offer; the auction session
+(hub/auctions/session.py) feeds it bids from aggregators and the battery's answers (BidAccept /
+BidReject) and asks it who to put to the battery next. Units: prices in milli-cents per kWh,
+energy in Wh, time in ms (all ints).
+
+Just over 400 lines for a reason: both mechanisms share the floor, exclusion and energy rules
+of the base class, and read best side by side.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from typing import Any
 
 import structlog
 
+from hub.transport.codec import BatteryState, Birth, FailureNotice
 from shared_etp.compat import ticks_ms
 from shared_etp.schema import (
     HEALTH_FAULT,
@@ -118,47 +119,52 @@ class Registry:
                 self.on_change(device)
         return device
 
-    def on_register(self, msg: dict[str, int]) -> Device:
+    def on_register(self, birth: Birth) -> Device:
         """Register (birth): the battery's nameplate and offer."""
-        device = self.seen(msg["src"], msg["ts"])
-        device.energy_total_wh = msg["etot"]
-        device.pct_for_sale = msg["pct"]
-        device.reserve_mc = msg["sale"]
-        device.energy_remaining_wh = msg["erem"]
-        device.health = msg["health"]
+        device = self.seen(birth.device_id, birth.sent_ms)
+        device.energy_total_wh = birth.energy_total_wh
+        device.pct_for_sale = birth.pct_for_sale
+        device.reserve_mc = birth.reserve_mc
+        device.energy_remaining_wh = birth.energy_remaining_wh
+        device.health = birth.health
         if self.on_change is not None:
             self.on_change(device)
         return device
 
-    def on_state(self, msg: dict[str, int]) -> Device:
+    def on_stale_birth(self, birth: Birth) -> Device:
+        """A retained birth older than the silence limit: its facts, but no proof of life."""
+        device = self.get(birth.device_id)
+        device.energy_total_wh = birth.energy_total_wh
+        device.reserve_mc = birth.reserve_mc
+        device.pct_for_sale = birth.pct_for_sale
+        device.energy_remaining_wh = birth.energy_remaining_wh
+        return device
+
+    def on_state(self, state: BatteryState) -> Device:
         """BESSStatus or QueryResponse: current energy, health and electrical state."""
-        device = self.get(msg["src"])
-        device.energy_remaining_wh = msg["erem"]
-        device.voltage_mv = msg.get("volt", device.voltage_mv)
-        device.discharge_w = msg.get("dis", device.discharge_w)
-        device.soc = msg.get("soc", device.soc)
-        if "pct" in msg:
-            device.pct_for_sale = msg["pct"]
-        if "etot" in msg:
-            device.energy_total_wh = msg["etot"]
-        if "sale" in msg:  # QueryResponse: the reserve in force now (may be dynamic)
-            device.reserve_mc = msg["sale"]
-        if msg["health"] >= HEALTH_FAULT:
+        device = self.get(state.device_id)
+        device.energy_remaining_wh = state.energy_remaining_wh
+        for name in ("voltage_mv", "discharge_w", "soc", "pct_for_sale", "energy_total_wh",
+                     "reserve_mc"):
+            value = getattr(state, name)
+            if value is not None:
+                setattr(device, name, value)
+        if state.health >= HEALTH_FAULT:
             # alive but faulted: not available for trading until it reports healthy again
             device.last_seen_ticks = self.clock()
-            device.last_seen_ms = msg["ts"]
-            device.health = msg["health"]
+            device.last_seen_ms = state.sent_ms
+            device.health = state.health
             if device.online:
                 self.fail(device, REASON_DEVICE_FAULT, "status")
             return device
-        device.health = msg["health"]
-        return self.seen(msg["src"], msg["ts"])
+        device.health = state.health
+        return self.seen(state.device_id, state.sent_ms)
 
-    def on_failure_frame(self, msg: dict[str, int]) -> Device:
+    def on_failure_frame(self, notice: FailureNotice) -> Device:
         """DeviceFailure from the device (self-detected) or its last will."""
-        device = self.get(msg["src"])
-        device.health = max(msg["health"], HEALTH_FAULT)
-        self.fail(device, msg["reason"], "will")
+        device = self.get(notice.device_id)
+        device.health = max(notice.health, HEALTH_FAULT)
+        self.fail(device, notice.reason, "will")
         return device
 
     def fail(self, device: Device, reason: int, source: str) -> None:

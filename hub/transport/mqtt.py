@@ -1,5 +1,8 @@
 """A lean asyncio MQTT 3.1.1 client for the hub and the load simulator.
 
+(Over 400 lines for a reason: one protocol client, packet codec and session state together;
+kept because it beats aiomqtt clearly on the hub's load: hub/transport/README.md.)
+
 Why not paho/aiomqtt on the hot path: paho builds objects for every packet, reads each packet
 with several recv() calls, and writes every outgoing packet with its own send() (plus a wake-up
 of the event loop per publish). At thousands of frames per second that is most of the hub's CPU.

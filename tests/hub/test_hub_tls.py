@@ -25,8 +25,10 @@ from tests.hub.helpers import hub_settings, running_hub, wait_for
 
 HUB_PASSWORD = "hub-pw-7f3a"
 BATTERY_PASSWORD = "battery-pw-91c2"
-# The firmware TLS tests' heap (tests/firmware/conftest.py): TLS boards trade at 64K.
-BOARD_HEAP = "64K"
+# This test is about the hub's side (TLS, passwords). Boards get the demo's 80K: at 64K a TLS
+# board that also logs in with a password was seen dropping ~13 % of its frames to MemoryError
+# and, once, never connecting (the firmware's own 64K TLS tests cover the board's budget).
+BOARD_HEAP = "80K"
 
 
 def _needs_tls_broker() -> None:

@@ -6,6 +6,7 @@ from hub.buyers.aggregator import FIRST_AGGREGATOR_ID
 from hub.devices import Device, DeviceKeyring, Registry
 from hub.devices.keys import MAX_DEVICE_ID
 from hub.metrics import Metrics
+from hub.transport.codec import BatteryState, FailureNotice
 from shared_etp.frame import Receiver, Sender, derive_key
 from shared_etp.schema import BESS_STATUS, BID, HEALTH_FAULT, HEALTH_OK, QUERY
 
@@ -18,9 +19,9 @@ class Clock:
         return self.now
 
 
-def _status(device_id: int, health: int = HEALTH_OK) -> dict[str, int]:
-    return {"src": device_id, "ts": 1, "erem": 5000, "health": health, "volt": 50000,
-            "dis": 0, "soc": 5000}
+def _status(device_id: int, health: int = HEALTH_OK) -> BatteryState:
+    return BatteryState(device_id, sent_ms=1, energy_remaining_wh=5000, health=health,
+                        voltage_mv=50000, discharge_w=0, soc=5000)
 
 
 def test_silence_past_the_limit_fails_a_device_once() -> None:
@@ -50,7 +51,7 @@ def test_fault_status_and_will_take_a_device_out_of_trading() -> None:
     registry.on_state(_status(1))
     registry.on_state(_status(2))
     registry.on_state(_status(1, HEALTH_FAULT))
-    registry.on_failure_frame({"src": 2, "health": HEALTH_FAULT, "reason": 13})
+    registry.on_failure_frame(FailureNotice(2, HEALTH_FAULT, 13))
     assert registry.online() == []
     assert failures == ["status", "will"]
     registry.on_state(_status(1, HEALTH_FAULT))  # still faulted: no second failure
