@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hub.auctions.messages import (
+    SessionRules,
+)
 from hub.auctions.rules import Mechanism
-from hub.auctions.session import SessionRules
 from hub.settings import Settings
 
 __all__ = ["AuctionConfig"]

@@ -23,12 +23,7 @@ from typing import Any
 import structlog
 
 from hub.auctions.config import AuctionConfig
-from hub.auctions.notices import Publisher, publish_notices
-from hub.auctions.records import AuctionRecords
-from hub.auctions.rules import Offer
-from hub.auctions.scheduler import Scheduler
-from hub.auctions.session import (
-    AuctionSession,
+from hub.auctions.messages import (
     AwaitConfirm,
     BidAnswered,
     Cancelled,
@@ -52,6 +47,11 @@ from hub.auctions.session import (
     TradeTerms,
     Unreachable,
 )
+from hub.auctions.notices import Publisher, publish_notices
+from hub.auctions.records import AuctionRecords
+from hub.auctions.rules import Offer
+from hub.auctions.scheduler import Scheduler
+from hub.auctions.session import AuctionSession
 from hub.buyers.bidding import Buyers
 from hub.devices import Device, Registry, SenderPool
 from hub.events import EventKind, EventLog

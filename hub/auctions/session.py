@@ -45,36 +45,7 @@ from hub.auctions.rules import Auction, BidRecord, Offer, new_auction
 from hub.buyers.bidding import Buyers
 from shared_etp.schema import HEALTH_FAULT, REASON_AUCTION_CLOSED, REASON_NOT_HOLDER
 
-__all__ = [
-    "AuctionSession",
-    "AwaitConfirm",
-    "BidAnswered",
-    "BidOutcome",
-    "Cancelled",
-    "Close",
-    "Command",
-    "ConfirmAnswered",
-    "Event",
-    "NextRound",
-    "Outcome",
-    "Phase",
-    "QueryAnswered",
-    "RecordBid",
-    "RecordFailed",
-    "RecordOffer",
-    "RecordTrade",
-    "RoundStarted",
-    "SendBid",
-    "SendConfirm",
-    "SendQuery",
-    "SendTerminate",
-    "SessionError",
-    "SessionRules",
-    "TimedOut",
-    "TradeRecorded",
-    "TradeTerms",
-    "Unreachable",
-]
+__all__ = ["AuctionSession", "SessionError"]
 
 
 class SessionError(RuntimeError):

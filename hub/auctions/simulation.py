@@ -15,9 +15,7 @@ from dataclasses import dataclass, field
 from statistics import median
 from typing import Any
 
-from hub.auctions.rules import Mechanism, Offer
-from hub.auctions.session import (
-    AuctionSession,
+from hub.auctions.messages import (
     BidAnswered,
     Close,
     Command,
@@ -33,6 +31,8 @@ from hub.auctions.session import (
     SessionRules,
     TradeRecorded,
 )
+from hub.auctions.rules import Mechanism, Offer
+from hub.auctions.session import AuctionSession
 from hub.buyers.aggregator import Aggregator, AggregatorConfig, cost_mc
 from hub.buyers.bidding import Buyers
 from hub.buyers.history import MarketHistory

@@ -6,7 +6,10 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from hub.auctions.session import Outcome, TradeTerms
+from hub.auctions.messages import (
+    Outcome,
+    TradeTerms,
+)
 from hub.buyers.bidding import Buyers
 
 __all__ = ["AuctionTotals"]

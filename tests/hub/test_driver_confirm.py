@@ -13,8 +13,12 @@ from typing import Any
 
 from hub.auctions.config import AuctionConfig
 from hub.auctions.driver import AuctionDriver, LiveAuction
+from hub.auctions.messages import (
+    Outcome,
+    TradeTerms,
+)
 from hub.auctions.rules import Offer
-from hub.auctions.session import AuctionSession, Outcome, TradeTerms
+from hub.auctions.session import AuctionSession
 from hub.buyers.bidding import Buyers
 from hub.devices import DeviceKeyring, Registry, SenderPool
 from hub.events import EventKind, EventLog

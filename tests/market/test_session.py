@@ -12,9 +12,7 @@ from typing import Any
 
 import pytest
 
-from hub.auctions.rules import Auction, AuctionError, BidRecord, Mechanism, Offer
-from hub.auctions.session import (
-    AuctionSession,
+from hub.auctions.messages import (
     AwaitConfirm,
     BidAnswered,
     BidOutcome,
@@ -33,13 +31,14 @@ from hub.auctions.session import (
     SendConfirm,
     SendQuery,
     SendTerminate,
-    SessionError,
     SessionRules,
     TimedOut,
     TradeRecorded,
     TradeTerms,
     Unreachable,
 )
+from hub.auctions.rules import Auction, AuctionError, BidRecord, Mechanism, Offer
+from hub.auctions.session import AuctionSession, SessionError
 from hub.buyers.bidding import Buyers
 from shared_etp.schema import (
     REASON_AUCTION_CLOSED,
