@@ -98,9 +98,11 @@ class AggregatorState:
         self.holds: dict[int, tuple[int, int]] = {}
         self._held_cost_mc = 0  # running totals over `holds` (O(1) budget checks)
         self._held_wh = 0
-        # share of the period's requirement and budget due so far: elapsed / period (see pace)
-        self._elapsed_ms = 1
-        self._period_ms = 1
+        # what of the period's requirement and budget is due so far (see pace): kept as
+        # values, set when the clock moves, because every bidding decision reads them
+        self.paced = False  # True while only part of the period's requirement is due
+        self.due_requirement_wh = config.energy_requirement_wh
+        self.due_budget_mc = config.budget_mc
 
     # -- derived figures ------------------------------------------------------------------
     @property
@@ -121,34 +123,17 @@ class AggregatorState:
         `pace_step_wh` so the whole requirement is due before the period ends) minus what it
         already bought, and may spend the same share of its budget. `period_ms` <= 0 turns
         pacing off (everything due)."""
-        if period_ms <= 0:
-            self._elapsed_ms, self._period_ms = 1, 1
+        config = self.config
+        requirement = config.energy_requirement_wh
+        if period_ms <= 0 or elapsed_ms >= period_ms:
+            self.paced = False
+            self.due_requirement_wh, self.due_budget_mc = requirement, config.budget_mc
             return
-        self._elapsed_ms = min(max(0, elapsed_ms), period_ms)
-        self._period_ms = period_ms
-
-    @property
-    def paced(self) -> bool:
-        """True while only part of the period's requirement and budget is due."""
-        return self._elapsed_ms < self._period_ms
-
-    @property
-    def due_requirement_wh(self) -> int:
-        """The part of the period's energy requirement due by now (all of it unpaced)."""
-        requirement = self.config.energy_requirement_wh
-        if not self.paced:
-            return requirement
-        step = self.config.pace_step_wh
-        accrued = requirement * self._elapsed_ms // self._period_ms
-        return min(requirement, (accrued // step + 1) * step)
-
-    @property
-    def due_budget_mc(self) -> int:
-        """The part of the period's budget it may have spent or committed by now (the same
-        share as the requirement due)."""
-        if not self.paced:
-            return self.config.budget_mc
-        return self.config.budget_mc * self.due_requirement_wh // self.config.energy_requirement_wh
+        self.paced = True
+        accrued = requirement * max(0, elapsed_ms) // period_ms
+        step = config.pace_step_wh
+        self.due_requirement_wh = min(requirement, (accrued // step + 1) * step)
+        self.due_budget_mc = config.budget_mc * self.due_requirement_wh // requirement
 
     @property
     def remaining_requirement_wh(self) -> int:
