@@ -271,6 +271,7 @@ class HubRuntime:
             log_level="warning",
             access_log=False,
             lifespan="on",
+            log_config=None,  # uvicorn logs through the hub's handler (JSON lines with json)
         )
         self._http = _Server(config)
         self._http_task = asyncio.create_task(self._http.serve(), name="http-gateway")

@@ -106,11 +106,13 @@ class Registry:
         return [d for d in self.devices.values() if d.online and d.health < HEALTH_FAULT]
 
     def seen(self, device_id: int, wall_ms: int) -> Device:
-        """Any authenticated frame from the device proves it is alive."""
+        """Any authenticated frame from the device proves it is alive. A faulted device stays
+        out of trading until its own status or birth reports it healthy again: a reply that
+        was in flight when it failed must not show it online for a moment."""
         device = self.get(device_id)
         device.last_seen_ticks = self.clock()
         device.last_seen_ms = wall_ms
-        if not device.online:
+        if not device.online and device.health < HEALTH_FAULT:
             device.online = True
             if device.health == HEALTH_OFFLINE:
                 device.health = HEALTH_OK
@@ -121,6 +123,8 @@ class Registry:
 
     def on_register(self, birth: Birth) -> Device:
         """Register (birth): the battery's nameplate and offer."""
+        device = self.get(birth.device_id)
+        device.health = birth.health
         device = self.seen(birth.device_id, birth.sent_ms)
         device.energy_total_wh = birth.energy_total_wh
         device.pct_for_sale = birth.pct_for_sale

@@ -69,4 +69,8 @@ def create_app(settings: Settings, runtime: RuntimeView) -> Litestar:
         the last event received."""
         return await runtime.read_events(after_seq, limit, kind)
 
-    return Litestar(route_handlers=[live, ready, status, devices, events], debug=False)
+    # logging_config=None: Litestar would otherwise re-point the root logger at its own plain
+    # formatter; the hub's handler (hub.runtime.configure_logging) keeps every line in format.
+    return Litestar(
+        route_handlers=[live, ready, status, devices, events], debug=False, logging_config=None
+    )

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -31,6 +36,7 @@ def test_demo_with_real_firmware_trades_and_exits_cleanly(tmp_path: Path) -> Non
     result = _etp("demo", "--batteries", "3", "--duration", "10", "--data-dir", str(tmp_path),
                   "--http-port", str(http_port), "--mqtt-port", str(free_port()), timeout=120)
     assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr and "Warning:" not in result.stderr, result.stderr
     out = result.stdout
     assert f"http://127.0.0.1:{http_port}" in out
     summary = next(line for line in out.splitlines() if line.startswith("summary:"))
@@ -51,3 +57,35 @@ def test_bench_hub_prints_measured_json(tmp_path: Path) -> None:
     assert data["latency_ms"]["bid"]["p99_ms"] is not None
     assert data["lost_accepted_trades"] == 0 and data["mismatched_trades"] == 0
     assert data["hub_rss_mb"] > 0 and data["hub_cpu_cores"] > 0
+
+
+def test_hub_logs_only_json_lines_with_json_format(tmp_path: Path) -> None:
+    """ETP_LOG_FORMAT=json: every line on stderr is JSON, the web server's included (a bad
+    HTTP request makes it log a warning)."""
+    http_port = free_port()
+    env = {**os.environ, "ETP_DATA_DIR": str(tmp_path), "ETP_LOG_FORMAT": "json",
+           "ETP_HTTP_PORT": str(http_port), "ETP_MQTT_PORT": str(free_port())}
+    hub = subprocess.Popen([sys.executable, "-m", "hub.cli.main", "hub"], cwd=REPO, env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/health/live",
+                                            timeout=2) as response:
+                    assert response.status == 200
+                break
+            except OSError:
+                assert hub.poll() is None and time.monotonic() < deadline, "hub did not start"
+                time.sleep(0.2)
+        with socket.create_connection(("127.0.0.1", http_port), timeout=5) as sock:
+            sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+            sock.recv(1024)
+    finally:
+        hub.send_signal(signal.SIGINT)
+        _out, err = hub.communicate(timeout=60)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert any("Invalid HTTP request" in line for line in lines), err
+    for line in lines:
+        assert line.startswith("{"), line
+        json.loads(line)

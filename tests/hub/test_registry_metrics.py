@@ -60,6 +60,22 @@ def test_fault_status_and_will_take_a_device_out_of_trading() -> None:
     assert [d.device_id for d in registry.online()] == [1]
 
 
+def test_a_faulted_device_does_not_flap_online_on_a_late_reply() -> None:
+    """A reply in flight when the battery failed proves it alive, not healthy: it stays out of
+    trading (no 'device online' between its failure and its next status) until it reports
+    healthy again."""
+    changes: list[bool] = []
+    registry = Registry(1000, 3.0, lambda *_: None, on_change=lambda d: changes.append(d.online))
+    registry.on_state(_status(3))
+    registry.on_failure_frame(FailureNotice(3, HEALTH_FAULT, 10))
+    registry.seen(3, 2)  # e.g. its answer to a Bid sent just before the fault
+    registry.on_state(_status(3, HEALTH_FAULT))
+    assert not registry.devices[3].online and registry.online() == []
+    assert changes == [True, False]  # online once, then offline: no flap
+    registry.on_state(_status(3))
+    assert registry.devices[3].online and changes[-1] is True
+
+
 def test_device_keyring_binds_each_key_to_its_device() -> None:
     master = b"m" * 32
     keyring = DeviceKeyring(master)
