@@ -404,6 +404,8 @@ class HubRuntime:
             born = codec.birth(msg)
             if now_ms() - born.sent_ms > self.registry.silence_limit_ms:
                 self.registry.on_stale_birth(born)  # a retained birth: facts, not liveness
+                if self.auctions is not None:
+                    self.auctions.probe(device_id)  # alive? its answer says so at once
             else:
                 self.registry.on_register(born)
         elif leaf == DEATH and msg_type == DEVICE_FAILURE:

@@ -133,6 +133,8 @@ class AuctionDriver:
         self.records = AuctionRecords(store, metrics, events)
         self.totals = self.records.totals
         self._requests: dict[tuple[int, int, int], _Request] = {}
+        self._probes: set[tuple[int, int, int]] = set()  # Queries asking only "are you there?"
+        self._to_probe: set[int] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._store_slots = asyncio.Semaphore(config.store_concurrency)
         self._idle = asyncio.Event()
@@ -219,6 +221,8 @@ class AuctionDriver:
             await asyncio.sleep(tick_s)
             if not self.link_up():
                 continue
+            if self._to_probe:
+                self._send_probes()
             try:
                 for device in self.scheduler.due(ticks_ms(), self.runs, len(self.runs)):
                     self._open(device)
@@ -405,12 +409,36 @@ class AuctionDriver:
         with contextlib.suppress(ValueError):
             live.requests.remove(key)
 
+    def probe(self, device_id: int) -> None:
+        """Ask a battery known from before (a retained birth) for its state now, with a Query
+        outside any auction: its answer shows it alive at once, instead of after its next
+        status, so trading resumes right after a hub restart. Sent by the scheduler's next
+        tick with the link up; unanswered, nothing happens."""
+        self._to_probe.add(device_id)
+
+    def _send_probes(self) -> None:
+        if len(self._probes) > 100_000:
+            self._probes.clear()  # answers that never came
+        devices, self._to_probe = self._to_probe, set()
+        for device_id in sorted(devices):
+            try:
+                msg_id = self._send(0, device_id, QUERY)
+            except Exception as exc:
+                log.debug("probe not sent", device=device_id, error=str(exc))
+                continue
+            self._probes.add((device_id, 0, msg_id))
+
     # ---- inbound ---------------------------------------------------------------------------
 
     def on_response(self, device_id: int, msg: dict[str, int]) -> None:
         """An authenticated frame from a device's resp topic: the answer to a request."""
         key = (device_id, msg["dst"], msg["id"])
         request = self._requests.get(key)
+        if request is None and key in self._probes:
+            self._probes.discard(key)
+            if msg["t"] == QUERY_RESPONSE:
+                self.registry.on_state(codec.battery_state(msg))
+            return
         if request is None:
             self.metrics.counters["unmatched_responses"] += 1
             return

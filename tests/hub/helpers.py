@@ -46,8 +46,9 @@ async def sim_fleet(settings: Settings, mqtt_url: str, count: int = 6, **kwargs:
                     ) -> AsyncIterator[SimFleet]:
     """Simulated batteries (the firmware core on CPython) for the hub's site and master key."""
     master = load_master_secret(settings.master_secret_path())
+    overrides = {"delivery_s": 36000, **kwargs.pop("overrides", {})}
     fleet = SimFleet(SimConfig(mqtt_url=mqtt_url, site=settings.site, master_secret=master,
-                               count=count, overrides={"delivery_s": 36000}, **kwargs))
+                               count=count, overrides=overrides, **kwargs))
     try:
         await fleet.start()
         yield fleet
