@@ -516,9 +516,11 @@ class HubRuntime:
             "mechanism": self.settings.mechanism,
             "ready": self.ready,
             "uptime_s": round((now_ms() - self.started_ms) / 1000, 1) if self.started_ms else 0,
+            # with the broker out of reach the hub cannot know who is online: it says so
             "devices": {
                 "known": len(devices),
-                "online": sum(1 for d in devices if d.online),
+                "online": sum(1 for d in devices if d.online) if self.broker_reachable else None,
+                "state": "known" if self.broker_reachable else "unknown",
             },
             "mqtt": {
                 "url": self.mqtt_url,  # never holds the password (settings take it out)
@@ -537,11 +539,21 @@ class HubRuntime:
             "metrics": self.metrics.snapshot(),
         }
 
+    @property
+    def broker_reachable(self) -> bool:
+        """True while the hub's MQTT link is connected (else devices' state is unknown)."""
+        return bool(self.link and self.link.connected.is_set())
+
     def devices(self) -> list[dict[str, Any]]:
-        """Every known battery's last state (for /api/v1/devices)."""
+        """Every known battery's last state (for /api/v1/devices); `online` is None while the
+        broker is out of reach (their last known state, not a live one)."""
         if self.registry is None:
             return []
-        return [d.as_dict() for _, d in sorted(self.registry.devices.items())]
+        rows = [d.as_dict() for _, d in sorted(self.registry.devices.items())]
+        if not self.broker_reachable:
+            for row in rows:
+                row["online"] = None
+        return rows
 
     async def read_events(
         self, after_seq: int = 0, limit: int = 100, kinds: list[str] | None = None
@@ -566,7 +578,8 @@ class HubRuntime:
             else "avg price -"
         )
         return (
-            f"batteries {status_devices['online']}/{status_devices['known']} | "
+            f"batteries {status_devices['online'] if status_devices['online'] is not None else '?'}"
+            f"/{status_devices['known']} | "
             f"auctions {market.get('auctions_opened', 0)} "
             f"(open {market.get('auctions_open', 0)}, no sale {market.get('auctions_no_sale', 0)}) "
             f"| trades {market.get('trades', 0)} | {price_text} | "

@@ -47,6 +47,11 @@ async def test_hub_reconnects_after_broker_restart(tmp_path: Path) -> None:
                 first.terminate()
                 await asyncio.to_thread(first.wait, 5)
                 await wait_for(lambda: not link.connected.is_set(), 5, "link down")
+                # while the broker is away the hub does not claim to know who is online
+                assert hub.status()["devices"]["online"] is None
+                assert hub.status()["devices"]["state"] == "unknown"
+                assert all(row["online"] is None for row in hub.devices())
+                assert "batteries ?/4" in hub.summary_line()
                 with _mosquitto(conf):
                     await wait_listening(port)
                     await wait_for(link.connected.is_set, 15, "link back up")
