@@ -212,6 +212,10 @@ class HubRuntime:
             buyers=Buyers(aggregators),
             link_up=lambda: self.link is not None and self.link.connected.is_set(),
         )
+        if settings.http_enabled:
+            # serving before the broker is reached: /health/live answers at once and
+            # /health/ready says not ready until the link is up (a service manager's view)
+            await self._start_http()
         try:
             await self.link.start()
         except LinkDownError as exc:
@@ -223,8 +227,6 @@ class HubRuntime:
         await self.registry.start()
         await self.auctions.start()
         self._device_task = asyncio.create_task(self._device_writer(), name="device-writer")
-        if settings.http_enabled:
-            await self._start_http()
         self.started_ms = now_ms()
         # Everything built so far lives as long as the hub: keep it out of the cyclic garbage
         # collector's full passes (they stall the event loop for tens of ms with big fleets).
