@@ -31,7 +31,9 @@ def _mosquitto(conf: Path) -> Iterator[subprocess.Popen[bytes]]:
             proc.wait(timeout=5)
 
 
-async def test_hub_reconnects_after_broker_restart(tmp_path: Path) -> None:
+async def test_hub_reconnects_after_broker_restart(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     if not mosquitto_available():
         pytest.skip("mosquitto is not installed")
     port = free_port()
@@ -63,6 +65,10 @@ async def test_hub_reconnects_after_broker_restart(tmp_path: Path) -> None:
                                    "trading resumes after the broker restart")
                     assert hub.ready
     assert link.reconnects >= 1
+    captured = capfd.readouterr()
+    logged = captured.out + captured.err
+    assert "lost" in logged  # the outage was logged...
+    assert "Traceback" not in logged, logged  # ...never as a crash
 
 
 async def test_hub_started_without_its_broker_serves_live_and_trades_once_it_appears(
