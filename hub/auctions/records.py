@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from dataclasses import asdict
 from typing import Any
 
 import structlog
@@ -113,7 +112,14 @@ class AuctionRecords:
         trade (kept unverified, or void: then its settlement is marked failed)."""
         outcome, terms = close.outcome, close.terms
         self.totals.closed(outcome, terms)
-        detail: dict[str, Any] = {} if terms is None else asdict(terms)
+        detail: dict[str, Any] = {}
+        if terms is not None:
+            detail = {
+                "bidder_id": terms.bidder_id,
+                "price_mc": terms.price_mc,
+                "energy_wh": terms.energy_wh,
+                "reserve_mc": terms.reserve_mc,
+            }
         if close.reason is not None:
             detail["reason"] = close.reason
         self.event(EventKind.AUCTION_CLOSED, device_id, auction_id, outcome=outcome.value, **detail)
