@@ -98,15 +98,7 @@ async def mosquitto_broker(port: int | None = None) -> AsyncIterator[str]:
                 raise BrokerStartError(f"mosquitto did not start: {err.strip()}")
             yield f"mqtt://127.0.0.1:{port}"
         finally:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=5)
-            if proc.stderr is not None:
-                proc.stderr.close()
+            _stop(proc)
 
 
 def make_self_signed_cert(directory: Path) -> tuple[Path, Path]:
@@ -154,15 +146,7 @@ async def mosquitto_tls_broker() -> AsyncIterator[tuple[str, str, Path]]:
                 raise BrokerStartError(f"mosquitto (TLS) did not start: {err.strip()}")
             yield f"mqtt://127.0.0.1:{plain}", f"mqtts://127.0.0.1:{secure}", cert
         finally:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=5)
-            if proc.stderr is not None:
-                proc.stderr.close()
+            _stop(proc)
 
 
 def _write_password_file(path: Path, users: Mapping[str, str]) -> None:
@@ -252,12 +236,17 @@ async def mosquitto_secure_broker(
             yield SecureBroker(f"mqtts://127.0.0.1:{port}", cert, password_file, proc,
                                client_cert, client_key)
         finally:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=5)
-            if proc.stderr is not None:
-                proc.stderr.close()
+            _stop(proc)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a broker process this module started (terminate, then kill) and close its pipe."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+    if proc.stderr is not None:
+        proc.stderr.close()

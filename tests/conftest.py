@@ -1,12 +1,12 @@
 """Shared test fixtures: paths to the repo, the MicroPython unix port, empty databases."""
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
-from hub.store import database_url_for
+from hub.store import Store, database_url_for
 from hub.tools.firmware.binaries import ToolNotFoundError, micropython_binary
 from tests.pg import create_database, postgres_missing_reason, postgres_server
 
@@ -57,3 +57,14 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return database_url_for(tmp_path)
     server_url = request.getfixturevalue("postgres_url")
     return create_database(server_url, f"test_db_{next(_database_numbers)}")
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[Store]:
+    """A started store on an empty database; flushes only when asked (deterministic tests)."""
+    opened = Store(database_url, flush_interval_s=3600)
+    await opened.start()
+    try:
+        yield opened
+    finally:
+        await opened.close()

@@ -1,4 +1,4 @@
-"""Event log fixtures: a started Store and EventLog on a fresh database."""
+"""Event log fixtures: a started EventLog on the shared `store` fixture (tests/conftest.py)."""
 
 from collections.abc import AsyncIterator
 
@@ -6,17 +6,6 @@ import pytest
 
 from hub.events import EventLog
 from hub.store import Store
-
-
-@pytest.fixture
-async def store(database_url: str) -> AsyncIterator[Store]:
-    """A started store that writes queued rows only when asked (or on reads and close)."""
-    opened = Store(database_url, flush_interval_s=3600)
-    await opened.start()
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 @pytest.fixture
