@@ -1,1 +1,1 @@
-"""The ETP hub: broker, aggregators, auction engine, store, gateway, settlement, CLI."""
+"""The ETP hub: transport, devices, auctions, buyers, store, event log, gateway, CLI."""

@@ -363,24 +363,29 @@ class AuctionDriver:
 
     def _send(self, src: int, device_id: int, msg_type: int, **fields: int) -> int:
         """Sign and publish one request; returns its message id (raises if the link is down)."""
+        frame, msg_id = self._sign(src, device_id, msg_type, **fields)
+        self._publish(device_id, msg_type, frame)
+        return msg_id
+
+    def _sign(self, src: int, device_id: int, msg_type: int, **fields: int) -> tuple[bytes, int]:
         frame, msg = self.senders.get(src, device_id).frame(msg_type, dst=device_id, **fields)
+        return frame, int(msg["id"])
+
+    def _publish(self, device_id: int, msg_type: int, frame: bytes) -> None:
         self.link.publish(device_topic(self.config.site, device_id, REQUEST), frame, 1)
         self.metrics.messages_out[TYPE_NAMES[msg_type]] += 1
-        return int(msg["id"])
 
     def _request(
         self, live: LiveAuction, src: int, msg_type: int, wait_ms: int, copy: int = 0, **fields: int
     ) -> None:
         """Send a request and wait `wait_ms` for its answer (on_response) or a timeout. A
         publish that fails (link down) is answered by the timeout like a lost frame."""
-        sender = self.senders.get(src, live.device_id)
-        frame, msg = sender.frame(msg_type, dst=live.device_id, **fields)
-        key = (live.device_id, src, msg["id"])
+        frame, msg_id = self._sign(src, live.device_id, msg_type, **fields)
+        key = (live.device_id, src, msg_id)
         self._requests[key] = _Request(live, msg_type, time.perf_counter(), copy)
         live.requests.append(key)
         try:
-            self.link.publish(device_topic(self.config.site, live.device_id, REQUEST), frame, 1)
-            self.metrics.messages_out[TYPE_NAMES[msg_type]] += 1
+            self._publish(live.device_id, msg_type, frame)
         except Exception as exc:
             self.metrics.counters["publish_failures"] += 1
             log.debug("request not sent", device=live.device_id, error=str(exc))
