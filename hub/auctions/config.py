@@ -34,8 +34,10 @@ class AuctionConfig:
     store_concurrency: int = 64
     # how often the scheduler looks for batteries due an auction
     scheduler_tick_ms: int = 20
-    # how long a trade recorded before a restart waits for its battery to come back
-    resume_wait_ms: int = 10_000
+    # asking a battery what became of an auction: first wait for its answer, and the longest
+    # wait between asks while it stays silent (doubling in between)
+    ask_wait_ms: int = 2_000
+    ask_backoff_max_ms: int = 30_000
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AuctionConfig:

@@ -32,6 +32,7 @@ from hub.auctions.messages import (
     ConfirmAnswered,
     Event,
     NextRound,
+    Outcome,
     QueryAnswered,
     RecordBid,
     RecordFailed,
@@ -45,9 +46,9 @@ from hub.auctions.messages import (
     TimedOut,
     TradeRecorded,
     TradeTerms,
-    Unreachable,
 )
 from hub.auctions.notices import Publisher, publish_notices
+from hub.auctions.reconcile import Reconciler
 from hub.auctions.records import AuctionRecords
 from hub.auctions.rules import Offer
 from hub.auctions.scheduler import Scheduler
@@ -132,6 +133,13 @@ class AuctionDriver:
         self.scheduler = Scheduler(config, registry, buyers, self._new_period)
         self.records = AuctionRecords(store, metrics, events)
         self.totals = self.records.totals
+        self.reconciler = Reconciler(
+            send=self._send_terminate,
+            registry=registry,
+            records=self.records,
+            wait_ms=config.ask_wait_ms,
+            backoff_max_ms=config.ask_backoff_max_ms,
+        )
         self._requests: dict[tuple[int, int, int], _Request] = {}
         self._probes: set[tuple[int, int, int]] = set()  # Queries asking only "are you there?"
         self._to_probe: set[int] = set()
@@ -169,58 +177,62 @@ class AuctionDriver:
             self.cancel(live.device_id, REASON_SHUTDOWN)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), 5)
+        await self.reconciler.stop()
         await self.records.stop()
 
     async def recover(self) -> None:
-        """Resolve auctions a crash left open. Without a recorded trade they are terminated.
-        With one, the hub may have crashed before or after its BidConfirm left: the confirm is
-        sent again once the battery is back, and its answer decides (AuctionSession.resume)."""
+        """Resolve what a previous run left undecided. An auction left open without a trade is
+        closed, and its battery told. One with a recorded trade (the hub stopped before the
+        battery's answer to the confirm came, or before the confirm left) closes with that trade
+        unverified; then every unverified trade is put to its battery (the reconciler)."""
         open_auctions = await self.store.open_auctions()
-        if not open_auctions:
-            return
-        trades = {trade.auction_id: trade for trade in await self.store.list_trades()}
+        trades = {
+            trade.auction_id: trade
+            for trade in await self.store.list_trades(status=("recorded", "unverified"))
+        }
+        closed_ms = now_ms()
         for row in open_auctions:
             trade = trades.get(row.id)
             if trade is None:
-                with contextlib.suppress(Exception):
-                    self._send(0, row.device_id, TERMINATE, term=REASON_SHUTDOWN, auc=row.id)
-                await self.store.close_auction(row.id, status="terminated", closed_ms=now_ms())
+                await self.store.close_auction(row.id, status="terminated", closed_ms=closed_ms)
+                self.reconciler.tell(row.device_id, row.id, REASON_SHUTDOWN)
                 self.totals.auctions_terminated += 1
-                self.records.event(
-                    EventKind.AUCTION_RECOVERED, row.device_id, row.id, outcome="terminated"
+                outcome = "terminated"
+            else:
+                await self.store.close_auction(
+                    row.id,
+                    status="cleared",
+                    clearing_price_mc=trade.price_mc,
+                    winner_id=trade.bidder_id,
+                    energy_wh=trade.energy_wh,
+                    closed_ms=closed_ms,
+                    trade_status="unverified",
                 )
-                log.info("open auction terminated after restart", auction=row.id)
-                continue
-            if row.reserve_mc != trade.reserve_mc:  # the offer batch was lost in the crash
-                self.records.offer(row.id, row.lot_wh, trade.reserve_mc)
-            offer = Offer(row.device_id, row.id, row.lot_wh, trade.reserve_mc, row.opened_ms)
+                outcome = "unverified"
+            self.records.event(EventKind.AUCTION_RECOVERED, row.device_id, row.id, outcome=outcome)
+            log.info("auction left open by the last run closed", auction=row.id, outcome=outcome)
+        for trade in trades.values():
             terms = TradeTerms(trade.bidder_id, trade.price_mc, trade.energy_wh, trade.reserve_mc)
-            live = LiveAuction(row.device_id, row.opened_ms, row.id, trade_id=trade.id)
-            live.session = AuctionSession.resume(offer, terms, self.rules)
-            self._track(live)
-            live.task = asyncio.create_task(self._resume(live), name=f"resume-{row.id}")
-
-    async def _resume(self, live: LiveAuction) -> None:
-        device = self.registry.get(live.device_id)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.config.resume_wait_ms / 1000.0
-        while not device.online and loop.time() < deadline:
-            await asyncio.sleep(0.05)
-        assert live.session is not None
-        if device.online:
-            self._run(live, live.session.start())
-        else:
-            live.session.start()
-            self._feed(live, Unreachable())
+            self.reconciler.ask(trade.device_id, trade.auction_id, trade.id, terms)
+        if trades:
+            log.warning(
+                "unverified trades from the last run: asking their batteries", count=len(trades)
+            )
 
     # ---- opening ---------------------------------------------------------------------------
 
     async def _schedule(self) -> None:
         tick_s = self.config.scheduler_tick_ms / 1000.0
+        link_was_up = True
         while not self._stopping:
             await asyncio.sleep(tick_s)
             if not self.link_up():
+                link_was_up = False
                 continue
+            if not link_was_up:
+                link_was_up = True
+                self.reconciler.wake()  # questions to batteries: at once after an outage
+            self.reconciler.due()
             if self._to_probe:
                 self._send_probes()
             try:
@@ -354,10 +366,7 @@ class AuctionDriver:
             elif isinstance(command, AwaitConfirm):
                 self._wait(live, command.wait_ms, TimedOut())
             elif isinstance(command, SendTerminate):
-                with contextlib.suppress(Exception):
-                    self._send(
-                        0, live.device_id, TERMINATE, term=command.reason, auc=live.auction_id
-                    )
+                self.reconciler.tell(live.device_id, live.auction_id, command.reason)
             elif isinstance(command, Close):
                 self._closed(live, command)
 
@@ -366,6 +375,9 @@ class AuctionDriver:
         frame, msg_id = self._sign(src, device_id, msg_type, **fields)
         self._publish(device_id, msg_type, frame)
         return msg_id
+
+    def _send_terminate(self, src: int, device_id: int, term: int, auction_id: int) -> int:
+        return self._send(src, device_id, TERMINATE, term=term, auc=auction_id)
 
     def _sign(self, src: int, device_id: int, msg_type: int, **fields: int) -> tuple[bytes, int]:
         frame, msg = self.senders.get(src, device_id).frame(msg_type, dst=device_id, **fields)
@@ -439,6 +451,8 @@ class AuctionDriver:
         """An authenticated frame from a device's resp topic: the answer to a request."""
         key = (device_id, msg["dst"], msg["id"])
         request = self._requests.get(key)
+        if request is None and self.reconciler.on_answer(device_id, msg):
+            return
         if request is None and key in self._probes:
             self._probes.discard(key)
             if msg["t"] == QUERY_RESPONSE:
@@ -533,7 +547,7 @@ class AuctionDriver:
         self.metrics.observe_store("record_trade", (time.perf_counter() - started) * 1000.0)
         live.trade_id = trade.id
         self.records.event(
-            EventKind.TRADE_COMMITTED,
+            EventKind.TRADE_RECORDED,
             live.device_id,
             live.auction_id,
             trade_id=trade.id,
@@ -552,10 +566,10 @@ class AuctionDriver:
         for key in list(live.requests):
             self._forget(live, key)
         self._untrack(live)
-        resumed = live.session is not None and live.session.resumed
-        self.records.closed(
-            live.auction_id, live.device_id, close, trade_id=live.trade_id, resumed=resumed
-        )
+        self.records.closed(live.auction_id, live.device_id, close)
+        if close.outcome is Outcome.UNVERIFIED and close.terms is not None:
+            assert live.trade_id is not None  # UNVERIFIED: its trade was recorded
+            self.reconciler.ask(live.device_id, live.auction_id, live.trade_id, close.terms)
 
     def _untrack(self, live: LiveAuction) -> None:
         if self.runs.get(live.device_id) is live:

@@ -38,7 +38,6 @@ __all__ = [
     "TimedOut",
     "TradeRecorded",
     "TradeTerms",
-    "Unreachable",
 ]
 
 
@@ -46,7 +45,7 @@ class Outcome(StrEnum):
     """How an auction ended."""
 
     CLEARED = "cleared"  # the battery acknowledged the confirm: the trade is proven
-    UNVERIFIED = "unverified"  # trade recorded, the battery's answer never came
+    UNVERIFIED = "unverified"  # trade recorded, the battery's answer never came: it is asked
     NO_SALE = "no_sale"  # nothing sold (no lot, no bid the battery took)
     TERMINATED = "terminated"  # cut short: no answer to the query, device failure, shutdown
     VOID = "void"  # trade recorded, but the battery refused the confirm: it never committed
@@ -59,6 +58,15 @@ class Outcome(StrEnum):
         if self is Outcome.NO_SALE:
             return "no_sale"
         return "terminated"
+
+    @property
+    def trade_status(self) -> str | None:
+        """What the auction's recorded trade becomes (models.TRADE_STATUSES), if it has one."""
+        return {
+            Outcome.CLEARED: "verified",
+            Outcome.UNVERIFIED: "unverified",
+            Outcome.VOID: "void",
+        }.get(self)
 
 
 class BidOutcome(StrEnum):
@@ -169,11 +177,6 @@ class Cancelled:
     reason: int
 
 
-@dataclass(frozen=True)
-class Unreachable:
-    """A resumed confirmation cannot be sent: the battery did not come back."""
-
-
 Event = (
     QueryAnswered
     | BidAnswered
@@ -183,7 +186,6 @@ Event = (
     | ConfirmAnswered
     | TimedOut
     | Cancelled
-    | Unreachable
 )
 
 

@@ -29,8 +29,8 @@ log = structlog.get_logger(__name__)
 
 
 class AuctionRecords:
-    """Books what auctions did: bids, closes (queued, written in the background), offers
-    (batched), totals, events and void trades."""
+    """Books what auctions did: bids, closes with their trade's status (queued, written in
+    the background), offers (batched), totals and events."""
 
     def __init__(
         self,
@@ -53,7 +53,6 @@ class AuctionRecords:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
-        self._background: set[asyncio.Task[None]] = set()
         self.totals = AuctionTotals()
 
     def event(
@@ -99,17 +98,9 @@ class AuctionRecords:
             ts_ms=now_ms(),
         )
 
-    def closed(
-        self,
-        auction_id: int,
-        device_id: int,
-        close: Close,
-        *,
-        trade_id: int | None = None,
-        resumed: bool = False,
-    ) -> None:
-        """An auction is over: count it, queue its row's close, and say what became of its
-        trade (kept unverified, or void: then its settlement is marked failed)."""
+    def closed(self, auction_id: int, device_id: int, close: Close) -> None:
+        """An auction is over: count it, queue its row's close (with its trade's status, in the
+        same transaction) and say what became of its trade."""
         outcome, terms = close.outcome, close.terms
         self.totals.closed(outcome, terms)
         detail: dict[str, Any] = {}
@@ -130,53 +121,45 @@ class AuctionRecords:
                 clearing_price_mc=terms.price_mc,
                 winner_id=terms.bidder_id,
                 energy_wh=terms.energy_wh,
+                trade_status=outcome.trade_status,
             )
         elif auction_id:
-            self.close(auction_id, status=outcome.store_status)
-        if outcome is Outcome.UNVERIFIED:
+            trade = {"trade_status": outcome.trade_status} if terms is not None else {}
+            self.close(auction_id, status=outcome.store_status, **trade)
+        if outcome is Outcome.CLEARED and terms is not None:
+            self.event(
+                EventKind.TRADE_VERIFIED,
+                device_id,
+                auction_id,
+                bidder_id=terms.bidder_id,
+                price_mc=terms.price_mc,
+                energy_wh=terms.energy_wh,
+                source="confirm",
+            )
+        elif outcome is Outcome.UNVERIFIED:
             self.metrics.counters["trades_unverified"] += 1
             self.event(EventKind.TRADE_UNVERIFIED, device_id, auction_id)
             log.warning(
-                "battery did not confirm the trade (no answer, or it forgot the auction); kept",
+                "battery did not answer the confirm: trade unverified, it does not count "
+                "until the battery says it committed it",
                 auction=auction_id,
+                device=device_id,
             )
         elif outcome is Outcome.VOID:
             reason = REASON_NAMES.get(close.reason or 0, str(close.reason))
-            self.event(EventKind.TRADE_VOID, device_id, auction_id, reason=close.reason or 0)
+            self.event(
+                EventKind.TRADE_VOID,
+                device_id,
+                auction_id,
+                reason=close.reason or 0,
+                source="confirm",
+            )
             log.warning(
-                "battery did not commit a confirmed bid",
+                "battery did not commit a confirmed bid: trade void",
                 auction=auction_id,
                 device=device_id,
                 reason=reason,
             )
-            if trade_id is not None:
-                error = "battery did not commit" + (" (after hub restart)" if resumed else "")
-                task = asyncio.create_task(self._void(trade_id, f"{error}: {reason}"))
-                self._background.add(task)
-                task.add_done_callback(self._background.discard)
-        if resumed:
-            self.event(EventKind.AUCTION_RECOVERED, device_id, auction_id, outcome=outcome.value)
-            log.info(
-                "auction with a recorded trade resolved after restart",
-                auction=auction_id,
-                outcome=outcome.value,
-            )
-
-    async def _void(self, trade_id: int, error: str) -> None:
-        try:
-            await self.store.mark_settlement(trade_id, status="failed", error=error)
-        except Exception as exc:
-            self.metrics.counters["store_write_errors"] += 1
-            log.warning("could not mark a void trade", trade=trade_id, error=str(exc))
-            return
-        self.event(
-            EventKind.SETTLEMENT_CHANGED,
-            None,
-            None,
-            trade_id=trade_id,
-            status="failed",
-            error=error,
-        )
 
     def close(self, auction_id: int, **fields: Any) -> None:
         """Close an auction (status and, when cleared, price, winner, energy)."""
@@ -198,8 +181,6 @@ class AuctionRecords:
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
         await self.flush()
 
     async def _run(self) -> None:

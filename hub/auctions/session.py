@@ -3,7 +3,9 @@
 The trading flow of shared_etp/README.md for one battery offer: Query -> QueryResponse ->
 rounds in which the aggregators bid and the best new bid is put to the battery (BidAccept /
 BidReject) -> when bidding stops the winning trade is recorded durably -> BidConfirm (re-sent
-while unanswered) -> the battery's answer decides. The live hub (hub/auctions/driver.py) and the
+while unanswered) -> the battery's answer decides. A trade whose answer never comes closes
+UNVERIFIED: it does not count until the battery, asked later, says it committed it
+(hub/auctions/reconcile.py). The live hub (hub/auctions/driver.py) and the
 simulation (hub/auctions/simulation.py) drive this same session, so a round exists once.
 
 A driver feeds `start()` and then `handle(event)` with what happened (an answer, a timeout, a
@@ -39,7 +41,6 @@ from hub.auctions.messages import (
     TimedOut,
     TradeRecorded,
     TradeTerms,
-    Unreachable,
 )
 from hub.auctions.rules import Auction, BidRecord, Offer, new_auction
 from hub.buyers.bidding import Buyers
@@ -65,21 +66,10 @@ class AuctionSession:
         self.outcome: Outcome | None = None
         self.terms: TradeTerms | None = None
         self.held = False  # some bid was accepted: the battery holds energy for this auction
-        self.resumed = False  # confirming a trade recorded before a restart
         self._in_flight: BidRecord | None = None
         self._copies_sent = 0
         self._copies_refused: set[int] = set()
         self._wait_ms = 0
-
-    @classmethod
-    def resume(cls, offer: Offer, terms: TradeTerms, rules: SessionRules) -> AuctionSession:
-        """A session for a trade recorded before a restart: `start()` re-sends its confirm.
-        The battery answers a repeat of a trade it committed with BidAccept, so its answer
-        decides as in a live session; the aggregators of that run are gone (no buyers)."""
-        session = cls(offer, rules, None)
-        session.terms = terms
-        session.resumed = True
-        return session
 
     @property
     def auction_id(self) -> int:
@@ -94,12 +84,9 @@ class AuctionSession:
     # ---- driving ---------------------------------------------------------------------------
 
     def start(self) -> list[Command]:
-        """The first commands: Query the battery (or, resumed, re-send the confirm)."""
+        """The first commands: Query the battery."""
         if self.phase is not Phase.NEW:
             raise SessionError(f"auction {self.auction_id}: started twice")
-        if self.resumed:
-            self.phase = Phase.CONFIRMING
-            return [self._send_confirm()]
         self.phase = Phase.QUERYING
         return [SendQuery()]
 
@@ -118,9 +105,12 @@ class AuctionSession:
             return self._terminate(REASON_AUCTION_CLOSED, abandoned=False)
         if phase is Phase.BETWEEN_ROUNDS and isinstance(event, RoundStarted):
             return self._round()
-        if phase is Phase.BIDDING and isinstance(event, BidAnswered | TimedOut):
-            answer = event if isinstance(event, BidAnswered) else BidAnswered(False, 0)
-            return self._bid_answered(answer)
+        if phase is Phase.BIDDING and isinstance(event, BidAnswered):
+            return self._bid_answered(event)
+        if phase is Phase.BIDDING and isinstance(event, TimedOut):
+            # The battery went silent (died, or the link did): no further bid is put to it.
+            # The Terminate is re-sent until the battery answers it, also after it comes back.
+            return self._terminate(REASON_AUCTION_CLOSED, abandoned=True)
         if phase is Phase.RECORDING and isinstance(event, TradeRecorded):
             self.phase = Phase.CONFIRMING
             return [self._send_confirm()]
@@ -132,8 +122,6 @@ class AuctionSession:
         if phase is Phase.CONFIRMING and isinstance(event, TimedOut):
             if self._copies_sent < self.rules.confirm_copies:
                 return [self._send_confirm()]
-            return self._settle(Outcome.UNVERIFIED)
-        if phase is Phase.CONFIRMING and isinstance(event, Unreachable) and self.resumed:
             return self._settle(Outcome.UNVERIFIED)
         raise SessionError(f"auction {self.auction_id}: {event!r} while {phase}")
 
@@ -226,10 +214,10 @@ class AuctionSession:
         if answer.accepted:
             return self._settle(Outcome.CLEARED)
         if answer.reason == REASON_NOT_HOLDER:
-            if answer.copy > 1 or self.resumed:
+            if answer.copy > 1:
                 # The battery answers a repeat of a trade it committed with BidAccept: not_holder
-                # to a repeat means it no longer knows the auction (a reboot) and may have
-                # committed an earlier copy. Kept, unverified.
+                # to a repeat means it no longer held the auction in memory (a reboot) and may
+                # have committed an earlier copy: unverified, until its record says.
                 return self._settle(Outcome.UNVERIFIED)
             self._copies_refused.add(answer.copy)
             if self._copies_sent > len(self._copies_refused):
@@ -249,8 +237,7 @@ class AuctionSession:
                 auction.winner = None
                 buyers.closed(auction)
                 buyers.trade_refused(terms.bidder_id)
-            if not self.resumed:
-                commands.append(SendTerminate(REASON_AUCTION_CLOSED))
+            commands.append(SendTerminate(REASON_AUCTION_CLOSED))
         else:
             if auction is not None:
                 winner = auction.winner

@@ -18,10 +18,12 @@ class EventKind(StrEnum):
     BID_PLACED = "bid_placed"  # bidder_id, price_mc, energy_wh, round
     BID_ACCEPTED = "bid_accepted"  # bidder_id, price_mc, energy_wh, round
     BID_REJECTED = "bid_rejected"  # bidder_id, price_mc, round, reason
-    TRADE_COMMITTED = "trade_committed"  # durable intent: trade_id, bidder_id, price_mc, energy_wh
-    CONFIRM_ANSWERED = "confirm_answered"  # the battery acknowledged BidConfirm: trade proven
-    TRADE_UNVERIFIED = "trade_unverified"  # BidConfirm unanswered: kept, awaiting proof
-    TRADE_VOID = "trade_void"  # the battery did not commit: reason
+    TRADE_RECORDED = "trade_recorded"  # durable before BidConfirm: trade_id, bidder_id, price_mc...
+    CONFIRM_ANSWERED = "confirm_answered"  # the battery answered BidConfirm: copy, accepted, reason
+    TRADE_VERIFIED = "trade_verified"  # the battery proved it; it counts: source confirm | asked
+    TRADE_UNVERIFIED = "trade_unverified"  # no answer: does not count; its battery will be asked
+    TRADE_VOID = "trade_void"  # the battery did not commit: reason, source confirm | asked
+    TRADE_UNRESOLVABLE = "trade_unresolvable"  # the battery's answer cannot decide: problem
     AUCTION_CLOSED = "auction_closed"  # outcome: cleared | no_sale | terminated (+ price...)
     AUCTION_RECOVERED = "auction_recovered"  # left open by a crash, resolved: outcome
     # devices (emitted by the runtime)

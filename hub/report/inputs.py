@@ -22,7 +22,7 @@ class ReportAuction:
     mechanism: str
     lot_wh: int
     reserve_mc: int
-    status: str  # open | cleared | no_sale | terminated
+    status: str  # open | cleared | unverified (not proved by its battery) | no_sale | terminated
     clearing_price_mc: int | None
     winner_id: int | None
     energy_wh: int | None
@@ -111,14 +111,18 @@ def from_simulation(result: SimResult, source: str = "simulation") -> ReportInpu
 async def load_report_input(store: Any) -> ReportInput:
     """Read auctions and bids through the store's public API (`list_auctions`, `list_bids`).
 
-    A cleared auction missing its price/energy is completed from its confirmed trade."""
+    A cleared auction missing its price/energy is completed from its trade; one whose trade its
+    battery has not proved (unverified) is reported as such and counts as no sale."""
     auction_rows = await store.list_auctions()
     trades = {trade.auction_id: trade for trade in await store.list_trades()}
     auctions = []
     for row in auction_rows:
         price, winner, energy = row.clearing_price_mc, row.winner_id, row.energy_wh
         trade = trades.get(row.id)
-        if row.status == "cleared" and trade is not None:
+        status = row.status
+        if status == "cleared" and trade is not None and trade.status != "verified":
+            status = "unverified"
+        elif status == "cleared" and trade is not None:
             price = price if price is not None else trade.price_mc
             winner = winner if winner is not None else trade.bidder_id
             energy = energy if energy is not None else trade.energy_wh
@@ -129,7 +133,7 @@ async def load_report_input(store: Any) -> ReportInput:
                 mechanism=row.mechanism,
                 lot_wh=row.lot_wh,
                 reserve_mc=row.reserve_mc,
-                status=row.status,
+                status=status,
                 clearing_price_mc=price,
                 winner_id=winner,
                 energy_wh=energy,

@@ -11,8 +11,9 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hub.store.errors import AuctionStateError, InvalidValueError, StoreError, UnknownAuctionError
-from hub.store.models import AUCTION_CLOSED_STATUSES, AUCTIONS, AuctionRow
+from hub.store.models import AUCTION_CLOSED_STATUSES, AUCTIONS, TRADE_STATUSES, AuctionRow
 from hub.store.parts import StoreParts
+from hub.store.trades import set_trade_status
 from hub.store.validate import check_ints, check_text, now_ms, to_row
 
 __all__ = ["AuctionStore", "bulk_insert_auctions"]
@@ -120,8 +121,10 @@ class AuctionStore(StoreParts):
         winner_id: int | None = None,
         energy_wh: int | None = None,
         closed_ms: int,
+        trade_status: str | None = None,
     ) -> None:
-        """Close an open auction as cleared, no_sale or terminated.
+        """Close an open auction as cleared, no_sale or terminated; with `trade_status`, its
+        recorded trade becomes that in the same transaction ('verified' queues its settlement).
 
         Closing again with the same status is allowed (fields given replace stored ones);
         closing an auction already closed with another status raises AuctionStateError.
@@ -129,6 +132,10 @@ class AuctionStore(StoreParts):
         if status not in AUCTION_CLOSED_STATUSES:
             raise InvalidValueError(
                 f"auction status must be one of {AUCTION_CLOSED_STATUSES}, not {status!r}"
+            )
+        if trade_status is not None and trade_status not in TRADE_STATUSES:
+            raise InvalidValueError(
+                f"trade status must be one of {TRADE_STATUSES}, not {trade_status!r}"
             )
         check_ints(
             clearing_price_mc=clearing_price_mc,
@@ -151,6 +158,10 @@ class AuctionStore(StoreParts):
         async def update_auction(connection: AsyncConnection) -> Any:
             result = await connection.execute(statement, parameters)
             if result.rowcount == 1:
+                if trade_status is not None:
+                    await set_trade_status(
+                        connection, trade_status, closed_ms, auction_id=auction_id
+                    )
                 return _CLOSED
             found = await connection.execute(
                 sa.select(AUCTIONS.c.status).where(AUCTIONS.c.id == auction_id)

@@ -21,6 +21,7 @@ __all__ = [
     "SETTLEMENTS",
     "SETTLEMENT_STATUSES",
     "TRADES",
+    "TRADE_STATUSES",
     "Auction",
     "AuctionRow",
     "Bid",
@@ -46,6 +47,11 @@ BID_OUTCOMES = ("sent", "accepted", "rejected", "confirmed")
 # signature is stored, a worker restarting must check it); settled: final on the ledger;
 # failed: given up (error says why).
 SETTLEMENT_STATUSES = ("pending", "submitted", "settled", "failed")
+# recorded: written before its BidConfirm leaves the hub, the battery's answer not in yet;
+# verified: the battery acknowledged the confirm (or said it committed it when asked): the trade
+# counts and its settlement is queued in the same transaction; unverified: the battery's answer
+# never came, the hub asks it until it knows; void: the battery did not commit it.
+TRADE_STATUSES = ("recorded", "verified", "unverified", "void")
 
 # Row ids of high-volume tables are 64-bit on PostgreSQL; SQLite needs INTEGER for rowid aliases.
 # Ids that come from the network (device, bidder, auction referenced by a bid) are u32 on the
@@ -126,10 +132,11 @@ class Bid(StoreModel, table=True):
 
 
 class Trade(StoreModel, table=True):
-    """A confirmed trade: at most one per auction, committed before BidConfirm is sent."""
+    """A trade: at most one per auction, written before BidConfirm is sent; it counts only once
+    the battery proved it (status 'verified', see TRADE_STATUSES)."""
 
     __tablename__ = "trades"
-    __table_args__ = (sa.UniqueConstraint("auction_id"),)
+    __table_args__ = (sa.UniqueConstraint("auction_id"), sa.Index("ix_trades_status", "status"))
 
     id: int | None = Field(default=None, primary_key=True)
     auction_id: int = Field(foreign_key="auctions.id")
@@ -139,6 +146,7 @@ class Trade(StoreModel, table=True):
     energy_wh: int = Field(sa_type=sa.BigInteger())
     reserve_mc: int = Field(sa_type=sa.BigInteger())
     confirmed_ms: int = Field(sa_type=sa.BigInteger())
+    status: str = Field(default="recorded", sa_type=sa.String(16))
 
 
 class Settlement(StoreModel, table=True):
@@ -266,7 +274,7 @@ class BidRow:
 
 @dataclass(frozen=True, slots=True)
 class TradeRow:
-    """A confirmed trade."""
+    """A trade; status is one of TRADE_STATUSES (only 'verified' ones count)."""
 
     id: int
     auction_id: int
@@ -276,6 +284,7 @@ class TradeRow:
     energy_wh: int
     reserve_mc: int
     confirmed_ms: int
+    status: str = "recorded"
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,13 +11,23 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hub.store.errors import InvalidValueError, StoreError, UnknownAuctionError, UnknownTradeError
-from hub.store.models import SETTLEMENT_STATUSES, SETTLEMENTS, TRADES, SettlementRow, TradeRow
+from hub.store.models import (
+    AUCTIONS,
+    SETTLEMENT_STATUSES,
+    SETTLEMENTS,
+    TRADE_STATUSES,
+    TRADES,
+    SettlementRow,
+    TradeRow,
+)
 from hub.store.parts import StoreParts
 from hub.store.validate import INT32, check_ints, now_ms, to_row
 
-__all__ = ["TradeLedger", "bulk_insert_trades"]
+__all__ = ["TradeLedger", "bulk_insert_trades", "set_trade_status"]
 
 log = logging.getLogger("hub.store")
+
+_OPEN_TRADE_STATUSES = ("recorded", "unverified")  # not decided yet: the battery has the say
 
 
 class _AlreadyTraded(Exception):
@@ -25,11 +35,6 @@ class _AlreadyTraded(Exception):
 
     def __init__(self, auction_id: int) -> None:
         super().__init__(f"auction {auction_id} already has a trade")
-
-
-def _outbox_row(trade_id: int, confirmed_ms: int) -> dict[str, Any]:
-    """The settlement outbox row every new trade gets in its own transaction."""
-    return {"trade_id": trade_id, "status": "pending", "attempts": 0, "updated_ms": confirmed_ms}
 
 
 def bulk_insert_trades(
@@ -41,7 +46,7 @@ def bulk_insert_trades(
         connection: AsyncConnection, rows: list[tuple[int, dict[str, Any]]], results: list[Any]
     ) -> None:
         """All trades of the batch in one INSERT (ON CONFLICT DO NOTHING: a trade already
-        stored, or a second request for the same auction, gets None), then their outbox rows."""
+        stored, or a second request for the same auction, gets None)."""
         first: dict[int, tuple[int, dict[str, Any]]] = {}
         for n, row in rows:
             first.setdefault(row["auction_id"], (n, row))
@@ -52,16 +57,49 @@ def bulk_insert_trades(
             [row for _, row in first.values()],
         )
         created = {auction_id: trade_id for trade_id, auction_id in inserted.all()}
-        outbox = []
-        for auction_id, (n, row) in first.items():
-            trade_id = created.get(auction_id)
-            results[n] = trade_id  # None for the others: already traded
-            if trade_id is not None:
-                outbox.append(_outbox_row(trade_id, row["confirmed_ms"]))
-        if outbox:
-            await connection.execute(sa.insert(SETTLEMENTS), outbox)
+        for auction_id, (n, _row) in first.items():
+            results[n] = created.get(auction_id)  # None for the others: already traded
 
     return handler
+
+
+async def set_trade_status(
+    connection: AsyncConnection,
+    status: str,
+    updated_ms: int,
+    *,
+    auction_id: int | None = None,
+    trade_id: int | None = None,
+) -> int | None:
+    """Move one trade (by auction or by id) from recorded/unverified to `status`, in the caller's
+    transaction; a verified trade gets its settlement outbox row in the same transaction.
+    Returns the trade's id if it moved, None if it was already final (or does not exist)."""
+    if status not in TRADE_STATUSES:
+        raise InvalidValueError(f"trade status must be one of {TRADE_STATUSES}, not {status!r}")
+    target = TRADES.c.auction_id == auction_id if trade_id is None else TRADES.c.id == trade_id
+    moved = await connection.execute(
+        sa.update(TRADES)
+        .where(target, TRADES.c.status.in_(_OPEN_TRADE_STATUSES))
+        .values(status=status)
+        .returning(TRADES.c.id, TRADES.c.auction_id)
+    )
+    row = moved.one_or_none()
+    if row is None:
+        return None
+    found, traded_auction = row
+    if status == "verified":
+        await connection.execute(
+            sa.insert(SETTLEMENTS).values(
+                trade_id=found, status="pending", attempts=0, updated_ms=updated_ms
+            )
+        )
+    elif status == "void":  # an auction whose trade never happened did not clear
+        await connection.execute(
+            sa.update(AUCTIONS)
+            .where(AUCTIONS.c.id == traded_auction, AUCTIONS.c.status == "cleared")
+            .values(status="terminated", clearing_price_mc=None, winner_id=None, energy_wh=None)
+        )
+    return found
 
 
 def _check_settlement_status(status: str) -> None:
@@ -72,7 +110,8 @@ def _check_settlement_status(status: str) -> None:
 
 
 class TradeLedger(StoreParts):
-    """Trades committed before BidConfirm leaves the hub, and their settlement progress."""
+    """Trades written before BidConfirm leaves the hub, their status (only a trade the battery
+    proved counts), and the settlement progress of verified ones."""
 
     async def record_trade(
         self,
@@ -85,13 +124,13 @@ class TradeLedger(StoreParts):
         reserve_mc: int,
         confirmed_ms: int,
     ) -> tuple[TradeRow, bool]:
-        """Durably record the trade of an auction; returns (trade, created).
+        """Durably record the trade of an auction, status 'recorded'; returns (trade, created).
 
         Committed (fsynced) before it returns, so BidConfirm may leave the hub afterwards. One
-        trade per auction: a retry (e.g. after a crash) returns the stored trade and False. The
-        same transaction queues a 'pending' settlement. The auction stays open until
-        close_auction: after a crash, an open auction that has a trade is one whose BidConfirm
-        may not have gone out (resend it, then close the auction as cleared).
+        trade per auction: a retry (e.g. after a crash) returns the stored trade and False. It
+        counts, and gets its settlement queued, only when the battery proves it (close_auction
+        with trade_status, or resolve_trade). The auction stays open until close_auction: after
+        a crash, an open auction with a trade is one whose battery must be asked.
         """
         check_ints(
             device_id=device_id,
@@ -124,14 +163,9 @@ class TradeLedger(StoreParts):
                 .returning(TRADES.c.id)
             )
             trade_id = result.scalar_one_or_none()
-            if trade_id is None:
-                return None  # the auction already has its trade
-            if not isinstance(trade_id, int):
+            if trade_id is not None and not isinstance(trade_id, int):
                 raise StoreError(f"the database returned no id for the trade ({self._db.safe_url})")
-            await connection.execute(
-                sa.insert(SETTLEMENTS).values(_outbox_row(trade_id, confirmed_ms))
-            )
-            return trade_id
+            return trade_id  # None: the auction already has its trade
 
         try:
             trade_id = await self._group.write(insert_trade, ("trades", new_trade))
@@ -161,17 +195,32 @@ class TradeLedger(StoreParts):
                     energy_wh,
                 )
             return existing, False
-        return TradeRow(id=trade_id, **new_trade), True
+        return TradeRow(id=trade_id, **new_trade, status="recorded"), True
 
     async def get_trade(self, auction_id: int) -> TradeRow | None:
         """The trade of one auction, or None (e.g. to resume an auction left open by a crash)."""
         rows = await self._db.fetch(sa.select(TRADES).where(TRADES.c.auction_id == auction_id))
         return to_row(TradeRow, rows[0]) if rows else None
 
-    async def list_trades(self) -> list[TradeRow]:
-        """Every trade, oldest first."""
-        rows = await self._db.fetch(sa.select(TRADES).order_by(TRADES.c.id))
-        return [to_row(TradeRow, row) for row in rows]
+    async def list_trades(self, status: str | Iterable[str] | None = None) -> list[TradeRow]:
+        """Trades (with one status, or any of several; default every trade), oldest first."""
+        statement = sa.select(TRADES).order_by(TRADES.c.id)
+        if status is not None:
+            wanted = (status,) if isinstance(status, str) else tuple(status)
+            statement = statement.where(TRADES.c.status.in_(wanted))
+        return [to_row(TradeRow, row) for row in await self._db.fetch(statement)]
+
+    async def resolve_trade(self, trade_id: int, status: str) -> bool:
+        """Decide a recorded or unverified trade from its battery's answer: 'verified' (then
+        its settlement is queued in the same transaction), 'void', or 'unverified'. Returns
+        False if it was already decided (nothing changes)."""
+
+        async def resolve(connection: AsyncConnection) -> int | None:
+            return await set_trade_status(connection, status, now_ms(), trade_id=trade_id)
+
+        if status not in TRADE_STATUSES:
+            raise InvalidValueError(f"trade status must be one of {TRADE_STATUSES}, not {status!r}")
+        return await self._group.write(resolve) is not None
 
     async def pending_settlements(
         self, limit: int = 100, *, statuses: Iterable[str] = ("pending",)

@@ -80,11 +80,11 @@ async def test_a_slow_subscriber_is_told_it_lagged_and_catches_up_from_the_store
 
 
 async def test_catch_up_respects_the_subscription_kinds(events: EventLog):
-    trades = events.subscribe([EventKind.TRADE_COMMITTED], maxsize=1)
+    trades = events.subscribe([EventKind.TRADE_RECORDED], maxsize=1)
     committed = []
     for auction_id in range(1, 4):
         events.emit(EventKind.BID_ACCEPTED, auction_id=auction_id)
-        committed.append(events.emit(EventKind.TRADE_COMMITTED, auction_id=auction_id))
+        committed.append(events.emit(EventKind.TRADE_RECORDED, auction_id=auction_id))
     assert trades.get_nowait() == committed[0]
     lagged = trades.get_nowait()
     assert isinstance(lagged, Lagged) and lagged.dropped == 2

@@ -13,10 +13,7 @@ from typing import Any
 
 from hub.auctions.config import AuctionConfig
 from hub.auctions.driver import AuctionDriver, LiveAuction
-from hub.auctions.messages import (
-    Outcome,
-    TradeTerms,
-)
+from hub.auctions.messages import Outcome, Phase, TradeRecorded, TradeTerms
 from hub.auctions.rules import Offer
 from hub.auctions.session import AuctionSession
 from hub.buyers.bidding import Buyers
@@ -26,14 +23,21 @@ from hub.metrics import Metrics
 from hub.settings import Settings
 from hub.store import Store
 from shared_etp.frame import parse_frame
-from shared_etp.schema import BID_ACCEPT, BID_REJECT, REASON_HOLD_EXPIRED, REASON_NOT_HOLDER
+from shared_etp.schema import (
+    BID_ACCEPT,
+    BID_CONFIRM,
+    BID_REJECT,
+    REASON_HOLD_EXPIRED,
+    REASON_NOT_HOLDER,
+)
 
 DEVICE = 3
 BIDDER = 100001
 
 
 class AnsweringLink:
-    """Answers the n-th BidConfirm with answers[n] (None: no answer)."""
+    """Answers the n-th BidConfirm with answers[n] (None: no answer); other requests (the
+    Terminates of a void or unverified trade) go unanswered."""
 
     def __init__(self, answers: list[dict[str, int] | None]) -> None:
         self.answers = answers
@@ -42,6 +46,8 @@ class AnsweringLink:
 
     def publish(self, topic: str, frame: bytes, qos: int = 0, retain: bool = False) -> None:
         msg, _, _ = parse_frame(frame)
+        if msg["t"] != BID_CONFIRM:
+            return
         answer = self.answers[min(self.sent, len(self.answers) - 1)]
         self.sent += 1
         if answer is not None and self.driver is not None:
@@ -50,7 +56,7 @@ class AnsweringLink:
 
 
 async def confirm(tmp_path: Path, answers: list[dict[str, Any] | None]) -> tuple[Outcome, int]:
-    """Resume the confirm of a recorded trade against a battery answering `answers`."""
+    """Confirm a recorded trade to a battery answering `answers`."""
     settings = Settings(data_dir=tmp_path, response_timeout_ms=40, hold_timeout_ms=100)
     link = AnsweringLink(answers)
     async with Store(settings.resolved_database_url()) as store:
@@ -69,13 +75,17 @@ async def confirm(tmp_path: Path, answers: list[dict[str, Any] | None]) -> tuple
             buyers=Buyers([]),
         )
         link.driver = driver
-        offer = Offer(DEVICE, 7, 500, 20000)
-        live = LiveAuction(DEVICE, 0, 7)
-        live.session = AuctionSession.resume(
-            offer, TradeTerms(BIDDER, 30000, 500, 20000), driver.rules
+        auction_id = await store.open_auction(
+            device_id=DEVICE, site="site1", mechanism="ascending", lot_wh=500, reserve_mc=20000,
+            opened_ms=0,
         )
+        terms = TradeTerms(BIDDER, 30000, 500, 20000)
+        live = LiveAuction(DEVICE, 0, auction_id, trade_id=1)
+        live.session = AuctionSession(Offer(DEVICE, auction_id, 500, 20000), driver.rules, None)
+        live.session.terms = terms  # as if bidding had ended with this winner
+        live.session.phase = Phase.RECORDING
         driver.runs[DEVICE] = live
-        driver._run(live, live.session.start())
+        driver._feed(live, TradeRecorded())
         for _ in range(100):
             if not driver.runs:
                 break

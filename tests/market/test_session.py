@@ -35,7 +35,6 @@ from hub.auctions.messages import (
     TimedOut,
     TradeRecorded,
     TradeTerms,
-    Unreachable,
 )
 from hub.auctions.rules import Auction, AuctionError, BidRecord, Mechanism, Offer
 from hub.auctions.session import AuctionSession, SessionError
@@ -166,15 +165,17 @@ def test_rejections_raise_the_floor_and_the_next_candidate_is_tried() -> None:
     ])
 
 
-def test_a_lost_bid_answer_counts_as_a_refusal_and_the_round_goes_on() -> None:
+def test_a_battery_silent_to_a_bid_gets_no_further_bid_and_is_told_the_auction_is_over() -> None:
+    """A board that died mid-auction must not be sent bid after bid (each waiting its timeout),
+    and must learn the auction closed when it is back (the driver re-sends the Terminate until
+    the battery answers it)."""
     buyers = ScriptedBuyers([[(A, 22000, 1000), (B, 21000, 1000)]])
     session = AuctionSession(OFFER, RULES, buyers)
     play(session, [
         (None, [SendQuery()]),
         (QueryAnswered(1000, 19000, 0), [NextRound(pause=False)]),
         (RoundStarted(), [bid(A, 22000, 1)]),
-        (TimedOut(), [noted(A, 22000, 1, REJ, 0), bid(B, 21000, 1)]),
-        (ACCEPT, [noted(B, 21000, 1, ACC), NextRound(pause=True)]),
+        (TimedOut(), [SendTerminate(REASON_AUCTION_CLOSED), Close(Outcome.TERMINATED)]),
     ])
 
 
@@ -310,24 +311,6 @@ def test_second_price_clears_at_the_second_bid_and_reprices_after_a_floor_refusa
          [noted(A, 24000, 1, REJ, REASON_BELOW_RESERVE), bid(A, 24240, 1)]),
         (ACCEPT, [noted(A, 24240, 1, ACC), RecordTrade(won)]),
     ])
-
-
-def test_a_resumed_trade_is_decided_by_the_batterys_memory() -> None:
-    """After a hub restart the confirm of a recorded trade is sent again: BidAccept (it
-    committed) clears, a refusal voids (no Terminate: the auction is long over for it),
-    not_holder or silence leave it unverified."""
-    won = terms(A, 22000)
-    cases = [
-        (ConfirmAnswered(1, True), Outcome.CLEARED),
-        (ConfirmAnswered(1, False, REASON_HOLD_EXPIRED), Outcome.VOID),
-        (ConfirmAnswered(1, False, REASON_NOT_HOLDER), Outcome.UNVERIFIED),
-        (Unreachable(), Outcome.UNVERIFIED),
-    ]
-    for answer, outcome in cases:
-        session = AuctionSession.resume(OFFER, won, RULES)
-        assert session.start() == [SendConfirm(won, 1, 1000)]
-        reason = answer.reason if outcome is Outcome.VOID else None
-        assert session.handle(answer) == [Close(outcome, won, reason)], answer
 
 
 def test_events_a_session_cannot_be_waiting_for_are_a_driver_bug() -> None:

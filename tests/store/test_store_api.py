@@ -44,6 +44,21 @@ async def _trade(store: Store, auction_id: int, bidder_id: int = 1001, price_mc:
     )
 
 
+async def _verified_trade(store: Store, auction_id: int):
+    """A trade its battery acknowledged: recorded, then verified as its auction closes."""
+    trade, created = await _trade(store, auction_id)
+    await store.close_auction(
+        auction_id,
+        status="cleared",
+        clearing_price_mc=trade.price_mc,
+        winner_id=trade.bidder_id,
+        energy_wh=trade.energy_wh,
+        closed_ms=6_000,
+        trade_status="verified",
+    )
+    return trade, created
+
+
 async def _count(store: Store, table: str) -> int:
     async with store.sql.connect() as connection:
         result = await connection.execute(sa.text(f"SELECT count(*) FROM {table}"))
@@ -89,16 +104,60 @@ async def test_record_trade_is_idempotent_per_auction(store: Store):
     assert await store.list_trades() == [trade]
 
 
-async def test_trade_creates_its_settlement_outbox_row(store: Store):
+async def test_a_trade_is_settled_only_once_its_battery_proved_it(store: Store):
+    """Recorded before its confirm leaves: no settlement. Verified when its auction closes:
+    one outbox row, in the same transaction; a second verification adds none."""
     auction_id = await _open(store)
     trade, _ = await _trade(store, auction_id)
+    assert trade.status == "recorded"
+    assert await store.list_settlements() == []
 
+    await _trade(store, auction_id)  # a retry
+    await store.close_auction(
+        auction_id,
+        status="cleared",
+        clearing_price_mc=trade.price_mc,
+        winner_id=trade.bidder_id,
+        energy_wh=trade.energy_wh,
+        closed_ms=6_000,
+        trade_status="verified",
+    )
     (outbox,) = await store.pending_settlements()
     assert (outbox.trade_id, outbox.status, outbox.attempts) == (trade.id, "pending", 0)
     assert outbox.signature is None and outbox.error is None
-
-    await _trade(store, auction_id)  # the retry adds no second outbox row
+    assert not await store.resolve_trade(trade.id, "verified")  # already decided
+    assert not await store.resolve_trade(trade.id, "void")
     assert len(await store.list_settlements()) == 1
+    assert [t.status for t in await store.list_trades()] == ["verified"]
+
+
+async def test_an_unverified_trade_is_decided_later_by_its_battery(store: Store):
+    """Closed unverified: it neither counts nor settles; the battery's word decides it once."""
+    kept, voided = await _open(store, device_id=1), await _open(store, device_id=2)
+    for auction_id in (kept, voided):
+        trade, _ = await _trade(store, auction_id)
+        await store.close_auction(
+            auction_id,
+            status="cleared",
+            clearing_price_mc=trade.price_mc,
+            winner_id=trade.bidder_id,
+            energy_wh=trade.energy_wh,
+            closed_ms=6_000,
+            trade_status="unverified",
+        )
+    first, second = await store.list_trades(status="unverified")
+    assert await store.list_settlements() == []
+
+    assert await store.resolve_trade(first.id, "verified")
+    assert await store.resolve_trade(second.id, "void")
+    assert [row.trade_id for row in await store.pending_settlements()] == [first.id]
+    assert [t.id for t in await store.list_trades(status="verified")] == [first.id]
+    assert [t.id for t in await store.list_trades(status="void")] == [second.id]
+    voided_auction = await store.get_auction(voided)
+    assert voided_auction is not None
+    assert (voided_auction.status, voided_auction.winner_id) == ("terminated", None)
+    with pytest.raises(InvalidValueError, match="trade status"):
+        await store.resolve_trade(first.id, "paid")
 
 
 async def test_an_auction_with_a_trade_stays_open_until_closed(store: Store):
@@ -137,8 +196,8 @@ async def test_trade_for_unknown_auction_is_refused(store: Store):
 
 
 async def test_settlement_progress(store: Store):
-    first, _ = await _trade(store, await _open(store))
-    second, _ = await _trade(store, await _open(store))
+    first, _ = await _verified_trade(store, await _open(store))
+    second, _ = await _verified_trade(store, await _open(store))
 
     await store.mark_settlement(first.id, status="submitted", signature="5igSig", updated_ms=9)
     assert [row.trade_id for row in await store.pending_settlements()] == [second.id]
@@ -347,7 +406,7 @@ async def test_two_stores_racing_on_one_database_record_each_trade_once(database
         assert sum(made) == len(auctions)
         trades = await second.list_trades()
         assert sorted(t.auction_id for t in trades) == auctions
-        assert len(await first.list_settlements()) == len(auctions)
+        assert await first.list_settlements() == []
 
 
 def test_bad_database_url_is_explained():
