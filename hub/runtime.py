@@ -584,7 +584,13 @@ class HubRuntime:
             f"/{status_devices['known']} | "
             f"auctions {market.get('auctions_opened', 0)} "
             f"(open {market.get('auctions_open', 0)}, no sale {market.get('auctions_no_sale', 0)}) "
-            f"| trades {market.get('trades', 0)} | {price_text} | "
+            f"| trades {market.get('trades', 0)}"
+            + (
+                f" (+{market['trades_unverified']} unverified)"
+                if market.get("trades_unverified")
+                else ""
+            )
+            + f" | {price_text} | "
             f"deadline misses {self.metrics.total_deadline_misses} | "
             f"rejected frames {sum(self.metrics.rejected_frames.values())}"
         )

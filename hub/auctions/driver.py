@@ -590,5 +590,19 @@ class AuctionDriver:
             await asyncio.sleep(interval_s)
 
     def summary(self) -> dict[str, Any]:
-        """Counts and prices for the status line and /api/v1/status."""
-        return self.totals.summary(self.buyers, open_now=len(self.runs))
+        """Counts and prices for the status line and /api/v1/status, and (at most 50) trades
+        without their battery's word: the ones it could not decide first, then those asked."""
+        summary = self.totals.summary(self.buyers, open_now=len(self.runs))
+        waiting = [(q, None) for q in self.reconciler.unverified]
+        summary["unverified_trades"] = [
+            {
+                "auction_id": q.auction_id,
+                "device_id": q.device_id,
+                "trade_id": q.trade_id,
+                "bidder_id": q.sender,
+                "asked": q.attempts,
+                "problem": problem,  # None: still asking; else what an operator must look at
+            }
+            for q, problem in [*self.reconciler.unresolvable, *waiting][:50]
+        ]
+        return summary

@@ -90,6 +90,7 @@ class Reconciler:
         self.backoff_max_s = backoff_max_ms / 1000.0
         self.max_sends_per_tick = max_sends_per_tick
         self.questions: dict[tuple[int, int], Question] = {}
+        self.unresolvable: list[tuple[Question, str]] = []  # kept unverified, for an operator
         self._in_flight: dict[tuple[int, int, int], Question] = {}  # (device, sender, msg id)
         self._background: set[asyncio.Task[None]] = set()
 
@@ -257,6 +258,7 @@ class Reconciler:
     def _alert(self, question: Question, problem: str, **detail: Any) -> None:
         """The battery's answer cannot decide the trade: it stays unverified for an operator."""
         assert question.terms is not None
+        self.unresolvable = [*self.unresolvable[-999:], (question, problem)]
         self.records.totals.trades_unresolvable += 1
         self.records.metrics.counters["trades_unresolvable"] += 1
         self.records.event(

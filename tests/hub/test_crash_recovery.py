@@ -122,13 +122,13 @@ async def test_kill_9_mid_auction_loses_and_duplicates_nothing(tmp_path: Path) -
     await store.start()
     try:
         trades = await store.list_trades()
-        void = {s.trade_id for s in await store.list_settlements() if s.status == "failed"}
         open_left = await store.open_auctions()
         events = await store.list_events(limit=100000)
     finally:
         await store.close()
     kept = {t.auction_id: (t.device_id, t.bidder_id, t.price_mc, t.energy_wh)
-            for t in trades if t.id not in void}
+            for t in trades if t.status == "verified"}
+    assert [t for t in trades if t.status in ("recorded", "unverified")] == []  # all decided
     assert len(kept) >= 15
     assert len({t.auction_id for t in trades}) == len(trades)  # no duplicate
     assert kept == committed  # none lost, none invented, same price and energy

@@ -343,17 +343,15 @@ async def _run(
 
 
 async def _hub_trades(data_dir: Path) -> dict[int, tuple[int, int, int, int]]:
-    """auction id -> (device, bidder, price, energy) of trades the hub kept (voided excluded)."""
+    """auction id -> (device, bidder, price, energy) of trades the hub counts (verified)."""
     from hub.store import Store, database_url_for
 
     store = Store(database_url_for(data_dir))
     await store.start()
     try:
-        voided = {row.trade_id for row in await store.list_settlements() if row.status == "failed"}
         return {
             trade.auction_id: (trade.device_id, trade.bidder_id, trade.price_mc, trade.energy_wh)
-            for trade in await store.list_trades()
-            if trade.id not in voided
+            for trade in await store.list_trades(status="verified")
         }
     finally:
         await store.close()
