@@ -66,7 +66,10 @@ class AuditLog:
         self.size = 0
 
     def append(self, record):
-        """Append a record (a dict of JSON values); adds its sequence number n and time t."""
+        """Append a record (a dict of JSON values); adds its sequence number n and time t.
+
+        True once the record is on flash; False if it could not be written (flash full or
+        failing: counted in `errors`). A trade is committed only after True (core.py)."""
         record["n"] = self.next_n
         if self.clock is not None and "t" not in record:
             record["t"] = self.clock()
@@ -83,4 +86,6 @@ class AuditLog:
             self.next_n += 1
             self.appended += 1
         except OSError:
-            self.errors += 1  # flash full or failing: trading goes on, the count shows it
+            self.errors += 1  # flash full or failing: bids go on, trades wait, the count shows it
+            return False
+        return True
