@@ -9,17 +9,17 @@ fresh line so the fragment cannot swallow the next record.
 
 import json
 import os
-from binascii import crc32
 
 from firmware.etp_node import unload
+from shared_etp.compat import crc32
 
 
 def encode_record(record):
-    """One audit line for a record dict, as (head, text): the line is head + text + "\n", head
-    the CRC-32 of the JSON text in 8 hex digits and a space. AuditLog writes the parts as they
-    are: no line-sized copy of the text (MicroPython: the CRC is taken over the str itself)."""
+    """One audit line for a record dict, as (head, text), both str: the line is head + text +
+    "\n", head the CRC-32 of the JSON text in 8 hex digits and a space. AuditLog writes the
+    parts as they are: no line-sized copy of the text (the CRC is taken over the str itself)."""
     text = json.dumps(record)
-    return b"%08x " % (crc32(text) & 0xFFFFFFFF), text
+    return "%08x " % (crc32(text) & 0xFFFFFFFF), text
 
 
 class AuditLog:
@@ -78,10 +78,10 @@ class AuditLog:
         try:
             if self.size and self.size + size > self.max_bytes:
                 self._rotate()
-            with open(self.path, "ab") as handle:  # a cut anywhere leaves a torn line
+            with open(self.path, "a") as handle:  # a cut anywhere leaves a torn line
                 handle.write(head)
                 handle.write(text)
-                handle.write(b"\n")
+                handle.write("\n")
             self.size += size
             self.next_n += 1
             self.appended += 1
