@@ -4,9 +4,9 @@ The hub side is real (AuctionDriver with its sessions, reconciler, aggregators, 
 store); the battery is the firmware's own NodeCore with its audit trail on disk (a simulated
 board's flash). Between them a link that the test cuts: frames lost without a trace, the link
 down (publishing fails, the hub knows), or the battery's power cut (it reboots with its flash
-but not its RAM). The j-th auction of a run is hit at its j-th frame, so every step of the
-flow is hit: the Query, its answer, each Bid and answer, the BidConfirm and its answer, the
-Terminates. Afterwards:
+but not its RAM). Every step of the flow is cut once (PLAN): the Query, a Bid, the BidConfirm,
+the Terminates that tell a battery an auction is over and that ask it about an unverified
+trade, and the answer to each. Afterwards:
 
 - every trade the store counts (verified) is one the battery committed, at that price and
   energy, to that bidder (its audit trail has the `trade` record);
@@ -40,12 +40,53 @@ from hub.transport import codec
 from shared_etp.compat import now_ms
 from shared_etp.errors import ProtocolError
 from shared_etp.frame import Receiver, derive_key, parse_frame
-from shared_etp.schema import BESS_STATUS, DEVICE_FAILURE, REGISTER
+from shared_etp.schema import (
+    BESS_STATUS,
+    BID,
+    BID_CONFIRM,
+    DEVICE_FAILURE,
+    QUERY,
+    REGISTER,
+    TERMINATE,
+)
 
 DEVICE = 7
 MASTER = b"trade-integrity-trace-master-0123"
 HOLD_MS = 300
-STEPS = 14  # frames of an auction that are hit, one auction per step
+
+
+def _request(msg_type: int, *, hub: bool | None = None) -> Any:
+    def matches(msg: dict[str, int], _answers: tuple[int, int] | None) -> bool:
+        sent_by_hub = msg["src"] == 0
+        return msg["src"] != DEVICE and msg["t"] == msg_type and hub in (None, sent_by_hub)
+    return matches
+
+
+def _answer(to_type: int, *, hub: bool | None = None) -> Any:
+    def matches(msg: dict[str, int], answers: tuple[int, int] | None) -> bool:
+        return (msg["src"] == DEVICE and answers is not None and answers[0] == to_type
+                and hub in (None, answers[1] == 0))
+    return matches
+
+
+# Every step of the flow, each hit once, in this order: (name, which frame, long outage). A
+# long outage outlasts the battery's hold (the confirm's copies are all lost, the hold
+# expires); a short one does not. The asks (Terminate as the winner) follow from the long cuts
+# around the confirm; the tells (Terminate as the hub) from cut queries and bids.
+PLAN = [
+    ("query", _request(QUERY), False),
+    ("query answer", _answer(QUERY), True),
+    ("bid", _request(BID), False),
+    ("bid answer", _answer(BID), True),
+    ("tell", _request(TERMINATE, hub=True), False),
+    ("tell answer", _answer(TERMINATE, hub=True), False),
+    ("confirm", _request(BID_CONFIRM), True),
+    ("ask", _request(TERMINATE, hub=False), False),
+    ("confirm answer", _answer(BID_CONFIRM), True),
+    ("ask answer", _answer(TERMINATE, hub=False), False),
+    ("confirm, short", _request(BID_CONFIRM), False),
+    ("confirm answer, short", _answer(BID_CONFIRM), False),
+]
 
 
 class LinkDown(ConnectionError):
@@ -65,10 +106,12 @@ class Rig:
         self.registry: Registry | None = None
         self.receiver = Receiver(DeviceKeyring(MASTER), max_senders=4)
         self.until = 0.0  # loop time the current outage ends
-        self.frames: dict[int, int] = {}  # auction -> frames seen
+        self.asked: dict[int, tuple[int, int]] = {}  # auction -> (type, src) of the last request
         self.order: list[int] = []  # auctions in the order they started
         self.faults = 0
         self.reboots = 0
+        self.order_at_last_cut = 0
+        self.hit: list[str] = []  # the steps of PLAN hit so far
 
     def _boot(self) -> NodeCore:
         self.epoch += 1
@@ -90,21 +133,27 @@ class Rig:
         return not (self.kind == "down" and self.out())
 
     def _step(self, frame: bytes) -> None:
-        """Count one frame of an auction; at the auction's planned step the outage starts."""
+        """Follow each auction's frames; the next step of PLAN is hit at the first frame that
+        matches it (after the previous outage ended)."""
         msg, _, _ = parse_frame(frame)
         auction = msg.get("auc")
         if auction is None or self.out():
             return
-        if auction not in self.frames:
-            self.frames[auction] = 0
+        from_battery = msg["src"] == DEVICE
+        answers = self.asked.get(auction) if from_battery else None
+        if not from_battery:
+            self.asked[auction] = (msg["t"], msg["src"])
+        if auction not in self.order:
             self.order.append(auction)
-        index = self.order.index(auction)
-        self.frames[auction] += 1
-        if index < STEPS and self.frames[auction] == index + 1:
-            self._cut(long=index % 2 == 1)
+        if len(self.hit) < len(PLAN):
+            name, matches, long = PLAN[len(self.hit)]
+            if matches(msg, answers):
+                self.hit.append(name)
+                self._cut(long=long)
 
     def _cut(self, *, long: bool) -> None:
         self.faults += 1
+        self.order_at_last_cut = len(self.order)
         length = (2 * HOLD_MS if long else HOLD_MS // 3) / 1000.0
         self.until = asyncio.get_running_loop().time() + length
         if self.kind == "power":
@@ -174,6 +223,7 @@ async def trade_through_faults(tmp_path: Path, kind: str) -> dict[str, Any]:
     settings = Settings(
         data_dir=tmp_path, response_timeout_ms=60, hold_timeout_ms=HOLD_MS,
         auction_interval_ms=10, round_ms=5, lot_wh=1000, notice_interval_ms=100_000,
+        trading_period_ms=0,
     )
     config = dataclasses.replace(
         AuctionConfig.from_settings(settings), ask_wait_ms=150, ask_backoff_max_ms=600
@@ -202,7 +252,10 @@ async def trade_through_faults(tmp_path: Path, kind: str) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 60
         # every step hit, a few clean auctions after, and the battery's word on every trade
-        while not (len(rig.order) > STEPS + 3 and not driver.reconciler.unverified):
+        while not (
+            len(rig.hit) == len(PLAN) and len(rig.order) > rig.order_at_last_cut + 3
+            and not driver.reconciler.unverified
+        ):
             assert loop.time() < deadline, (
                 f"stuck: {len(rig.order)} auctions, {len(driver.reconciler.unverified)} unverified"
             )
@@ -226,9 +279,9 @@ async def test_link_loss_at_every_step_counts_exactly_the_trades_the_battery_com
 ) -> None:
     run = await trade_through_faults(tmp_path, kind)
     rig = run["rig"]
-    assert rig.faults == STEPS  # every step of an auction was hit once
+    assert rig.hit == [name for name, _matches, _long in PLAN]  # every step was hit
     if kind == "power":
-        assert rig.reboots == STEPS
+        assert rig.reboots == len(PLAN)
     committed = {
         r["auc"]: (r["b"], r["p"], r["e"]) for r in run["records"] if r.get("k") == "trade"
     }

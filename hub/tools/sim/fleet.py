@@ -11,13 +11,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import tempfile
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import structlog
 
+from firmware.etp_node.audit import AuditLog
 from firmware.etp_node.battery import SimBattery
 from firmware.etp_node.core import NodeCore
 from hub.transport.broker import parse_mqtt_url
@@ -26,6 +29,8 @@ from shared_etp.frame import derive_key
 from shared_etp.topics import CLEARING, REPUTATION, device_wildcard, market_topic
 
 __all__ = ["SimConfig", "SimFleet"]
+
+_AUDIT_FILE_BYTES = 64 * 1024 * 1024
 
 log = structlog.get_logger(__name__)
 
@@ -45,16 +50,24 @@ class SimConfig:
     overrides: dict[str, Any] = field(default_factory=dict)
     capacity_wh: tuple[int, int] = (8000, 16000)
     reserve_mc: tuple[int, int] = (18000, 24000)
+    audit_dir: Path | None = None  # the batteries' trails (default: a temporary directory)
 
 
-class _Audit:
-    """In-memory audit trail of one simulated battery (records the core appends)."""
+class _Audit(AuditLog):
+    """A simulated battery's audit trail: the firmware's own AuditLog on disk (so the battery
+    answers what became of an auction from it, as a board does from flash), files large enough
+    that a run never rotates a record out, and a copy of every record in memory (for
+    committed_trades)."""
 
-    def __init__(self) -> None:
+    def __init__(self, directory: Path) -> None:
+        super().__init__(str(directory), max_bytes=_AUDIT_FILE_BYTES, files=2)
         self.records: list[dict[str, Any]] = []
 
-    def append(self, record: dict[str, Any]) -> None:
-        self.records.append(dict(record))
+    def append(self, record: dict[str, Any]) -> bool:
+        written = bool(super().append(record))
+        if written:
+            self.records.append(dict(record))
+        return written
 
 
 class SimFleet:
@@ -66,6 +79,11 @@ class SimFleet:
         notice_key = derive_key(config.master_secret, 0)
         self.cores: dict[int, NodeCore] = {}
         self.audits: dict[int, _Audit] = {}
+        self._audit_tmp: tempfile.TemporaryDirectory[str] | None = None
+        audit_root = config.audit_dir
+        if audit_root is None:
+            self._audit_tmp = tempfile.TemporaryDirectory(prefix="etp-sim-audit-")
+            audit_root = Path(self._audit_tmp.name)
         for index in range(config.count):
             device_id = config.first_device_id + index
             node_config = {
@@ -86,7 +104,7 @@ class SimFleet:
             }
             node_config.update(config.overrides)
             capacity = rng.randrange(config.capacity_wh[0], config.capacity_wh[1] + 1, 500)
-            audit = _Audit()
+            audit = _Audit(Path(audit_root) / f"battery-{device_id}")
             self.cores[device_id] = NodeCore(
                 node_config,
                 SimBattery(capacity_wh=capacity, soc=rng.randrange(7000, 9500)),
