@@ -137,7 +137,8 @@ def test_no_data_is_a_clear_error(tmp_path: Path) -> None:
 
 
 async def _record(data_dir: Path, seed: int) -> int:
-    """Put a simulated market into a real store, the way the hub records it."""
+    """Put a simulated market into a real store, the way the hub records it, plus one trade
+    its battery never proved (the returned revenue does not include it)."""
     result = simulate(default_scenario(seed, batteries=4), default_aggregators(3, seed))
     store = Store(database_url_for(data_dir))
     await store.start()
@@ -180,9 +181,25 @@ async def _record(data_dir: Path, seed: int) -> int:
                     winner_id=outcome.winner_id,
                     energy_wh=outcome.energy_wh,
                     closed_ms=1_700_000_000_001,
+                    trade_status="verified",  # its battery acknowledged the confirm
                 )
             else:
                 await store.close_auction(auction_id, status="no_sale", closed_ms=1_700_000_000_001)
+        # A trade its battery never proved (confirm unanswered): it earns nobody anything.
+        last = result.outcomes[-1]
+        auction_id = await store.open_auction(
+            device_id=last.device_id, site="site1", mechanism="ascending", lot_wh=last.lot_wh,
+            reserve_mc=last.reserve_mc, opened_ms=1_700_000_900_000,
+        )
+        await store.record_trade(
+            auction_id=auction_id, device_id=last.device_id, bidder_id=100_001,
+            price_mc=99_000, energy_wh=last.lot_wh, reserve_mc=last.reserve_mc,
+            confirmed_ms=1_700_000_900_001,
+        )
+        await store.close_auction(
+            auction_id, status="cleared", clearing_price_mc=99_000, winner_id=100_001,
+            energy_wh=last.lot_wh, closed_ms=1_700_000_900_002, trade_status="unverified",
+        )
         await store.flush()
     finally:
         await store.close()

@@ -548,3 +548,43 @@ async def test_auction_offer_is_updated_to_what_the_battery_answered(store: Stor
     assert await store.update_auction_offers([(9999, 1, 1)]) == 0
     with pytest.raises(InvalidValueError):
         await store.update_auction_offers([(first, 2**70, 20_000)])
+
+
+async def test_trade_status_migration_classifies_existing_trades(database_url: str):
+    """0003 on a database of the previous version: a trade whose settlement failed is void,
+    one whose auction is still open is recorded, one the hub logged unverified is unverified,
+    the rest verified; only verified trades keep their settlement outbox row."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from hub.store.migrate import upgrade_database
+
+    engine = create_async_engine(database_url)
+    try:
+        await upgrade_database(engine, "0002_event_seq")
+        async with engine.begin() as connection:
+            for auction_id, status in ((1, "cleared"), (2, "terminated"), (3, "open"),
+                                       (4, "cleared")):
+                await connection.execute(sa.text(
+                    "INSERT INTO auctions (id, device_id, site, mechanism, lot_wh, reserve_mc,"
+                    " status, opened_ms) VALUES (:id, 7, 's', 'ascending', 1000, 1, :status, 1)"
+                ), {"id": auction_id, "status": status})
+                await connection.execute(sa.text(
+                    "INSERT INTO trades (id, auction_id, device_id, bidder_id, price_mc,"
+                    " energy_wh, reserve_mc, confirmed_ms) VALUES (:id, :id, 7, 1001, 2, 3, 1, 1)"
+                ), {"id": auction_id})
+                await connection.execute(sa.text(
+                    "INSERT INTO settlements (trade_id, status, attempts, updated_ms)"
+                    " VALUES (:id, :status, 0, 1)"
+                ), {"id": auction_id, "status": "failed" if auction_id == 2 else "pending"})
+            await connection.execute(sa.text(
+                "INSERT INTO events (seq, kind, auction_id, ts_ms) VALUES (1, 'trade_unverified',"
+                " 4, 1)"
+            ))
+        await upgrade_database(engine)
+    finally:
+        await engine.dispose()
+    async with Store(database_url) as store:
+        assert {t.auction_id: t.status for t in await store.list_trades()} == {
+            1: "verified", 2: "void", 3: "recorded", 4: "unverified",
+        }
+        assert [row.trade_id for row in await store.list_settlements()] == [1]
