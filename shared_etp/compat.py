@@ -22,6 +22,8 @@ if IS_MICROPYTHON:
     # functions, and the HMAC is one function.
     ticks_ms = time.ticks_ms  # type: ignore[attr-defined]  # monotonic ms, for durations
     ticks_diff = time.ticks_diff  # type: ignore[attr-defined]  # ms from start to end, wrap-safe
+    # CRC-32 of bytes or of a str as it is (no bytes copy of an audit line to checksum it)
+    from binascii import crc32
 
     # key -> (inner pad, outer pad): a board has two keys, each padded once
     _PADS = {}  # type: dict[bytes, tuple[bytes, bytes]]
@@ -63,6 +65,7 @@ if IS_MICROPYTHON:
 
 else:  # CPython
     from shared_etp.host import (  # noqa: F401
+        crc32,
         digests_equal,
         hmac_sha256,
         now_ms,

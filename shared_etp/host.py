@@ -4,6 +4,7 @@ Boards never load this module (MicroPython has its own code paths in compat), so
 costs heap on a board.
 """
 
+import binascii
 import functools
 import hmac as _hmac
 import time
@@ -16,6 +17,13 @@ digests_equal = _hmac.compare_digest
 def hmac_sha256(key, data):
     """HMAC-SHA256 (RFC 2104)."""
     return _hmac.digest(key, data, "sha256")
+
+
+def crc32(data, value=0):
+    """binascii.crc32 that also takes a str, as MicroPython's does (over its UTF-8 bytes)."""
+    if isinstance(data, str):
+        data = data.encode()
+    return binascii.crc32(data, value)
 
 
 def now_ms():

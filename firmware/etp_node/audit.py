@@ -9,17 +9,17 @@ fresh line so the fragment cannot swallow the next record.
 
 import json
 import os
-from binascii import crc32
 
 from firmware.etp_node import unload
+from shared_etp.compat import crc32
 
 
 def encode_record(record):
-    """One audit line for a record dict, as (head, text): the line is head + text + "\n", head
-    the CRC-32 of the JSON text in 8 hex digits and a space. AuditLog writes the parts as they
-    are: no line-sized copy of the text (MicroPython: the CRC is taken over the str itself)."""
+    """One audit line for a record dict, as (head, text), both str: the line is head + text +
+    "\n", head the CRC-32 of the JSON text in 8 hex digits and a space. AuditLog writes the
+    parts as they are: no line-sized copy of the text (the CRC is taken over the str itself)."""
     text = json.dumps(record)
-    return b"%08x " % (crc32(text) & 0xFFFFFFFF), text
+    return "%08x " % (crc32(text) & 0xFFFFFFFF), text
 
 
 class AuditLog:
@@ -66,7 +66,10 @@ class AuditLog:
         self.size = 0
 
     def append(self, record):
-        """Append a record (a dict of JSON values); adds its sequence number n and time t."""
+        """Append a record (a dict of JSON values); adds its sequence number n and time t.
+
+        True once the record is on flash; False if it could not be written (flash full or
+        failing: counted in `errors`). A trade is committed only after True (core.py)."""
         record["n"] = self.next_n
         if self.clock is not None and "t" not in record:
             record["t"] = self.clock()
@@ -75,12 +78,14 @@ class AuditLog:
         try:
             if self.size and self.size + size > self.max_bytes:
                 self._rotate()
-            with open(self.path, "ab") as handle:  # a cut anywhere leaves a torn line
+            with open(self.path, "a") as handle:  # a cut anywhere leaves a torn line
                 handle.write(head)
                 handle.write(text)
-                handle.write(b"\n")
+                handle.write("\n")
             self.size += size
             self.next_n += 1
             self.appended += 1
         except OSError:
-            self.errors += 1  # flash full or failing: trading goes on, the count shows it
+            self.errors += 1  # flash full or failing: bids go on, trades wait, the count shows it
+            return False
+        return True

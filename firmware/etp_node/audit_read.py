@@ -1,10 +1,20 @@
-"""Reading an audit trail back: every record of every kept file (host tools and tests), and
-the tail at boot (the board loads this module for that only, then drops it: it only appends).
+"""Reading an audit trail back: every record of every kept file (host tools and tests), the
+tail at boot, and whether an auction was committed (a Terminate's question, answered from the
+trail when RAM no longer knows). The board loads this module for those only, then drops it.
 """
 
 import json
 import os
 from binascii import crc32
+
+from shared_etp.compat import const
+
+# reason codes (shared_etp.schema) of a trail's answer, private so they cost no heap
+_REASON_NONE = const(0)
+_REASON_AUCTION_CLOSED = const(5)
+_REASON_UNKNOWN_AUCTION = const(6)
+_REASON_HOLD_EXPIRED = const(7)
+_REASON_NOT_HOLDER = const(14)
 
 
 def decode_line(line):
@@ -52,6 +62,57 @@ def recover(directory):
         size += 1
     return size, next_n
 
+
+def committed(directory, files, auction, asker):
+    """Whether the trail shows `auction` committed to `asker`: (_REASON_NONE, price_mc,
+    energy_wh) of its trade record if so, else (reason, 0, 0): not_holder (the trade, or every
+    accepted bid, was another bidder's), hold_expired or auction_closed (the asker's accepted
+    bid was released without a trade), unknown_auction (no accepted bid of the auction left in
+    the trail: nothing can be said).
+
+    Only an accepted bid's record makes "no trade record" conclusive: a trade always follows
+    an accepted bid in the append-only trail and files rotate out oldest first, so while the
+    bid's record is kept a trade's would be too. Streams the files line by line (never a whole
+    file in RAM) and decodes only lines that name the auction.
+    """
+    needle = b'"auc": %d' % auction
+    trade = None
+    accepted = 0  # 1: another bidder's bid was accepted in the auction; 2: the asker's was
+    expired = False
+    for index in range(files - 1, -1, -1):  # oldest first: the last trade record wins
+        try:
+            handle = open("%s/audit.%d" % (directory, index), "rb")  # noqa: SIM115
+        except OSError:
+            continue  # not written yet (a read error below is raised: no answer is a guess)
+        try:
+            while True:
+                line = handle.readline()
+                if not line:
+                    break
+                if needle not in line:
+                    continue
+                record = decode_line(line.rstrip(b"\n"))
+                if record is None or record.get("auc") != auction:
+                    continue  # torn, or another auction whose number starts with this one
+                kind = record.get("k")
+                if kind == "trade":
+                    trade = record
+                elif kind == "bid" and record.get("r") == _REASON_NONE:
+                    if record.get("b") == asker:
+                        accepted = 2
+                    elif not accepted:
+                        accepted = 1
+                elif kind == "expire" and record.get("b") == asker:
+                    expired = True
+        finally:
+            handle.close()
+    if trade is not None:
+        if trade.get("b") == asker:
+            return _REASON_NONE, trade.get("p"), trade.get("e")
+        return _REASON_NOT_HOLDER, 0, 0
+    if accepted == 2:
+        return _REASON_HOLD_EXPIRED if expired else _REASON_AUCTION_CLOSED, 0, 0
+    return _REASON_NOT_HOLDER if accepted else _REASON_UNKNOWN_AUCTION, 0, 0
 
 
 def parse_log(data):

@@ -30,6 +30,7 @@ _REASON_INSUFFICIENT_ENERGY = const(2)
 _REASON_LINK_LOST = const(13)
 _REASON_NONE = const(0)
 _REASON_NOT_HOLDER = const(14)
+_REASON_UNKNOWN_AUCTION = const(6)
 _REGISTER = const(0)
 _TERMINATE = const(7)
 # field keys (shared_etp.fields.FIELD_NAMES) of the payloads the node signs
@@ -109,6 +110,7 @@ class NodeCore:
             "expired": 0,
             "faults": 0,
             "notices": 0,
+            "outcomes": 0,  # Terminates with `auc` answered (did the node commit the auction?)
             "reject_reasons": {},
             "protocol_errors": {},
             "dropped": {},
@@ -189,11 +191,13 @@ class NodeCore:
                 elif msg["t"] == _BID:
                     return [self._on_bid(msg)]
                 elif msg["t"] == _BID_CONFIRM:
-                    return [self._on_confirm(msg)]
+                    reply = self._on_confirm(msg)
+                    return [] if reply is None else [reply]
                 elif msg["t"] == _QUERY:
                     return [self._on_query(msg)]
                 elif msg["t"] == _TERMINATE:
-                    self._on_terminate(msg)
+                    reply = self._on_terminate(msg)
+                    return [] if reply is None else [reply]
                 else:
                     _bump(stats["dropped"], "unexpected_type")
                 return []
@@ -223,9 +227,12 @@ class NodeCore:
         return self._reply(msg, _BID_REJECT, (_K_AUC, msg["auc"], _K_REASON, reason))
 
     def _audit(self, record):
+        """Append a record to the audit trail; False if it could not be written (an audit that
+        returns nothing, like the CPython simulator's in-memory one, counts as written)."""
         if self.audit is not None:
             record["t"] = self.clock()
-            self.audit.append(record)
+            return self.audit.append(record) is not False
+        return True
 
     def _on_query(self, msg):
         battery = self.battery
@@ -283,6 +290,8 @@ class NodeCore:
                                                       _K_EREQ, msg["ereq"]))
             if released is not None and released[1] == bidder and released[2] == "expired":
                 reason = _REASON_HOLD_EXPIRED
+            elif released is not None and released[2] == "confirmed":
+                reason = _REASON_NOT_HOLDER  # the auction traded, on other terms or to another
             elif auction in self.evaluator.closed:
                 reason = _REASON_AUCTION_CLOSED
             else:
@@ -299,11 +308,17 @@ class NodeCore:
             return self._reject(msg, reason)
         energy = hold[_ENERGY]
         self.battery.step(self.clock())  # the discharge starts now, not at the last tick
-        # On flash before it is committed: if the record cannot be written (no heap), the
-        # trade is not made and the confirm goes unanswered (its sender re-sends it).
-        self._audit({"k": "trade", "auc": auction, "b": bidder, "p": hold[_PRICE], "e": energy,
-                     "erem": self.battery.remaining_wh() - energy})
+        # On flash before it is committed: no record, no trade. If the record cannot be
+        # written (no heap, flash full or failing), the trade is not made and the confirm goes
+        # unanswered (its sender re-sends it; the hold stays until it expires).
+        if not self._audit({"k": "trade", "auc": auction, "b": bidder, "p": hold[_PRICE],
+                            "e": energy, "erem": self.battery.remaining_wh() - energy}):
+            _bump(self.stats["dropped"], "unrecorded")
+            return None
         self.ledger.release(auction, "confirmed")
+        # Closed: no second hold in an auction that traded, so the ring's "confirmed" entry
+        # stays its last release (repeats of this confirm and Terminates are answered from it).
+        self.evaluator.close_auction(auction)
         self.battery.deliver(energy, self.delivery_s)
         self.evaluator.record(bidder, hold[_PRICE])
         self.stats["trades"] += 1
@@ -312,15 +327,57 @@ class NodeCore:
                            (_K_AUC, auction, _K_PRICE, hold[_PRICE], _K_EREQ, energy))
 
     def _on_terminate(self, msg):
+        """Terminate: without `auc` release every hold (no answer); with `auc` close that
+        auction and answer its sender S whether the node committed it to S: BidAccept with the
+        trade's price and energy, or BidReject not_holder / hold_expired / auction_closed /
+        unknown_auction. Decided from, in order: a live hold (not committed: the Terminate
+        releases it), the ring of recent releases, the audit trail on flash."""
         auction = msg.get("auc")
         if auction is None:
             released = self.ledger.release_all("terminated")
+            self._audit({"k": "terminate", "auc": -1, "b": msg["src"], "term": msg["term"],
+                         "released": len(released)})
+            return None
+        asker = msg["src"]
+        # The answer first, before this Terminate releases a hold or writes its own record.
+        hold = self.ledger.holds.get(auction)
+        answer = None
+        if hold is not None:
+            reason = _REASON_AUCTION_CLOSED if hold[_BIDDER] == asker else _REASON_NOT_HOLDER
         else:
-            self.evaluator.close_auction(auction)
-            hold = self.ledger.release(auction, "terminated")
-            released = [] if hold is None else [(auction, hold)]
-        self._audit({"k": "terminate", "auc": -1 if auction is None else auction,
-                     "b": msg["src"], "term": msg["term"], "released": len(released)})
+            released = self.ledger.find(auction)  # (auction, bidder, why, price, energy)
+            if released is None:
+                directory = getattr(self.audit, "directory", None)
+                if directory is None:  # no trail on flash: nothing to answer from
+                    reason = _REASON_UNKNOWN_AUCTION
+                else:
+                    # After a reboot or once the ring forgot: the trail on flash, read by code
+                    # loaded for this and dropped again.
+                    from firmware.etp_node import audit_read, unload
+
+                    try:
+                        answer = audit_read.committed(directory, self.audit.files, auction,
+                                                      asker)
+                    finally:
+                        unload("audit_read")
+                    reason = answer[0]
+            elif released[1] != asker:
+                reason = _REASON_NOT_HOLDER
+            elif released[2] == "confirmed":
+                reason = _REASON_NONE
+                answer = released[2:]  # (why, price, energy)
+            elif released[2] == "expired":
+                reason = _REASON_HOLD_EXPIRED
+            else:
+                reason = _REASON_AUCTION_CLOSED
+        self.evaluator.close_auction(auction)
+        self._audit({"k": "terminate", "auc": auction, "b": asker, "term": msg["term"],
+                     "released": 0 if self.ledger.release(auction, "terminated") is None else 1})
+        self.stats["outcomes"] += 1
+        if reason == _REASON_NONE:
+            return self._reply(msg, _BID_ACCEPT,
+                               (_K_AUC, auction, _K_PRICE, answer[1], _K_EREQ, answer[2]))
+        return self._reply(msg, _BID_REJECT, (_K_AUC, auction, _K_REASON, reason))
 
     # --- time -----------------------------------------------------------------------------
     def tick(self):

@@ -98,7 +98,24 @@ def test_never_oversells(ops: list[tuple], pct: int, floor: int, dynamic: bool) 
             _, who, auc = op
             fields = {"auc": auc} if auc else {}
             frame, _ = senders[who].frame(S.TERMINATE, dst=DEV, term=1, **fields)
-            assert core.handle(core.topic_req, frame) == []
+            before = battery.remaining_wh()
+            replies = core.handle(core.topic_req, frame)
+            assert battery.remaining_wh() == before  # asking commits nothing
+            if not auc:
+                assert replies == []  # releases every hold, answers nothing
+            else:
+                # Answered: "committed to you" exactly when this bidder's confirm committed
+                # a trade in the auction (with no audit trail, a trade the ring of recent
+                # releases forgot can only be answered unknown_auction).
+                (_, reply_frame), = replies
+                reply = decode_frame(reply_frame, keys)
+                assert reply["auc"] == auc and reply["dst"] == senders[who].src
+                if reply["t"] == S.BID_ACCEPT:
+                    assert (who, auc) in committed
+                    assert (reply["price"], reply["ereq"]) == accepted[(who, auc)]
+                elif (who, auc) in committed:
+                    assert reply["reason"] == S.REASON_UNKNOWN_AUCTION
+                assert not any(a == auc for a in core.ledger.holds)  # its hold is released
         elif op[0] == "wait":
             clock.now += op[1]
             core.tick()

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from firmware.etp_node.audit import AuditLog
 from hub.tools.firmware.audit import read_audit_dir
 from hub.tools.firmware.fleet import Fleet, FleetConfig, start_board, start_fleet
 from shared_etp import schema as S
@@ -296,3 +298,55 @@ async def test_tls_board_trades_sustained_without_loss(tmp_path: Path) -> None:
     assert not result["unanswered"] and not result["wrong_answers"], result
     board = result["board"]
     assert board["handled"] == 400 and board["trades"] == 100 and not board["dropped"], board
+
+
+async def test_terminate_ask_answered_from_flash_after_power_cut(broker_url: str,
+                                                                 tmp_path: Path) -> None:
+    """A board trades, is killed, its trail filled to 4 x 16 KB (the trade in the oldest file)
+    and restarted; asked with Terminate whether it committed each auction, it answers from its
+    audit trail on flash (its RAM forgot everything), every file read, at the board heap."""
+    async with boards(broker_url, tmp_path) as (fleet, peer):
+        await peer.request(1, 1001, S.BID, auc=21, price=26000, ereq=700)
+        done = await peer.request(1, 1001, S.BID_CONFIRM, auc=21, price=26000, ereq=700)
+        assert done["t"] == S.BID_ACCEPT
+        lost = await peer.request(1, 1002, S.BID, auc=22, price=25000, ereq=300)
+        assert lost["t"] == S.BID_ACCEPT  # held, never confirmed: the power cut releases it
+        board = fleet.by_id(1)
+        await fleet.kill(1)
+        # other auctions' records until the trail is full (room left for this test's records)
+        trail = AuditLog(str(board.flash_dir / "audit"), 16384, 4)
+        auction = 1000
+        while not ((board.flash_dir / "audit" / "audit.3").exists() and trail.size > 15500):
+            trail.append({"k": "bid", "auc": auction, "b": 1003, "p": 25000, "e": 100, "r": 0,
+                          "t": 1})
+            trail.append({"k": "expire", "auc": auction, "b": 1003, "e": 100, "t": 2})
+            auction += 1
+        records = read_audit_dir(board.flash_dir / "audit").records
+        assert records[0]["k"] == "boot" and records[1]["auc"] == 21  # the trade's bid: oldest
+        restarted = await start_board(board.flash_dir, 1, BOARD_HEAP, False)
+        fleet.devices[0] = restarted
+        await peer.wait_for(lambda m: m["_leaf"] == "birth" and m["ep"] > peer.births[1][0]["ep"],
+                            20)
+        won = await peer.request(1, 1001, S.TERMINATE, auc=21, term=1)
+        assert won["t"] == S.BID_ACCEPT and (won["price"], won["ereq"]) == (26000, 700)
+        other = await peer.request(1, 1002, S.TERMINATE, auc=21, term=1)
+        assert other["t"] == S.BID_REJECT and other["reason"] == S.REASON_NOT_HOLDER
+        held = await peer.request(1, 1002, S.TERMINATE, auc=22, term=1)
+        assert held["t"] == S.BID_REJECT and held["reason"] == S.REASON_AUCTION_CLOSED
+        never = await peer.request(1, 0, S.TERMINATE, auc=23, term=1)
+        assert never["t"] == S.BID_REJECT and never["reason"] == S.REASON_UNKNOWN_AUCTION
+        again = await peer.request(1, 1001, S.BID, auc=21, price=40000, ereq=100)
+        assert again["reason"] == S.REASON_AUCTION_CLOSED  # asking closed it on the new boot
+        # the board's own counters (a stats line every 5 s): answered, nothing dropped
+        log = restarted.console_log
+        for _ in range(80):
+            lines = [line for line in log.read_text().splitlines() if '"ev": "stats"' in line]
+            if lines and '"outcomes": 4' in lines[-1]:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            pytest.fail(f"no stats line with the answers: {log.read_text()[-1500:]}")
+        stats = json.loads(lines[-1])
+        assert stats["core"]["dropped"] == {} and stats["core"]["rejected"] == 1, stats
+        assert stats["heap"]["free"] > 6144, stats["heap"]  # the scan's code was dropped again
+        print(f"board heap after the asks: {stats['heap']}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from firmware.etp_node import audit_read as audit_read_mod
 from firmware.etp_node import battery as battery_mod
 from firmware.etp_node import core as core_mod
 from firmware.etp_node import evaluator as evaluator_mod
@@ -39,7 +40,7 @@ def test_frame_private_constants_match_schema() -> None:
 def test_firmware_private_constants_match_schema() -> None:
     """Every _NAME = const(n) copy in the firmware equals schema.NAME."""
     checked = 0
-    for module in (core_mod, evaluator_mod, battery_mod):
+    for module in (core_mod, evaluator_mod, battery_mod, audit_read_mod):
         for name in dir(module):
             public = name[1:]
             if name.startswith("_") and public.isupper() and hasattr(schema, public):

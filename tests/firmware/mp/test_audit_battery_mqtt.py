@@ -20,7 +20,7 @@ def test_audit_roundtrip_and_torn_tail_skipped():
     for i in range(5):
         log.append({"k": "bid", "i": i})
     head, text = encode_record({"k": "trade", "i": 99})
-    line = head + text.encode() + b"\n"
+    line = (head + text).encode() + b"\n"
     with open(path + "/audit.0", "ab") as handle:  # power lost mid-write
         handle.write(line[: len(line) // 2])
     AuditLog(path, 100000, 3)
@@ -35,7 +35,7 @@ def test_audit_roundtrip_and_torn_tail_skipped():
 
 def test_audit_checksum_detects_corruption():
     head, text = encode_record({"k": "bid", "p": 25000})
-    good = head + text.encode() + b"\n"
+    good = (head + text).encode() + b"\n"
     bad = good.replace(b"25000", b"95000")
     records, torn = parse_log(good + bad + good)
     assert len(records) == 2 and torn == 1

@@ -1,5 +1,7 @@
 """NodeCore under MicroPython: queries, bids, holds, confirms, faults, replay, bad input."""
 
+import sys
+
 from mptest import FakeClock, collect, run, tmp_dir
 
 from firmware.etp_node.audit import AuditLog
@@ -226,15 +228,61 @@ def test_hold_expires_and_late_confirm_rejected():
     assert battery.remaining_wh() == 10000
 
 
+def terminate(core, asker, auc=None):
+    """Send a Terminate (with auc: the question "did you commit it to me?"); the decoded
+    answer, or None when there is none."""
+    fields = {} if auc is None else {"auc": auc}
+    frame, msg = asker.frame(S.TERMINATE, term=1, **fields)
+    replies = core.handle(TOPIC_REQ, frame)
+    if not replies:
+        return None
+    topic, reply = one(replies)
+    assert topic == "etp/v1/s1/bess/7/resp"
+    assert reply["id"] == msg["id"] and reply["dst"] == asker.sender.src and reply["auc"] == auc
+    return reply
+
+
 def test_terminate_releases_and_closes():
     core, _, clock = make()
     b = Bidder(1001, clock)
     bid(core, b, 1, 25000, 1000)
-    frame, _ = Bidder(0, clock).frame(S.TERMINATE, auc=1, term=1)
-    assert core.handle(TOPIC_REQ, frame) == []
+    answer = terminate(core, Bidder(0, clock), 1)  # the hub's: the hold was not its
+    assert answer["t"] == S.BID_REJECT and answer["reason"] == S.REASON_NOT_HOLDER
     assert len(core.ledger.holds) == 0
     assert bid(core, b, 1, 30000, 100)["reason"] == S.REASON_AUCTION_CLOSED
     assert confirm(core, b, 1, 25000, 1000)["reason"] == S.REASON_AUCTION_CLOSED
+
+
+def test_terminate_without_auction_releases_all_and_answers_nothing():
+    core, _, clock = make()
+    b = Bidder(1001, clock)
+    bid(core, b, 1, 25000, 1000)
+    bid(core, b, 2, 25000, 1000)
+    assert terminate(core, Bidder(0, clock)) is None
+    assert not core.ledger.holds and core.stats["outcomes"] == 0
+
+
+def test_terminate_answers_from_the_trail_after_a_reboot():
+    clock = FakeClock()
+    directory = tmp_dir("core-ask")
+    core, _, _ = make(clock=clock, audit=AuditLog(directory, 4096, 4))
+    b = Bidder(1001, clock)
+    bid(core, b, 1, 25000, 1000)
+    confirm(core, b, 1, 25000, 1000)
+    bid(core, b, 2, 25000, 500)
+    clock.advance(3001)
+    core.tick()  # the hold in auction 2 expires
+    clock.advance(3000)
+    # a reboot: a new node over the same flash, nothing in RAM
+    core, _, _ = make(clock=clock, audit=AuditLog(directory, 4096, 4), epoch=1001)
+    b = Bidder(1001, clock)
+    won = terminate(core, b, 1)
+    assert won["t"] == S.BID_ACCEPT and won["price"] == 25000 and won["ereq"] == 1000
+    assert "firmware.etp_node.audit_read" not in sys.modules  # loaded for it, then dropped
+    assert terminate(core, Bidder(1002, clock), 1)["reason"] == S.REASON_NOT_HOLDER
+    assert terminate(core, b, 2)["reason"] == S.REASON_HOLD_EXPIRED
+    assert terminate(core, b, 3)["reason"] == S.REASON_UNKNOWN_AUCTION
+    assert core.stats["outcomes"] == 4 and core.stats["rejected"] == 0
 
 
 def test_fault_sends_device_failure_on_next_tick():
