@@ -83,7 +83,7 @@ class Fault:
     started: float
     ended: float = 0.0
     device_id: int | None = None
-    mid_auction: bool = False  # power cut while the board held a bid / kill with auctions open
+    mid_auction: bool = False  # a board cut while it held a bid, else auctions open at the fault
     status_trades_s: float | None = None  # to the first rise of the hub's market.trades
     site_next_trade_s: float | None = None  # to the next trade committed on any board
     board_next_trade_s: float | None = None  # power cut: to that board's next trade
@@ -129,6 +129,9 @@ class Rig:
         fault.status_trades_s = round(await self.trading(fault.ended) - fault.ended, 3)
         return fault
 
+    async def _auctions_open(self) -> bool:
+        return int((await asyncio.to_thread(self.hub.market)).get("auctions_open", 0)) >= 1
+
     async def hub_kill(self) -> Fault:
         """kill -9 the hub while auctions are open, restart it."""
         market = await self.hub.wait_market(
@@ -142,7 +145,7 @@ class Rig:
 
     async def broker_outage(self) -> Fault:
         """Stop the broker for OUTAGE_S, start it again on the same port."""
-        fault = Fault("broker_outage", time.time())
+        fault = Fault("broker_outage", time.time(), mid_auction=await self._auctions_open())
         self.broker.stop()
         await asyncio.sleep(OUTAGE_S)
         await self.broker.start()
@@ -151,7 +154,8 @@ class Rig:
     async def broker_and_hub_outage(self) -> Fault:
         """Stop the broker; stop the hub (SIGINT) while the broker is down; start the hub
         first (it serves HTTP and keeps connecting), then the broker; wait until it is ready."""
-        fault = Fault("broker_and_hub_outage", time.time())
+        fault = Fault("broker_and_hub_outage", time.time(),
+                      mid_auction=await self._auctions_open())
         self.broker.stop()
         await asyncio.sleep(OUTAGE_S / 3)
         await self.hub.kill(signal.SIGINT)
