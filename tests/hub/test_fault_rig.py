@@ -20,6 +20,10 @@ board process started) to
 - the first rise of `/api/v1/status` market.trades (polled every ~50 ms; it restarts from 0
   with the hub, and it also rises when an older trade is verified by asking its battery).
 
+The aggregators want more than the boards can sell (ETP_AGGREGATOR_DEMAND_SCALE, 20 here): with
+the default demand they pace their buying across the trading period, and the site then pauses
+for seconds with no fault at all, which would be measured as recovery.
+
 ETP_FAULT_RIG_ROUNDS (default 1) repeats the schedule for a longer run.
 """
 
@@ -55,6 +59,8 @@ BOARD_HEAP = "64K"  # the boards' real heap
 AUDIT_FILES = 16  # 16 x 16 KB of trail per board: nothing rotates away during the run
 OUTAGE_S = 3.0  # a broker outage
 POWER_OFF_S = 0.5  # a board stays off this long
+# aggregators want more than the boards offer: trading pauses only for faults, not for pacing
+DEMAND_SCALE = os.environ.get("ETP_FAULT_RIG_DEMAND_SCALE", "20")
 ROUNDS = int(os.environ.get("ETP_FAULT_RIG_ROUNDS", "1"))
 
 # One round of the schedule: 3 hub kills, 3 broker outages (one with the hub stopped), 4 cuts.
@@ -328,7 +334,8 @@ async def test_fault_rig_store_matches_the_boards_audit_trails(tmp_path: Path) -
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     broker = MosquittoProcess(tmp_path)
-    hub = HubProcess(data_dir, broker.url, ETP_AUCTION_INTERVAL_MS="200", ETP_ROUND_MS="40")
+    hub = HubProcess(data_dir, broker.url, ETP_AUCTION_INTERVAL_MS="200", ETP_ROUND_MS="40",
+                     ETP_AGGREGATOR_DEMAND_SCALE=DEMAND_SCALE)
     began = time.monotonic()
     await broker.start()
     fleet: Fleet | None = None
