@@ -101,6 +101,45 @@ async def mosquitto_broker(port: int | None = None) -> AsyncIterator[str]:
             _stop(proc)
 
 
+class MosquittoProcess:
+    """Mosquitto on one loopback port that can be stopped and started again on the same port
+    (broker outages); its config lives in `directory`."""
+
+    def __init__(self, directory: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.conf = Path(directory) / "mosquitto.conf"
+        self.conf.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            "set_tcp_nodelay true\nlog_dest none\nmax_queued_messages 10000\n"
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """mqtt://127.0.0.1:PORT"""
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        """Start the broker and wait until it listens."""
+        binary = MOSQUITTO_BIN if Path(MOSQUITTO_BIN).exists() else shutil.which("mosquitto")
+        if binary is None:
+            raise BrokerStartError("mosquitto is not installed (scripts/setup.sh installs it)")
+        self.proc = subprocess.Popen([binary, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE)
+        try:
+            await wait_listening(self.port)
+        except BrokerStartError:
+            self.proc.kill()
+            err = self.proc.communicate(timeout=5)[1].decode(errors="replace")
+            raise BrokerStartError(f"mosquitto did not start: {err.strip()}")
+
+    def stop(self) -> None:
+        """Stop the broker (its clients see the connection close)."""
+        if self.proc is not None:
+            _stop(self.proc)
+            self.proc = None
+
+
 def make_self_signed_cert(directory: Path) -> tuple[Path, Path]:
     """A throwaway self-signed certificate and key for 127.0.0.1 (openssl), valid one day."""
     directory.mkdir(parents=True, exist_ok=True)
