@@ -175,8 +175,13 @@ class AuctionDriver:
         self._tasks.clear()
         for live in list(self.runs.values()):
             self.cancel(live.device_id, REASON_SHUTDOWN)
+        # Trades being confirmed get their answers' time; with the link down none can come:
+        # they stay open in the store and the next start asks their batteries.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), 5)
+            await asyncio.wait_for(self._idle.wait(), 5 if self.link_up() else 0)
+        for live in self.runs.values():  # left open in the store: asked about at next start
+            if live.timer is not None:
+                live.timer.cancel()
         await self.reconciler.stop()
         await self.records.stop()
 
