@@ -201,18 +201,17 @@ class AuctionRecords:
         while self._closes:
             count = min(len(self._closes), self.close_batch)
             closes = [self._closes.popleft() for _ in range(count)]
-            closed_ms = now_ms()
-            outcomes = await asyncio.gather(
-                *(
-                    self.store.close_auction(auction_id, closed_ms=closed_ms, **fields)
-                    for auction_id, fields in closes
-                ),
-                return_exceptions=True,
-            )
-            for (auction_id, _fields), outcome in zip(closes, outcomes, strict=True):
-                if isinstance(outcome, BaseException):
-                    self.metrics.counters["store_write_errors"] += 1
-                    log.warning("could not close auction", auction=auction_id, error=str(outcome))
+            try:
+                refused = await self.store.close_auctions(closes, closed_ms=now_ms())
+            except Exception as exc:
+                self.metrics.counters["store_write_errors"] += count
+                log.warning("could not close auctions", count=count, error=str(exc))
+                continue
+            for auction_id in refused:
+                self.metrics.counters["store_write_errors"] += 1
+                log.warning(
+                    "could not close auction: unknown, or closed otherwise", auction=auction_id
+                )
         if offers and self._offers:
             batch, self._offers = self._offers, []
             try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -13,14 +13,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from hub.store.errors import AuctionStateError, InvalidValueError, StoreError, UnknownAuctionError
 from hub.store.models import AUCTION_CLOSED_STATUSES, AUCTIONS, TRADE_STATUSES, AuctionRow
 from hub.store.parts import StoreParts
-from hub.store.trades import set_trade_status
+from hub.store.trades import set_trades_status
 from hub.store.validate import check_ints, check_text, now_ms, to_row
 
 __all__ = ["AuctionStore", "bulk_insert_auctions"]
 
 log = logging.getLogger("hub.store")
 
-_CLOSED = object()  # close_auction's op: the row was updated
 _CLOSE_STATEMENTS: dict[tuple[str, ...], sa.Update] = {}
 
 
@@ -129,54 +128,83 @@ class AuctionStore(StoreParts):
         Closing again with the same status is allowed (fields given replace stored ones);
         closing an auction already closed with another status raises AuctionStateError.
         """
-        if status not in AUCTION_CLOSED_STATUSES:
-            raise InvalidValueError(
-                f"auction status must be one of {AUCTION_CLOSED_STATUSES}, not {status!r}"
-            )
-        if trade_status is not None and trade_status not in TRADE_STATUSES:
-            raise InvalidValueError(
-                f"trade status must be one of {TRADE_STATUSES}, not {trade_status!r}"
-            )
-        check_ints(
-            clearing_price_mc=clearing_price_mc,
-            winner_id=winner_id,
-            energy_wh=energy_wh,
-            closed_ms=closed_ms,
-        )
-        values: dict[str, Any] = {"status": status, "closed_ms": closed_ms}
-        for name, value in (
-            ("clearing_price_mc", clearing_price_mc),
-            ("winner_id", winner_id),
-            ("energy_wh", energy_wh),
-        ):
-            if value is not None:
-                values[name] = value
-        statement = _close_statement(tuple(values))
-        parameters = {f"new_{name}": value for name, value in values.items()}
-        parameters["target_id"] = auction_id
-
-        async def update_auction(connection: AsyncConnection) -> Any:
-            result = await connection.execute(statement, parameters)
-            if result.rowcount == 1:
-                if trade_status is not None:
-                    await set_trade_status(
-                        connection, trade_status, closed_ms, auction_id=auction_id
-                    )
-                return _CLOSED
-            found = await connection.execute(
-                sa.select(AUCTIONS.c.status).where(AUCTIONS.c.id == auction_id)
-            )
-            return found.scalar_one_or_none()
-
-        # Errors are raised here, not inside the shared transaction (which they would spoil).
-        current = await self._group.write(update_auction)
-        if current is _CLOSED:
+        fields = {
+            "status": status,
+            "clearing_price_mc": clearing_price_mc,
+            "winner_id": winner_id,
+            "energy_wh": energy_wh,
+            "trade_status": trade_status,
+        }
+        if not await self.close_auctions([(auction_id, fields)], closed_ms=closed_ms):
             return
+        current = await self.get_auction(auction_id)
         if current is None:
             raise UnknownAuctionError(f"no auction with id {auction_id}")
         raise AuctionStateError(
-            f"auction {auction_id} is already {current!r}; it cannot be closed as {status!r}"
+            f"auction {auction_id} is already {current.status!r}; it cannot be closed as {status!r}"
         )
+
+    async def close_auctions(
+        self, closes: Sequence[tuple[int, dict[str, Any]]], *, closed_ms: int
+    ) -> list[int]:
+        """Close many auctions in one transaction (the auction writer's batches): each is
+        (auction id, fields as close_auction takes them: status, and optionally
+        clearing_price_mc, winner_id, energy_wh, trade_status). One UPDATE per set of columns
+        for the auctions and one per trade status for their trades. Returns the ids that could
+        not be closed (unknown, or already closed with another status): nothing of theirs
+        changes. Raises InvalidValueError, before writing anything, for a bad value."""
+        check_ints(closed_ms=closed_ms)
+        by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        wanted: dict[int, str] = {}
+        trades: dict[str, list[int]] = {}
+        for auction_id, fields in closes:
+            status = fields["status"]
+            if status not in AUCTION_CLOSED_STATUSES:
+                raise InvalidValueError(
+                    f"auction status must be one of {AUCTION_CLOSED_STATUSES}, not {status!r}"
+                )
+            trade_status = fields.get("trade_status")
+            if trade_status is not None and trade_status not in TRADE_STATUSES:
+                raise InvalidValueError(
+                    f"trade status must be one of {TRADE_STATUSES}, not {trade_status!r}"
+                )
+            cleared: dict[str, int | None] = {
+                "clearing_price_mc": fields.get("clearing_price_mc"),
+                "winner_id": fields.get("winner_id"),
+                "energy_wh": fields.get("energy_wh"),
+            }
+            check_ints(
+                clearing_price_mc=cleared["clearing_price_mc"],
+                winner_id=cleared["winner_id"],
+                energy_wh=cleared["energy_wh"],
+            )
+            values: dict[str, Any] = {"status": status, "closed_ms": closed_ms}
+            values.update((name, value) for name, value in cleared.items() if value is not None)
+            parameters = {f"new_{name}": value for name, value in values.items()}
+            parameters["target_id"] = auction_id
+            by_columns.setdefault(tuple(values), []).append(parameters)
+            wanted[auction_id] = status
+            if trade_status is not None:
+                trades.setdefault(trade_status, []).append(auction_id)
+
+        async def update_auctions(connection: AsyncConnection) -> list[int]:
+            for columns, rows in by_columns.items():
+                await connection.execute(_close_statement(columns), rows)
+            found = await connection.execute(
+                sa.select(AUCTIONS.c.id, AUCTIONS.c.status).where(AUCTIONS.c.id.in_(wanted))
+            )
+            now = {auction_id: status for auction_id, status in found}
+            refused = [a for a, status in wanted.items() if now.get(a) != status]
+            for trade_status, auction_ids in trades.items():
+                closed = [a for a in auction_ids if now.get(a) == wanted[a]]
+                await set_trades_status(connection, trade_status, closed_ms, auction_ids=closed)
+            return refused
+
+        if not closes:
+            return []
+        # Errors are raised by the caller, not inside the shared transaction (they would spoil it).
+        refused: list[int] = await self._group.write(update_auctions)
+        return refused
 
     async def update_auction_offers(self, offers: Iterable[tuple[int, int, int]]) -> int:
         """Record the offer each battery actually made: (auction_id, lot_wh, reserve_mc) rows.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -23,7 +23,7 @@ from hub.store.models import (
 from hub.store.parts import StoreParts
 from hub.store.validate import INT32, check_ints, now_ms, to_row
 
-__all__ = ["TradeLedger", "bulk_insert_trades", "set_trade_status"]
+__all__ = ["TradeLedger", "bulk_insert_trades", "set_trades_status"]
 
 log = logging.getLogger("hub.store")
 
@@ -63,43 +63,49 @@ def bulk_insert_trades(
     return handler
 
 
-async def set_trade_status(
+async def set_trades_status(
     connection: AsyncConnection,
     status: str,
     updated_ms: int,
     *,
-    auction_id: int | None = None,
-    trade_id: int | None = None,
-) -> int | None:
-    """Move one trade (by auction or by id) from recorded/unverified to `status`, in the caller's
-    transaction; a verified trade gets its settlement outbox row in the same transaction.
-    Returns the trade's id if it moved, None if it was already final (or does not exist)."""
+    auction_ids: Sequence[int] = (),
+    trade_ids: Sequence[int] = (),
+) -> list[int]:
+    """Move trades (by auction or by id) from recorded/unverified to `status`, in the caller's
+    transaction: one statement for all of them, and for verified ones their settlement outbox
+    rows in the same transaction (void ones turn their auction terminated). Returns the ids of
+    the trades that moved (those already decided, or missing, stay as they are)."""
     if status not in TRADE_STATUSES:
         raise InvalidValueError(f"trade status must be one of {TRADE_STATUSES}, not {status!r}")
-    target = TRADES.c.auction_id == auction_id if trade_id is None else TRADES.c.id == trade_id
-    moved = await connection.execute(
-        sa.update(TRADES)
-        .where(target, TRADES.c.status.in_(_OPEN_TRADE_STATUSES))
-        .values(status=status)
-        .returning(TRADES.c.id, TRADES.c.auction_id)
-    )
-    row = moved.one_or_none()
-    if row is None:
-        return None
-    found, traded_auction = row
-    if status == "verified":
+    if not auction_ids and not trade_ids:
+        return []
+    target = TRADES.c.auction_id.in_(auction_ids) if auction_ids else TRADES.c.id.in_(trade_ids)
+    moved = (
         await connection.execute(
-            sa.insert(SETTLEMENTS).values(
-                trade_id=found, status="pending", attempts=0, updated_ms=updated_ms
-            )
+            sa.update(TRADES)
+            .where(target, TRADES.c.status.in_(_OPEN_TRADE_STATUSES))
+            .values(status=status)
+            .returning(TRADES.c.id, TRADES.c.auction_id)
         )
-    elif status == "void":  # an auction whose trade never happened did not clear
+    ).all()
+    if moved and status == "verified":
+        await connection.execute(
+            sa.insert(SETTLEMENTS),
+            [
+                {"trade_id": trade_id, "status": "pending", "attempts": 0, "updated_ms": updated_ms}
+                for trade_id, _auction in moved
+            ],
+        )
+    elif moved and status == "void":  # an auction whose trade never happened did not clear
         await connection.execute(
             sa.update(AUCTIONS)
-            .where(AUCTIONS.c.id == traded_auction, AUCTIONS.c.status == "cleared")
+            .where(
+                AUCTIONS.c.id.in_([auction for _trade, auction in moved]),
+                AUCTIONS.c.status == "cleared",
+            )
             .values(status="terminated", clearing_price_mc=None, winner_id=None, energy_wh=None)
         )
-    return found
+    return [trade_id for trade_id, _auction in moved]
 
 
 def _check_settlement_status(status: str) -> None:
@@ -215,12 +221,12 @@ class TradeLedger(StoreParts):
         its settlement is queued in the same transaction), 'void', or 'unverified'. Returns
         False if it was already decided (nothing changes)."""
 
-        async def resolve(connection: AsyncConnection) -> int | None:
-            return await set_trade_status(connection, status, now_ms(), trade_id=trade_id)
+        async def resolve(connection: AsyncConnection) -> list[int]:
+            return await set_trades_status(connection, status, now_ms(), trade_ids=[trade_id])
 
         if status not in TRADE_STATUSES:
             raise InvalidValueError(f"trade status must be one of {TRADE_STATUSES}, not {status!r}")
-        return await self._group.write(resolve) is not None
+        return bool(await self._group.write(resolve))
 
     async def pending_settlements(
         self, limit: int = 100, *, statuses: Iterable[str] = ("pending",)
