@@ -1,6 +1,7 @@
-"""Reading an audit trail back: every record of every kept file (host tools and tests), the
-tail at boot, and whether an auction was committed (a Terminate's question, answered from the
-trail when RAM no longer knows). The board loads this module for those only, then drops it.
+"""What the node reads of its own audit trail: the log's tail at boot (recover), and what
+became of an auction (decide: a Terminate's question, answered from RAM or from the trail on
+flash). The board loads this module for those only, then drops it. Every record read back
+(host tools, tests): audit_dump.py.
 """
 
 import json
@@ -63,6 +64,31 @@ def recover(directory):
     return size, next_n
 
 
+def decide(core, auction, asker):
+    """What became of `auction` on the node `core`, for `asker` (a Terminate's sender; see
+    shared_etp/README.md, "The trading flow", step 5): (_REASON_NONE, price_mc, energy_wh) of
+    the trade if the node committed it to asker, else (reason, 0, 0). Decided from, in order:
+    a live hold (not committed: the Terminate releases it), the ring of recent releases, the
+    audit trail on flash. Here, not in core.py: loaded for such a Terminate and dropped again
+    (they are rare, and a board's heap has no room to keep this code)."""
+    hold = core.ledger.holds.get(auction)
+    if hold is not None:
+        return (_REASON_AUCTION_CLOSED if hold[0] == asker else _REASON_NOT_HOLDER), 0, 0
+    released = core.ledger.find(auction)  # (auction, bidder, why, price, energy)
+    if released is not None:
+        if released[1] != asker:
+            return _REASON_NOT_HOLDER, 0, 0
+        if released[2] == "confirmed":
+            return _REASON_NONE, released[3], released[4]
+        if released[2] == "expired":
+            return _REASON_HOLD_EXPIRED, 0, 0
+        return _REASON_AUCTION_CLOSED, 0, 0
+    directory = getattr(core.audit, "directory", None)
+    if directory is None:  # no trail on flash: nothing to answer from
+        return _REASON_UNKNOWN_AUCTION, 0, 0
+    return committed(directory, core.audit.files, auction, asker)
+
+
 def committed(directory, files, auction, asker):
     """Whether the trail shows `auction` committed to `asker`: (_REASON_NONE, price_mc,
     energy_wh) of its trade record if so, else (reason, 0, 0): not_holder (the trade, or every
@@ -113,37 +139,3 @@ def committed(directory, files, auction, asker):
     if accepted == 2:
         return _REASON_HOLD_EXPIRED if expired else _REASON_AUCTION_CLOSED, 0, 0
     return _REASON_NOT_HOLDER if accepted else _REASON_UNKNOWN_AUCTION, 0, 0
-
-
-def parse_log(data):
-    """(records, torn) from the bytes of one audit file; torn counts skipped lines."""
-    records = []
-    torn = 0
-    lines = data.split(b"\n")
-    tail = lines.pop()  # after the last "\n": empty unless the final write was cut
-    if tail:
-        torn += 1
-    for line in lines:
-        if not line:
-            continue
-        record = decode_line(line)
-        if record is None:
-            torn += 1
-        else:
-            records.append(record)
-    return records, torn
-
-
-def read_all(directory="audit", files=4):
-    """(records oldest first, torn count) across every kept file audit.<files-1> .. audit.0."""
-    records = []
-    torn = 0
-    for index in range(files - 1, -1, -1):
-        try:
-            with open("%s/audit.%d" % (directory, index), "rb") as handle:
-                part, bad = parse_log(handle.read())
-        except OSError:
-            continue
-        records.extend(part)
-        torn += bad
-    return records, torn

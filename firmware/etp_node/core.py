@@ -6,6 +6,7 @@ input: every rejected frame is counted in `stats` and dropped. The board's node 
 (node.py) and the hub's CPython battery simulator both wrap this same class.
 """
 
+from firmware.etp_node import unload
 from firmware.etp_node.evaluator import Evaluator
 from firmware.etp_node.ledger import Ledger
 from shared_etp.compat import const, now_ms
@@ -30,7 +31,6 @@ _REASON_INSUFFICIENT_ENERGY = const(2)
 _REASON_LINK_LOST = const(13)
 _REASON_NONE = const(0)
 _REASON_NOT_HOLDER = const(14)
-_REASON_UNKNOWN_AUCTION = const(6)
 _REGISTER = const(0)
 _TERMINATE = const(7)
 # field keys (shared_etp.fields.FIELD_NAMES) of the payloads the node signs
@@ -265,6 +265,10 @@ class NodeCore:
             held,
             self.faulted,
         )
+        if reason == _REASON_NONE and held is None:
+            traded = self.ledger.find(auction)  # a trade closes its auction: no second hold
+            if traded is not None and traded[2] == "confirmed":
+                reason = _REASON_AUCTION_CLOSED
         self._audit({"k": "bid", "auc": auction, "b": bidder, "p": price, "e": energy, "r": reason})
         if reason != _REASON_NONE:
             return self._reject(msg, reason)
@@ -315,10 +319,9 @@ class NodeCore:
                             "e": energy, "erem": self.battery.remaining_wh() - energy}):
             _bump(self.stats["dropped"], "unrecorded")
             return None
+        # Its last release, "confirmed", closes the auction: no second hold is taken in it
+        # (_on_bid), so repeats of this confirm and Terminates are answered from it.
         self.ledger.release(auction, "confirmed")
-        # Closed: no second hold in an auction that traded, so the ring's "confirmed" entry
-        # stays its last release (repeats of this confirm and Terminates are answered from it).
-        self.evaluator.close_auction(auction)
         self.battery.deliver(energy, self.delivery_s)
         self.evaluator.record(bidder, hold[_PRICE])
         self.stats["trades"] += 1
@@ -328,10 +331,8 @@ class NodeCore:
 
     def _on_terminate(self, msg):
         """Terminate: without `auc` release every hold (no answer); with `auc` close that
-        auction and answer its sender S whether the node committed it to S: BidAccept with the
-        trade's price and energy, or BidReject not_holder / hold_expired / auction_closed /
-        unknown_auction. Decided from, in order: a live hold (not committed: the Terminate
-        releases it), the ring of recent releases, the audit trail on flash."""
+        auction and answer its sender S whether the node committed it to S (audit_read.decide):
+        BidAccept with the trade's price and energy, or BidReject with the reason it did not."""
         auction = msg.get("auc")
         if auction is None:
             released = self.ledger.release_all("terminated")
@@ -339,44 +340,21 @@ class NodeCore:
                          "released": len(released)})
             return None
         asker = msg["src"]
-        # The answer first, before this Terminate releases a hold or writes its own record.
-        hold = self.ledger.holds.get(auction)
-        answer = None
-        if hold is not None:
-            reason = _REASON_AUCTION_CLOSED if hold[_BIDDER] == asker else _REASON_NOT_HOLDER
-        else:
-            released = self.ledger.find(auction)  # (auction, bidder, why, price, energy)
-            if released is None:
-                directory = getattr(self.audit, "directory", None)
-                if directory is None:  # no trail on flash: nothing to answer from
-                    reason = _REASON_UNKNOWN_AUCTION
-                else:
-                    # After a reboot or once the ring forgot: the trail on flash, read by code
-                    # loaded for this and dropped again.
-                    from firmware.etp_node import audit_read, unload
+        # The answer first, before this Terminate releases a hold or writes its own record;
+        # decided by code loaded for it and dropped again (Terminates are rare, heap is not).
+        from firmware.etp_node import audit_read
 
-                    try:
-                        answer = audit_read.committed(directory, self.audit.files, auction,
-                                                      asker)
-                    finally:
-                        unload("audit_read")
-                    reason = answer[0]
-            elif released[1] != asker:
-                reason = _REASON_NOT_HOLDER
-            elif released[2] == "confirmed":
-                reason = _REASON_NONE
-                answer = released[2:]  # (why, price, energy)
-            elif released[2] == "expired":
-                reason = _REASON_HOLD_EXPIRED
-            else:
-                reason = _REASON_AUCTION_CLOSED
+        try:
+            reason, price, energy = audit_read.decide(self, auction, asker)
+        finally:
+            unload("audit_read")
         self.evaluator.close_auction(auction)
         self._audit({"k": "terminate", "auc": auction, "b": asker, "term": msg["term"],
                      "released": 0 if self.ledger.release(auction, "terminated") is None else 1})
         self.stats["outcomes"] += 1
         if reason == _REASON_NONE:
             return self._reply(msg, _BID_ACCEPT,
-                               (_K_AUC, auction, _K_PRICE, answer[1], _K_EREQ, answer[2]))
+                               (_K_AUC, auction, _K_PRICE, price, _K_EREQ, energy))
         return self._reply(msg, _BID_REJECT, (_K_AUC, auction, _K_REASON, reason))
 
     # --- time -----------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from firmware.etp_node.audit import AuditLog, encode_record
-from firmware.etp_node.audit_read import read_all
+from firmware.etp_node.audit_dump import read_all
 from firmware.etp_node.battery import SimBattery
 from firmware.etp_node.core import NodeCore
 from shared_etp import schema as S

@@ -42,7 +42,7 @@ from typing import Any
 
 import pytest
 
-from firmware.etp_node.audit_read import parse_log
+from firmware.etp_node.audit_dump import parse_log
 from hub.settings import load_master_secret
 from hub.store import Store, database_url_for
 from hub.store.models import TradeRow

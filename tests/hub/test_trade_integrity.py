@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from firmware.etp_node.audit import AuditLog
-from firmware.etp_node.audit_read import read_all
+from firmware.etp_node.audit_dump import read_all
 from firmware.etp_node.battery import SimBattery
 from firmware.etp_node.core import NodeCore
 from hub.auctions.config import AuctionConfig

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
 
-from firmware.etp_node.audit_read import parse_log
+from firmware.etp_node.audit_dump import parse_log
 from hub.tools.firmware.binaries import venv_tool
 
 

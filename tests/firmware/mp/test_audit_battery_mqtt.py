@@ -8,7 +8,7 @@ from mptest import collect, run, tmp_dir
 
 from firmware.etp_node import mqtt, mqtt_connect, tls_setup
 from firmware.etp_node.audit import AuditLog, encode_record
-from firmware.etp_node.audit_read import parse_log, read_all
+from firmware.etp_node.audit_dump import parse_log, read_all
 from firmware.etp_node.battery import SimBattery, cell_ocv_mv
 from firmware.etp_node.boot import parse_url
 from shared_etp import schema as S

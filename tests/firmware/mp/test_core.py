@@ -5,7 +5,7 @@ import sys
 from mptest import FakeClock, collect, run, tmp_dir
 
 from firmware.etp_node.audit import AuditLog
-from firmware.etp_node.audit_read import read_all
+from firmware.etp_node.audit_dump import read_all
 from firmware.etp_node.battery import SimBattery
 from firmware.etp_node.core import NodeCore
 from shared_etp import schema as S
