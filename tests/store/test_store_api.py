@@ -44,8 +44,9 @@ async def _trade(store: Store, auction_id: int, bidder_id: int = 1001, price_mc:
     )
 
 
-async def _verified_trade(store: Store, auction_id: int):
-    """A trade its battery acknowledged: recorded, then verified as its auction closes."""
+async def _closed_trade(store: Store, auction_id: int, trade_status: str = "verified"):
+    """A trade recorded, then decided as its auction closes (verified: its battery
+    acknowledged it)."""
     trade, created = await _trade(store, auction_id)
     await store.close_auction(
         auction_id,
@@ -54,7 +55,7 @@ async def _verified_trade(store: Store, auction_id: int):
         winner_id=trade.bidder_id,
         energy_wh=trade.energy_wh,
         closed_ms=6_000,
-        trade_status="verified",
+        trade_status=trade_status,
     )
     return trade, created
 
@@ -135,16 +136,7 @@ async def test_an_unverified_trade_is_decided_later_by_its_battery(store: Store)
     """Closed unverified: it neither counts nor settles; the battery's word decides it once."""
     kept, voided = await _open(store, device_id=1), await _open(store, device_id=2)
     for auction_id in (kept, voided):
-        trade, _ = await _trade(store, auction_id)
-        await store.close_auction(
-            auction_id,
-            status="cleared",
-            clearing_price_mc=trade.price_mc,
-            winner_id=trade.bidder_id,
-            energy_wh=trade.energy_wh,
-            closed_ms=6_000,
-            trade_status="unverified",
-        )
+        await _closed_trade(store, auction_id, "unverified")
     first, second = await store.list_trades(status="unverified")
     assert await store.list_settlements() == []
 
@@ -196,8 +188,8 @@ async def test_trade_for_unknown_auction_is_refused(store: Store):
 
 
 async def test_settlement_progress(store: Store):
-    first, _ = await _verified_trade(store, await _open(store))
-    second, _ = await _verified_trade(store, await _open(store))
+    first, _ = await _closed_trade(store, await _open(store))
+    second, _ = await _closed_trade(store, await _open(store))
 
     await store.mark_settlement(first.id, status="submitted", signature="5igSig", updated_ms=9)
     assert [row.trade_id for row in await store.pending_settlements()] == [second.id]
