@@ -260,6 +260,7 @@ class HubRuntime:
         import uvicorn
 
         from hub.gateway import create_app
+        from hub.gateway.server import HttpLimits, bounded_protocol_class
 
         class _Server(uvicorn.Server):
             @contextlib.contextmanager
@@ -274,6 +275,10 @@ class HubRuntime:
             access_log=False,
             lifespan="on",
             log_config=None,  # uvicorn logs through the hub's handler (JSON lines with json)
+            # h11 rather than httptools: it can bound a request head (hub/gateway/server.py)
+            http=bounded_protocol_class(HttpLimits.from_settings(self.settings)),
+            timeout_keep_alive=self.settings.http_keep_alive_timeout_s,
+            backlog=self.settings.http_backlog,
         )
         self._http = _Server(config)
         self._http_task = asyncio.create_task(self._http.serve(), name="http-gateway")
