@@ -118,6 +118,13 @@ class ConnectionPool:
     refused: Counter[int] = field(default_factory=Counter)
     evicted_idle: int = 0
 
+    def summary(self) -> dict[str, Any]:
+        """For /api/v1/status: requests and connections refused, by status; idle closed."""
+        return {
+            "refused": {str(status): count for status, count in sorted(self.refused.items())},
+            "evicted_idle": self.evicted_idle,
+        }
+
     def evict_oldest_idle(self) -> bool:
         """Close the connection idle the longest; False when none is idle."""
         while self.idle:

@@ -156,14 +156,16 @@ async def test_oversized_heads_are_refused_without_growing_the_hub(tmp_path: Pat
                      f"the hub hung up, peak RSS +{grown / MB:.1f} MB, "
                      f"{time.monotonic() - started:.2f} s"))
         assert _status(answer) in (431, None)
+        assert hub.status()["http"]["refused"] == {"431": 1}  # refused, not merely dropped
         assert sent < 8 * MB, "the hub kept reading a header far past its limit"
         assert grown < 8 * MB
         assert await _live(hub) == 200
 
         # Complete heads that arrive in one read (h11 buffers those whole) are measured too.
         one_read = _get([b"x-big: " + b"a" * (20 * 1024)])
-        rows.append(("20 KB header, one write", f"status {_status(await _send(hub, one_read))}"))
-        assert _status(await _send(hub, one_read)) == 431
+        status = _status(await _send(hub, one_read))
+        rows.append(("20 KB header, one write", f"status {status}"))
+        assert status == 431
 
         many = _get([b"x%d: v" % i for i in range(20_000)])
         status = _status(await _send(hub, many))
@@ -181,6 +183,7 @@ async def test_oversized_heads_are_refused_without_growing_the_hub(tmp_path: Pat
         rows.append(("content-length 2 MB (limit 1 MB)", f"status {status}"))
         assert status == 413
         assert await _live(hub) == 200
+        assert hub.status()["http"]["refused"] == {"413": 1, "431": 4}
     _report("oversized requests", rows)
 
 
@@ -242,6 +245,7 @@ async def test_slow_and_idle_clients_are_cut(tmp_path: Path) -> None:
         assert _status(answer) == 200 and 0.8 < time.monotonic() - started < 2.5
         writer.close()
         assert await _live(hub) == 200
+        assert hub.status()["http"]["refused"] == {"408": 2}
     _report("slow and idle clients", rows)
 
 
@@ -280,6 +284,8 @@ async def test_connection_cap(tmp_path: Path) -> None:
             writer.close()
         await asyncio.sleep(0.3)
         assert await _live(hub) == 200
+        http = hub.status()["http"]
+        assert http["refused"] == {"503": 10} and http["evicted_idle"] >= 1000 - cap
     _report("connection cap", rows)
 
 
