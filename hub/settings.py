@@ -59,7 +59,8 @@ class Settings(BaseSettings):
     )
     http_request_timeout_s: float = Field(
         default=10.0, gt=0, description="from a request's first byte to its last (head and "
-        "body), however slowly it drips; slower = 408, closed"
+        "body), however slowly it drips; slower = 408, closed. Also how long a response may "
+        "stay unread"
     )
     http_keep_alive_timeout_s: int = Field(
         default=5, ge=1, description="a connection with no request in progress is closed then"

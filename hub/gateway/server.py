@@ -117,12 +117,14 @@ class ConnectionPool:
     idle: OrderedDict[BoundedH11Protocol, None] = field(default_factory=OrderedDict)
     refused: Counter[int] = field(default_factory=Counter)
     evicted_idle: int = 0
+    unread_responses: int = 0
 
     def summary(self) -> dict[str, Any]:
         """For /api/v1/status: requests and connections refused, by status; idle closed."""
         return {
             "refused": {str(status): count for status, count in sorted(self.refused.items())},
             "evicted_idle": self.evicted_idle,
+            "unread_responses": self.unread_responses,
         }
 
     def evict_oldest_idle(self) -> bool:
@@ -154,7 +156,9 @@ class BoundedH11Protocol(H11Protocol):
     idle between requests is (uvicorn only arms that timer after a response). From the first
     byte of a request, its head and body must arrive within `request_timeout_s`, however slowly
     they drip (uvicorn has no such timer): else 408 and close. The app's own time is not
-    counted: the timer stops once the request is fully received."""
+    counted: the timer stops once the request is fully received. A client that stops reading
+    its response (the transport's buffer stays over its high-water mark) gets the same time to
+    resume before the connection is aborted (a graceful close would wait for it forever)."""
 
     limits: ClassVar[HttpLimits]
     pool: ClassVar[ConnectionPool]
@@ -165,6 +169,7 @@ class BoundedH11Protocol(H11Protocol):
         self.conn = _BoundedConnection(self.limits)
         self.timeout_keep_alive = self.limits.keep_alive_timeout_s
         self._request_deadline: asyncio.TimerHandle | None = None
+        self._write_deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         open_now = sum(1 for c in self.connections if not c.transport.is_closing())
@@ -183,6 +188,7 @@ class BoundedH11Protocol(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_request_deadline()
+        self._cancel_write_deadline()
         self.pool.idle.pop(self, None)
         super().connection_lost(exc)
 
@@ -201,8 +207,20 @@ class BoundedH11Protocol(H11Protocol):
         ):
             self.pool.idle[self] = None
 
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._write_deadline is None:
+            self._write_deadline = self.loop.call_later(
+                self.limits.request_timeout_s, self._response_not_read
+            )
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._cancel_write_deadline()
+
     def handle_websocket_upgrade(self, event: h11.Request) -> None:
         self._cancel_request_deadline()  # the transport now belongs to the WebSocket protocol
+        self._cancel_write_deadline()
         self.pool.idle.pop(self, None)
         super().handle_websocket_upgrade(event)
 
@@ -268,6 +286,18 @@ class BoundedH11Protocol(H11Protocol):
             self.cycle.disconnected = True
             self.cycle.message_event.set()
         self.transport.close()
+
+    def _response_not_read(self) -> None:
+        self._write_deadline = None
+        self.pool.unread_responses += 1
+        log.warning("HTTP client left its response unread for %.1f s: aborting",
+                    self.limits.request_timeout_s)
+        self.transport.abort()
+
+    def _cancel_write_deadline(self) -> None:
+        if self._write_deadline is not None:
+            self._write_deadline.cancel()
+            self._write_deadline = None
 
     def _cancel_request_deadline(self) -> None:
         if self._request_deadline is not None:

@@ -6,6 +6,8 @@ count, body size, slow-drip and idle clients, the connection cap; /health/live k
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -244,6 +246,27 @@ async def test_slow_and_idle_clients_are_cut(tmp_path: Path) -> None:
         rows.append(("idle after a request", f"closed after {time.monotonic() - started:.2f} s"))
         assert _status(answer) == 200 and 0.8 < time.monotonic() - started < 2.5
         writer.close()
+        # A client that pipelines requests and never reads the answers: once the hub's write
+        # buffer stays full for the request timeout, the connection is aborted.
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (settings.http_host,
+                                                             settings.http_port))
+        reader, writer = await asyncio.open_connection(sock=sock)
+        requests = 10_000
+        writer.write(b"GET /api/v1/status HTTP/1.1\r\nhost: t\r\n\r\n" * requests)
+        await asyncio.sleep(settings.http_request_timeout_s + 2)
+        received = b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := await asyncio.wait_for(reader.read(1 << 20), 5):
+                received += chunk
+        answered = received.count(b"HTTP/1.1 200")
+        rows.append(("responses never read", f"aborted; {answered} of {requests} answers read"))
+        assert hub.status()["http"]["unread_responses"] == 1
+        assert answered < requests
+        writer.close()
+
         assert await _live(hub) == 200
         assert hub.status()["http"]["refused"] == {"408": 2}
     _report("slow and idle clients", rows)
