@@ -281,6 +281,7 @@ class HubRuntime:
             # h11 rather than httptools: it can bound a request head (hub/gateway/server.py)
             http=protocol_class,
             timeout_keep_alive=self.settings.http_keep_alive_timeout_s,
+            ws_max_size=self.settings.http_max_body_bytes,  # a WebSocket message is a body too
             backlog=self.settings.http_backlog,
         )
         self._http = _Server(config)

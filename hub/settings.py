@@ -55,7 +55,8 @@ class Settings(BaseSettings):
         default=100, ge=8, description="header fields per request; more = 431, closed"
     )
     http_max_body_bytes: int = Field(
-        default=1024 * 1024, ge=0, description="request body; larger = 413, closed"
+        default=1024 * 1024, ge=0, description="request body (and WebSocket message); "
+        "larger = 413, closed"
     )
     http_request_timeout_s: float = Field(
         default=10.0, gt=0, description="from a request's first byte to its last (head and "

@@ -11,19 +11,28 @@ open connections (a uvicorn h11 protocol subclass the runtime's uvicorn.Config u
 from __future__ import annotations
 
 import asyncio
-import logging
+import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import h11
+import structlog
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from hub.settings import Settings
 
-__all__ = ["ConnectionPool", "HttpLimits", "bounded_protocol_class", "request_head_refusal"]
+__all__ = [
+    "BoundedH11Connection",
+    "BoundedH11Protocol",
+    "ConnectionPool",
+    "HttpLimits",
+    "Refusal",
+    "bounded_protocol_class",
+    "request_head_refusal",
+]
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -76,7 +85,7 @@ def request_head_refusal(
     return None
 
 
-class _BoundedConnection(h11.Connection):
+class BoundedH11Connection(h11.Connection):
     """h11's server side, refusing heads and bodies over the limits as protocol errors (which
     uvicorn answers and closes), remembering the status to answer with."""
 
@@ -91,7 +100,10 @@ class _BoundedConnection(h11.Connection):
             event = super().next_event()
         except h11.RemoteProtocolError as exc:
             if self.refusal is None:
-                self.refusal = Refusal(exc.error_status_hint, str(exc))
+                status = exc.error_status_hint  # 431: h11's buffer is over the head limit
+                reason = (f"request head over {self.limits.max_header_bytes} bytes"
+                          if status == 431 else str(exc))
+                self.refusal = Refusal(status, reason)
             raise
         refusal: Refusal | None = None
         if isinstance(event, h11.Request):
@@ -118,6 +130,17 @@ class ConnectionPool:
     refused: Counter[int] = field(default_factory=Counter)
     evicted_idle: int = 0
     unread_responses: int = 0
+    _last_logged_s: dict[int, float] = field(default_factory=dict)
+
+    def refuse(self, status: int, reason: str, client: Any) -> None:
+        """Count a refusal and log it with its reason, at most once a second per status (a
+        flood must not turn into a flood of log lines)."""
+        self.refused[status] += 1
+        now_s = time.monotonic()
+        if now_s - self._last_logged_s.get(status, -1.0) >= 1.0:
+            self._last_logged_s[status] = now_s
+            log.warning("http refused", status=status, reason=reason, client=client,
+                        refused_so_far=self.refused[status])
 
     def summary(self) -> dict[str, Any]:
         """For /api/v1/status: requests and connections refused, by status; idle closed."""
@@ -162,11 +185,11 @@ class BoundedH11Protocol(H11Protocol):
 
     limits: ClassVar[HttpLimits]
     pool: ClassVar[ConnectionPool]
-    conn: _BoundedConnection
+    conn: BoundedH11Connection
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.conn = _BoundedConnection(self.limits)
+        self.conn = BoundedH11Connection(self.limits)
         self.timeout_keep_alive = self.limits.keep_alive_timeout_s
         self._request_deadline: asyncio.TimerHandle | None = None
         self._write_deadline: asyncio.TimerHandle | None = None
@@ -175,9 +198,7 @@ class BoundedH11Protocol(H11Protocol):
         open_now = sum(1 for c in self.connections if not c.transport.is_closing())
         super().connection_made(transport)
         if open_now >= self.limits.max_connections and not self.pool.evict_oldest_idle():
-            self.pool.refused[503] += 1
-            log.warning("HTTP connection refused: %d open, at most %d", open_now,
-                        self.limits.max_connections)
+            self.pool.refuse(503, f"{open_now} connections open, none idle", self.client)
             transport.write(_RAW_503)
             transport.close()
             return
@@ -227,8 +248,7 @@ class BoundedH11Protocol(H11Protocol):
     def send_400_response(self, msg: str) -> None:
         """Answer a refused request with its status (431, 413, else 400) and close."""
         refusal = self.conn.refusal or Refusal(400, msg)
-        self.pool.refused[refusal.status] += 1
-        log.warning("HTTP request refused (%d): %s", refusal.status, refusal.reason)
+        self.pool.refuse(refusal.status, refusal.reason, self.client)
         self._cancel_request_deadline()
         if self.cycle is not None and not self.cycle.response_complete:
             self.cycle.disconnected = True  # the app, if running, sees http.disconnect
@@ -277,9 +297,8 @@ class BoundedH11Protocol(H11Protocol):
         self._request_deadline = None
         if self.transport.is_closing():
             return
-        self.pool.refused[408] += 1
-        log.warning("HTTP request not received within %.1f s: closing",
-                    self.limits.request_timeout_s)
+        self.pool.refuse(408, f"request not received within {self.limits.request_timeout_s} s",
+                         self.client)
         if self.cycle is None or self.cycle.response_complete or not self.cycle.response_started:
             self.transport.write(_RAW_408)
         if self.cycle is not None and not self.cycle.response_complete:
@@ -290,8 +309,8 @@ class BoundedH11Protocol(H11Protocol):
     def _response_not_read(self) -> None:
         self._write_deadline = None
         self.pool.unread_responses += 1
-        log.warning("HTTP client left its response unread for %.1f s: aborting",
-                    self.limits.request_timeout_s)
+        log.warning("http response unread: aborting", client=self.client,
+                    timeout_s=self.limits.request_timeout_s)
         self.transport.abort()
 
     def _cancel_write_deadline(self) -> None:

@@ -16,7 +16,7 @@ import h11
 import psutil
 import pytest
 
-from hub.gateway.server import HttpLimits, _BoundedConnection, request_head_refusal
+from hub.gateway.server import BoundedH11Connection, HttpLimits, request_head_refusal
 from hub.runtime import HubRuntime
 from tests.hub.helpers import hub_settings, running_hub
 
@@ -99,7 +99,7 @@ def test_request_head_refusal(headers: list[tuple[bytes, bytes]], status: int | 
 
 
 def test_chunked_body_over_the_limit_is_refused_as_it_arrives() -> None:
-    conn = _BoundedConnection(LIMITS)
+    conn = BoundedH11Connection(LIMITS)
     conn.receive_data(b"POST / HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\n\r\n")
     assert isinstance(conn.next_event(), h11.Request)
     conn.receive_data(b"64\r\n" + b"a" * 100 + b"\r\n")
@@ -111,7 +111,7 @@ def test_chunked_body_over_the_limit_is_refused_as_it_arrives() -> None:
 
 
 def test_incomplete_head_over_the_limit_is_refused_without_more_buffering() -> None:
-    conn = _BoundedConnection(LIMITS)
+    conn = BoundedH11Connection(LIMITS)
     conn.receive_data(b"GET / HTTP/1.1\r\nx: " + b"a" * 1000)
     with pytest.raises(h11.RemoteProtocolError):
         conn.next_event()
