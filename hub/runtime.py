@@ -128,6 +128,7 @@ class HubRuntime:
         self.keyring: DeviceKeyring | None = None
         self._aggregator_configs = aggregator_configs
         self._http: Any = None
+        self._http_pool: Any = None  # hub.gateway.server.ConnectionPool: refusals, evictions
         self._http_task: asyncio.Task[None] | None = None
         self.store_started = False
         self.started_ms = 0
@@ -260,12 +261,15 @@ class HubRuntime:
         import uvicorn
 
         from hub.gateway import create_app
+        from hub.gateway.server import HttpLimits, bounded_protocol_class
 
         class _Server(uvicorn.Server):
             @contextlib.contextmanager
             def capture_signals(self):  # type: ignore[no-untyped-def]
                 yield  # the hub's own signal handling stops everything, uvicorn included
 
+        protocol_class = bounded_protocol_class(HttpLimits.from_settings(self.settings))
+        self._http_pool = protocol_class.pool
         config = uvicorn.Config(
             create_app(self.settings, self),
             host=self.settings.http_host,
@@ -274,6 +278,11 @@ class HubRuntime:
             access_log=False,
             lifespan="on",
             log_config=None,  # uvicorn logs through the hub's handler (JSON lines with json)
+            # h11 rather than httptools: it can bound a request head (hub/gateway/server.py)
+            http=protocol_class,
+            timeout_keep_alive=self.settings.http_keep_alive_timeout_s,
+            ws_max_size=self.settings.http_max_body_bytes,  # a WebSocket message is a body too
+            backlog=self.settings.http_backlog,
         )
         self._http = _Server(config)
         self._http_task = asyncio.create_task(self._http.serve(), name="http-gateway")
@@ -539,6 +548,7 @@ class HubRuntime:
             },
             "market": self.auctions.summary() if self.auctions else {},
             "metrics": self.metrics.snapshot(),
+            "http": self._http_pool.summary() if self._http_pool else {},
         }
 
     @property

@@ -47,6 +47,30 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = 8000
     http_enabled: bool = True
+    # Bounds of the HTTP server (hub/gateway/server.py): what one client may cost the hub.
+    http_max_header_bytes: int = Field(
+        default=16 * 1024, ge=1024, description="request line + headers; more = 431, closed"
+    )
+    http_max_header_count: int = Field(
+        default=100, ge=8, description="header fields per request; more = 431, closed"
+    )
+    http_max_body_bytes: int = Field(
+        default=1024 * 1024, ge=0, description="request body (and WebSocket message); "
+        "larger = 413, closed"
+    )
+    http_request_timeout_s: float = Field(
+        default=10.0, gt=0, description="from a request's first byte to its last (head and "
+        "body), however slowly it drips; slower = 408, closed. Also how long a response may "
+        "stay unread"
+    )
+    http_keep_alive_timeout_s: int = Field(
+        default=5, ge=1, description="a connection with no request in progress is closed then"
+    )
+    http_max_connections: int = Field(
+        default=100, ge=1, description="open connections; at the cap a new one closes the "
+        "longest idle, or is answered 503 when none is idle"
+    )
+    http_backlog: int = Field(default=128, ge=1, description="connections waiting to be accepted")
     site: str = "site1"
     mechanism: Literal["ascending", "second_price"] = "ascending"
     aggregators: int = Field(default=3, ge=0, le=1000)
