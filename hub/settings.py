@@ -47,6 +47,16 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = 8000
     http_enabled: bool = True
+    api_key_cache_ttl_s: float = Field(
+        default=5.0,
+        ge=0,
+        le=60,
+        description="how long the gateway trusts a cached API key; a key revoked by another "
+        "process (etp apikey revoke) is refused at most this long after (0 = read every time)",
+    )
+    ws_ticket_ttl_s: float = Field(
+        default=30.0, gt=0, le=300, description="WebSocket tickets are valid this long"
+    )
     site: str = "site1"
     mechanism: Literal["ascending", "second_price"] = "ascending"
     aggregators: int = Field(default=3, ge=0, le=1000)
