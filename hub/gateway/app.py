@@ -8,7 +8,7 @@ from typing import Annotated, Any, Protocol
 
 from litestar import Litestar, Request, Response, delete, get, post
 from litestar.exceptions import NotFoundException, ValidationException
-from litestar.params import Parameter
+from litestar.params import FromPath, JSONBody, Parameter
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
 from hub.auth import ApiKeyAuthenticator, Role, WsTickets
@@ -126,7 +126,7 @@ def create_app(settings: Settings, runtime: RuntimeView) -> Litestar:
         return [_key_view(row) for row in await keys.list_keys()]
 
     @post("/api/v1/api-keys", guards=operator, security=SECURITY)
-    async def create_key(data: NewApiKey) -> dict[str, Any]:
+    async def create_key(data: JSONBody[NewApiKey]) -> dict[str, Any]:
         """Make a key; the response holds its secret, shown this once."""
         try:
             issued = await keys.create(data.name, data.role)
@@ -136,7 +136,7 @@ def create_app(settings: Settings, runtime: RuntimeView) -> Litestar:
 
     @delete("/api/v1/api-keys/{key_id:int}", status_code=HTTP_200_OK, guards=operator,
             security=SECURITY)
-    async def revoke_key(key_id: int) -> dict[str, Any]:
+    async def revoke_key(key_id: FromPath[int]) -> dict[str, Any]:
         """Revoke a key: this hub refuses it from the next request on."""
         try:
             return _key_view(await keys.revoke(key_id))
