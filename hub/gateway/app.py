@@ -142,6 +142,8 @@ def create_app(settings: Settings, runtime: RuntimeView) -> Litestar:
             return _key_view(await keys.revoke(key_id))
         except UnknownApiKeyError as exc:
             raise NotFoundException(detail=str(exc)) from None
+        except InvalidValueError as exc:  # an id beyond any key's
+            raise ValidationException(detail=str(exc)) from None
 
     # logging_config=None: Litestar would otherwise re-point the root logger at its own plain
     # formatter; the hub's handler (hub.runtime.configure_logging) keeps every line in format.

@@ -85,6 +85,9 @@ async def test_viewer_and_operator_keys_get_what_their_role_allows(tmp_path: Pat
         assert (await asyncio.to_thread(call, "/api/v1/status", laptop))[0] == 401
         code, _ = await asyncio.to_thread(call, "/api/v1/api-keys/999", operator, method="DELETE")
         assert code == 404
+        code, _ = await asyncio.to_thread(call, f"/api/v1/api-keys/{1 << 70}", operator,
+                                          method="DELETE")
+        assert code == 400
 
 
 async def test_a_websocket_ticket_is_bound_to_the_key_and_redeems_once(tmp_path: Path) -> None:
@@ -128,6 +131,8 @@ async def test_a_key_revoked_by_the_cli_in_another_process_is_refused_within_the
 async def test_the_openapi_schema_declares_the_api_key_schemes(tmp_path: Path) -> None:
     async with running_hub(hub_settings(tmp_path)) as hub:
         code, schema = await asyncio.to_thread(get_json, hub.http_url + "/schema/openapi.json")
+        page = await asyncio.to_thread(_challenge, hub.http_url + "/schema")
+    assert page == (200, None)  # the rendered schema is open too
     assert code == 200
     schemes = schema["components"]["securitySchemes"]
     assert schemes["bearerAuth"]["type"] == "http" and schemes["bearerAuth"]["scheme"] == "bearer"
