@@ -146,6 +146,11 @@ async def _run_hub(settings: Settings) -> int:
         typer.echo(f"error: hub failed to start: {exc}", err=True)
         return 1
     typer.echo(f"ETP hub running: mqtt {runtime.mqtt_url}, http {runtime.http_url} (Ctrl-C stops)")
+    if runtime.store is not None and not await runtime.store.list_api_keys(include_revoked=False):
+        typer.echo(
+            "no API keys yet: /api/v1 answers 401 until one is made with "
+            "`etp apikey create --name N --role viewer` (same --data-dir / ETP_DATABASE_URL)"
+        )
     await stop.wait()
     typer.echo("stopping...")
     await runtime.stop()
