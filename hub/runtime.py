@@ -18,6 +18,7 @@ import structlog
 
 from hub.auctions.config import AuctionConfig
 from hub.auctions.driver import AuctionDriver
+from hub.auth import ApiKeyAuthenticator, WsTickets
 from hub.buyers.aggregator import Aggregator, AggregatorConfig, default_aggregators
 from hub.buyers.bidding import Buyers
 from hub.devices import Device, DeviceKeyring, Registry, SenderPool
@@ -139,6 +140,8 @@ class HubRuntime:
         self._snapshot_task: asyncio.Task[None] | None = None
         self._battery_changes = BatteryStatusChanges(settings.battery_status_soc_step_pct)
         self.senders: SenderPool | None = None
+        self._api_keys: ApiKeyAuthenticator | None = None
+        self.ws_tickets = WsTickets(settings.ws_ticket_ttl_s)
         self._own_death_frames: set[bytes] = set()  # our deadline DeviceFailures echoed back
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -163,6 +166,10 @@ class HubRuntime:
             self.store = Store(settings.resolved_database_url())
         await self.store.start()
         self.store_started = True
+        self._api_keys = ApiKeyAuthenticator(
+            self.store, cache_ttl_s=settings.api_key_cache_ttl_s
+        )
+        self._api_keys.on_revoke.append(self.ws_tickets.forget_key)
         self.events = EventLog(self.store)
         await self.events.start()
         self.registry = Registry(
@@ -253,6 +260,13 @@ class HubRuntime:
         )
 
     @property
+    def api_keys(self) -> ApiKeyAuthenticator:
+        """The gateway's API key checks (cached) and key management; exists once started."""
+        if self._api_keys is None:
+            raise RuntimeError("HubRuntime.start() has not opened the store yet")
+        return self._api_keys
+
+    @property
     def http_url(self) -> str:
         """Base URL of the HTTP gateway."""
         return f"http://{self.settings.http_host}:{self.settings.http_port}"
@@ -329,6 +343,8 @@ class HubRuntime:
             if self._http_task is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(self._http_task, 5)
+        if self._api_keys is not None:
+            await self._api_keys.close()
         if self.store is not None and self.store_started:
             await self.store.close()
             self.store_started = False

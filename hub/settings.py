@@ -71,6 +71,16 @@ class Settings(BaseSettings):
         "longest idle, or is answered 503 when none is idle"
     )
     http_backlog: int = Field(default=128, ge=1, description="connections waiting to be accepted")
+    api_key_cache_ttl_s: float = Field(
+        default=5.0,
+        ge=0,
+        le=60,
+        description="how long the gateway trusts a cached API key; a key revoked by another "
+        "process (etp apikey revoke) is refused at most this long after (0 = read every time)",
+    )
+    ws_ticket_ttl_s: float = Field(
+        default=30.0, gt=0, le=300, description="WebSocket tickets are valid this long"
+    )
     site: str = "site1"
     mechanism: Literal["ascending", "second_price"] = "ascending"
     aggregators: int = Field(default=3, ge=0, le=1000)

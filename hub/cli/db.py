@@ -34,7 +34,7 @@ DataDir = Annotated[
 ]
 
 
-def _database_url(database_url: str | None, data_dir: Path | None) -> str:
+def resolve_url(database_url: str | None, data_dir: Path | None) -> str:
     """Flags override ETP_* environment variables (read by hub.settings) override defaults."""
     from hub.settings import Settings
 
@@ -70,7 +70,7 @@ def upgrade(database_url: DatabaseUrl = None, data_dir: DataDir = None) -> None:
     """Migrate the database to the newest schema (creates it if needed); prints the revision."""
     from hub.store import StoreError
 
-    url = _database_url(database_url, data_dir)
+    url = resolve_url(database_url, data_dir)
     try:
         before, after = asyncio.run(_upgrade(url))
     except StoreError as err:
@@ -105,7 +105,7 @@ def current(database_url: DatabaseUrl = None, data_dir: DataDir = None) -> None:
 
     from hub.store import head_revision
 
-    url = _database_url(database_url, data_dir)
+    url = resolve_url(database_url, data_dir)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         path = Path(str(parsed.database))

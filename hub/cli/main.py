@@ -2,7 +2,7 @@
 
 import typer
 
-from hub.cli import db, firmware, proto, report, service
+from hub.cli import apikey, db, firmware, proto, report, service
 
 app = typer.Typer(
     name="etp",
@@ -17,6 +17,7 @@ bench_app = typer.Typer(
 
 app.add_typer(proto.app, name="proto")
 app.add_typer(db.app, name="db")
+app.add_typer(apikey.app, name="apikey")
 app.add_typer(bench_app, name="bench")
 app.add_typer(firmware.app, name="firmware")
 app.command("hub")(service.hub)

@@ -146,6 +146,11 @@ async def _run_hub(settings: Settings) -> int:
         typer.echo(f"error: hub failed to start: {exc}", err=True)
         return 1
     typer.echo(f"ETP hub running: mqtt {runtime.mqtt_url}, http {runtime.http_url} (Ctrl-C stops)")
+    if runtime.store is not None and not await runtime.store.list_api_keys(include_revoked=False):
+        typer.echo(
+            "no API keys yet: /api/v1 answers 401 until one is made with "
+            "`etp apikey create --name N --role viewer` (same --data-dir / ETP_DATABASE_URL)"
+        )
     await stop.wait()
     typer.echo("stopping...")
     await runtime.stop()
@@ -237,6 +242,8 @@ async def _run_demo(settings: Settings, batteries: int, duration: float | None, 
         f"mechanism {settings.mechanism}"
     )
     typer.echo(f"dashboard: {runtime.http_url}/api/v1/status   (Ctrl-C stops)")
+    for line in await _demo_key_lines(runtime, settings):
+        typer.echo(line)
     loop = asyncio.get_running_loop()
     deadline = None if duration is None else loop.time() + duration
     final_line = ""
@@ -287,6 +294,27 @@ async def _run_demo(settings: Settings, batteries: int, duration: float | None, 
         )
     typer.echo(f"data: {settings.data_dir}   report: etp report --data-dir {settings.data_dir}")
     return 0
+
+
+async def _demo_key_lines(runtime: Any, settings: Settings) -> list[str]:
+    """On the demo's first start (no keys yet): an operator and a viewer key, shown this once
+    (only their hashes are stored); later starts say where keys come from."""
+    from hub.auth import Role
+
+    if await runtime.store.list_api_keys():
+        return [
+            "API keys: made on the first start (shown then only); list them with "
+            f"`etp apikey list --data-dir {settings.data_dir}`, make one with "
+            f"`etp apikey create --data-dir {settings.data_dir} --name N --role viewer`"
+        ]
+    operator = await runtime.api_keys.create("demo-operator", Role.OPERATOR)
+    viewer = await runtime.api_keys.create("demo-viewer", Role.VIEWER)
+    return [
+        f"API key (operator, shown once): {operator.key}",
+        f"API key (viewer, shown once): {viewer.key}",
+        "  call the API with: curl -H 'Authorization: Bearer <key>' "
+        f"{runtime.http_url}/api/v1/status",
+    ]
 
 
 def bench_hub(

@@ -1,4 +1,4 @@
-"""HTTP gateway (Litestar): health probes and a status endpoint; the full API comes later."""
+"""HTTP gateway (Litestar): open health probes, the /api/v1 routes behind API keys, /schema."""
 
 from hub.gateway.app import create_app
 

@@ -1,16 +1,44 @@
-"""Litestar app factory: /health/live, /health/ready, /api/v1/status, devices and events."""
+"""Litestar app factory: open health probes; status, devices, events, whoami and WebSocket
+tickets for viewer keys; API key management for operator keys; the OpenAPI schema at /schema."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any, Protocol
 
-from litestar import Litestar, Response, get
-from litestar.params import Parameter
+from litestar import Litestar, Request, Response, delete, get, post
+from litestar.exceptions import NotFoundException, ValidationException
+from litestar.params import FromPath, JSONBody, Parameter
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
+from hub.auth import ApiKeyAuthenticator, Role, WsTickets
+from hub.gateway.auth import SECURITY, openapi_config, principal_of, requires
 from hub.settings import Settings
+from hub.store import ApiKeyRow, InvalidValueError, UnknownApiKeyError
 
-__all__ = ["RuntimeView", "create_app"]
+__all__ = ["NewApiKey", "RuntimeView", "create_app"]
+
+_VERSION = "0.1.0"
+
+
+@dataclass
+class NewApiKey:
+    """Body of POST /api/v1/api-keys."""
+
+    name: str
+    role: Role
+
+
+def _key_view(row: ApiKeyRow) -> dict[str, Any]:
+    """An API key as the API shows it: never its secret, nor the hash of it."""
+    return {
+        "id": row.id,
+        "name": row.name,
+        "role": row.role,
+        "created_ms": row.created_ms,
+        "revoked_ms": row.revoked_ms,
+        "last_used_ms": row.last_used_ms,
+    }
 
 
 class RuntimeView(Protocol):
@@ -31,9 +59,21 @@ class RuntimeView(Protocol):
     ) -> list[dict[str, Any]]:
         """Stored events with seq > after_seq (of `kinds`), oldest first."""
 
+    @property
+    def api_keys(self) -> ApiKeyAuthenticator:
+        """Checks presented keys (cached) and makes and revokes keys."""
+
+    @property
+    def ws_tickets(self) -> WsTickets:
+        """Single-use WebSocket tickets."""
+
 
 def create_app(settings: Settings, runtime: RuntimeView) -> Litestar:
     """Build the gateway for one hub runtime (no module-level state)."""
+    keys = runtime.api_keys
+    tickets = runtime.ws_tickets
+    viewer = [requires(Role.VIEWER, keys)]
+    operator = [requires(Role.OPERATOR, keys)]
 
     @get("/health/live", sync_to_thread=False)
     def live() -> dict[str, str]:
@@ -49,17 +89,17 @@ def create_app(settings: Settings, runtime: RuntimeView) -> Litestar:
             status_code=HTTP_200_OK if is_ready else HTTP_503_SERVICE_UNAVAILABLE,
         )
 
-    @get("/api/v1/status", sync_to_thread=False)
+    @get("/api/v1/status", sync_to_thread=False, guards=viewer, security=SECURITY)
     def status() -> dict[str, Any]:
         """Devices, auctions, trades, prices, latency and deadline misses."""
         return runtime.status()
 
-    @get("/api/v1/devices", sync_to_thread=False)
+    @get("/api/v1/devices", sync_to_thread=False, guards=viewer, security=SECURITY)
     def devices() -> list[dict[str, Any]]:
         """Every known battery with its last reported state."""
         return runtime.devices()
 
-    @get("/api/v1/events")
+    @get("/api/v1/events", guards=viewer, security=SECURITY)
     async def events(
         after_seq: Annotated[int, Parameter(ge=0, description="return events after this seq")] = 0,
         limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
@@ -69,8 +109,50 @@ def create_app(settings: Settings, runtime: RuntimeView) -> Litestar:
         the last event received."""
         return await runtime.read_events(after_seq, limit, kind)
 
+    @get("/api/v1/whoami", sync_to_thread=False, guards=viewer, security=SECURITY)
+    def whoami(request: Request[Any, Any, Any]) -> dict[str, object]:
+        """The key this request was made with: its id, name and role."""
+        return principal_of(request).as_dict()
+
+    @post("/api/v1/ws-ticket", sync_to_thread=False, guards=viewer, security=SECURITY)
+    def ws_ticket(request: Request[Any, Any, Any]) -> dict[str, object]:
+        """A single-use ticket for the WebSocket (browsers cannot send headers on one), valid
+        for `expires_in_s` seconds and bound to this request's key."""
+        return {"ticket": tickets.issue(principal_of(request)), "expires_in_s": tickets.ttl_s}
+
+    @get("/api/v1/api-keys", guards=operator, security=SECURITY)
+    async def list_keys() -> list[dict[str, Any]]:
+        """Every API key (revoked ones too), without secrets."""
+        return [_key_view(row) for row in await keys.list_keys()]
+
+    @post("/api/v1/api-keys", guards=operator, security=SECURITY)
+    async def create_key(data: JSONBody[NewApiKey]) -> dict[str, Any]:
+        """Make a key; the response holds its secret, shown this once."""
+        try:
+            issued = await keys.create(data.name, data.role)
+        except InvalidValueError as exc:
+            raise ValidationException(detail=str(exc)) from None
+        return {**_key_view(issued.row), "key": issued.key}
+
+    @delete("/api/v1/api-keys/{key_id:int}", status_code=HTTP_200_OK, guards=operator,
+            security=SECURITY)
+    async def revoke_key(key_id: FromPath[int]) -> dict[str, Any]:
+        """Revoke a key: this hub refuses it from the next request on."""
+        try:
+            return _key_view(await keys.revoke(key_id))
+        except UnknownApiKeyError as exc:
+            raise NotFoundException(detail=str(exc)) from None
+        except InvalidValueError as exc:  # an id beyond any key's
+            raise ValidationException(detail=str(exc)) from None
+
     # logging_config=None: Litestar would otherwise re-point the root logger at its own plain
     # formatter; the hub's handler (hub.runtime.configure_logging) keeps every line in format.
     return Litestar(
-        route_handlers=[live, ready, status, devices, events], debug=False, logging_config=None
+        route_handlers=[
+            live, ready, status, devices, events, whoami, ws_ticket, list_keys, create_key,
+            revoke_key,
+        ],
+        openapi_config=openapi_config(_VERSION),
+        debug=False,
+        logging_config=None,
     )

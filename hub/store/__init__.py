@@ -7,11 +7,14 @@ from hub.store.errors import (
     StoreError,
     StoreNotStartedError,
     StoreWriteError,
+    UnknownApiKeyError,
     UnknownAuctionError,
     UnknownTradeError,
 )
 from hub.store.migrate import current_revision, head_revision, upgrade_database
 from hub.store.models import (
+    API_KEY_ROLES,
+    ApiKeyRow,
     AuctionRow,
     BidRow,
     DeviceRow,
@@ -24,6 +27,8 @@ from hub.store.store import Store
 from hub.store.urls import database_url_for, resolve_database_url
 
 __all__ = [
+    "API_KEY_ROLES",
+    "ApiKeyRow",
     "AuctionRow",
     "AuctionStateError",
     "BidRow",
@@ -38,6 +43,7 @@ __all__ = [
     "StoreNotStartedError",
     "StoreWriteError",
     "TradeRow",
+    "UnknownApiKeyError",
     "UnknownAuctionError",
     "UnknownTradeError",
     "current_revision",

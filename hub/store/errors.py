@@ -9,6 +9,7 @@ __all__ = [
     "StoreError",
     "StoreNotStartedError",
     "StoreWriteError",
+    "UnknownApiKeyError",
     "UnknownAuctionError",
     "UnknownTradeError",
 ]
@@ -40,6 +41,10 @@ class InvalidValueError(StoreError, ValueError):
 
 class UnknownAuctionError(StoreError, LookupError):
     """No auction has the given id."""
+
+
+class UnknownApiKeyError(StoreError, LookupError):
+    """No API key has the given id."""
 
 
 class UnknownTradeError(StoreError, LookupError):

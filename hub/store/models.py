@@ -9,6 +9,8 @@ import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
 __all__ = [
+    "API_KEYS",
+    "API_KEY_ROLES",
     "AUCTIONS",
     "AUCTION_CLOSED_STATUSES",
     "AUCTION_STATUSES",
@@ -22,6 +24,8 @@ __all__ = [
     "SETTLEMENT_STATUSES",
     "TRADES",
     "TRADE_STATUSES",
+    "ApiKey",
+    "ApiKeyRow",
     "Auction",
     "AuctionRow",
     "Bid",
@@ -52,6 +56,8 @@ SETTLEMENT_STATUSES = ("pending", "submitted", "settled", "failed")
 # counts and its settlement is queued in the same transaction; unverified: the battery's answer
 # never came, the hub asks it until it knows; void: the battery did not commit it.
 TRADE_STATUSES = ("recorded", "verified", "unverified", "void")
+# viewer: reads the site's state; operator: a viewer that may also change it (keys, later more).
+API_KEY_ROLES = ("viewer", "operator")
 
 # Row ids of high-volume tables are 64-bit on PostgreSQL; SQLite needs INTEGER for rowid aliases.
 # Ids that come from the network (device, bidder, auction referenced by a bid) are u32 on the
@@ -218,6 +224,21 @@ class Metric(StoreModel, table=True):
     ts_ms: int = Field(sa_type=sa.BigInteger())
 
 
+class ApiKey(StoreModel, table=True):
+    """An API key of the HTTP gateway: its secret is never stored, only its SHA-256."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = ({"sqlite_autoincrement": True},)  # ids of revoked keys are never reused
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(sa_type=sa.String(64))
+    role: str = Field(sa_type=sa.String(16))
+    key_hash: str = Field(sa_type=sa.String(64))  # hex SHA-256 of the key's secret part
+    created_ms: int = Field(sa_type=sa.BigInteger())
+    revoked_ms: int | None = Field(default=None, sa_type=sa.BigInteger())
+    last_used_ms: int | None = Field(default=None, sa_type=sa.BigInteger())
+
+
 # Rows handed out by the Store: plain immutable values, safe to keep after the session ends.
 
 
@@ -323,6 +344,25 @@ class MetricRow:
     ts_ms: int
 
 
+@dataclass(frozen=True, slots=True)
+class ApiKeyRow:
+    """An API key as stored (the hash of its secret, never the secret); role is one of
+    API_KEY_ROLES; revoked_ms is None while the key is valid."""
+
+    id: int
+    name: str
+    role: str
+    key_hash: str
+    created_ms: int
+    revoked_ms: int | None
+    last_used_ms: int | None
+
+    @property
+    def revoked(self) -> bool:
+        """True once the key was revoked (it is refused from then on)."""
+        return self.revoked_ms is not None
+
+
 # Core tables of the models above (what the store's statements are built on).
 DEVICES = StoreModel.metadata.tables["devices"]
 AUCTIONS = StoreModel.metadata.tables["auctions"]
@@ -332,3 +372,4 @@ SETTLEMENTS = StoreModel.metadata.tables["settlements"]
 EVENTS = StoreModel.metadata.tables["events"]
 EVENT_SEQUENCE = StoreModel.metadata.tables["event_sequence"]
 METRICS = StoreModel.metadata.tables["metrics"]
+API_KEYS = StoreModel.metadata.tables["api_keys"]

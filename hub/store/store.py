@@ -14,6 +14,7 @@ from types import TracebackType
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from hub.store.apikeys import ApiKeyStore
 from hub.store.auctions import AuctionStore, bulk_insert_auctions
 from hub.store.batched import BatchedRows
 from hub.store.database import Database
@@ -31,8 +32,9 @@ __all__ = ["Store"]
 log = logging.getLogger("hub.store")
 
 
-class Store(DeviceStore, AuctionStore, TradeLedger, BatchedRows):
-    """Async persistence of devices, auctions, bids, trades, settlement outbox, events, metrics.
+class Store(DeviceStore, AuctionStore, TradeLedger, BatchedRows, ApiKeyStore):
+    """Async persistence of devices, auctions, bids, trades, settlement outbox, events, metrics
+    and the gateway's API keys (hashed).
 
     SQLite (`sqlite+aiosqlite:///path`) or PostgreSQL (`postgresql+psycopg://...`). Trades are
     committed and fsynced before `record_trade` returns; bids, events and metrics are queued

@@ -17,7 +17,7 @@ from hub.events import Event, EventKind
 from hub.settings import load_master_secret
 from hub.store import Store
 from hub.tools.sim.fleet import SimConfig, SimFleet
-from tests.hub.helpers import hub_settings, running_hub, wait_for
+from tests.hub.helpers import api_key, get_json, hub_settings, running_hub, wait_for
 
 
 def _get(url: str) -> tuple[int, Any]:
@@ -76,12 +76,17 @@ async def test_the_hub_logs_device_lifecycle_battery_changes_and_metrics(tmp_pat
         )
         status_messages = statuses["bess_status"]
         first = received[0].seq
+        key = await api_key(hub)
         code, body = await asyncio.to_thread(
-            _get, f"{hub.http_url}/api/v1/events?after_seq={first}&kind=device_failure&limit=2"
+            get_json,
+            f"{hub.http_url}/api/v1/events?after_seq={first}&kind=device_failure&limit=2",
+            key,
         )
         assert code == 200
         assert [(e["kind"], e["seq"] > first) for e in body] == [("device_failure", True)] * 2
-        assert (await asyncio.to_thread(_get, f"{hub.http_url}/api/v1/events?limit=0"))[0] == 400
+        assert (await asyncio.to_thread(get_json, f"{hub.http_url}/api/v1/events?limit=0", key))[
+            0
+        ] == 400
     await asyncio.wait_for(collector, 5)  # the log's stop ends the subscription
 
     kinds = Counter(event.kind for event in received)

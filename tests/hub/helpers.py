@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from hub.auth import Role, issue_api_key
 from hub.runtime import HubRuntime
 from hub.settings import Settings, load_master_secret
+from hub.store import Store
 from hub.tools.sim import SimConfig, SimFleet
 from tests.brokers import free_port
 
@@ -63,3 +69,43 @@ async def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+async def api_key(hub: HubRuntime, role: Role = Role.VIEWER, name: str = "test") -> str:
+    """A new API key of the running hub (made through its store, as `etp apikey` does)."""
+    return (await hub.api_keys.create(f"{name}-{role.value}", role)).key
+
+
+def make_api_key(database_url: str, role: Role = Role.VIEWER, name: str = "test") -> str:
+    """A new API key in a hub's database from synchronous code (a hub in another process);
+    migrates the database first if it is new."""
+
+    async def make() -> str:
+        async with Store(database_url) as store:
+            return (await issue_api_key(store, f"{name}-{role.value}", role)).key
+
+    with ThreadPoolExecutor(1) as pool:  # callers may be inside a running event loop
+        return pool.submit(lambda: asyncio.run(make())).result()
+
+
+def get_json(
+    url: str, key: str | None = None, *, method: str = "GET", header: str = "bearer",
+    body: Any = None, timeout: float = 5.0,
+) -> tuple[int, Any]:
+    """(status, JSON body) of one request, with the key as a bearer token or in X-API-Key."""
+    headers = {}
+    if key is not None:
+        if header == "bearer":
+            headers["Authorization"] = f"Bearer {key}"
+        else:
+            headers["X-API-Key"] = key
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    request = urllib.request.Request(url, data=data, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")

@@ -12,14 +12,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hub.store import database_url_for
 from tests.brokers import free_port
+from tests.hub.helpers import make_api_key
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 class HubProcess:
     """`etp hub` as a child process with its SQLite store in `data_dir` and its log (stdout and
-    stderr, every life of the process appended) in `data_dir/hub.log`."""
+    stderr, every life of the process appended) in `data_dir/hub.log`. A viewer API key for its
+    gateway is made in that store before the first start (as `etp apikey create` would)."""
 
     def __init__(self, data_dir: Path, mqtt_url: str, **env: str) -> None:
         self.http_port = free_port()
@@ -32,6 +35,7 @@ class HubProcess:
         self.env.update(env)
         self.env.pop("ETP_DATABASE_URL", None)
         self.log = data_dir / "hub.log"
+        self.api_key = make_api_key(database_url_for(data_dir), name="hub-process")
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -65,9 +69,11 @@ class HubProcess:
     def status(self) -> dict[str, Any]:
         """/api/v1/status, or {} while the hub does not answer."""
         try:
-            with urllib.request.urlopen(
-                f"http://127.0.0.1:{self.http_port}/api/v1/status", timeout=2
-            ) as resp:
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{self.http_port}/api/v1/status",
+                headers={"Authorization": f"Bearer {self.api_key}"},
+            )
+            with urllib.request.urlopen(request, timeout=2) as resp:
                 return json.loads(resp.read())  # type: ignore[no-any-return]
         except OSError:
             return {}

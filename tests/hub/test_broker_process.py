@@ -24,9 +24,9 @@ pytestmark = pytest.mark.slow
 
 def _ready(http_port: int) -> bool:
     try:
-        url = f"http://127.0.0.1:{http_port}/api/v1/status"
+        url = f"http://127.0.0.1:{http_port}/health/ready"  # open: needs no API key
         with urllib.request.urlopen(url, timeout=2) as resp:
-            return bool(json.loads(resp.read())["ready"])
+            return bool(json.loads(resp.read())["status"] == "ready")
     except OSError:
         return False
 

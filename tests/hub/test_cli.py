@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -11,10 +12,13 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 
+from hub.auth import ApiKeyAuthenticator
+from hub.store import Store, database_url_for
 from tests.brokers import free_port
 from tests.conftest import micropython_available
 
@@ -45,6 +49,19 @@ def test_demo_with_real_firmware_trades_and_exits_cleanly(tmp_path: Path) -> Non
     assert "vs reserve" in summary and "deadline misses" in summary
     assert f"etp report --data-dir {tmp_path}" in out
     assert (tmp_path / "etp.db").exists()
+    # the first start made an operator and a viewer key and showed them once; they work
+    keys = dict(re.findall(r"^API key \((operator|viewer), shown once\): (etp_\S+)$", out, re.M))
+    assert set(keys) == {"operator", "viewer"}, out
+    assert asyncio.run(_roles(tmp_path, keys.values())) == ["operator", "viewer"]
+
+
+async def _roles(data_dir: Path, keys: Iterable[str]) -> list[str]:
+    """The role each key authenticates as against the demo's store (None: refused)."""
+    async with Store(database_url_for(data_dir)) as store:
+        auth = ApiKeyAuthenticator(store)
+        principals = [await auth.authenticate(key) for key in keys]
+        await auth.close()
+    return [p.role.value if p else "refused" for p in principals]
 
 
 def test_bench_hub_prints_measured_json(tmp_path: Path) -> None:

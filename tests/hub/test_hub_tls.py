@@ -21,7 +21,7 @@ from hub.tools.firmware.audit import read_audit_dir
 from hub.tools.firmware.fleet import FleetConfig, start_fleet
 from tests.brokers import mosquitto_available, mosquitto_secure_broker
 from tests.conftest import micropython_binary
-from tests.hub.helpers import hub_settings, running_hub, wait_for
+from tests.hub.helpers import api_key, get_json, hub_settings, running_hub, wait_for
 
 HUB_PASSWORD = "hub-pw-7f3a"
 BATTERY_PASSWORD = "battery-pw-91c2"
@@ -61,7 +61,9 @@ async def test_wrong_password_keeps_the_hub_up_not_ready_until_the_broker_accept
                 await wait_for(lambda: link.failed_attempts >= 4, 30, "four refused attempts")
                 code, body = await asyncio.to_thread(_get, hub.http_url + "/health/ready")
                 assert code == 503 and body["status"] == "not_ready"
-                code, status = await asyncio.to_thread(_get, hub.http_url + "/api/v1/status")
+                code, status = await asyncio.to_thread(
+                    get_json, hub.http_url + "/api/v1/status", await api_key(hub)
+                )
                 assert status["ready"] is False and status["mqtt"]["connected"] is False
                 assert "not authorized" in status["mqtt"]["last_error"]
                 assert status["mqtt"]["url"] == broker.url and status["mqtt"]["username"] == "hub"

@@ -15,7 +15,14 @@ import pytest
 
 from hub.settings import MasterSecretError, Settings, load_master_secret
 from hub.store import Store
-from tests.hub.helpers import hub_settings, running_hub, sim_fleet, wait_for
+from tests.hub.helpers import (
+    api_key,
+    get_json,
+    hub_settings,
+    running_hub,
+    sim_fleet,
+    wait_for,
+)
 from tests.pg import postgres_missing_reason, postgres_server
 
 
@@ -34,7 +41,8 @@ async def test_health_endpoints_follow_broker_and_store(tmp_path: Path) -> None:
         assert await asyncio.to_thread(_get, base + "/health/live") == (200, {"status": "live"})
         code, body = await asyncio.to_thread(_get, base + "/health/ready")
         assert code == 200 and body["status"] == "ready"
-        code, status = await asyncio.to_thread(_get, base + "/api/v1/status")
+        key = await api_key(hub)
+        code, status = await asyncio.to_thread(get_json, base + "/api/v1/status", key)
         assert code == 200 and status["site"] == "site1" and status["ready"] is True
         assert hub.link is not None
         await hub.link.stop()  # broker connection gone -> not ready

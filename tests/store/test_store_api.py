@@ -18,7 +18,9 @@ from hub.store import (
 )
 from hub.store.models import StoreModel
 
-TABLES = {"devices", "auctions", "bids", "trades", "settlements", "events", "metrics"}
+TABLES = {
+    "devices", "auctions", "bids", "trades", "settlements", "events", "metrics", "api_keys"
+}
 
 
 async def _open(store: Store, device_id: int = 7, opened_ms: int = 1_000) -> int:

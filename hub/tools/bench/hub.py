@@ -77,24 +77,36 @@ async def _wait_port(port: int, timeout_s: float) -> None:
             await asyncio.sleep(0.1)
 
 
-def _get_json(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(url, timeout=10) as response:
+def _get_json(url: str, api_key: str) -> dict[str, Any]:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {api_key}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read())  # type: ignore[no-any-return]
 
 
-async def _status(http_port: int) -> dict[str, Any]:
-    return await asyncio.to_thread(_get_json, f"http://127.0.0.1:{http_port}/api/v1/status")
+async def _status(http_port: int, api_key: str) -> dict[str, Any]:
+    url = f"http://127.0.0.1:{http_port}/api/v1/status"
+    return await asyncio.to_thread(_get_json, url, api_key)
+
+
+async def _bench_api_key(data_dir: Path) -> str:
+    """A viewer key for the bench's own hub, made in its (new) store before the hub starts:
+    whoever can write the hub's database is trusted to, as `etp apikey create` is."""
+    from hub.auth import Role, issue_api_key
+    from hub.store import Store, database_url_for
+
+    async with Store(database_url_for(data_dir)) as store:
+        return (await issue_api_key(store, "bench", Role.VIEWER)).key
 
 
 async def _wait_ready(
-    http_port: int, process: asyncio.subprocess.Process, timeout_s: float
+    http_port: int, api_key: str, process: asyncio.subprocess.Process, timeout_s: float
 ) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.returncode is not None:
             raise BenchError(f"hub exited with code {process.returncode} while starting")
         with contextlib.suppress(Exception):
-            if (await _status(http_port)).get("ready"):
+            if (await _status(http_port, api_key)).get("ready"):
                 return
         await asyncio.sleep(0.2)
     raise BenchError(f"hub not ready after {timeout_s:.0f} s")
@@ -180,6 +192,7 @@ async def _run(
     # The aggregators must keep buying for the whole run: large requirements and budgets.
     env["ETP_AGGREGATOR_DEMAND_SCALE"] = "1000"
     master = load_master_secret(workdir / "data" / "master.key")
+    api_key = await _bench_api_key(workdir / "data")
     log_path = workdir / "hub.log"
     with open(log_path, "wb") as log_file:
         process = await asyncio.create_subprocess_exec(
@@ -193,7 +206,7 @@ async def _run(
         )
     fleet: SimFleet | None = None
     try:
-        await _wait_ready(http_port, process, 30)
+        await _wait_ready(http_port, api_key, process, 30)
         url = mqtt_url or f"mqtt://127.0.0.1:{mqtt_port}"
         fleet = SimFleet(
             SimConfig(
@@ -228,12 +241,12 @@ async def _run(
         sim_cpu_before = sim_proc.cpu_times()
         machine_before = psutil.cpu_times()
         broker_cpu_before = broker_proc.cpu_times() if broker_proc else None
-        before = await _status(http_port)
+        before = await _status(http_port, api_key)
         sim_pub_before, sim_recv_before = fleet.published, fleet.received
         started = time.monotonic()
         await asyncio.sleep(config.duration_s)
         elapsed = time.monotonic() - started
-        after = await _status(http_port)
+        after = await _status(http_port, api_key)
         cpu_after = hub_proc.cpu_times()
         sim_cpu_after = sim_proc.cpu_times()
         machine_after = psutil.cpu_times()
