@@ -155,4 +155,5 @@ def create_app(settings: Settings, runtime: RuntimeView) -> Litestar:
         openapi_config=openapi_config(_VERSION),
         debug=False,
         logging_config=None,
+        request_max_body_size=settings.http_max_body_bytes,  # the server refuses first
     )
