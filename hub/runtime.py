@@ -297,6 +297,9 @@ class HubRuntime:
             timeout_keep_alive=self.settings.http_keep_alive_timeout_s,
             ws_max_size=self.settings.http_max_body_bytes,  # a WebSocket message is a body too
             backlog=self.settings.http_backlog,
+            # the client is the socket's peer unless a trusted proxy says otherwise
+            proxy_headers=bool(self.settings.http_trusted_proxies),
+            forwarded_allow_ips=self.settings.http_trusted_proxies or None,
         )
         self._http = _Server(config)
         self._http_task = asyncio.create_task(self._http.serve(), name="http-gateway")

@@ -71,6 +71,22 @@ class Settings(BaseSettings):
         "longest idle, or is answered 503 when none is idle"
     )
     http_backlog: int = Field(default=128, ge=1, description="connections waiting to be accepted")
+    http_rate_limit_per_address: int = Field(
+        default=6000, ge=0, description="API requests per minute from one client address (the "
+        "socket's peer; 0 = no limit); more = 429"
+    )
+    http_rate_limit_per_key: int = Field(
+        default=3000, ge=0, description="API requests per minute with one API key (0 = no "
+        "limit); more = 429"
+    )
+    http_trusted_proxies: str = Field(
+        default="", description="comma-separated addresses of reverse proxies whose "
+        "X-Forwarded-For names the client (none: the socket's peer is the client)"
+    )
+    http_cors_origins: list[str] = Field(
+        default_factory=list, description="origins a browser may call the API from (CORS); "
+        "none by default (the dashboard is served by the hub itself)"
+    )
     api_key_cache_ttl_s: float = Field(
         default=5.0,
         ge=0,

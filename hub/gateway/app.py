@@ -13,6 +13,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
 from hub.auth import ApiKeyAuthenticator, Role, WsTickets
 from hub.gateway.auth import SECURITY, openapi_config, principal_of, requires
+from hub.gateway.protect import cors_config, rate_limits
 from hub.settings import Settings
 from hub.store import ApiKeyRow, InvalidValueError, UnknownApiKeyError
 
@@ -156,4 +157,6 @@ def create_app(settings: Settings, runtime: RuntimeView) -> Litestar:
         debug=False,
         logging_config=None,
         request_max_body_size=settings.http_max_body_bytes,  # the server refuses first
+        middleware=rate_limits(settings),
+        cors_config=cors_config(settings),
     )
