@@ -29,6 +29,7 @@ from hub.store.parts import StoreParts
 
 __all__ = [
     "LISTINGS",
+    "MAX_FILTER_VALUES",
     "MAX_PAGE_ROWS",
     "SORT_KEYS",
     "SORT_ORDERS",
@@ -40,6 +41,7 @@ __all__ = [
 ]
 
 MAX_PAGE_ROWS = 1000
+MAX_FILTER_VALUES = 100  # values of one filter (an IN list): a query stays one index probe each
 SORT_KEYS = ("id", "time")  # id: the listing's unique key; time: (time column, key)
 SORT_ORDERS = ("asc", "desc")
 _CURSOR_VERSION = 1
@@ -240,6 +242,10 @@ def _check_query(listing: Listing, query: ListQuery) -> None:
                 f"{sorted(listing.filters)}"
             )
         kind, choices = listing.filters[name]
+        if isinstance(values, str | bytes) or not 1 <= len(values) <= MAX_FILTER_VALUES:
+            raise InvalidQueryError(
+                f"{name} takes a list of 1..{MAX_FILTER_VALUES} values, not {values!r:.80}"
+            )
         for value in values:
             if kind is int and not (type(value) is int and -_INT64 <= value < _INT64):
                 raise InvalidQueryError(f"{name} must be an integer, not {value!r}")

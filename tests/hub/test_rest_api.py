@@ -119,6 +119,8 @@ async def test_each_resource_answers_a_viewer_with_filters_and_pages(tmp_path: P
             {"limit": 1001},
             {"from_ms": -5},
             {"device_id": "seven"},
+            {"device_id": list(range(101))},  # at most 100 values per filter
+            {"to_ms": 2**63},
         ):
             code, body = await _get(hub, viewer, "/api/v1/trades", **{"limit": 10, **params})
             assert code == 400, (params, body)

@@ -160,6 +160,11 @@ async def test_bad_filters_and_tampered_cursors_are_refused(store: Store) -> Non
         (ListQuery(limit=0), "limit must be"),
         (ListQuery(limit=1001), "limit must be"),
         (ListQuery(from_ms=-1), "from_ms"),
+        (ListQuery(to_ms=2**63), "to_ms"),
+        (ListQuery(filters={"device_id": [2**63]}), "device_id must be an integer"),
+        (ListQuery(filters={"status": []}), "list of 1..100 values"),
+        (ListQuery(filters={"status": "verified"}), "list of 1..100 values"),
+        (ListQuery(filters={"device_id": list(range(101))}), "list of 1..100 values"),
     ):
         with pytest.raises(InvalidQueryError, match=message):
             await store.list_page("trades", bad_query)
