@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import logging
 import sys
@@ -585,6 +586,15 @@ class HubRuntime:
             for row in rows:
                 row["online"] = None
         return rows
+
+    def aggregators(self) -> list[dict[str, Any]]:
+        """The site's aggregators for /api/v1/aggregators: configuration and standing."""
+        if self.auctions is None:
+            return []
+        return [
+            {"config": dataclasses.asdict(agg.config), "standing": agg.state.snapshot()}
+            for agg in self.auctions.aggregators
+        ]
 
     async def read_events(
         self, after_seq: int = 0, limit: int = 100, kinds: list[str] | None = None

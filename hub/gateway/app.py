@@ -1,5 +1,6 @@
-"""Litestar app factory: open health probes; status, devices, events, whoami and WebSocket
-tickets for viewer keys; API key management for operator keys; the OpenAPI schema at /schema."""
+"""Litestar app factory: open health probes; status, devices, events, whoami, WebSocket
+tickets and the REST resources (hub.gateway.resources) for viewer keys; API key management for
+operator keys; the OpenAPI schema at /schema."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 from hub.auth import ApiKeyAuthenticator, Role, WsTickets
 from hub.gateway.auth import SECURITY, openapi_config, principal_of, requires
 from hub.gateway.protect import cors_config, rate_limits
+from hub.gateway.resources import ResourceSource, events_in_range, resource_handlers
 from hub.settings import Settings
 from hub.store import ApiKeyRow, InvalidValueError, UnknownApiKeyError
 
@@ -42,7 +44,7 @@ def _key_view(row: ApiKeyRow) -> dict[str, Any]:
     }
 
 
-class RuntimeView(Protocol):
+class RuntimeView(ResourceSource, Protocol):
     """What the gateway reads from the running hub."""
 
     @property
@@ -105,10 +107,18 @@ def create_app(settings: Settings, runtime: RuntimeView) -> Litestar:
         after_seq: Annotated[int, Parameter(ge=0, description="return events after this seq")] = 0,
         limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
         kind: Annotated[list[str] | None, Parameter(description="only these kinds")] = None,
+        from_ms: Annotated[
+            int | None, Parameter(ge=0, description="only events at or after this ts_ms")
+        ] = None,
+        to_ms: Annotated[
+            int | None, Parameter(ge=0, description="only events before this ts_ms")
+        ] = None,
     ) -> list[dict[str, Any]]:
         """The event log after a seq, oldest first: page (or resume a client) with the seq of
-        the last event received."""
-        return await runtime.read_events(after_seq, limit, kind)
+        the last event received; `from_ms`/`to_ms` keep events of a time range."""
+        if from_ms is None and to_ms is None:
+            return await runtime.read_events(after_seq, limit, kind)
+        return await events_in_range(runtime, after_seq, limit, kind, from_ms, to_ms)
 
     @get("/api/v1/whoami", sync_to_thread=False, guards=viewer, security=SECURITY)
     def whoami(request: Request[Any, Any, Any]) -> dict[str, object]:
@@ -152,6 +162,7 @@ def create_app(settings: Settings, runtime: RuntimeView) -> Litestar:
         route_handlers=[
             live, ready, status, devices, events, whoami, ws_ticket, list_keys, create_key,
             revoke_key,
+            *resource_handlers(runtime, viewer),
         ],
         openapi_config=openapi_config(_VERSION),
         debug=False,

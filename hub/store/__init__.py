@@ -23,6 +23,7 @@ from hub.store.models import (
     SettlementRow,
     TradeRow,
 )
+from hub.store.queries import InvalidQueryError, ListQuery, Page
 from hub.store.store import Store
 from hub.store.urls import database_url_for, resolve_database_url
 
@@ -34,8 +35,11 @@ __all__ = [
     "BidRow",
     "DeviceRow",
     "EventRow",
+    "InvalidQueryError",
     "InvalidValueError",
+    "ListQuery",
     "MetricRow",
+    "Page",
     "SettlementRow",
     "Store",
     "StoreClosedError",

@@ -102,7 +102,13 @@ class Auction(StoreModel, table=True):
     """One auction of one lot of a battery's energy."""
 
     __tablename__ = "auctions"
-    __table_args__ = (sa.Index("ix_auctions_status", "status"), {"sqlite_autoincrement": True})
+    __table_args__ = (
+        sa.Index("ix_auctions_status", "status"),
+        # list queries (hub.store.queries): time ranges and per-device pages, in key order
+        sa.Index("ix_auctions_opened_ms_id", "opened_ms", "id"),
+        sa.Index("ix_auctions_device_id_id", "device_id", "id"),
+        {"sqlite_autoincrement": True},
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     device_id: int = Field(sa_type=sa.BigInteger())
@@ -142,7 +148,14 @@ class Trade(StoreModel, table=True):
     the battery proved it (status 'verified', see TRADE_STATUSES)."""
 
     __tablename__ = "trades"
-    __table_args__ = (sa.UniqueConstraint("auction_id"), sa.Index("ix_trades_status", "status"))
+    __table_args__ = (
+        sa.UniqueConstraint("auction_id"),
+        sa.Index("ix_trades_status", "status"),
+        # list queries (hub.store.queries): time ranges, per-device and per-bidder pages
+        sa.Index("ix_trades_confirmed_ms_id", "confirmed_ms", "id"),
+        sa.Index("ix_trades_device_id_id", "device_id", "id"),
+        sa.Index("ix_trades_bidder_id_id", "bidder_id", "id"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     auction_id: int = Field(foreign_key="auctions.id")
@@ -181,6 +194,9 @@ class Event(StoreModel, table=True):
         # "after seq N" reads: all kinds through ix_events_seq, some kinds through this one
         sa.Index("ix_events_kind_seq", "kind", "seq"),
         sa.Index("ix_events_seq", "seq", unique=True),
+        # list queries (hub.store.queries): time ranges and per-device pages, in seq order
+        sa.Index("ix_events_ts_ms_seq", "ts_ms", "seq"),
+        sa.Index("ix_events_device_id_seq", "device_id", "seq"),
     )
 
     id: int | None = Field(

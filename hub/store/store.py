@@ -2,8 +2,9 @@
 
 Layout of hub/store: database.py (engine, migration, transactions) · group_commit.py
 (durable writes sharing commits) · write_behind.py (batched rows) · sequence.py (event
-numbers) · devices.py, auctions.py, trades.py, batched.py (the API per table) · urls.py
-(the default database URL) · errors.py · validate.py · models.py · migrate.py.
+numbers) · devices.py, auctions.py, trades.py, batched.py (the API per table) · queries.py
+(the API's filtered, keyset-paged list reads) · urls.py (the default database URL) ·
+errors.py · validate.py · models.py · migrate.py.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from hub.store.errors import StoreClosedError
 from hub.store.group_commit import GroupCommit
 from hub.store.migrate import current_revision
 from hub.store.models import BIDS, EVENTS, METRICS
+from hub.store.queries import ListQueries
 from hub.store.sequence import EventSequence
 from hub.store.trades import TradeLedger, bulk_insert_trades
 from hub.store.write_behind import WriteBehind
@@ -32,7 +34,7 @@ __all__ = ["Store"]
 log = logging.getLogger("hub.store")
 
 
-class Store(DeviceStore, AuctionStore, TradeLedger, BatchedRows, ApiKeyStore):
+class Store(DeviceStore, AuctionStore, TradeLedger, BatchedRows, ApiKeyStore, ListQueries):
     """Async persistence of devices, auctions, bids, trades, settlement outbox, events, metrics
     and the gateway's API keys (hashed).
 
