@@ -142,6 +142,9 @@ class HubRuntime:
         self.senders: SenderPool | None = None
         self._api_keys: ApiKeyAuthenticator | None = None
         self.ws_tickets = WsTickets(settings.ws_ticket_ttl_s)
+        from hub.gateway.ws import WsClients, WsLimits  # the gateway (Litestar) loads lazily
+
+        self.ws_clients = WsClients(WsLimits.from_settings(settings))
         self._own_death_frames: set[bytes] = set()  # our deadline DeviceFailures echoed back
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -565,6 +568,7 @@ class HubRuntime:
             "market": self.auctions.summary() if self.auctions else {},
             "metrics": self.metrics.snapshot(),
             "http": self._http_pool.summary() if self._http_pool else {},
+            "ws": self.ws_clients.summary(),
         }
 
     @property

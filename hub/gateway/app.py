@@ -1,5 +1,6 @@
-"""Litestar app factory: open health probes; status, devices, events, whoami and WebSocket
-tickets for viewer keys; API key management for operator keys; the OpenAPI schema at /schema."""
+"""Litestar app factory: open health probes; status, devices, events, whoami, WebSocket
+tickets and the WebSocket /ws for viewer keys; API key management for operator keys; the
+OpenAPI schema at /schema."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
 from hub.auth import ApiKeyAuthenticator, Role, WsTickets
 from hub.gateway.auth import SECURITY, openapi_config, principal_of, requires
+from hub.gateway.ws import WsRuntime, ws_route
 from hub.settings import Settings
 from hub.store import ApiKeyRow, InvalidValueError, UnknownApiKeyError
 
@@ -41,8 +43,8 @@ def _key_view(row: ApiKeyRow) -> dict[str, Any]:
     }
 
 
-class RuntimeView(Protocol):
-    """What the gateway reads from the running hub."""
+class RuntimeView(WsRuntime, Protocol):
+    """What the gateway reads from the running hub (the WebSocket's needs included)."""
 
     @property
     def ready(self) -> bool:
@@ -150,7 +152,7 @@ def create_app(settings: Settings, runtime: RuntimeView) -> Litestar:
     return Litestar(
         route_handlers=[
             live, ready, status, devices, events, whoami, ws_ticket, list_keys, create_key,
-            revoke_key,
+            revoke_key, ws_route(runtime),
         ],
         openapi_config=openapi_config(_VERSION),
         debug=False,
