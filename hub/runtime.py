@@ -173,6 +173,7 @@ class HubRuntime:
             self.store, cache_ttl_s=settings.api_key_cache_ttl_s
         )
         self._api_keys.on_revoke.append(self.ws_tickets.forget_key)
+        self._api_keys.on_revoke.append(self.ws_clients.forget_key)  # its open sockets: 4401
         self.events = EventLog(self.store)
         await self.events.start()
         self.registry = Registry(

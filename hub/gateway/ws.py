@@ -77,6 +77,8 @@ class WsClients:
     def __init__(self, limits: WsLimits, *, encoded_cache: int = 4096) -> None:
         self.limits = limits
         self._per_key: dict[int, int] = {}
+        self._open: dict[int, set[Subscription]] = {}  # by key id, to end them on revocation
+        self._revoked: set[Subscription] = set()
         self._encoded: OrderedDict[int, str] = OrderedDict()
         self._encoded_cache = encoded_cache
         self.stats = {
@@ -116,6 +118,25 @@ class WsClients:
             self._per_key[principal.key_id] = left
         else:
             self._per_key.pop(principal.key_id, None)
+
+    def watch(self, principal: Principal, subscription: Subscription) -> None:
+        """Remember a client's subscription under its key (see `forget_key`)."""
+        self._open.setdefault(principal.key_id, set()).add(subscription)
+
+    def unwatch(self, principal: Principal, subscription: Subscription) -> bool:
+        """Forget a client's subscription; True if its key was revoked meanwhile."""
+        self._open.get(principal.key_id, set()).discard(subscription)
+        if not self._open.get(principal.key_id, True):
+            del self._open[principal.key_id]
+        revoked = subscription in self._revoked
+        self._revoked.discard(subscription)
+        return revoked
+
+    def forget_key(self, key_id: int) -> None:
+        """A key was revoked through this hub: end its clients' streams (closed with 4401)."""
+        for subscription in self._open.get(key_id, set()):
+            self._revoked.add(subscription)
+            subscription.close()
 
     def encode(self, event: Event) -> str:
         """The event message's JSON text (cached by seq: fan-out encodes each event once)."""
@@ -196,6 +217,7 @@ class _Session:
         self.runtime = runtime
         self.clients = runtime.ws_clients
         self.limits = runtime.ws_clients.limits
+        self.principal = Principal(key_id=0, name="", role=Role.VIEWER)  # until authenticated
 
     async def authenticate(self) -> tuple[Principal, int | None]:
         """The client's principal and resume point: ticket, headers, or first message."""
@@ -251,28 +273,37 @@ class _Session:
         }, separators=(",", ":")))
 
     async def replay(self, log: EventLog, subscription: Subscription, after_seq: int) -> bool:
-        """Send every stored event after `after_seq` (live ones emitted meanwhile are in the
-        subscription, which then skips those replayed). False: too many, resync instead."""
-        missed: list[Event] = []
-        cursor = after_seq
+        """Send every stored event after `after_seq`, page by page (live ones emitted
+        meanwhile wait in the subscription, which skips those replayed). False, having sent
+        nothing: too many (or a seq this hub never issued), resync instead."""
         if after_seq > log.last_seq:  # a seq this hub never handed out (another database?)
             return False
+        limit = self.limits.max_resume_events
+        if log.last_seq - after_seq > limit and await self._count_after(log, after_seq) > limit:
+            return False  # (seqs have gaps: the difference alone overstates the count)
+        await self.send(json.dumps({"type": "resume", "after_seq": after_seq}))
+        cursor = after_seq
         while True:
             page = await log.read(cursor, limit=_RESUME_PAGE)
-            missed.extend(page)
-            if len(missed) > self.limits.max_resume_events:
-                return False
+            if page:
+                subscription.skip_through(page[-1].seq)
+            for event in page:
+                await self.send(self.clients.encode(event))
+            self.clients.stats["events_sent"] += len(page)
+            if len(page) < _RESUME_PAGE:
+                return True
+            cursor = page[-1].seq
+
+    async def _count_after(self, log: EventLog, after_seq: int) -> int:
+        """Stored events after `after_seq`, counted up to just past the resume limit."""
+        count, cursor = 0, after_seq
+        while count <= self.limits.max_resume_events:
+            page = await log.read(cursor, limit=_RESUME_PAGE)
+            count += len(page)
             if len(page) < _RESUME_PAGE:
                 break
             cursor = page[-1].seq
-        if missed:
-            subscription.skip_through(missed[-1].seq)
-        await self.send(json.dumps({"type": "resume", "after_seq": after_seq,
-                                    "missed": len(missed)}))
-        for event in missed:
-            await self.send(self.clients.encode(event))
-        self.clients.stats["events_sent"] += len(missed)
-        return True
+        return count
 
     async def stream(self, subscription: Subscription) -> CloseCode:
         """Live events until the client leaves, the hub stops, or the client falls behind."""
@@ -324,6 +355,7 @@ def ws_route(runtime: WsRuntime, path: str = "/ws") -> WebsocketRouteHandler:
             return
         except WebSocketDisconnect:
             return
+        session.principal = principal
         refusal = clients.admit(principal)
         if refusal is not None:
             await _close(socket, CloseCode.TOO_MANY, refusal)
@@ -346,6 +378,7 @@ async def _serve(session: _Session, after_seq: int | None) -> tuple[CloseCode, s
     if log_ is None or not log_.started:
         return CloseCode.GOING_AWAY, "the hub is not running"
     subscription = log_.subscribe(maxsize=session.limits.client_backlog)  # before any read
+    clients.watch(session.principal, subscription)
     reader = asyncio.create_task(session.drain_incoming(subscription), name="ws-reader")
     code, reason = CloseCode.NORMAL, ""
     try:
@@ -379,6 +412,8 @@ async def _serve(session: _Session, after_seq: int | None) -> tuple[CloseCode, s
     finally:
         client_left = reader.done()
         subscription.close()
+        if clients.unwatch(session.principal, subscription):
+            code, reason, client_left = CloseCode.UNAUTHENTICATED, "the key was revoked", False
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reader
