@@ -243,7 +243,7 @@ class _Session:
                 ) from None
             try:
                 message = json.loads(text)
-            except ValueError:
+            except (TypeError, ValueError):  # not JSON, or a binary frame (no text)
                 message = None
             if not isinstance(message, dict) or message.get("type") != "auth":
                 raise _Refused(CloseCode.BAD_MESSAGE,
@@ -351,6 +351,8 @@ def ws_route(runtime: WsRuntime, path: str = "/ws") -> WebsocketRouteHandler:
                 raise _Refused(CloseCode.FORBIDDEN, "this key may not read events")
         except _Refused as refused:
             clients.stats["refused_auth"] += 1
+            log.info("WebSocket from %s refused (%d): %s", socket.client, refused.code,
+                     refused.reason)
             await _close(socket, refused.code, refused.reason)
             return
         except WebSocketDisconnect:
@@ -358,6 +360,7 @@ def ws_route(runtime: WsRuntime, path: str = "/ws") -> WebsocketRouteHandler:
         session.principal = principal
         refusal = clients.admit(principal)
         if refusal is not None:
+            log.info("WebSocket of key %d refused: %s", principal.key_id, refusal)
             await _close(socket, CloseCode.TOO_MANY, refusal)
             return
         try:

@@ -136,6 +136,10 @@ async def test_refused_without_a_key_with_a_wrong_or_revoked_key_and_bad_message
         await garbage.send("hello")
         assert (await _closed_with(garbage))[::2] == (4400, [])
 
+        binary = await _open(hub)
+        await binary.send(b"\x00{}")
+        assert (await _closed_with(binary))[::2] == (4400, [])
+
         bad_header = await _open(hub, additional_headers={"X-API-Key": "etp_1_nope"})
         assert (await _closed_with(bad_header))[::2] == (4401, [])
 
@@ -151,7 +155,7 @@ async def test_refused_without_a_key_with_a_wrong_or_revoked_key_and_bad_message
         await revoked.send(json.dumps({"type": "auth", "key": key}))
         code, reason, received = await _closed_with(revoked)
         assert (code, received) == (4401, []) and "etp apikey create" in reason
-        assert hub.status()["ws"]["refused_auth"] == 5
+        assert hub.status()["ws"]["refused_auth"] == 6
         assert hub.status()["ws"]["accepted"] == 1
 
 
