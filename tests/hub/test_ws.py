@@ -352,6 +352,17 @@ async def test_fan_out_figure_every_client_gets_every_event(
         )
 
 
+async def test_clients_are_told_when_the_hub_stops(tmp_path: Path) -> None:
+    async with running_hub(hub_settings(tmp_path)) as hub:
+        key = await api_key(hub, Role.VIEWER)
+        ws = await _open(hub, additional_headers={"X-API-Key": key})
+        assert (await _recv(ws))["type"] == "snapshot"
+        started = time.monotonic()
+    code, reason, _ = await _closed_with(ws)
+    assert (code, reason) == (1001, "the hub is stopping")
+    assert time.monotonic() - started < 10
+
+
 @pytest.mark.slow
 async def test_why_the_hubs_bus_and_not_channels_loss_is_signalled_and_fan_out_is_cheaper() -> None:
     """The measurement behind the fan-out choice (README): Litestar Channels' memory backend
