@@ -143,6 +143,9 @@ class HubRuntime:
         self.senders: SenderPool | None = None
         self._api_keys: ApiKeyAuthenticator | None = None
         self.ws_tickets = WsTickets(settings.ws_ticket_ttl_s)
+        from hub.gateway.ws import WsClients, WsLimits  # the gateway (Litestar) loads lazily
+
+        self.ws_clients = WsClients(WsLimits.from_settings(settings))
         self._own_death_frames: set[bytes] = set()  # our deadline DeviceFailures echoed back
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -171,6 +174,7 @@ class HubRuntime:
             self.store, cache_ttl_s=settings.api_key_cache_ttl_s
         )
         self._api_keys.on_revoke.append(self.ws_tickets.forget_key)
+        self._api_keys.on_revoke.append(self.ws_clients.forget_key)  # its open sockets: 4401
         self.events = EventLog(self.store)
         await self.events.start()
         self.registry = Registry(
@@ -569,6 +573,7 @@ class HubRuntime:
             "market": self.auctions.summary() if self.auctions else {},
             "metrics": self.metrics.snapshot(),
             "http": self._http_pool.summary() if self._http_pool else {},
+            "ws": self.ws_clients.summary(),
         }
 
     @property

@@ -97,6 +97,29 @@ class Settings(BaseSettings):
     ws_ticket_ttl_s: float = Field(
         default=30.0, gt=0, le=300, description="WebSocket tickets are valid this long"
     )
+    ws_max_clients: int = Field(
+        default=500, ge=1, description="WebSocket clients at once (they also count against "
+        "ETP_HTTP_MAX_CONNECTIONS: raise it too); beyond, refused with close code 4429"
+    )
+    ws_max_clients_per_key: int = Field(
+        default=20, ge=1, description="WebSocket clients at once per API key; beyond: 4429"
+    )
+    ws_auth_timeout_s: float = Field(
+        default=5.0, gt=0, le=60, description="a WebSocket without a ticket or key header must "
+        'send {"type": "auth", "key": ...} within this long (else closed with 4401)'
+    )
+    ws_client_backlog: int = Field(
+        default=1000, ge=1, description="events waiting for one WebSocket client; a client "
+        'that falls this far behind gets {"type": "resync"} and is closed (4409)'
+    )
+    ws_send_timeout_s: float = Field(
+        default=10.0, gt=0, description="a WebSocket client that takes no data for this long "
+        "while events wait for it is closed"
+    )
+    ws_max_resume_events: int = Field(
+        default=10_000, ge=0, description="a client resuming (after_seq) more than this many "
+        'events behind gets {"type": "resync"} and a fresh snapshot instead of a replay'
+    )
     site: str = "site1"
     mechanism: Literal["ascending", "second_price"] = "ascending"
     aggregators: int = Field(default=3, ge=0, le=1000)

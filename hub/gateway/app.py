@@ -1,6 +1,6 @@
 """Litestar app factory: open health probes; status, devices, events, whoami, WebSocket
-tickets and the REST resources (hub.gateway.resources) for viewer keys; API key management for
-operator keys; the OpenAPI schema at /schema."""
+tickets, the REST resources (hub.gateway.resources) and the WebSocket /ws (hub.gateway.ws) for
+viewer keys; API key management for operator keys; the OpenAPI schema at /schema."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from hub.auth import ApiKeyAuthenticator, Role, WsTickets
 from hub.gateway.auth import SECURITY, openapi_config, principal_of, requires
 from hub.gateway.protect import cors_config, rate_limits
 from hub.gateway.resources import ResourceSource, events_in_range, resource_handlers
+from hub.gateway.ws import WsRuntime, ws_route
 from hub.settings import Settings
 from hub.store import ApiKeyRow, InvalidValueError, UnknownApiKeyError
 
@@ -44,8 +45,9 @@ def _key_view(row: ApiKeyRow) -> dict[str, Any]:
     }
 
 
-class RuntimeView(ResourceSource, Protocol):
-    """What the gateway reads from the running hub."""
+class RuntimeView(ResourceSource, WsRuntime, Protocol):
+    """What the gateway reads from the running hub (the resources' and WebSocket's needs
+    included)."""
 
     @property
     def ready(self) -> bool:
@@ -162,6 +164,7 @@ def create_app(settings: Settings, runtime: RuntimeView) -> Litestar:
         route_handlers=[
             live, ready, status, devices, events, whoami, ws_ticket, list_keys, create_key,
             revoke_key,
+            ws_route(runtime),
             *resource_handlers(runtime, viewer),
         ],
         openapi_config=openapi_config(_VERSION),
