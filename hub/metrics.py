@@ -1,7 +1,9 @@
-"""Hub metrics: per-type request/response latency (p50/p99), deadline misses, rejections."""
+"""Hub metrics: per-type request/response latency (p50/p99 and fixed buckets), deadline misses,
+rejections."""
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,29 +12,47 @@ import structlog
 
 from shared_etp.schema import DEADLINE_MS, TYPE_NAMES
 
-__all__ = ["LatencyHistogram", "Metrics"]
+__all__ = ["LATENCY_BUCKETS_MS", "LatencyHistogram", "Metrics"]
 
 log = structlog.get_logger(__name__)
+
+# Upper bounds (inclusive) of the latency buckets every LatencyHistogram counts, for the
+# Prometheus histograms of GET /metrics; a sample over the last bound counts only in +Inf.
+LATENCY_BUCKETS_MS: tuple[float, ...] = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
 
 
 @dataclass
 class LatencyHistogram:
-    """Latency samples (ms) of one request type: exact recent window plus running totals."""
+    """Latency samples (ms) of one request type: exact recent window plus running totals and
+    counts per bucket of LATENCY_BUCKETS_MS since the start (not cumulative: `bucket_counts[i]`
+    holds samples in (bound[i-1], bound[i]], the last entry those over every bound)."""
 
     window: int = 20000
     samples: deque[float] = field(default_factory=deque)
     count: int = 0
     total_ms: float = 0.0
     max_ms: float = 0.0
+    bucket_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_MS) + 1))
 
     def add(self, latency_ms: float) -> None:
         """Record one observation."""
         self.count += 1
         self.total_ms += latency_ms
         self.max_ms = max(self.max_ms, latency_ms)
+        self.bucket_counts[bisect_left(LATENCY_BUCKETS_MS, latency_ms)] += 1
         self.samples.append(latency_ms)
         if len(self.samples) > self.window:
             self.samples.popleft()
+
+    def cumulative_buckets(self) -> list[tuple[float, int]]:
+        """(upper bound in ms, samples at or under it) per bucket, then (inf, count)."""
+        rows: list[tuple[float, int]] = []
+        running = 0
+        for bound, in_bucket in zip(LATENCY_BUCKETS_MS, self.bucket_counts, strict=False):
+            running += in_bucket
+            rows.append((bound, running))
+        rows.append((float("inf"), self.count))
+        return rows
 
     def percentile(self, fraction: float) -> float | None:
         """The given percentile (0..1) over the recent window, or None with no samples."""
