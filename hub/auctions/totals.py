@@ -85,6 +85,7 @@ class AuctionTotals:
             "mean_reserve_mc": round(self.reserve_sum_mc / trades) if trades else None,
             "mean_premium_pct": round(self.premium_bp_sum / trades / 100, 2) if trades else None,
             "median_clearing_mc": statistics.median(clearing) if clearing else None,
+            "last_clearing_mc": clearing[-1] if clearing else None,
             "failure_reaction_ms_max": (
                 round(max(self.failure_reaction_ms), 3) if self.failure_reaction_ms else None
             ),
