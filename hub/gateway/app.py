@@ -1,6 +1,7 @@
 """Litestar app factory: open health probes; status, devices, events, whoami, WebSocket
-tickets, the REST resources (hub.gateway.resources) and the WebSocket /ws (hub.gateway.ws) for
-viewer keys; API key management for operator keys; the OpenAPI schema at /schema."""
+tickets, the REST resources (hub.gateway.resources), the WebSocket /ws (hub.gateway.ws) and
+Prometheus /metrics (hub.gateway.prometheus) for viewer keys; API key management for operator
+keys; the OpenAPI schema at /schema."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
 from hub.auth import ApiKeyAuthenticator, Role, WsTickets
 from hub.gateway.auth import SECURITY, openapi_config, principal_of, requires
+from hub.gateway.prometheus import MetricsSource, metrics_handler
 from hub.gateway.protect import cors_config, rate_limits
 from hub.gateway.resources import ResourceSource, events_in_range, resource_handlers
 from hub.gateway.ws import WsRuntime, ws_route
@@ -45,9 +47,9 @@ def _key_view(row: ApiKeyRow) -> dict[str, Any]:
     }
 
 
-class RuntimeView(ResourceSource, WsRuntime, Protocol):
-    """What the gateway reads from the running hub (the resources' and WebSocket's needs
-    included)."""
+class RuntimeView(ResourceSource, WsRuntime, MetricsSource, Protocol):
+    """What the gateway reads from the running hub (the resources', WebSocket's and
+    /metrics' needs included)."""
 
     @property
     def ready(self) -> bool:
@@ -165,6 +167,7 @@ def create_app(settings: Settings, runtime: RuntimeView) -> Litestar:
             live, ready, status, devices, events, whoami, ws_ticket, list_keys, create_key,
             revoke_key,
             ws_route(runtime),
+            metrics_handler(runtime, viewer),
             *resource_handlers(runtime, viewer),
         ],
         openapi_config=openapi_config(_VERSION),
