@@ -147,8 +147,8 @@ def render_metrics(source: MetricsSource) -> str:
     market: dict[str, Any] = status.get("market") or {}
     out = Exposition()
 
-    out.gauge("etp_up", "1 while the hub serves /metrics; ready: broker and store up.",
-              [({"ready": str(bool(status.get("ready"))).lower()}, 1)])
+    out.gauge("etp_ready", "1 when the MQTT broker is connected and the store started, else 0.",
+              _one(1 if status.get("ready") else 0))
     out.gauge("etp_uptime_seconds", "Seconds since the hub started.",
               _one(status.get("uptime_s")))
 
@@ -199,10 +199,13 @@ def render_metrics(source: MetricsSource) -> str:
     out.histogram("etp_request_latency_seconds", "Request to response time on the battery "
                   "protocol, by request type.",
                   [({"type": name}, hist) for name, hist in sorted(metrics.latency.items())])
+    # a request type once seen has a 0 series for misses (rate() needs the series to exist)
+    request_types = set(metrics.latency) | set(metrics.deadline_misses) | set(metrics.timeouts)
     out.counter("etp_deadline_misses_total", "Responses late or missing, by request type.",
-                _by("type", metrics.deadline_misses))
+                _by("type", {name: metrics.deadline_misses[name] for name in request_types}))
     out.counter("etp_request_timeouts_total", "Responses missing at the deadline, by request "
-                "type (counted in the misses too).", _by("type", metrics.timeouts))
+                "type (counted in the misses too).",
+                _by("type", {name: metrics.timeouts[name] for name in request_types}))
     out.counter("etp_rejected_frames_total", "Frames from the network dropped by protocol "
                 "checks, by reason.", _by("reason", metrics.rejected_frames))
     out.counter("etp_bid_rejections_total", "Bids a battery rejected, by reason.",

@@ -178,6 +178,7 @@ def _scrape(url: str, key: str | None) -> tuple[int, str, str]:
 
 
 EXPECTED_TYPES = {
+    "etp_ready": "gauge",
     "etp_auctions_opened_total": "counter",
     "etp_auctions_total": "counter",
     "etp_auctions_open": "gauge",
@@ -245,7 +246,10 @@ async def test_metrics_of_a_trading_hub(tmp_path: Path) -> None:
     assert set(outcomes) == {(("outcome", o),) for o in ("cleared", "no_sale", "terminated")}
     assert outcomes[(("outcome", "cleared"),)] >= 3
     latency_types = {dict(k).get("type") for k in values(first["etp_request_latency_seconds"])}
-    assert latency_types, "no request latency histogram while trading"
+    assert {"query", "bid", "bid_confirm"} <= latency_types
+    misses = {dict(k)["type"] for k in values(first["etp_deadline_misses_total"])}
+    assert latency_types <= misses  # a 0 series for each request type seen
+    assert one(first, "etp_ready") == 1
     for name in ("etp_request_latency_seconds", "etp_event_loop_lag_seconds",
                  "etp_store_write_latency_seconds"):
         check_histograms(name, first[name])
