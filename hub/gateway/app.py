@@ -1,6 +1,7 @@
 """Litestar app factory: open health probes; status, devices, events, whoami, WebSocket
 tickets, the REST resources (hub.gateway.resources) and the WebSocket /ws (hub.gateway.ws) for
-viewer keys; API key management for operator keys; the OpenAPI schema at /schema."""
+viewer keys; API key management and operator commands (hub.gateway.operator) for operator
+keys; the OpenAPI schema at /schema."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
 from hub.auth import ApiKeyAuthenticator, Role, WsTickets
 from hub.gateway.auth import SECURITY, openapi_config, principal_of, requires
+from hub.gateway.operator import OperatorSource, operator_handlers
 from hub.gateway.protect import cors_config, rate_limits
 from hub.gateway.resources import ResourceSource, events_in_range, resource_handlers
 from hub.gateway.ws import WsRuntime, ws_route
@@ -45,7 +47,7 @@ def _key_view(row: ApiKeyRow) -> dict[str, Any]:
     }
 
 
-class RuntimeView(ResourceSource, WsRuntime, Protocol):
+class RuntimeView(ResourceSource, WsRuntime, OperatorSource, Protocol):
     """What the gateway reads from the running hub (the resources' and WebSocket's needs
     included)."""
 
@@ -166,6 +168,7 @@ def create_app(settings: Settings, runtime: RuntimeView) -> Litestar:
             revoke_key,
             ws_route(runtime),
             *resource_handlers(runtime, viewer),
+            *operator_handlers(runtime, operator),
         ],
         openapi_config=openapi_config(_VERSION),
         debug=False,
