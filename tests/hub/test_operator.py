@@ -64,7 +64,7 @@ async def test_operator_commands_need_an_operator_key_and_known_targets(tmp_path
             0
         ] == 404
 
-        bad = [
+        bad: list[tuple[Any, str]] = [
             ({}, "nothing to change"),
             ({"name": "x"}, "cannot be changed live"),
             ({"strategy": "market"}, "cannot be changed live"),
@@ -104,7 +104,10 @@ async def test_operator_commands_steer_a_trading_site(tmp_path: Path) -> None:
     # no trading periods and deep pockets: every aggregator keeps buying during the test
     settings = hub_settings(tmp_path, auction_interval_ms=200, trading_period_ms=0)
     configs = default_aggregators(3, settings.seed, demand_scale=100)
-    configs[0].max_price_mc = 45_000  # the fixed bidder is never priced out (until PATCHed)
+    # the fixed bidder opens at 1.5 x reserve (about 38 c/kWh), above the others' max prices:
+    # it bids in every auction and never is priced out, until its max price is lowered
+    configs[0].max_price_mc = 45_000
+    configs[0].strategy_params = {"margin_bp": 5_000}
     async with running_hub(settings, aggregator_configs=configs) as hub:
         assert hub.auctions is not None and hub.registry is not None
         totals = hub.auctions.totals
@@ -156,8 +159,10 @@ async def test_operator_commands_steer_a_trading_site(tmp_path: Path) -> None:
                 await asyncio.sleep(0.2)
 
             # -- a lower max price ---------------------------------------------------------
-            reserve = max(device.reserve_mc for device in hub.registry.devices.values())
-            cap = reserve + 3_000
+            cap = 34_000  # under its opening bids so far, over the others' max prices
+            before = [e["payload"]["price_mc"] for e in await _events(hub, 0, "bid_placed")
+                      if e["payload"]["bidder_id"] == FIXED]
+            assert max(before) > cap, before
             code, answer = await _call(hub, key, f"/api/v1/aggregators/{FIXED}", "PATCH",
                                        {"max_price_mc": cap})
             assert code == 200 and answer["config"]["max_price_mc"] == cap
