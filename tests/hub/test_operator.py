@@ -10,8 +10,13 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from hub.auctions.config import AuctionConfig
+from hub.auctions.control import OperatorMark, TradingControls
+from hub.auctions.scheduler import Scheduler
 from hub.auth import Role
-from hub.buyers.aggregator import default_aggregators
+from hub.buyers.aggregator import Aggregator, default_aggregators
+from hub.buyers.bidding import Buyers
+from hub.devices import Registry
 from hub.runtime import HubRuntime
 from tests.hub.helpers import api_key, get_json, hub_settings, running_hub, sim_fleet, wait_for
 
@@ -37,6 +42,31 @@ def _seq(hub: HubRuntime) -> int:
 
 async def _operator_actions(hub: HubRuntime, after_seq: int) -> list[dict[str, Any]]:
     return [event["payload"] for event in await _events(hub, after_seq, "operator_action")]
+
+
+def test_the_scheduler_obeys_the_controls_at_its_next_tick(tmp_path: Path) -> None:
+    """Without sockets: paused, nothing is due; a battery out of service is skipped while
+    the others are due; resumed, the skipped battery is due again."""
+    config = AuctionConfig.from_settings(hub_settings(tmp_path, trading_period_ms=0))
+    registry = Registry(5000, 3.0, on_failure=lambda *_: None, clock=lambda: 0)
+    for device_id in (1, 2, 3):
+        device = registry.seen(device_id, 0)
+        device.energy_remaining_wh, device.pct_for_sale = 10_000, 5_000
+    controls = TradingControls()
+    scheduler = Scheduler(config, registry, Buyers([Aggregator(cfg) for cfg in
+                                                    default_aggregators(2)]),
+                          lambda _period: None, controls)
+    assert scheduler.due(0, set(), 0) == []  # first sight: first auctions are staggered
+    later = 10 * config.auction_interval_ms
+    mark = OperatorMark({"key_id": 1, "name": "ops"}, 0)
+    controls.paused = mark
+    assert scheduler.due(later, set(), 0) == []
+    controls.paused = None
+    controls.out_of_service[2] = mark
+    assert [d.device_id for d in scheduler.due(later, set(), 0)] == [1, 3]
+    del controls.out_of_service[2]
+    assert [d.device_id for d in scheduler.due(later, set(), 0)] == [2]
+    assert scheduler.due(later + 1, set(), 0) == []  # the others wait for their interval
 
 
 async def test_operator_commands_need_an_operator_key_and_known_targets(tmp_path: Path) -> None:
