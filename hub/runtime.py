@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import gc
 import logging
 import sys
@@ -18,6 +17,7 @@ from typing import Any
 import structlog
 
 from hub.auctions.config import AuctionConfig
+from hub.auctions.control import Operator
 from hub.auctions.driver import AuctionDriver
 from hub.auth import ApiKeyAuthenticator, WsTickets
 from hub.buyers.aggregator import Aggregator, AggregatorConfig, default_aggregators
@@ -270,6 +270,11 @@ class HubRuntime:
         if self._api_keys is None:
             raise RuntimeError("HubRuntime.start() has not opened the store yet")
         return self._api_keys
+
+    @property
+    def operator(self) -> Operator | None:
+        """The market's operator controls (None before start)."""
+        return self.auctions.operator if self.auctions else None
 
     @property
     def http_url(self) -> str:
@@ -571,6 +576,11 @@ class HubRuntime:
                 "queue_high_water": link.intake.high_water if link else 0,
             },
             "market": self.auctions.summary() if self.auctions else {},
+            "trading": (
+                self.auctions.controls.view()
+                if self.auctions
+                else {"paused": False, "by": None, "since_ms": None}
+            ),
             "metrics": self.metrics.snapshot(),
             "http": self._http_pool.summary() if self._http_pool else {},
             "ws": self.ws_clients.summary(),
@@ -586,7 +596,11 @@ class HubRuntime:
         broker is out of reach (their last known state, not a live one)."""
         if self.registry is None:
             return []
-        rows = [d.as_dict() for _, d in sorted(self.registry.devices.items())]
+        out_of_service = self.auctions.controls.out_of_service if self.auctions else {}
+        rows = [
+            {**d.as_dict(), "in_service": d.device_id not in out_of_service}
+            for _, d in sorted(self.registry.devices.items())
+        ]
         if not self.broker_reachable:
             for row in rows:
                 row["online"] = None
@@ -596,10 +610,7 @@ class HubRuntime:
         """The site's aggregators for /api/v1/aggregators: configuration and standing."""
         if self.auctions is None:
             return []
-        return [
-            {"config": dataclasses.asdict(agg.config), "standing": agg.state.snapshot()}
-            for agg in self.auctions.aggregators
-        ]
+        return [self.auctions.operator.aggregator_view(agg) for agg in self.auctions.aggregators]
 
     async def read_events(
         self, after_seq: int = 0, limit: int = 100, kinds: list[str] | None = None

@@ -23,6 +23,7 @@ from typing import Any
 import structlog
 
 from hub.auctions.config import AuctionConfig
+from hub.auctions.control import Operator, TradingControls
 from hub.auctions.messages import (
     AwaitConfirm,
     BidAnswered,
@@ -130,8 +131,10 @@ class AuctionDriver:
         self.metrics = metrics
         self.buyers = buyers
         self.runs: dict[int, LiveAuction] = {}  # device id -> auction in flight
-        self.scheduler = Scheduler(config, registry, buyers, self._new_period)
+        self.controls = TradingControls()
+        self.scheduler = Scheduler(config, registry, buyers, self._new_period, self.controls)
         self.records = AuctionRecords(store, metrics, events)
+        self.operator = Operator(self.controls, buyers, registry, self._operator_action)
         self.totals = self.records.totals
         self.reconciler = Reconciler(
             send=self._send_terminate,
@@ -263,6 +266,15 @@ class AuctionDriver:
                 config=asdict(agg.config),
                 state=agg.state.snapshot(),
             )
+
+    def _operator_action(
+        self, action: str, device_id: int | None, by: dict[str, Any], params: dict[str, Any]
+    ) -> None:
+        """An operator command carried out: who, what and with which parameters."""
+        self.records.event(
+            EventKind.OPERATOR_ACTION, device_id, None, action=action, by=by, params=params
+        )
+        log.info("operator action", action=action, by=by, params=params)
 
     def _track(self, live: LiveAuction) -> None:
         self.runs[live.device_id] = live

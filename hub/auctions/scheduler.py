@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Container
 
 from hub.auctions.config import AuctionConfig
+from hub.auctions.control import TradingControls
 from hub.buyers.bidding import Buyers
 from hub.devices import Device, Registry
 
@@ -18,7 +19,8 @@ __all__ = ["Scheduler"]
 class Scheduler:
     """Opens an auction for each online battery every `auction_interval_ms` (first auctions
     staggered so a fleet coming up does not open all at once), at most `max_parallel_auctions`
-    at a time, and only while some aggregator is buying. Starts each trading period."""
+    at a time, and only while some aggregator is buying and an operator has not paused trading
+    (`controls`; batteries out of service are skipped). Starts each trading period."""
 
     def __init__(
         self,
@@ -26,7 +28,9 @@ class Scheduler:
         registry: Registry,
         buyers: Buyers,
         on_new_period: Callable[[int], None],
+        controls: TradingControls | None = None,
     ) -> None:
+        self.controls = controls if controls is not None else TradingControls()
         self.config = config
         self.registry = registry
         self.buyers = buyers
@@ -44,6 +48,8 @@ class Scheduler:
         self._maybe_start_period(now)
         if self._period_started is not None:
             self.buyers.pace(now - self._period_started, self.config.trading_period_ms)
+        if self.controls.paused is not None:
+            return []  # an operator paused the site: open auctions finish, no new ones
         if self.buyers.satisfied:
             return []  # nobody is buying yet (paced) or any more this trading period
         config = self.config
@@ -53,7 +59,7 @@ class Scheduler:
             if len(chosen) >= room:
                 break
             device_id = device.device_id
-            if device_id in busy:
+            if device_id in busy or device_id in self.controls.out_of_service:
                 continue
             due = self._next_auction_at.get(device_id)
             if due is None:

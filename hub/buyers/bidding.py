@@ -75,11 +75,19 @@ class Buyers:
         self.history = history if history is not None else MarketHistory()
         self.confirmed_by_bidder: dict[int, int] = {}
         self.abandoned_by_bidder: dict[int, int] = {}
+        self.paused: set[int] = set()  # aggregator ids an operator paused: they place no bids
+
+    @property
+    def active(self) -> list[Aggregator]:
+        """The aggregators that bid (not paused by an operator)."""
+        if not self.paused:
+            return self.aggregators
+        return [agg for agg in self.aggregators if agg.aggregator_id not in self.paused]
 
     @property
     def satisfied(self) -> bool:
-        """True when no aggregator wants to buy more this trading period."""
-        return all(agg.state.satisfied for agg in self.aggregators)
+        """True when no aggregator that bids wants to buy more this trading period."""
+        return all(agg.state.satisfied for agg in self.active)
 
     def start_period(self) -> None:
         """A new trading period: every budget and energy requirement applies afresh."""
@@ -99,8 +107,8 @@ class Buyers:
         self.history.record_offer(lot_wh, demand_wh(self.aggregators, lot_wh))
 
     def collect(self, auction: Auction) -> list[BidRecord]:
-        """This round's bids from every aggregator, submitted to `auction`."""
-        return collect_bids(auction, self.aggregators, self.history)
+        """This round's bids from every aggregator not paused, submitted to `auction`."""
+        return collect_bids(auction, self.active, self.history)
 
     def held(self, auction: Auction, record: BidRecord) -> None:
         """The battery holds energy for `record` (call before the auction learns it): the

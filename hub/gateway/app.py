@@ -1,7 +1,7 @@
 """Litestar app factory: open health probes; status, devices, events, whoami, WebSocket
 tickets, the REST resources (hub.gateway.resources), the WebSocket /ws (hub.gateway.ws) and
-Prometheus /metrics (hub.gateway.prometheus) for viewer keys; API key management for operator
-keys; the OpenAPI schema at /schema."""
+Prometheus /metrics (hub.gateway.prometheus) for viewer keys; API key management and operator
+commands (hub.gateway.operator) for operator keys; the OpenAPI schema at /schema."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
 from hub.auth import ApiKeyAuthenticator, Role, WsTickets
 from hub.gateway.auth import SECURITY, openapi_config, principal_of, requires
+from hub.gateway.operator import OperatorSource, operator_handlers
 from hub.gateway.prometheus import MetricsSource, metrics_handler
 from hub.gateway.protect import cors_config, rate_limits
 from hub.gateway.resources import ResourceSource, events_in_range, resource_handlers
@@ -47,9 +48,9 @@ def _key_view(row: ApiKeyRow) -> dict[str, Any]:
     }
 
 
-class RuntimeView(ResourceSource, WsRuntime, MetricsSource, Protocol):
-    """What the gateway reads from the running hub (the resources', WebSocket's and
-    /metrics' needs included)."""
+class RuntimeView(ResourceSource, WsRuntime, MetricsSource, OperatorSource, Protocol):
+    """What the gateway reads from the running hub (the resources', WebSocket's, /metrics'
+    and operator commands' needs included)."""
 
     @property
     def ready(self) -> bool:
@@ -169,6 +170,7 @@ def create_app(settings: Settings, runtime: RuntimeView) -> Litestar:
             ws_route(runtime),
             metrics_handler(runtime, viewer),
             *resource_handlers(runtime, viewer),
+            *operator_handlers(runtime, operator),
         ],
         openapi_config=openapi_config(_VERSION),
         debug=False,
