@@ -1,7 +1,15 @@
 """API keys and WebSocket tickets of the HTTP gateway: roles, key format, verification cache."""
 
 from hub.auth.authenticator import ApiKeyAuthenticator
-from hub.auth.keys import IssuedKey, Principal, Role, hash_secret, issue_api_key, parse_key
+from hub.auth.keys import (
+    IssuedKey,
+    Principal,
+    Role,
+    hash_secret,
+    issue_api_key,
+    key_view,
+    parse_key,
+)
 from hub.auth.tickets import WsTickets
 
 __all__ = [
@@ -12,5 +20,6 @@ __all__ = [
     "WsTickets",
     "hash_secret",
     "issue_api_key",
+    "key_view",
     "parse_key",
 ]

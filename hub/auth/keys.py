@@ -13,7 +13,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 from hub.store.models import ApiKeyRow
 
@@ -26,6 +26,7 @@ __all__ = [
     "format_key",
     "hash_secret",
     "issue_api_key",
+    "key_view",
     "parse_key",
     "secret_matches",
 ]
@@ -83,6 +84,18 @@ class KeyStore(Protocol):
     async def revoke_api_key(self, key_id: int, *, revoked_ms: int | None = None) -> ApiKeyRow: ...
 
     async def note_api_key_used(self, key_id: int, used_ms: int) -> None: ...
+
+
+def key_view(row: ApiKeyRow) -> dict[str, Any]:
+    """An API key as the API and `etp apikey --json` show it: never its secret, nor its hash."""
+    return {
+        "id": row.id,
+        "name": row.name,
+        "role": row.role,
+        "created_ms": row.created_ms,
+        "revoked_ms": row.revoked_ms,
+        "last_used_ms": row.last_used_ms,
+    }
 
 
 def hash_secret(secret: str) -> str:

@@ -11,7 +11,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from hub.auth import IssuedKey, Role
+from hub.auth import IssuedKey, Role, key_view
 from hub.cli.db import DatabaseUrl, DataDir, resolve_url
 from hub.store import ApiKeyRow
 
@@ -53,17 +53,6 @@ def _time(ms: int | None) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-def _as_json(row: ApiKeyRow) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "name": row.name,
-        "role": row.role,
-        "created_ms": row.created_ms,
-        "revoked_ms": row.revoked_ms,
-        "last_used_ms": row.last_used_ms,
-    }
-
-
 @app.command()
 def create(
     name: Annotated[str, typer.Option("--name", help="Who or what uses the key (max 64 chars).")],
@@ -88,7 +77,7 @@ def create(
     url = resolve_url(database_url_option, data_dir)
     issued: IssuedKey = _with_store(url, lambda store: issue_api_key(store, name, role))
     if as_json:
-        typer.echo(json.dumps({**_as_json(issued.row), "key": issued.key}))
+        typer.echo(json.dumps({**key_view(issued.row), "key": issued.key}))
         return
     typer.echo(f"API key {issued.row.id} ({issued.row.role}, {issued.row.name}):")
     typer.echo(issued.key)
@@ -108,7 +97,7 @@ def list_keys(
     url = resolve_url(database_url_option, data_dir)
     rows: list[ApiKeyRow] = _with_store(url, lambda store: store.list_api_keys())
     if as_json:
-        typer.echo(json.dumps([_as_json(row) for row in rows], indent=2))
+        typer.echo(json.dumps([key_view(row) for row in rows], indent=2))
         return
     if not rows:
         typer.echo("no API keys (make one with `etp apikey create --name N --role viewer`)")

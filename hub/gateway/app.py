@@ -13,7 +13,7 @@ from litestar.exceptions import NotFoundException, ValidationException
 from litestar.params import FromPath, JSONBody, Parameter
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
-from hub.auth import ApiKeyAuthenticator, Role, WsTickets
+from hub.auth import ApiKeyAuthenticator, Role, WsTickets, key_view
 from hub.gateway.auth import SECURITY, openapi_config, principal_of, requires
 from hub.gateway.operator import OperatorSource, operator_handlers
 from hub.gateway.prometheus import MetricsSource, metrics_handler
@@ -21,7 +21,7 @@ from hub.gateway.protect import cors_config, rate_limits
 from hub.gateway.resources import ResourceSource, events_in_range, resource_handlers
 from hub.gateway.ws import WsRuntime, ws_route
 from hub.settings import Settings
-from hub.store import ApiKeyRow, InvalidValueError, UnknownApiKeyError
+from hub.store import InvalidValueError, UnknownApiKeyError
 
 __all__ = ["NewApiKey", "RuntimeView", "create_app"]
 
@@ -34,18 +34,6 @@ class NewApiKey:
 
     name: str
     role: Role
-
-
-def _key_view(row: ApiKeyRow) -> dict[str, Any]:
-    """An API key as the API shows it: never its secret, nor the hash of it."""
-    return {
-        "id": row.id,
-        "name": row.name,
-        "role": row.role,
-        "created_ms": row.created_ms,
-        "revoked_ms": row.revoked_ms,
-        "last_used_ms": row.last_used_ms,
-    }
 
 
 class RuntimeView(ResourceSource, WsRuntime, MetricsSource, OperatorSource, Protocol):
@@ -139,7 +127,7 @@ def create_app(settings: Settings, runtime: RuntimeView) -> Litestar:
     @get("/api/v1/api-keys", guards=operator, security=SECURITY)
     async def list_keys() -> list[dict[str, Any]]:
         """Every API key (revoked ones too), without secrets."""
-        return [_key_view(row) for row in await keys.list_keys()]
+        return [key_view(row) for row in await keys.list_keys()]
 
     @post("/api/v1/api-keys", guards=operator, security=SECURITY)
     async def create_key(data: JSONBody[NewApiKey]) -> dict[str, Any]:
@@ -148,14 +136,14 @@ def create_app(settings: Settings, runtime: RuntimeView) -> Litestar:
             issued = await keys.create(data.name, data.role)
         except InvalidValueError as exc:
             raise ValidationException(detail=str(exc)) from None
-        return {**_key_view(issued.row), "key": issued.key}
+        return {**key_view(issued.row), "key": issued.key}
 
     @delete("/api/v1/api-keys/{key_id:int}", status_code=HTTP_200_OK, guards=operator,
             security=SECURITY)
     async def revoke_key(key_id: FromPath[int]) -> dict[str, Any]:
         """Revoke a key: this hub refuses it from the next request on."""
         try:
-            return _key_view(await keys.revoke(key_id))
+            return key_view(await keys.revoke(key_id))
         except UnknownApiKeyError as exc:
             raise NotFoundException(detail=str(exc)) from None
         except InvalidValueError as exc:  # an id beyond any key's
