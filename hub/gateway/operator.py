@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from litestar import Request, patch, post
-from litestar.exceptions import NotFoundException, ServiceUnavailableException, ValidationException
+from litestar import Request, Response, patch, post
+from litestar.exceptions import ServiceUnavailableException
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, JSONBody
-from litestar.status_codes import HTTP_200_OK
+from litestar.status_codes import HTTP_200_OK, HTTP_400_BAD_REQUEST, HTTP_404_NOT_FOUND
 from litestar.types import Guard
 
 from hub.auctions.control import InvalidChangeError, Operator, UnknownTargetError
@@ -27,6 +27,15 @@ class OperatorSource(Protocol):
     @property
     def operator(self) -> Operator | None:
         """The market's operator controls (None before the hub started)."""
+
+
+def _refused(status: int) -> Any:
+    """An exception handler answering `status` with the error's text (Litestar's error body)."""
+
+    def handler(_request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+        return Response({"status_code": status, "detail": str(exc)}, status_code=status)
+
+    return handler
 
 
 def operator_handlers(source: OperatorSource, guards: list[Guard]) -> list[HTTPRouteHandler]:
@@ -45,6 +54,11 @@ def operator_handlers(source: OperatorSource, guards: list[Guard]) -> list[HTTPR
     common: dict[str, Any] = {
         "guards": guards, "security": SECURITY, "sync_to_thread": False,
         "status_code": HTTP_200_OK,
+        # an unknown aggregator or battery: 404; a refused parameter change: 400
+        "exception_handlers": {
+            UnknownTargetError: _refused(HTTP_404_NOT_FOUND),
+            InvalidChangeError: _refused(HTTP_400_BAD_REQUEST),
+        },
     }
 
     @post("/api/v1/trading/pause", **common)
@@ -63,20 +77,14 @@ def operator_handlers(source: OperatorSource, guards: list[Guard]) -> list[HTTPR
         request: Request[Any, Any, Any], aggregator_id: FromPath[int]
     ) -> dict[str, Any]:
         """The aggregator places no more bids (others go on); bids it holds stand."""
-        try:
-            return operator().pause_aggregator(who(request), aggregator_id)
-        except UnknownTargetError as exc:
-            raise NotFoundException(detail=str(exc)) from None
+        return operator().pause_aggregator(who(request), aggregator_id)
 
     @post("/api/v1/aggregators/{aggregator_id:int}/resume", **common)
     def resume_aggregator(
         request: Request[Any, Any, Any], aggregator_id: FromPath[int]
     ) -> dict[str, Any]:
         """The aggregator bids again."""
-        try:
-            return operator().resume_aggregator(who(request), aggregator_id)
-        except UnknownTargetError as exc:
-            raise NotFoundException(detail=str(exc)) from None
+        return operator().resume_aggregator(who(request), aggregator_id)
 
     @patch("/api/v1/aggregators/{aggregator_id:int}", **common)
     def update_aggregator(
@@ -87,28 +95,17 @@ def operator_handlers(source: OperatorSource, guards: list[Guard]) -> list[HTTPR
         """Change the live aggregator's budget_mc, energy_requirement_wh, max_price_mc,
         min_purchase_wh, pace_step_wh and its strategy's parameters (`strategy_params`); all
         or nothing, 400 naming the first bad parameter. Its next bid uses them."""
-        try:
-            return operator().update_aggregator(who(request), aggregator_id, data)
-        except UnknownTargetError as exc:
-            raise NotFoundException(detail=str(exc)) from None
-        except InvalidChangeError as exc:
-            raise ValidationException(detail=str(exc)) from None
+        return operator().update_aggregator(who(request), aggregator_id, data)
 
     @post("/api/v1/batteries/{device_id:int}/out-of-service", **common)
     def out_of_service(request: Request[Any, Any, Any], device_id: FromPath[int]) -> dict[str, Any]:
         """No new auction for the battery (its current one finishes)."""
-        try:
-            return operator().set_in_service(who(request), device_id, False, now_ms())
-        except UnknownTargetError as exc:
-            raise NotFoundException(detail=str(exc)) from None
+        return operator().set_in_service(who(request), device_id, False, now_ms())
 
     @post("/api/v1/batteries/{device_id:int}/in-service", **common)
     def in_service(request: Request[Any, Any, Any], device_id: FromPath[int]) -> dict[str, Any]:
         """The battery is auctioned again."""
-        try:
-            return operator().set_in_service(who(request), device_id, True, now_ms())
-        except UnknownTargetError as exc:
-            raise NotFoundException(detail=str(exc)) from None
+        return operator().set_in_service(who(request), device_id, True, now_ms())
 
     return [
         pause_trading, resume_trading, pause_aggregator, resume_aggregator, update_aggregator,

@@ -41,27 +41,21 @@ def _address(request: Request[Any, Any, Any]) -> str:
 
 
 def rate_limits(settings: Settings) -> list[Any]:
-    """The rate-limit middlewares (per client address, then per key); none when both are 0."""
-    middleware = []
-    if settings.http_rate_limit_per_address:
-        middleware.append(
-            RateLimitConfig(
-                rate_limit=("minute", settings.http_rate_limit_per_address),
-                identifier_for_request=_address,
-                exclude=_OPEN,
-                store="rate_limit_address",
-            ).middleware
-        )
-    if settings.http_rate_limit_per_key:
-        middleware.append(
-            RateLimitConfig(
-                rate_limit=("minute", settings.http_rate_limit_per_key),
-                identifier_for_request=key_identifier,
-                exclude=_OPEN,
-                store="rate_limit_key",
-            ).middleware
-        )
-    return middleware
+    """The rate-limit middlewares (per client address, then per key; a limit of 0 is none)."""
+    limits = (
+        (settings.http_rate_limit_per_address, _address, "rate_limit_address"),
+        (settings.http_rate_limit_per_key, key_identifier, "rate_limit_key"),
+    )
+    return [
+        RateLimitConfig(
+            rate_limit=("minute", per_minute),
+            identifier_for_request=identify,
+            exclude=_OPEN,
+            store=store,
+        ).middleware
+        for per_minute, identify, store in limits
+        if per_minute
+    ]
 
 
 def cors_config(settings: Settings) -> CORSConfig | None:
