@@ -3,8 +3,9 @@ live, take a battery out of service. Pure state and validation (no I/O, no clock
 scheduler and the buyers read it at their next tick, the driver records each command as an
 `operator_action` event through the `record` callback it is handed.
 
-State lives in memory: a restarted hub trades again with every aggregator and battery in
-service (persisting the controls can come later).
+The state lives in memory and its history in the event log: at start the driver replays the
+stored `operator_action` events (`Operator.restore`), so a restarted hub keeps trading paused,
+aggregators paused or re-parameterised and batteries out of service as the operators left them.
 """
 
 from __future__ import annotations
@@ -249,6 +250,35 @@ class Operator:
         action = "battery_in_service" if in_service else "battery_out_of_service"
         self.record(action, device_id, by, {"device_id": device_id})
         return self.battery_service(device_id)
+
+    def restore(
+        self, action: str, device_id: int | None, by: dict[str, Any], params: dict[str, Any],
+        at_ms: int,
+    ) -> None:
+        """Apply one stored operator_action again, as it was when given, without recording
+        it. A battery need not be known yet (it comes back online later). Raises ControlError
+        when it cannot apply (the aggregator is gone, a parameter no longer fits)."""
+        aggregator_id = int(params.get("aggregator_id") or 0)
+        if action == "pause_trading":
+            self.controls.paused = self.controls.paused or OperatorMark(by, at_ms)
+        elif action == "resume_trading":
+            self.controls.paused = None
+        elif action in ("pause_aggregator", "resume_aggregator"):
+            self.aggregator(aggregator_id)  # known?
+            if action == "pause_aggregator":
+                self.buyers.paused.add(aggregator_id)
+            else:
+                self.buyers.paused.discard(aggregator_id)
+        elif action == "update_aggregator":
+            agg = self.aggregator(aggregator_id)
+            changes = {k: v for k, v in params.items() if k != "aggregator_id"}
+            _apply(agg, validate_changes(agg, changes))
+        elif action == "battery_out_of_service" and device_id is not None:
+            self.controls.out_of_service.setdefault(device_id, OperatorMark(by, at_ms))
+        elif action == "battery_in_service" and device_id is not None:
+            self.controls.out_of_service.pop(device_id, None)
+        else:
+            raise InvalidChangeError(f"unknown operator action {action!r}")
 
     def battery_service(self, device_id: int) -> dict[str, Any]:
         """`in_service` of one battery (and who took it out, since when)."""

@@ -23,7 +23,7 @@ from typing import Any
 import structlog
 
 from hub.auctions.config import AuctionConfig
-from hub.auctions.control import Operator, TradingControls
+from hub.auctions.control import ControlError, Operator, TradingControls
 from hub.auctions.messages import (
     AwaitConfirm,
     BidAnswered,
@@ -162,10 +162,38 @@ class AuctionDriver:
     async def start(self) -> None:
         """Resolve auctions a previous run left open, then schedule auctions and notices."""
         self.records.start()
+        await self.restore_controls()
         self._aggregator_updates()
         await self.recover()
         self._tasks.append(asyncio.create_task(self._schedule(), name="auction-scheduler"))
         self._tasks.append(asyncio.create_task(self._notices(), name="market-notices"))
+
+    async def restore_controls(self, page: int = 1000) -> None:
+        """Replay the stored operator_action events, oldest first, so the operators' controls
+        survive a restart; one that no longer applies is logged and skipped."""
+        events = self.records.events
+        after, restored = 0, 0
+        while True:
+            batch = await events.read(after, limit=page, kinds=[EventKind.OPERATOR_ACTION])
+            for event in batch:
+                payload = event.payload
+                try:
+                    self.operator.restore(
+                        str(payload.get("action")), event.device_id, payload.get("by") or {},
+                        payload.get("params") or {}, event.ts_ms,
+                    )
+                    restored += 1
+                except (ControlError, TypeError, ValueError) as exc:
+                    log.warning("operator action not restored", seq=event.seq,
+                                action=payload.get("action"), error=str(exc))
+            if len(batch) < page:
+                break
+            after = batch[-1].seq
+        if restored:
+            log.info("operator controls restored", actions=restored,
+                     trading_paused=self.controls.paused is not None,
+                     aggregators_paused=sorted(self.buyers.paused),
+                     out_of_service=sorted(self.controls.out_of_service))
 
     async def stop(self) -> None:
         """Stop opening auctions; terminate open ones (trades being confirmed finish)."""

@@ -193,6 +193,7 @@ class BoundedH11Protocol(H11Protocol):
         self.timeout_keep_alive = self.limits.keep_alive_timeout_s
         self._request_deadline: asyncio.TimerHandle | None = None
         self._write_deadline: asyncio.TimerHandle | None = None
+        self._upgraded = False  # the transport now belongs to a WebSocket protocol
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         open_now = sum(1 for c in self.connections if not c.transport.is_closing())
@@ -240,7 +241,10 @@ class BoundedH11Protocol(H11Protocol):
         self._cancel_write_deadline()
 
     def handle_websocket_upgrade(self, event: h11.Request) -> None:
-        self._cancel_request_deadline()  # the transport now belongs to the WebSocket protocol
+        # The transport now belongs to the WebSocket protocol: none of this request's timers
+        # may fire on it (a 408 written into a WebSocket stream corrupts it).
+        self._upgraded = True
+        self._cancel_request_deadline()
         self._cancel_write_deadline()
         self.pool.idle.pop(self, None)
         super().handle_websocket_upgrade(event)
@@ -279,7 +283,7 @@ class BoundedH11Protocol(H11Protocol):
 
     def _follow_request(self) -> None:
         """Run the request deadline while a request is arriving, stop it once it has."""
-        if self.transport.is_closing():
+        if self._upgraded or self.transport.is_closing():
             self._cancel_request_deadline()
             return
         state = self.conn.their_state

@@ -16,6 +16,7 @@ from hub.auctions.scheduler import Scheduler
 from hub.auth import Role
 from hub.buyers.aggregator import Aggregator, default_aggregators
 from hub.buyers.bidding import Buyers
+from hub.events import EventKind
 from hub.devices import Registry
 from hub.runtime import HubRuntime
 from tests.hub.helpers import api_key, get_json, hub_settings, running_hub, sim_fleet, wait_for
@@ -240,3 +241,44 @@ async def test_operator_commands_steer_a_trading_site(tmp_path: Path) -> None:
         assert all(a["by"]["name"] == "ops-operator" and a["by"]["key_id"] for a in actions)
         assert actions[4]["params"] == {"aggregator_id": FIXED, "max_price_mc": cap}
         assert actions[5]["params"] == {"device_id": device_id}
+
+
+async def test_controls_survive_a_restart_of_the_hub(tmp_path: Path) -> None:
+    """The second hub on the same store replays the operator_action events: trading stays
+    paused (by whom, since when), an aggregator paused and one re-priced, a battery out of
+    service before it is even seen again; a stored action that no longer applies is skipped."""
+    settings = hub_settings(tmp_path)
+    async with running_hub(settings) as hub:
+        assert hub.registry is not None and hub.events is not None
+        key = await api_key(hub, Role.OPERATOR, name="ops")
+        hub.registry.seen(5, 0)
+        hub.registry.seen(6, 0)
+        for path, method, body in [
+            ("/api/v1/trading/pause", "POST", None),
+            (f"/api/v1/aggregators/{ADAPTIVE}/pause", "POST", None),
+            (f"/api/v1/aggregators/{MARKET}/pause", "POST", None),
+            (f"/api/v1/aggregators/{MARKET}/resume", "POST", None),
+            (f"/api/v1/aggregators/{FIXED}", "PATCH", {"max_price_mc": 31_000,
+                                                      "strategy_params": {"margin_bp": 700}}),
+            ("/api/v1/batteries/5/out-of-service", "POST", None),
+            ("/api/v1/batteries/6/out-of-service", "POST", None),
+            ("/api/v1/batteries/6/in-service", "POST", None),
+        ]:
+            assert (await _call(hub, key, path, method, body))[0] == 200, path
+        paused = (await _call(hub, key, "/api/v1/status", "GET"))[1]["trading"]
+        hub.events.emit(EventKind.OPERATOR_ACTION, action="pause_aggregator",
+                        by={"key_id": 1, "name": "gone"}, params={"aggregator_id": 999})
+    async with running_hub(settings) as hub:
+        assert hub.auctions is not None
+        status = (await _call(hub, key, "/api/v1/status", "GET"))[1]
+        assert status["trading"] == paused and paused["paused"] is True
+        aggregators = {row["config"]["aggregator_id"]: row for row in
+                       (await _call(hub, key, "/api/v1/aggregators", "GET"))[1]["items"]}
+        assert {i: row["paused"] for i, row in aggregators.items()} == {
+            FIXED: False, ADAPTIVE: True, MARKET: False}
+        assert aggregators[FIXED]["config"]["max_price_mc"] == 31_000
+        assert aggregators[FIXED]["config"]["strategy_params"]["margin_bp"] == 700
+        assert hub.auctions.buyers.by_id[FIXED].strategy.margin_bp == 700  # type: ignore[attr-defined]
+        assert set(hub.auctions.controls.out_of_service) == {5}
+        assert hub.auctions.operator.battery_service(5)["out_of_service"]["by"]["name"] \
+            == "ops-operator"
