@@ -119,6 +119,23 @@ async def test_ticket_auth_message_and_headers_each_get_a_snapshot_then_live_eve
         assert (code_, received) == (4401, []) and "ticket" in reason
 
 
+async def test_a_websocket_outlives_the_http_request_and_idle_timeouts(tmp_path: Path) -> None:
+    """The HTTP server's request deadline (a slow request: 408) and keep-alive timer belong to
+    HTTP; a WebSocket kept open past both still gets its events (once, a 408 was written into
+    the socket's stream after ETP_HTTP_REQUEST_TIMEOUT_S and corrupted it)."""
+    settings = hub_settings(tmp_path, http_request_timeout_s=0.4, http_keep_alive_timeout_s=1)
+    async with running_hub(settings) as hub:
+        key = await api_key(hub, Role.VIEWER)
+        ws = await _open(hub, additional_headers={"Authorization": f"Bearer {key}"})
+        assert (await _recv(ws))["type"] == "snapshot"
+        await asyncio.sleep(1.5)
+        emitted = _emit(hub, 3)
+        events = await _events_until(ws, emitted[-1])
+        assert [e["seq"] for e in events if e["seq"] in emitted] == emitted
+        assert hub.status()["http"]["refused"] == {}, hub.status()["http"]
+        await ws.close()
+
+
 async def test_refused_without_a_key_with_a_wrong_or_revoked_key_and_bad_messages(
     tmp_path: Path,
 ) -> None:
