@@ -16,6 +16,7 @@ from typing import Any
 
 import structlog
 
+from hub.alerts import AlertRules, Alerts
 from hub.auctions.config import AuctionConfig
 from hub.auctions.control import Operator
 from hub.auctions.driver import AuctionDriver
@@ -128,6 +129,7 @@ class HubRuntime:
         self.registry: Registry | None = None
         self.receiver: Receiver | None = None
         self.keyring: DeviceKeyring | None = None
+        self.alerts: Alerts | None = None
         self._aggregator_configs = aggregator_configs
         self._http: Any = None
         self._http_pool: Any = None  # hub.gateway.server.ConnectionPool: refusals, evictions
@@ -240,6 +242,18 @@ class HubRuntime:
         await self.registry.start()
         await self.auctions.start()
         self._device_task = asyncio.create_task(self._device_writer(), name="device-writer")
+        self.alerts = Alerts(
+            self.store,
+            self.events,
+            AlertRules(
+                round(settings.alert_offline_delay_s * 1000),
+                settings.alert_deadline_misses_per_min,
+                settings.alert_rejected_frames_per_min,
+            ),
+            lambda: (self.metrics.deadline_misses, self.metrics.rejected_frames),
+            check_interval_s=settings.alert_check_interval_s,
+        )
+        await self.alerts.start()
         self.started_ms = now_ms()
         # Everything built so far lives as long as the hub: keep it out of the cyclic garbage
         # collector's full passes (they stall the event loop for tens of ms with big fleets).
@@ -334,6 +348,8 @@ class HubRuntime:
                 await self.auctions.stop()
         if self.registry is not None:
             await self.registry.stop()
+        if self.alerts is not None:
+            await self.alerts.stop()
         if self._device_task is not None:
             self._device_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -584,6 +600,10 @@ class HubRuntime:
             "metrics": self.metrics.snapshot(),
             "http": self._http_pool.summary() if self._http_pool else {},
             "ws": self.ws_clients.summary(),
+            "alerts": (
+                self.alerts.summary() if self.alerts else {"open": 0, "raised": 0,
+                                                            "write_errors": 0}
+            ),
         }
 
     @property

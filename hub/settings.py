@@ -151,6 +151,18 @@ class Settings(BaseSettings):
     trading_period_ms: int = Field(
         default=60_000, ge=0, description="aggregator budgets and requirements renew; 0 = never"
     )
+    alert_offline_delay_s: float = Field(
+        default=60.0, ge=0, description="a battery offline this long raises an alert"
+    )
+    alert_deadline_misses_per_min: int = Field(
+        default=10, ge=0, description="more deadline misses in a minute raise an alert (0: off)"
+    )
+    alert_rejected_frames_per_min: int = Field(
+        default=100, ge=0, description="more rejected frames in a minute raise an alert (0: off)"
+    )
+    alert_check_interval_s: float = Field(
+        default=5.0, gt=0, le=60, description="how often the offline and rate alerts are checked"
+    )
     metrics_snapshot_interval_s: float = Field(
         default=10.0, ge=0, description="period of metrics_snapshot events; 0 = none"
     )

@@ -37,6 +37,8 @@ class EventKind(StrEnum):
     OPERATOR_ACTION = "operator_action"  # action, by
     SETTLEMENT_CHANGED = "settlement_changed"  # trade_id, status, signature
     METRICS_SNAPSHOT = "metrics_snapshot"  # the hub's status counts, periodically
+    ALERT_RAISED = "alert_raised"  # the alert (hub.store AlertRow.view): new, or a repeat counted
+    ALERT_ACKNOWLEDGED = "alert_acknowledged"  # the alert, with acknowledged_by
 
 
 @dataclass(frozen=True, slots=True)

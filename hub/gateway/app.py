@@ -15,6 +15,7 @@ from litestar.params import FromPath, JSONBody, Parameter
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
 from hub.auth import ApiKeyAuthenticator, Role, WsTickets, key_view
+from hub.gateway.alerts import AlertSource, alert_handlers
 from hub.gateway.auth import SECURITY, openapi_config, principal_of, requires
 from hub.gateway.operator import OperatorSource, operator_handlers
 from hub.gateway.prometheus import MetricsSource, metrics_handler
@@ -38,7 +39,9 @@ class NewApiKey:
     role: Role
 
 
-class RuntimeView(ResourceSource, WsRuntime, MetricsSource, OperatorSource, Protocol):
+class RuntimeView(
+    ResourceSource, WsRuntime, MetricsSource, OperatorSource, AlertSource, Protocol
+):
     """What the gateway reads from the running hub (the resources', WebSocket's, /metrics'
     and operator commands' needs included)."""
 
@@ -161,6 +164,7 @@ def create_app(settings: Settings, runtime: RuntimeView) -> Litestar:
             metrics_handler(runtime, viewer),
             *resource_handlers(runtime, viewer),
             *operator_handlers(runtime, operator),
+            *alert_handlers(runtime, viewer, operator),
             *static_handlers(settings.dashboard_path()),
         ],
         openapi_config=openapi_config(_VERSION),

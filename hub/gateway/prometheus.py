@@ -195,6 +195,12 @@ def render_metrics(source: MetricsSource) -> str:
     out.gauge("etp_batteries_online", "Batteries online (absent while the broker is out of "
               "reach: not known then).", _one(devices.get("online")))
 
+    alerts = status.get("alerts") or {}
+    out.gauge("etp_alerts_open", "Alerts waiting for an operator's acknowledgement.",
+              _one(alerts.get("open", 0)))
+    out.counter("etp_alerts_raised_total", "Alerts raised or repeated since the hub started.",
+                _one(alerts.get("raised", 0)))
+
     # protocol timing and rejections
     out.histogram("etp_request_latency_seconds", "Request to response time on the battery "
                   "protocol, by request type.",

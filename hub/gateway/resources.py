@@ -21,7 +21,7 @@ from hub.gateway.export import csv_export
 from hub.store import InvalidQueryError, ListQuery, Store
 from hub.store.queries import MAX_PAGE_ROWS
 
-__all__ = ["ResourceSource", "Window", "events_in_range", "resource_handlers"]
+__all__ = ["ResourceSource", "Window", "events_in_range", "ids", "resource_handlers"]
 
 
 class ResourceSource(Protocol):
@@ -102,26 +102,27 @@ def export_window(
     return Window(from_ms, to_ms, sort, order, MAX_PAGE_ROWS, None)
 
 
-def _ids(description: str) -> Any:
+def ids(description: str) -> Any:
+    """A list query parameter's description (repeat it for several values)."""
     return Parameter(description=f"{description} (repeat for several)")
 
 
-DeviceIds = Annotated[list[int] | None, _ids("only these batteries")]
-BidderIds = Annotated[list[int] | None, _ids("only these bidders (aggregator ids)")]
-AuctionIds = Annotated[list[int] | None, _ids("only these auctions")]
+DeviceIds = Annotated[list[int] | None, ids("only these batteries")]
+BidderIds = Annotated[list[int] | None, ids("only these bidders (aggregator ids)")]
+AuctionIds = Annotated[list[int] | None, ids("only these auctions")]
 TradeStatuses = Annotated[
     list[Literal["recorded", "verified", "unverified", "void"]] | None,
-    _ids("only trades in these states"),
+    ids("only trades in these states"),
 ]
 AuctionStatuses = Annotated[
     list[Literal["open", "cleared", "no_sale", "terminated"]] | None,
-    _ids("only auctions in these states"),
+    ids("only auctions in these states"),
 ]
 SettlementStatuses = Annotated[
     list[Literal["pending", "submitted", "settled", "failed"]] | None,
-    _ids("only settlements in these states"),
+    ids("only settlements in these states"),
 ]
-Kinds = Annotated[list[str] | None, _ids("only events of these kinds")]
+Kinds = Annotated[list[str] | None, ids("only events of these kinds")]
 
 
 def resource_handlers(source: ResourceSource, guards: list[Guard]) -> list[HTTPRouteHandler]:
@@ -157,7 +158,7 @@ def resource_handlers(source: ResourceSource, guards: list[Guard]) -> list[HTTPR
     def batteries(
         online: Annotated[bool | None, Parameter(description="only online (or offline) "
                                                  "batteries")] = None,
-        health: Annotated[list[int] | None, _ids("only these health codes")] = None,
+        health: Annotated[list[int] | None, ids("only these health codes")] = None,
         limit: Limit = 100,
         cursor: Annotated[str | None, Parameter(max_length=32, description="next_cursor "
                                                 "of the previous page")] = None,
@@ -192,7 +193,7 @@ def resource_handlers(source: ResourceSource, guards: list[Guard]) -> list[HTTPR
         device_id: DeviceIds = None,
         status: AuctionStatuses = None,
         winner_id: BidderIds = None,
-        mechanism: Annotated[list[str] | None, _ids("only these mechanisms")] = None,
+        mechanism: Annotated[list[str] | None, ids("only these mechanisms")] = None,
     ) -> dict[str, Any]:
         """Auctions, paged: `{"items": [...], "next_cursor": "..." | null}`; time is
         `opened_ms`."""
@@ -235,7 +236,7 @@ def resource_handlers(source: ResourceSource, guards: list[Guard]) -> list[HTTPR
     async def settlements(
         window: NamedDependency[Window],
         status: SettlementStatuses = None,
-        trade_id: Annotated[list[int] | None, _ids("only these trades")] = None,
+        trade_id: Annotated[list[int] | None, ids("only these trades")] = None,
     ) -> dict[str, Any]:
         """The settlement outbox, paged (one row per verified trade); time is `updated_ms`."""
         return await page("settlements", window.query({"status": status, "trade_id": trade_id}))
@@ -243,7 +244,7 @@ def resource_handlers(source: ResourceSource, guards: list[Guard]) -> list[HTTPR
     @get("/api/v1/metrics", dependencies=lists, **common)
     async def metrics(
         window: NamedDependency[Window],
-        name: Annotated[list[str] | None, _ids("only these metrics")] = None,
+        name: Annotated[list[str] | None, ids("only these metrics")] = None,
     ) -> dict[str, Any]:
         """Stored metric samples, paged; time is `ts_ms`."""
         return await page("metrics", window.query({"name": name}))
@@ -268,7 +269,7 @@ def resource_handlers(source: ResourceSource, guards: list[Guard]) -> list[HTTPR
         device_id: DeviceIds = None,
         status: AuctionStatuses = None,
         winner_id: BidderIds = None,
-        mechanism: Annotated[list[str] | None, _ids("only these mechanisms")] = None,
+        mechanism: Annotated[list[str] | None, ids("only these mechanisms")] = None,
     ) -> Stream:
         """Every matching auction as CSV, streamed."""
         return await export("auctions", window.query({

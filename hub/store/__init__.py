@@ -7,13 +7,16 @@ from hub.store.errors import (
     StoreError,
     StoreNotStartedError,
     StoreWriteError,
+    UnknownAlertError,
     UnknownApiKeyError,
     UnknownAuctionError,
     UnknownTradeError,
 )
 from hub.store.migrate import current_revision, head_revision, upgrade_database
 from hub.store.models import (
+    ALERT_KINDS,
     API_KEY_ROLES,
+    AlertRow,
     ApiKeyRow,
     AuctionRow,
     BidRow,
@@ -28,7 +31,9 @@ from hub.store.store import Store
 from hub.store.urls import database_url_for, resolve_database_url
 
 __all__ = [
+    "ALERT_KINDS",
     "API_KEY_ROLES",
+    "AlertRow",
     "ApiKeyRow",
     "AuctionRow",
     "AuctionStateError",
@@ -47,6 +52,7 @@ __all__ = [
     "StoreNotStartedError",
     "StoreWriteError",
     "TradeRow",
+    "UnknownAlertError",
     "UnknownApiKeyError",
     "UnknownAuctionError",
     "UnknownTradeError",

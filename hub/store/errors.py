@@ -43,6 +43,10 @@ class UnknownAuctionError(StoreError, LookupError):
     """No auction has the given id."""
 
 
+class UnknownAlertError(StoreError, LookupError):
+    """No alert has the given id."""
+
+
 class UnknownApiKeyError(StoreError, LookupError):
     """No API key has the given id."""
 

@@ -9,6 +9,10 @@ import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
 __all__ = [
+    "ALERTS",
+    "ALERT_KINDS",
+    "ALERT_SEVERITIES",
+    "ALERT_STATES",
     "API_KEYS",
     "API_KEY_ROLES",
     "AUCTIONS",
@@ -24,6 +28,8 @@ __all__ = [
     "SETTLEMENT_STATUSES",
     "TRADES",
     "TRADE_STATUSES",
+    "Alert",
+    "AlertRow",
     "ApiKey",
     "ApiKeyRow",
     "Auction",
@@ -42,6 +48,7 @@ __all__ = [
     "StoreModel",
     "Trade",
     "TradeRow",
+    "alert_view",
 ]
 
 AUCTION_STATUSES = ("open", "cleared", "no_sale", "terminated")
@@ -58,6 +65,13 @@ SETTLEMENT_STATUSES = ("pending", "submitted", "settled", "failed")
 TRADE_STATUSES = ("recorded", "verified", "unverified", "void")
 # viewer: reads the site's state; operator: a viewer that may also change it (keys, later more).
 API_KEY_ROLES = ("viewer", "operator")
+# What an operator is alerted to (hub.alerts.rules raises them); open until acknowledged.
+ALERT_KINDS = (
+    "device_failure", "device_offline", "deadline_misses", "rejected_frames",
+    "settlement_failed", "trade_unresolvable",
+)
+ALERT_SEVERITIES = ("critical", "warning")
+ALERT_STATES = ("open", "acknowledged")
 
 # Row ids of high-volume tables are 64-bit on PostgreSQL; SQLite needs INTEGER for rowid aliases.
 # Ids that come from the network (device, bidder, auction referenced by a bid) are u32 on the
@@ -255,6 +269,35 @@ class ApiKey(StoreModel, table=True):
     last_used_ms: int | None = Field(default=None, sa_type=sa.BigInteger())
 
 
+class Alert(StoreModel, table=True):
+    """Something an operator must look at. One open alert per `dedup_key`: a repeat while it
+    is open counts (`count`, `last_ms`) instead of adding a row; acknowledged, it stays as a
+    record and the next occurrence opens a new one."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (
+        sa.Index("ix_alerts_state_id", "state", "id"),
+        sa.Index("ix_alerts_kind_id", "kind", "id"),
+        sa.Index("ix_alerts_dedup_key_state", "dedup_key", "state"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(sa_type=sa.String(32))
+    severity: str = Field(sa_type=sa.String(16))
+    dedup_key: str = Field(sa_type=sa.String(96))
+    device_id: int | None = Field(default=None, sa_type=sa.BigInteger())
+    message: str = Field(sa_type=sa.String(256))
+    detail: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON())
+    raised_ms: int = Field(sa_type=sa.BigInteger())
+    last_ms: int = Field(sa_type=sa.BigInteger())
+    count: int = Field(default=1)
+    state: str = Field(sa_type=sa.String(16))
+    acknowledged_ms: int | None = Field(default=None, sa_type=sa.BigInteger())
+    acknowledged_by_key_id: int | None = Field(default=None)
+    acknowledged_by_name: str | None = Field(default=None, sa_type=sa.String(64))
+
+
 # Rows handed out by the Store: plain immutable values, safe to keep after the session ends.
 
 
@@ -380,6 +423,51 @@ class ApiKeyRow:
 
 
 # Core tables of the models above (what the store's statements are built on).
+@dataclass(frozen=True, slots=True)
+class AlertRow:
+    """An alert as stored (see Alert); `view()` is what the API and the event log show."""
+
+    id: int
+    kind: str
+    severity: str
+    dedup_key: str
+    device_id: int | None
+    message: str
+    detail: dict[str, Any] | None
+    raised_ms: int
+    last_ms: int
+    count: int
+    state: str
+    acknowledged_ms: int | None
+    acknowledged_by_key_id: int | None
+    acknowledged_by_name: str | None
+
+    def view(self) -> dict[str, Any]:
+        """JSON-ready: the acknowledging key as {"key_id", "name"} (or None)."""
+        return alert_view(lambda name: getattr(self, name))
+
+
+def alert_view(column: Any) -> dict[str, Any]:
+    """An alert's API shape from a column getter (a row's attribute or a mapping's item)."""
+    by_id = column("acknowledged_by_key_id")
+    return {
+        "id": column("id"),
+        "kind": column("kind"),
+        "severity": column("severity"),
+        "device_id": column("device_id"),
+        "message": column("message"),
+        "raised_ms": column("raised_ms"),
+        "last_ms": column("last_ms"),
+        "count": column("count"),
+        "state": column("state"),
+        "acknowledged_ms": column("acknowledged_ms"),
+        "acknowledged_by": (
+            None if by_id is None else {"key_id": by_id, "name": column("acknowledged_by_name")}
+        ),
+        "detail": column("detail") or {},
+    }
+
+
 DEVICES = StoreModel.metadata.tables["devices"]
 AUCTIONS = StoreModel.metadata.tables["auctions"]
 BIDS = StoreModel.metadata.tables["bids"]
@@ -389,3 +477,4 @@ EVENTS = StoreModel.metadata.tables["events"]
 EVENT_SEQUENCE = StoreModel.metadata.tables["event_sequence"]
 METRICS = StoreModel.metadata.tables["metrics"]
 API_KEYS = StoreModel.metadata.tables["api_keys"]
+ALERTS = StoreModel.metadata.tables["alerts"]

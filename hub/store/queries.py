@@ -15,6 +15,10 @@ import sqlalchemy as sa
 
 from hub.store.errors import InvalidValueError
 from hub.store.models import (
+    ALERT_KINDS,
+    ALERT_SEVERITIES,
+    ALERT_STATES,
+    ALERTS,
     AUCTION_STATUSES,
     AUCTIONS,
     BIDS,
@@ -124,6 +128,19 @@ LISTINGS: dict[str, Listing] = {
             filters={"name": (str, None)},
             columns=("id", "name", "value", "labels", "ts_ms"),
             written_behind=True,
+        ),
+        Listing(
+            "alerts",
+            ALERTS,
+            key="id",
+            time="raised_ms",
+            filters={
+                "state": (str, ALERT_STATES),
+                "kind": (str, ALERT_KINDS),
+                "severity": (str, ALERT_SEVERITIES),
+                "device_id": (int, None),
+            },
+            columns=tuple(ALERTS.c.keys()),
         ),
     )
 }
@@ -258,7 +275,7 @@ def _check_query(listing: Listing, query: ListQuery) -> None:
 def _row_dict(listing: Listing, row: sa.Row[Any]) -> dict[str, Any]:
     values = row._mapping
     item = {name: values[name] for name in listing.columns}
-    for json_column in ("payload", "labels"):
+    for json_column in ("payload", "labels", "detail"):
         if json_column in item and item[json_column] is None:
             item[json_column] = {}
     return item

@@ -2,7 +2,8 @@
 
 Layout of hub/store: database.py (engine, migration, transactions) · group_commit.py
 (durable writes sharing commits) · write_behind.py (batched rows) · sequence.py (event
-numbers) · devices.py, auctions.py, trades.py, batched.py (the API per table) · queries.py
+numbers) · devices.py, auctions.py, trades.py, batched.py, apikeys.py, alerts.py (the API
+per table) · queries.py
 (the API's filtered, keyset-paged list reads) · urls.py (the default database URL) ·
 errors.py · validate.py · models.py · migrate.py.
 """
@@ -15,6 +16,7 @@ from types import TracebackType
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from hub.store.alerts import AlertStore
 from hub.store.apikeys import ApiKeyStore
 from hub.store.auctions import AuctionStore, bulk_insert_auctions
 from hub.store.batched import BatchedRows
@@ -34,9 +36,11 @@ __all__ = ["Store"]
 log = logging.getLogger("hub.store")
 
 
-class Store(DeviceStore, AuctionStore, TradeLedger, BatchedRows, ApiKeyStore, ListQueries):
+class Store(
+    DeviceStore, AuctionStore, TradeLedger, BatchedRows, ApiKeyStore, AlertStore, ListQueries
+):
     """Async persistence of devices, auctions, bids, trades, settlement outbox, events, metrics
-    and the gateway's API keys (hashed).
+    the gateway's API keys (hashed) and operators' alerts.
 
     SQLite (`sqlite+aiosqlite:///path`) or PostgreSQL (`postgresql+psycopg://...`). Trades are
     committed and fsynced before `record_trade` returns; bids, events and metrics are queued

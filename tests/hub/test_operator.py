@@ -16,8 +16,8 @@ from hub.auctions.scheduler import Scheduler
 from hub.auth import Role
 from hub.buyers.aggregator import Aggregator, default_aggregators
 from hub.buyers.bidding import Buyers
-from hub.events import EventKind
 from hub.devices import Registry
+from hub.events import EventKind
 from hub.runtime import HubRuntime
 from tests.hub.helpers import api_key, get_json, hub_settings, running_hub, sim_fleet, wait_for
 
