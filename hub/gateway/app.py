@@ -17,6 +17,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 from hub.auth import ApiKeyAuthenticator, Role, WsTickets, key_view
 from hub.gateway.alerts import AlertSource, alert_handlers
 from hub.gateway.auth import SECURITY, openapi_config, principal_of, requires
+from hub.gateway.competition import competition_handler
 from hub.gateway.operator import OperatorSource, operator_handlers
 from hub.gateway.prometheus import MetricsSource, metrics_handler
 from hub.gateway.protect import cors_config, rate_limits
@@ -162,6 +163,7 @@ def create_app(settings: Settings, runtime: RuntimeView) -> Litestar:
             revoke_key,
             ws_route(runtime),
             metrics_handler(runtime, viewer),
+            competition_handler(settings, runtime, viewer),
             *resource_handlers(runtime, viewer),
             *operator_handlers(runtime, operator),
             *alert_handlers(runtime, viewer, operator),

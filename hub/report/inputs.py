@@ -108,13 +108,17 @@ def from_simulation(result: SimResult, source: str = "simulation") -> ReportInpu
     return ReportInput(auctions=auctions, bids=bids, source=source)
 
 
-async def load_report_input(store: Any) -> ReportInput:
-    """Read auctions and bids through the store's public API (`list_auctions`, `list_bids`).
+async def load_report_input(store: Any, last_auctions: int | None = None) -> ReportInput:
+    """Read auctions and bids through the store's public API (`list_auctions`, `list_bids`):
+    all of them, or the `last_auctions` newest auctions with their trades and bids.
 
     A cleared auction missing its price/energy is completed from its trade; one whose trade its
     battery has not proved (unverified) is reported as such and counts as no sale."""
-    auction_rows = await store.list_auctions()
-    trades = {trade.auction_id: trade for trade in await store.list_trades()}
+    auction_rows = await store.list_auctions(limit=last_auctions)
+    since = min((row.id for row in auction_rows), default=None) if last_auctions else None
+    trades = {
+        trade.auction_id: trade for trade in await store.list_trades(min_auction_id=since)
+    }
     auctions = []
     for row in auction_rows:
         price, winner, energy = row.clearing_price_mc, row.winner_id, row.energy_wh
@@ -144,7 +148,7 @@ async def load_report_input(store: Any) -> ReportInput:
     auctions.sort(key=lambda a: (a.opened_ms, a.id))
     bids = [
         ReportBid(row.auction_id, row.bidder_id, row.price_mc, row.outcome, row.reason)
-        for row in await store.list_bids()
+        for row in await store.list_bids(min_auction_id=since)
     ]
     return ReportInput(
         auctions=auctions, bids=bids, source="store", aggregators=await _recorded_aggregators(store)

@@ -123,12 +123,17 @@ class BatchedRows(StoreParts):
         """Commit every queued bid, event and metric now (one transaction)."""
         await self._writes.flush()
 
-    async def list_bids(self, auction_id: int | None = None) -> list[BidRow]:
-        """Bids (of one auction, if given), in the order recorded; flushes queued writes first."""
+    async def list_bids(
+        self, auction_id: int | None = None, *, min_auction_id: int | None = None
+    ) -> list[BidRow]:
+        """Bids (of one auction, or of auctions from `min_auction_id` on, if given), in the
+        order recorded; flushes queued writes first."""
         await self._writes.flush_before_read()
         statement = sa.select(BIDS).order_by(BIDS.c.id)
         if auction_id is not None:
             statement = statement.where(BIDS.c.auction_id == auction_id)
+        if min_auction_id is not None:
+            statement = statement.where(BIDS.c.auction_id >= min_auction_id)
         return [to_row(BidRow, row) for row in await self._db.fetch(statement)]
 
     def events_after_statement(

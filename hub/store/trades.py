@@ -208,9 +208,14 @@ class TradeLedger(StoreParts):
         rows = await self._db.fetch(sa.select(TRADES).where(TRADES.c.auction_id == auction_id))
         return to_row(TradeRow, rows[0]) if rows else None
 
-    async def list_trades(self, status: str | Iterable[str] | None = None) -> list[TradeRow]:
-        """Trades (with one status, or any of several; default every trade), oldest first."""
+    async def list_trades(
+        self, status: str | Iterable[str] | None = None, *, min_auction_id: int | None = None
+    ) -> list[TradeRow]:
+        """Trades (with one status, or any of several; default every trade; of auctions from
+        `min_auction_id` on, if given), oldest first."""
         statement = sa.select(TRADES).order_by(TRADES.c.id)
+        if min_auction_id is not None:
+            statement = statement.where(TRADES.c.auction_id >= min_auction_id)
         if status is not None:
             wanted = (status,) if isinstance(status, str) else tuple(status)
             statement = statement.where(TRADES.c.status.in_(wanted))
