@@ -84,6 +84,7 @@ export class LiveSocket {
       if (this.socket !== socket) return;
       this.socket = null;
       this.flush();
+      console.info(`/ws closed: ${close.code} ${close.reason}`);
       if (!this.stopped) this.retryLater(adviceForClose(close.code) === "retry-slowly");
     };
   }

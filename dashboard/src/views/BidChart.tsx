@@ -17,7 +17,7 @@ export function BidChart({ auction, names }: { auction: LiveAuction; names: Reco
         <YAxis fontSize={10} domain={["auto", "auto"]} />
         <Tooltip formatter={(v) => `${Number(v).toFixed(2)} c/kWh`} labelFormatter={(v) => `${String(v)} ms after opening`} />
         {auction.reserve_mc !== null && (
-          <ReferenceLine y={auction.reserve_mc / 1000} stroke="#94a3b8" strokeDasharray="3 2" />
+          <ReferenceLine y={auction.reserve_mc / 1000} stroke="#94a3b8" strokeDasharray="3 2" ifOverflow="extendDomain" />
         )}
         {bidders.map((id, i) => (
           <Line key={id} dataKey={`b${id}`} name={names[id] ?? String(id)} stroke={COLORS[i % COLORS.length]}

@@ -3,11 +3,10 @@
 
 import { Kpi, Card, Problem } from "../components/ui";
 import { centsPerKwh, count, money, percent } from "../lib/format";
-import { useAuctionsLastMinute, useStatus } from "../lib/queries";
+import { useAuctionsLastMinute, useRecentTrades, useStatus } from "../lib/queries";
 import { sum } from "../lib/rates";
 import { useThroughput } from "../lib/useThroughput";
 import { PriceChart } from "./PriceChart";
-import { useRecentTrades } from "../lib/queries";
 
 export default function Overview() {
   const status = useStatus();
@@ -43,8 +42,8 @@ export default function Overview() {
           value={rates ? `${rates.in.toFixed(1)} in · ${rates.out.toFixed(1)} out` : "…"}
           hint="MQTT, over the last minute" />
       </div>
-      <Card title="Clearing price vs reserve (recent trades)">
-        <PriceChart trades={trades.data ?? []} height={220} />
+      <Card title="Clearing price vs reserve (newest 200 trades)">
+        <PriceChart trades={(trades.data ?? []).slice(-200)} height={220} />
       </Card>
       {m && (
         <Card title="Auctions">
