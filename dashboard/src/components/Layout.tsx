@@ -52,7 +52,7 @@ export function Layout({ view, onSignOut, children }: { view: View; onSignOut: (
   const wide = useWide();
   return (
     <div className="min-h-screen">
-      <header className="sticky top-0 z-20 border-b border-slate-200 bg-white">
+      <header className="z-20 border-b md:sticky md:top-0 border-slate-200 bg-white">
         <div className="flex flex-wrap items-center gap-x-4 gap-y-1 px-4 py-2">
           {!wide && (<button
             type="button"
