@@ -13,7 +13,26 @@ export const keys = {
   recentAuctions: ["auctions", "recent"] as const,
   settlements: ["settlements"] as const,
   alerts: ["alerts"] as const,
+  competition: ["competition"] as const,
 };
+
+/** /api/v1/competition: the report's counterfactual over the most recent 1,000 auctions
+ * (the hub recomputes it at most every 30 s). */
+export interface Competition {
+  available: boolean;
+  reason?: string;
+  auctions?: number;
+  computed_ms: number;
+  improvement?: { recorded_vs_single_price_per_kwh_pct: number | null; recorded_minus_single_premium_points: number | null };
+}
+
+export function useCompetition() {
+  return useQuery({
+    queryKey: keys.competition,
+    queryFn: () => getJson<Competition>("/api/v1/competition"),
+    refetchInterval: 30_000,
+  });
+}
 
 export function useWhoAmI() {
   return useQuery({ queryKey: keys.whoami, queryFn: () => getJson<WhoAmI>("/api/v1/whoami"), staleTime: Infinity });

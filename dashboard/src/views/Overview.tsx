@@ -3,7 +3,7 @@
 
 import { Kpi, Card, Problem } from "../components/ui";
 import { centsPerKwh, count, money, percent } from "../lib/format";
-import { useAuctionsLastMinute, useRecentTrades, useStatus } from "../lib/queries";
+import { useAuctionsLastMinute, useCompetition, useRecentTrades, useStatus } from "../lib/queries";
 import { sum } from "../lib/rates";
 import { useThroughput } from "../lib/useThroughput";
 import { PriceChart } from "./PriceChart";
@@ -13,10 +13,11 @@ export default function Overview() {
   const perMinute = useAuctionsLastMinute();
   const trades = useRecentTrades();
   const rates = useThroughput(status.data);
+  const competition = useCompetition().data;
   if (status.error) return <Problem error={status.error} />;
   const s = status.data;
   const m = s?.market;
-  const gain = m && m.mean_price_mc !== null && m.mean_reserve_mc !== null ? m.mean_price_mc - m.mean_reserve_mc : null;
+  const gain = competition?.available ? competition.improvement?.recorded_vs_single_price_per_kwh_pct ?? null : null;
   return (
     <div>
       <div className="mb-4 grid grid-cols-2 gap-3 lg:grid-cols-4">
@@ -31,7 +32,10 @@ export default function Overview() {
         <Kpi testId="kpi-premium" label="Premium over reserve"
           value={percent(m?.mean_premium_pct ?? null)} hint="mean over sales" />
         <Kpi testId="kpi-improvement" label="Gain from competition"
-          value={gain === null ? "—" : `+${centsPerKwh(gain)}`} hint="mean price − mean reserve" />
+          value={gain === null ? "—" : `${gain >= 0 ? "+" : ""}${percent(gain)}`}
+          hint={competition?.available
+            ? `price per kWh vs one aggregator alone, last ${count(competition.auctions)} auctions`
+            : competition?.reason ?? "vs one aggregator alone"} />
         <Kpi testId="kpi-deadline-misses" label="Deadline misses"
           value={s ? count(sum(s.metrics.deadline_misses)) : "…"}
           hint={s ? `timeouts ${count(sum(s.metrics.timeouts))}` : undefined} />
