@@ -114,6 +114,8 @@ def browser(
         viewport={"width": 1280, "height": 900},
     )
     context.set_default_timeout(PAGE_TIMEOUT_MS)
+    for blank in context.pages:  # the tab a persistent context opens with
+        blank.close()
     opened = Browser(context, BrowserErrors())
     try:
         yield opened

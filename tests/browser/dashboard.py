@@ -33,6 +33,15 @@ def expect(locator: Locator) -> LocatorAssertions:
     return playwright_expect(locator)
 
 
+def open_dashboard(page: Page, url: str) -> None:
+    """Load the dashboard at `url`; fails at once when the hub does not serve it."""
+    response = page.goto(url)
+    assert response is not None and response.ok, (
+        f"GET {url} answered {response.status if response else None}: the hub does not serve "
+        "the dashboard (dashboard/dist built? ETP_DASHBOARD_DIR?)"
+    )
+
+
 def wait_live(page: Page, timeout_ms: float = LIVE_TIMEOUT_MS) -> None:
     """Wait until the connection indicator says live."""
     expect(page.get_by_test_id("conn-state")).to_have_attribute(

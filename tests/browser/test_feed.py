@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.browser.conftest import Browser
-from tests.browser.dashboard import open_view, wait_live
+from tests.browser.dashboard import open_dashboard, open_view, wait_live
 from tests.browser.demo import Demo, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -36,7 +36,7 @@ def _mentions(event: dict[str, Any], needle: str) -> bool:
 def test_feed_filters_by_kind(demo: Demo, browser: Browser) -> None:
     page = browser.new_page()
     assert demo.dashboard_url is not None
-    page.goto(demo.dashboard_url)
+    open_dashboard(page, demo.dashboard_url)
     wait_live(page)
     open_view(page, "feed")
 
@@ -72,7 +72,7 @@ def test_feed_search_by_device_id(demo: Demo, browser: Browser) -> None:
 
     page = browser.new_page()
     assert demo.dashboard_url is not None
-    page.goto(demo.dashboard_url)
+    open_dashboard(page, demo.dashboard_url)
     wait_live(page)
     open_view(page, "feed")
     wait_until(lambda: len(_shown(page)) >= 10, FILTER_TIMEOUT_S, "ten feed items")

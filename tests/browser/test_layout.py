@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.browser.conftest import Browser
-from tests.browser.dashboard import expect, open_view, wait_live
+from tests.browser.dashboard import expect, open_dashboard, open_view, wait_live
 from tests.browser.demo import Demo
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -25,7 +25,7 @@ def test_overview_and_feed_fit_the_screen(
     width, height = WIDTHS[screen]
     page = browser.new_page(width, height)
     assert demo.dashboard_url is not None
-    page.goto(demo.dashboard_url)
+    open_dashboard(page, demo.dashboard_url)
     wait_live(page)
 
     open_view(page, "overview")

@@ -6,7 +6,13 @@ from __future__ import annotations
 import pytest
 
 from tests.browser.conftest import Browser
-from tests.browser.dashboard import has_key_in_url, number, wait_live, wait_number_above
+from tests.browser.dashboard import (
+    has_key_in_url,
+    number,
+    open_dashboard,
+    wait_live,
+    wait_number_above,
+)
 from tests.browser.demo import Demo
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -17,7 +23,7 @@ GROWTH_TIMEOUT_MS = 60_000
 def test_live_auctions_and_events_keep_arriving(demo: Demo, browser: Browser) -> None:
     page = browser.new_page()
     assert demo.dashboard_url is not None
-    page.goto(demo.dashboard_url)
+    open_dashboard(page, demo.dashboard_url)
     wait_live(page)
     assert not has_key_in_url(page), f"the key stays in the address bar: {page.url}"
     page.reload()  # the key was kept: a reload needs no sign-in

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.browser.conftest import Browser
-from tests.browser.dashboard import expect, sign_in, wait_live
+from tests.browser.dashboard import expect, open_dashboard, sign_in, wait_live
 from tests.browser.demo import Demo, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -33,7 +33,7 @@ def test_operator_pauses_and_resumes_trading(demo: Demo, browser: Browser) -> No
     key = demo.operator_key
     assert key, f"the demo's first start printed no operator key:\n{demo.log_tail()}"
     page = browser.new_page()
-    page.goto(demo.base_url + "/")
+    open_dashboard(page, demo.base_url + "/")
     sign_in(page, key)
     wait_live(page)
     expect(page.get_by_test_id("whoami-role")).to_have_text("operator")
@@ -65,7 +65,7 @@ def test_operator_pauses_and_resumes_trading(demo: Demo, browser: Browser) -> No
 def test_viewer_has_no_trading_controls_and_is_refused(demo: Demo, browser: Browser) -> None:
     page = browser.new_page()
     assert demo.dashboard_url is not None
-    page.goto(demo.dashboard_url)
+    open_dashboard(page, demo.dashboard_url)
     wait_live(page)
     expect(page.get_by_test_id("whoami-role")).to_have_text("viewer")
     for control in ("trading-pause", "trading-resume"):

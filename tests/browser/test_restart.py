@@ -17,6 +17,7 @@ from tests.browser.dashboard import (
     RECONNECT_TIMEOUT_MS,
     expect,
     number,
+    open_dashboard,
     open_view,
     wait_live,
     wait_number_above,
@@ -79,7 +80,7 @@ def test_page_resumes_after_a_hub_restart_without_a_gap(make_demo: Any, browser:
     sockets = SocketLog()
     page = browser.new_page()
     page.on("websocket", sockets.attach)
-    page.goto(f"{demo.base_url}/#key={key}")
+    open_dashboard(page, f"{demo.base_url}/#key={key}")
     wait_live(page)
     open_view(page, "feed")
     first_seq = wait_number_above(page, "last-seq", 0, CATCH_UP_TIMEOUT_MS)
