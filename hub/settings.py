@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = 8000
     http_enabled: bool = True
+    dashboard_dir: Path | None = Field(
+        default=None, description="the dashboard's build served at / (default: the "
+        "project's dashboard/dist)"
+    )
     # Bounds of the HTTP server (hub/gateway/server.py): what one client may cost the hub.
     http_max_header_bytes: int = Field(
         default=16 * 1024, ge=1024, description="request line + headers; more = 431, closed"
@@ -190,6 +194,10 @@ class Settings(BaseSettings):
     def embedded_broker(self) -> bool:
         """True when the hub runs its own amqtt broker."""
         return self.mqtt_url is None
+
+    def dashboard_path(self) -> Path:
+        """The dashboard build the gateway serves at /."""
+        return self.dashboard_dir or Path(__file__).resolve().parents[1] / "dashboard" / "dist"
 
     def master_secret_path(self) -> Path:
         """Path of the site master secret (created 0600 on first run)."""

@@ -39,4 +39,26 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     .venv/bin/python -m pip install -q -e ".[tools,dev]"
     touch "$stamp"
 fi
+# The dashboard's static build (dashboard/dist), which the hub serves at /: rebuilt when any of
+# its sources is newer than the last build.
+if [ -f dashboard/package-lock.json ]; then
+    if ! command -v npm >/dev/null 2>&1; then
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+            echo "setup: installing nodejs and npm (Debian packages)"
+            apt-get update -qq
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+                nodejs npm >/dev/null
+        else
+            echo "setup: npm missing and not root: the dashboard is not built (/ answers 503)"
+        fi
+    fi
+    built=dashboard/dist/.etp-built
+    if command -v npm >/dev/null 2>&1 && { [ ! -f "$built" ] || [ -n "$(find dashboard \
+            \( -path dashboard/node_modules -o -path dashboard/dist \) -prune -o \
+            -type f -newer "$built" -print -quit)" ]; }; then
+        echo "setup: building the dashboard (npm ci, npm run build)"
+        (cd dashboard && npm ci --no-audit --no-fund --loglevel=error && npm run -s build)
+        touch "$built"
+    fi
+fi
 echo "setup: ready ($(.venv/bin/python --version), $(.venv/bin/micropython -c 'import sys; print("micropython", sys.version)' 2>/dev/null || echo 'micropython missing'))"

@@ -241,7 +241,6 @@ async def _run_demo(settings: Settings, batteries: int, duration: float | None, 
         f"{len(runtime.auctions.aggregators) if runtime.auctions else 0} aggregators, "
         f"mechanism {settings.mechanism}"
     )
-    typer.echo(f"dashboard: {runtime.http_url}/api/v1/status   (Ctrl-C stops)")
     for line in await _demo_key_lines(runtime, settings):
         typer.echo(line)
     loop = asyncio.get_running_loop()
@@ -297,24 +296,35 @@ async def _run_demo(settings: Settings, batteries: int, duration: float | None, 
 
 
 async def _demo_key_lines(runtime: Any, settings: Settings) -> list[str]:
-    """On the demo's first start (no keys yet): an operator and a viewer key, shown this once
-    (only their hashes are stored); later starts say where keys come from."""
+    """The dashboard's address with a viewer key in its fragment (a fresh key each start: the
+    previous demo viewer key is revoked; the fragment never reaches a server or a log), and on
+    the first start (no keys yet) an operator key, shown this once (only hashes are stored)."""
     from hub.auth import Role
 
-    if await runtime.store.list_api_keys():
-        return [
-            "API keys: made on the first start (shown then only); list them with "
+    keys = await runtime.store.list_api_keys(include_revoked=False)
+    lines: list[str] = []
+    if not keys:
+        operator = await runtime.api_keys.create(_DEMO_OPERATOR, Role.OPERATOR)
+        lines.append(f"API key (operator, shown once): {operator.key}")
+    else:
+        lines.append(
+            "operator key: made on the first start (shown then only); list keys with "
             f"`etp apikey list --data-dir {settings.data_dir}`, make one with "
-            f"`etp apikey create --data-dir {settings.data_dir} --name N --role viewer`"
-        ]
-    operator = await runtime.api_keys.create("demo-operator", Role.OPERATOR)
-    viewer = await runtime.api_keys.create("demo-viewer", Role.VIEWER)
+            f"`etp apikey create --data-dir {settings.data_dir} --name N --role operator`"
+        )
+    for row in keys:
+        if row.name == _DEMO_VIEWER:
+            await runtime.api_keys.revoke(row.id)
+    viewer = await runtime.api_keys.create(_DEMO_VIEWER, Role.VIEWER)
     return [
-        f"API key (operator, shown once): {operator.key}",
-        f"API key (viewer, shown once): {viewer.key}",
+        f"dashboard: {runtime.http_url}/#key={viewer.key}   (Ctrl-C stops)",
+        *lines,
         "  call the API with: curl -H 'Authorization: Bearer <key>' "
         f"{runtime.http_url}/api/v1/status",
     ]
+
+
+_DEMO_OPERATOR, _DEMO_VIEWER = "demo-operator", "demo-viewer"
 
 
 def bench_hub(

@@ -1,7 +1,8 @@
 """Litestar app factory: open health probes; status, devices, events, whoami, WebSocket
 tickets, the REST resources (hub.gateway.resources), the WebSocket /ws (hub.gateway.ws) and
 Prometheus /metrics (hub.gateway.prometheus) for viewer keys; API key management and operator
-commands (hub.gateway.operator) for operator keys; the OpenAPI schema at /schema."""
+commands (hub.gateway.operator) for operator keys; the OpenAPI schema at /schema; the
+dashboard's static build at / (hub.gateway.static)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from hub.gateway.operator import OperatorSource, operator_handlers
 from hub.gateway.prometheus import MetricsSource, metrics_handler
 from hub.gateway.protect import cors_config, rate_limits
 from hub.gateway.resources import ResourceSource, events_in_range, resource_handlers
+from hub.gateway.static import static_handlers
 from hub.gateway.ws import WsRuntime, ws_route
 from hub.settings import Settings
 from hub.store import InvalidValueError, UnknownApiKeyError
@@ -159,6 +161,7 @@ def create_app(settings: Settings, runtime: RuntimeView) -> Litestar:
             metrics_handler(runtime, viewer),
             *resource_handlers(runtime, viewer),
             *operator_handlers(runtime, operator),
+            *static_handlers(settings.dashboard_path()),
         ],
         openapi_config=openapi_config(_VERSION),
         debug=False,

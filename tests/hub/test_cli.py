@@ -49,10 +49,12 @@ def test_demo_with_real_firmware_trades_and_exits_cleanly(tmp_path: Path) -> Non
     assert "vs reserve" in summary and "deadline misses" in summary
     assert f"etp report --data-dir {tmp_path}" in out
     assert (tmp_path / "etp.db").exists()
-    # the first start made an operator and a viewer key and showed them once; they work
-    keys = dict(re.findall(r"^API key \((operator|viewer), shown once\): (etp_\S+)$", out, re.M))
-    assert set(keys) == {"operator", "viewer"}, out
-    assert asyncio.run(_roles(tmp_path, keys.values())) == ["operator", "viewer"]
+    # the first start made an operator key, shown once, and the dashboard's address carries a
+    # viewer key in its fragment; both work
+    operator = re.findall(r"^API key \(operator, shown once\): (etp_\S+)$", out, re.M)
+    viewer = re.findall(rf"^dashboard: http://127.0.0.1:{http_port}/#key=(etp_\S+) ", out, re.M)
+    assert len(operator) == 1 and len(viewer) == 1, out
+    assert asyncio.run(_roles(tmp_path, operator + viewer)) == ["operator", "viewer"]
 
 
 async def _roles(data_dir: Path, keys: Iterable[str]) -> list[str]:
