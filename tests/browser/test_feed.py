@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.browser.conftest import Browser
-from tests.browser.dashboard import open_dashboard, open_view, wait_live
+from tests.browser.dashboard import expect, open_dashboard, open_view, wait_live
 from tests.browser.demo import Demo, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -39,6 +39,7 @@ def test_feed_filters_by_kind(demo: Demo, browser: Browser) -> None:
     open_dashboard(page, demo.dashboard_url)
     wait_live(page)
     open_view(page, "feed")
+    expect(page.get_by_test_id("feed-kind")).to_be_visible()
 
     kinds_offered = page.get_by_test_id("feed-kind").locator("option").evaluate_all(
         "els => els.map(e => e.value)"
@@ -70,27 +71,41 @@ def test_feed_search_by_device_id(demo: Demo, browser: Browser) -> None:
     assert len(devices) == demo.batteries, devices
     needle = str(max(device["device_id"] for device in devices))
 
+    def shown_events() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The hub's record of each item on screen, and every event it logged in their range."""
+        seqs = sorted(item["seq"] for item in _shown(page))
+        if not seqs:
+            return [], []
+        logged = demo.events(seqs[0] - 1, seqs[-1], key)
+        by_seq = {event["seq"]: event for event in logged}
+        assert set(seqs) <= set(by_seq), "the feed shows events the hub never logged"
+        return [by_seq[seq] for seq in seqs], logged
+
+    def of_device(events: list[dict[str, Any]]) -> int:
+        return sum(1 for event in events if str(event["device_id"]) == needle)
+
     page = browser.new_page()
     assert demo.dashboard_url is not None
     open_dashboard(page, demo.dashboard_url)
     wait_live(page)
     open_view(page, "feed")
-    wait_until(lambda: len(_shown(page)) >= 10, FILTER_TIMEOUT_S, "ten feed items")
+    # Unfiltered, the feed shows this battery's events among events that do not mention it.
+    wait_until(
+        lambda: (events := shown_events()[0]) and of_device(events) >= 3
+        and not all(_mentions(event, needle) for event in events),
+        FILTER_TIMEOUT_S, f"battery {needle}'s events among others in the feed",
+    )
 
     page.get_by_test_id("feed-search").fill(needle)
 
-    def all_shown_mention_it() -> tuple[list[dict[str, Any]], list[dict[str, Any]]] | None:
-        seqs = sorted(item["seq"] for item in _shown(page))
-        if not seqs:
+    def only_mentioning() -> tuple[list[dict[str, Any]], list[dict[str, Any]]] | None:
+        shown, logged = shown_events()
+        if not shown or not all(_mentions(event, needle) for event in shown):
             return None
-        logged = demo.events(seqs[0] - 1, seqs[-1], key)
-        by_seq = {event["seq"]: event for event in logged}
-        if any(seq not in by_seq or not _mentions(by_seq[seq], needle) for seq in seqs):
-            return None
-        return [by_seq[seq] for seq in seqs], logged
+        return shown, logged
 
-    shown, logged = wait_until(all_shown_mention_it, FILTER_TIMEOUT_S,
-                               f"only items mentioning device {needle} in the feed")
-    assert any(str(event.get("device_id")) == needle for event in shown), shown
-    hidden = [event for event in logged if not _mentions(event, needle)]
-    assert hidden, "every logged event mentions the device: the search filtered nothing here"
+    shown, logged = wait_until(only_mentioning, FILTER_TIMEOUT_S,
+                               f"only items mentioning {needle} in the feed")
+    assert of_device(shown) >= 3, f"battery {needle}'s events are gone: {shown}"
+    hidden = [event["seq"] for event in logged if not _mentions(event, needle)]
+    assert hidden, "every event in the range mentions it: the search had nothing to hide"

@@ -7,9 +7,11 @@ import pytest
 
 from tests.browser.conftest import Browser
 from tests.browser.dashboard import (
+    expect,
     has_key_in_url,
     number,
     open_dashboard,
+    open_view,
     wait_live,
     wait_number_above,
 )
@@ -29,11 +31,13 @@ def test_live_auctions_and_events_keep_arriving(demo: Demo, browser: Browser) ->
     page.reload()  # the key was kept: a reload needs no sign-in
     wait_live(page)
     assert page.get_by_test_id("signin-key").count() == 0
+    open_view(page, "auctions")
+    expect(page.get_by_test_id("live-auction-count")).to_be_visible()
 
     auctions_before = number(page, "live-auction-count")
     seq_before = number(page, "last-seq")
-    assert auctions_before is not None, "no live-auction-count on the first view"
-    assert seq_before is not None, "no last-seq on the first view"
+    assert auctions_before is not None, "live-auction-count shows no number"
+    assert seq_before is not None, "last-seq shows no number"
 
     # Several auctions close and more events are applied while the user watches.
     wait_number_above(page, "live-auction-count", auctions_before + 2, GROWTH_TIMEOUT_MS)
