@@ -23,6 +23,7 @@ CHROMIUM = os.environ.get("ETP_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--disable-dev-shm-usage",  # containers often have a 64 MB /dev/shm: Chromium's tabs crash
 ]
 # Waits for the page (milliseconds, playwright's unit): generous, a busy 2-core machine runs
 # four MicroPython boards, the hub and Chromium at once.
@@ -108,6 +109,8 @@ def browser(
     playwright: Playwright, tmp_path: Path, artifacts: Path, request: pytest.FixtureRequest
 ) -> Iterator[Browser]:
     """Chromium with a fresh user-data-dir; on failure each open page is screenshotted."""
+    for stale in artifacts.glob(f"{_file_name(request)}-failed-*.png"):
+        stale.unlink()  # from an earlier run of this test
     profile = tmp_path / "chromium-profile"
     context = playwright.chromium.launch_persistent_context(
         str(profile), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
