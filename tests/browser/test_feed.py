@@ -5,7 +5,7 @@ hub's own event log."""
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -13,13 +13,16 @@ from tests.browser.conftest import Browser
 from tests.browser.dashboard import expect, open_dashboard, open_view, wait_live
 from tests.browser.demo import Demo, wait_until
 
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 FILTER_TIMEOUT_S = 30.0
 KIND = "auction_closed"  # an auction closes every few hundred ms in the demo
 
 
-def _shown(page: Any) -> list[dict[str, Any]]:
+def _shown(page: Page) -> list[dict[str, Any]]:
     """The feed items on screen: [{"kind", "seq"}]."""
     return page.get_by_test_id("feed-item").evaluate_all(  # type: ignore[no-any-return]
         "els => els.map(e => ({kind: e.dataset.kind, seq: Number(e.dataset.seq)}))"
