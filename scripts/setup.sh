@@ -61,4 +61,5 @@ if [ -f dashboard/package-lock.json ]; then
         touch "$built"
     fi
 fi
+bash scripts/browser-deps.sh  # Debian's chromium for tests/browser (when missing, as root)
 echo "setup: ready ($(.venv/bin/python --version), $(.venv/bin/micropython -c 'import sys; print("micropython", sys.version)' 2>/dev/null || echo 'micropython missing'))"

@@ -30,12 +30,6 @@ CHROMIUM_ARGS = [
 PAGE_TIMEOUT_MS = 30_000
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "browser: drives the dashboard in Chromium against a running `etp demo`"
-    )
-
-
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     """Keep each phase's report on the test item, so fixtures can tell that a test failed."""
