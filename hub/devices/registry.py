@@ -68,6 +68,7 @@ class Device:
             "soc": self.soc,
             "voltage_mv": self.voltage_mv,
             "failures": self.failures,
+            "last_seen_ms": self.last_seen_ms or None,  # when the hub last heard it (None: never)
         }
 
 
