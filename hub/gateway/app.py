@@ -18,6 +18,7 @@ from hub.auth import ApiKeyAuthenticator, Role, WsTickets, key_view
 from hub.gateway.alerts import AlertSource, alert_handlers
 from hub.gateway.auth import SECURITY, openapi_config, principal_of, requires
 from hub.gateway.competition import competition_handler
+from hub.gateway.history import history_handler
 from hub.gateway.operator import OperatorSource, operator_handlers
 from hub.gateway.prometheus import MetricsSource, metrics_handler
 from hub.gateway.protect import cors_config, rate_limits
@@ -164,6 +165,7 @@ def create_app(settings: Settings, runtime: RuntimeView) -> Litestar:
             ws_route(runtime),
             metrics_handler(runtime, viewer),
             competition_handler(settings, runtime, viewer),
+            history_handler(runtime, viewer),
             *resource_handlers(runtime, viewer),
             *operator_handlers(runtime, operator),
             *alert_handlers(runtime, viewer, operator),

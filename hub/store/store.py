@@ -3,9 +3,9 @@
 Layout of hub/store: database.py (engine, migration, transactions) · group_commit.py
 (durable writes sharing commits) · write_behind.py (batched rows) · sequence.py (event
 numbers) · devices.py, auctions.py, trades.py, batched.py, apikeys.py, alerts.py (the API
-per table) · queries.py
-(the API's filtered, keyset-paged list reads) · urls.py (the default database URL) ·
-errors.py · validate.py · models.py · migrate.py.
+per table) · queries.py (the API's filtered, keyset-paged list reads) · history.py (trades per
+time bucket) · urls.py (the default database URL) · errors.py · validate.py · models.py ·
+migrate.py.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from hub.store.database import Database
 from hub.store.devices import DeviceStore
 from hub.store.errors import StoreClosedError
 from hub.store.group_commit import GroupCommit
+from hub.store.history import TradeHistory
 from hub.store.migrate import current_revision
 from hub.store.models import BIDS, EVENTS, METRICS
 from hub.store.queries import ListQueries
@@ -37,7 +38,8 @@ log = logging.getLogger("hub.store")
 
 
 class Store(
-    DeviceStore, AuctionStore, TradeLedger, BatchedRows, ApiKeyStore, AlertStore, ListQueries
+    DeviceStore, AuctionStore, TradeLedger, BatchedRows, ApiKeyStore, AlertStore, ListQueries,
+    TradeHistory,
 ):
     """Async persistence of devices, auctions, bids, trades, settlement outbox, events, metrics
     the gateway's API keys (hashed) and operators' alerts.

@@ -14,7 +14,37 @@ export const keys = {
   settlements: ["settlements"] as const,
   alerts: ["alerts"] as const,
   competition: ["competition"] as const,
+  history: ["history"] as const,
 };
+
+/** One bucket of /api/v1/history (verified trades only). */
+export interface HistoryBucket {
+  t_ms: number;
+  trades: number;
+  energy_wh: number;
+  revenue_mc: number;
+  mean_price_mc: number;
+  min_price_mc: number;
+  max_price_mc: number;
+  mean_reserve_mc: number;
+  mean_premium_pct: number | null;
+  energy_wh_by_aggregator: Record<string, number>;
+}
+
+/** The last `rangeS` seconds of trading in buckets of `bucketS`, refreshed every bucket
+ * (at least every 15 s, at most every minute). */
+export function useHistory(rangeS: number, bucketS: number) {
+  return useQuery({
+    queryKey: [...keys.history, rangeS, bucketS],
+    queryFn: () => {
+      const to = Date.now();
+      return getJson<{ buckets: HistoryBucket[] }>(
+        withQuery("/api/v1/history", { from_ms: to - rangeS * 1000, to_ms: to, bucket_s: bucketS }),
+      );
+    },
+    refetchInterval: Math.min(60_000, Math.max(15_000, bucketS * 1000)),
+  });
+}
 
 /** /api/v1/competition: the report's counterfactual over the most recent 1,000 auctions
  * (the hub recomputes it at most every 30 s). */
