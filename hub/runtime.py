@@ -24,6 +24,7 @@ from hub.auth import ApiKeyAuthenticator, WsTickets
 from hub.buyers.aggregator import Aggregator, AggregatorConfig, default_aggregators
 from hub.buyers.bidding import Buyers
 from hub.devices import Device, DeviceKeyring, Registry, SenderPool
+from hub.devices.flood import FloodLimits, FrameGate
 from hub.events import EventKind, EventLog
 from hub.events.sources import BatteryStatusChanges, emit_metrics_snapshots
 from hub.metrics import Metrics
@@ -32,7 +33,7 @@ from hub.store import Store
 from hub.transport import codec
 from hub.transport.broker import EmbeddedBroker
 from hub.transport.link import LinkConfig, LinkDownError, MqttLink
-from shared_etp.compat import now_ms
+from shared_etp.compat import now_ms, ticks_ms
 from shared_etp.errors import ProtocolError
 from shared_etp.frame import Receiver, decode_frame, derive_key
 from shared_etp.replay import next_epoch
@@ -130,6 +131,7 @@ class HubRuntime:
         self.receiver: Receiver | None = None
         self.keyring: DeviceKeyring | None = None
         self.alerts: Alerts | None = None
+        self.gate: FrameGate | None = None
         self._aggregator_configs = aggregator_configs
         self._http: Any = None
         self._http_pool: Any = None  # hub.gateway.server.ConnectionPool: refusals, evictions
@@ -186,6 +188,17 @@ class HubRuntime:
             on_change=self._on_device_change,
         )
         hub_state = market_topic(settings.site, HUB_STATE)
+        self.gate = FrameGate(
+            FloodLimits(
+                status_per_s=settings.flood_status_per_s,
+                response_per_s=settings.flood_response_per_s,
+                quarantine_after=settings.flood_quarantine_after,
+                quarantine_s=settings.flood_quarantine_s,
+            ),
+            ticks_ms,
+            self.metrics.reject_frame,
+            self._on_quarantine,
+        )
         self.link = MqttLink(
             LinkConfig(
                 url=self.mqtt_url,
@@ -207,6 +220,7 @@ class HubRuntime:
                 on_connect=((hub_state, b"online", 1, True),),
             ),
             self.on_message,
+            admit=self.gate.admit,
         )
         configs = self._aggregator_configs
         if configs is None:
@@ -227,6 +241,7 @@ class HubRuntime:
             buyers=Buyers(aggregators),
             link_up=lambda: self.link is not None and self.link.connected.is_set(),
         )
+        self.auctions.controls.quarantined = self.gate.quarantined  # the scheduler skips them
         if settings.http_enabled:
             # serving before the broker is reached: /health/live answers at once and
             # /health/ready says not ready until the link is up (a service manager's view)
@@ -495,6 +510,15 @@ class HubRuntime:
         if source == "deadline":
             self._publish_loss(device, reason)
 
+    def _on_quarantine(self, device_id: int, _until_ticks: int, dropped: int) -> None:
+        """A battery flooded the hub: its frames are dropped and it gets no auction for a
+        while (hub.devices.flood); an event says so (and raises an alert)."""
+        quarantine_s = self.settings.flood_quarantine_s
+        log.warning("battery quarantined for flooding", device=device_id, dropped=dropped,
+                    quarantine_s=quarantine_s)
+        self._emit(EventKind.DEVICE_QUARANTINED, device_id=device_id, dropped=dropped,
+                   quarantine_s=quarantine_s, until_ms=now_ms() + round(quarantine_s * 1000))
+
     def _publish_loss(self, device: Device, reason: int) -> None:
         """A battery lost by silence: the hub says so with a signed DeviceFailure (src 0, the
         device's key) on the battery's death topic, not retained, for every subscriber."""
@@ -600,6 +624,13 @@ class HubRuntime:
             "metrics": self.metrics.snapshot(),
             "http": self._http_pool.summary() if self._http_pool else {},
             "ws": self.ws_clients.summary(),
+            "flood": {
+                "quarantines": self.gate.quarantines if self.gate else 0,
+                "quarantined": sorted(
+                    d for d in (self.gate.quarantined if self.gate else {})
+                    if self.gate and self.gate.in_quarantine(d, ticks_ms())
+                ),
+            },
             "alerts": (
                 self.alerts.summary() if self.alerts else {"open": 0, "raised": 0,
                                                             "write_errors": 0}

@@ -151,6 +151,20 @@ class Settings(BaseSettings):
     trading_period_ms: int = Field(
         default=60_000, ge=0, description="aggregator budgets and requirements renew; 0 = never"
     )
+    flood_status_per_s: float = Field(
+        default=20.0, gt=0, description="status frames a second one battery may send; more "
+        "are dropped (rate_limited)"
+    )
+    flood_response_per_s: float = Field(
+        default=200.0, gt=0, description="response frames a second one battery may send"
+    )
+    flood_quarantine_after: int = Field(
+        default=500, ge=1, description="a battery with more frames dropped within 10 s is "
+        "quarantined: its frames dropped, no auctions, an alert"
+    )
+    flood_quarantine_s: float = Field(
+        default=60.0, gt=0, description="how long a quarantine lasts"
+    )
     alert_offline_delay_s: float = Field(
         default=60.0, ge=0, description="a battery offline this long raises an alert"
     )

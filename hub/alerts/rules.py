@@ -3,6 +3,8 @@
 - device_failure: a battery reports a fault (DeviceFailure): critical; or goes silent past its
   status deadline: warning;
 - device_offline: a battery stays offline longer than `offline_delay_ms`: warning;
+- device_quarantined: a battery flooded the hub and is quarantined (hub.devices.flood):
+  critical;
 - deadline_misses: more than `deadline_misses_per_min` responses missed their deadline in the
   last minute: warning;
 - rejected_frames: more than `rejected_frames_per_min` frames failed protocol checks in the
@@ -89,6 +91,13 @@ class AlertRules:
             self._offline_alerted.discard(device)
         elif kind == EventKind.DEVICE_FAILURE and device is not None:
             return self._failure(device, payload)
+        elif kind == EventKind.DEVICE_QUARANTINED and device is not None:
+            return AlertSpec(
+                "device_quarantined", "critical", f"device_quarantined:{device}",
+                f"battery {device} flooded the hub ({payload.get('dropped')} frames dropped "
+                f"in 10 s): quarantined for {payload.get('quarantine_s')} s, no auctions",
+                device, dict(payload),
+            )
         elif kind == EventKind.SETTLEMENT_CHANGED and payload.get("status") == "failed":
             trade = payload.get("trade_id")
             return AlertSpec(

@@ -21,6 +21,7 @@ log = structlog.get_logger("hub.alerts")
 
 _WATCHED = (
     EventKind.DEVICE_ONLINE, EventKind.DEVICE_OFFLINE, EventKind.DEVICE_FAILURE,
+    EventKind.DEVICE_QUARANTINED,
     EventKind.SETTLEMENT_CHANGED, EventKind.TRADE_UNRESOLVABLE,
 )
 

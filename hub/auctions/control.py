@@ -82,6 +82,8 @@ class TradingControls:
     def __init__(self) -> None:
         self.paused: OperatorMark | None = None
         self.out_of_service: dict[int, OperatorMark] = {}
+        # batteries quarantined for flooding (hub.devices.flood): device -> until ms
+        self.quarantined: dict[int, int] = {}
 
     def view(self) -> dict[str, Any]:
         """The site's trading state for /api/v1/status."""

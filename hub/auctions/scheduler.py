@@ -55,12 +55,15 @@ class Scheduler:
         config = self.config
         room = config.max_parallel_auctions - in_flight
         chosen: list[Device] = []
+        quarantined = self.controls.quarantined
         for device in online:
             if len(chosen) >= room:
                 break
             device_id = device.device_id
             if device_id in busy or device_id in self.controls.out_of_service:
                 continue
+            if quarantined and now < quarantined.get(device_id, now):
+                continue  # flooding: no auction until its quarantine ends
             due = self._next_auction_at.get(device_id)
             if due is None:
                 due = now + (device_id * 37) % max(1, config.auction_interval_ms)

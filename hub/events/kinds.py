@@ -31,6 +31,7 @@ class EventKind(StrEnum):
     DEVICE_ONLINE = "device_online"  # health
     DEVICE_OFFLINE = "device_offline"  # health
     DEVICE_FAILURE = "device_failure"  # reason, source (will | deadline | status), health
+    DEVICE_QUARANTINED = "device_quarantined"  # flooding: until_ms, dropped (hub.devices.flood)
     # market and operations
     AGGREGATOR_UPDATE = "aggregator_update"  # aggregator_id, budget_mc, requirement_wh...
     TRADING_PERIOD = "trading_period"  # period

@@ -67,8 +67,8 @@ TRADE_STATUSES = ("recorded", "verified", "unverified", "void")
 API_KEY_ROLES = ("viewer", "operator")
 # What an operator is alerted to (hub.alerts.rules raises them); open until acknowledged.
 ALERT_KINDS = (
-    "device_failure", "device_offline", "deadline_misses", "rejected_frames",
-    "settlement_failed", "trade_unresolvable",
+    "device_failure", "device_offline", "device_quarantined", "deadline_misses",
+    "rejected_frames", "settlement_failed", "trade_unresolvable",
 )
 ALERT_SEVERITIES = ("critical", "warning")
 ALERT_STATES = ("open", "acknowledged")

@@ -198,7 +198,8 @@ class MqttLink:
     TLS handshake included: each distinct failure is logged once (with the setting to fix
     when retrying alone cannot cure it), identical repeats only at debug level; `last_error`
     holds the latest one until a connection succeeds. Received messages pass through a
-    bounded `Intake` (status frames are shed first under overload); `on_message` is called in
+    bounded `Intake` (status frames are shed first under overload), after the `admit` gate if
+    one is given (it counts what it drops); `on_message` is called in
     the event loop for each message and must not block; errors it raises are counted and
     logged, never allowed to stop the receive loop.
     """
@@ -208,9 +209,11 @@ class MqttLink:
         config: LinkConfig,
         on_message: Callable[[str, bytes], None],
         max_queued: int = 20000,
+        admit: Callable[[str, bytes], bool] | None = None,
     ) -> None:
         self.config = config
         self.on_message = on_message
+        self._admit = admit  # a gate before the queue (flood protection); False: dropped
         self.connected = asyncio.Event()
         self.received = 0
         self.published = 0
@@ -265,7 +268,8 @@ class MqttLink:
 
     def _receive(self, topic: str, payload: bytes) -> None:
         self.received += 1
-        self.intake.put(topic, payload)
+        if self._admit is None or self._admit(topic, payload):
+            self.intake.put(topic, payload)
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
         """Queue a publish without waiting for the broker's acknowledgement."""

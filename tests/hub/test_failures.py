@@ -108,7 +108,8 @@ async def test_silent_battery_is_failed_by_status_deadline(tmp_path: Path) -> No
 async def test_garbage_unsigned_and_replayed_frames_are_rejected_while_trading(
     tmp_path: Path,
 ) -> None:
-    settings = hub_settings(tmp_path)
+    # the frames' checks, not the flood gate (tests/hub/test_flood.py): no rate limit here
+    settings = hub_settings(tmp_path, flood_status_per_s=10_000, flood_response_per_s=10_000)
     async with running_hub(settings) as hub:
         assert hub.auctions is not None
         engine = hub.auctions
