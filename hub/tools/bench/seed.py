@@ -36,17 +36,35 @@ async def add_trades(
     trades = []
     for n in range(first_id, first_id + count):
         at_ms = first_ms + n // 2
-        auctions.append({
-            "id": n, "device_id": n % 7, "site": "s", "mechanism": "ascending",
-            "lot_wh": 1000, "reserve_mc": 10_000, "status": "cleared",
-            "clearing_price_mc": 12_000, "winner_id": 1000 + n % 3, "energy_wh": 1000,
-            "opened_ms": at_ms, "closed_ms": at_ms + 1,
-        })
-        trades.append({
-            "id": n, "auction_id": n, "device_id": n % 7, "bidder_id": 1000 + n % 3,
-            "price_mc": 12_000, "energy_wh": 1000, "reserve_mc": 10_000,
-            "confirmed_ms": at_ms, "status": statuses[n % len(statuses)],
-        })
+        auctions.append(
+            {
+                "id": n,
+                "device_id": n % 7,
+                "site": "s",
+                "mechanism": "ascending",
+                "lot_wh": 1000,
+                "reserve_mc": 10_000,
+                "status": "cleared",
+                "clearing_price_mc": 12_000,
+                "winner_id": 1000 + n % 3,
+                "energy_wh": 1000,
+                "opened_ms": at_ms,
+                "closed_ms": at_ms + 1,
+            }
+        )
+        trades.append(
+            {
+                "id": n,
+                "auction_id": n,
+                "device_id": n % 7,
+                "bidder_id": 1000 + n % 3,
+                "price_mc": 12_000,
+                "energy_wh": 1000,
+                "reserve_mc": 10_000,
+                "confirmed_ms": at_ms,
+                "status": statuses[n % len(statuses)],
+            }
+        )
     async with store.sql.begin() as connection:
         await connection.execute(sa.insert(AUCTIONS), auctions)
         await connection.execute(sa.insert(TRADES), trades)
