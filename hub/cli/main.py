@@ -52,7 +52,9 @@ def bench_gateway(
         100_000, min=0, help="trades (and auctions) seeded for the dashboard queries; 0 skips them"
     ),
     batteries: int = typer.Option(10, min=1, help="simulated batteries trading (the event source)"),
-    processes: int = typer.Option(0, min=0, help="client processes (0: one per 100 clients)"),
+    processes: int = typer.Option(
+        0, min=0, help="client processes (0: one per 500 clients, at most one per core)"
+    ),
     deflate: bool = typer.Option(True, help="clients offer permessage-deflate, as browsers do"),
     query_rounds: int = typer.Option(50, min=1, help="times each dashboard query is timed"),
     json_out: bool = typer.Option(False, "--json", help="print JSON instead of a table"),

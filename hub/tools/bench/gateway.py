@@ -56,7 +56,7 @@ class GatewayBenchConfig:
     batteries: int = 10  # simulated batteries trading with the hub (the demo's site)
     aggregators: int = 3
     auction_interval_ms: int = 1500
-    processes: int = 0  # client processes; 0: one per 100 clients
+    processes: int = 0  # client processes; 0: one per 500 clients, at most one per core
     deflate: bool = True  # clients offer permessage-deflate, as browsers do
     query_rounds: int = 50  # each dashboard query this many times
     warmup_s: float = 2.0
@@ -231,7 +231,11 @@ class _Workers:
     async def start(
         self, config: GatewayBenchConfig, ws_url: str, http_url: str, key: str, deadline_s: float
     ) -> None:
-        count = config.processes or max(1, math.ceil(config.clients / 100))
+        # each process takes its share of the machine's CPU from the hub: as few as keep up
+        # (about 30 µs of a client process's CPU per delivery, measured)
+        count = config.processes or min(
+            psutil.cpu_count() or 1, max(1, math.ceil(config.clients / 500))
+        )
         count = min(count, config.clients)
         share = [
             config.clients // count + (1 if n < config.clients % count else 0) for n in range(count)
@@ -372,8 +376,13 @@ async def _run(config: GatewayBenchConfig, workdir: Path) -> dict[str, Any]:
         await asyncio.sleep(config.warmup_s)
         baseline_s = min(5.0, config.duration_s)
         idle_cpu = _cpu_s(hub_process)
+        market_idle = (await _status(http_port, api_key))["market"]
         await asyncio.sleep(baseline_s)
         baseline_cpu_per_s = (_cpu_s(hub_process) - idle_cpu) / baseline_s
+        market_baseline = (await _status(http_port, api_key))["market"]
+        baseline_auctions_per_s = (
+            market_baseline["auctions_opened"] - market_idle["auctions_opened"]
+        ) / baseline_s
         # the clients end by themselves after the whole run could have taken
         deadline_s = 120 + config.clients * 0.2 + config.duration_s + config.query_rounds * 5
         await workers.start(
@@ -447,6 +456,7 @@ async def _run(config: GatewayBenchConfig, workdir: Path) -> dict[str, Any]:
         queries=queries,
         extra={
             "hub_cpu_percent_without_clients": round(100 * baseline_cpu_per_s, 1),
+            "auctions_per_s_without_clients": round(baseline_auctions_per_s, 1),
             "seed_s": round(seed_s, 1),
             "connect_s": round(connect_s, 1),
             "hub_rss_mb": round(rss_mb, 1),
@@ -508,6 +518,13 @@ def _figures(
         and client["failure"] is None
     )
     deliveries = sum(client["count"] for client in clients)
+    seconds: dict[int, list[float]] = {}
+    for report in reports:
+        for second, (count, total_ms, largest_ms) in report["seconds"].items():
+            merged = seconds.setdefault(int(second), [0, 0.0, 0.0])
+            merged[0] += count
+            merged[1] += total_ms
+            merged[2] = max(merged[2], largest_ms)
     ws_before, ws_after = before["ws"], after["ws"]
     return {
         "config": asdict(config),
@@ -515,6 +532,9 @@ def _figures(
         "clients": len(clients),
         "client_processes": len(reports),
         "clients_failed": [client["failure"] for client in clients if client["failure"]],
+        "auctions_per_s": round(
+            (after["market"]["auctions_opened"] - before["market"]["auctions_opened"]) / elapsed, 1
+        ),
         "events": len(expected),
         "events_per_s": round(len(expected) / elapsed, 1),
         "seqs_gapless": bool(expected) and max(expected) - min(expected) + 1 == len(expected),
@@ -525,10 +545,17 @@ def _figures(
             "p99": _histogram_percentile(histogram, 0.99, per_ms) if histogram else None,
             "max": round(max(report["max_ms"] for report in reports), 1),
         },
+        # mean and max fan-out of the events emitted in each second of the window: flat under
+        # a load the hub keeps up with, growing when it falls behind
+        "fan_out_by_second_ms": [
+            [round(total / count, 1) if count else None, round(largest, 1)]
+            for count, total, largest in (seconds[n] for n in sorted(seconds))
+        ],
         "clients_with_every_event": complete,
         "resyncs": sum(client["resyncs"] for client in clients),
         "reconnects": sum(client["reconnects"] for client in clients),
         "hub_resyncs_slow": ws_after["resync_slow"] - ws_before["resync_slow"],
+        "hub_loop_lag_ms": after["metrics"].get("loop_lag_ms"),
         "hub_events_sent": ws_after["events_sent"] - ws_before["events_sent"],
         "hub_cpu_s": round(cpu["hub"], 2),
         "hub_cpu_percent": round(100 * cpu["hub"] / elapsed, 1),
@@ -560,6 +587,10 @@ def format_table(result: dict[str, Any]) -> str:
     rows = [
         ("clients (processes)", f"{result['clients']} ({result['client_processes']})"),
         ("events/s", result["events_per_s"]),
+        (
+            "auctions/s (without clients)",
+            f"{result['auctions_per_s']} ({result['auctions_per_s_without_clients']})",
+        ),
         ("deliveries/s", result["deliveries_per_s"]),
         ("fan-out p50 / p99 / max ms", f"{fan_out['p50']} / {fan_out['p99']} / {fan_out['max']}"),
         (
@@ -580,6 +611,11 @@ def format_table(result: dict[str, Any]) -> str:
         (
             "machine busy % (of 1 core)",
             f"{result['machine_busy_percent']} ({result['machine_cores']} cores)",
+        ),
+        (
+            "hub event-loop lag p99 / max ms",
+            f"{(result['hub_loop_lag_ms'] or {}).get('p99_ms')} / "
+            f"{(result['hub_loop_lag_ms'] or {}).get('max_ms')}",
         ),
         ("hub RSS MB", result["hub_rss_mb"]),
     ]

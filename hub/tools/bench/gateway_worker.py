@@ -50,10 +50,13 @@ class ClientLog:
 
 def window_figures(logs: list[ClientLog], start_ms: int, end_ms: int) -> dict[str, Any]:
     """Per client, the seqs of events with ts_ms in [start_ms, end_ms) (first, last, count,
-    duplicates) and the latency histogram of those deliveries (0.1 ms buckets)."""
+    duplicates); the latency histogram of those deliveries (0.1 ms buckets); per second of
+    the window, deliveries, their summed and their largest latency."""
     clients = []
     histogram: dict[int, int] = {}
     max_ms = 0.0
+    # per second of the window (by emit time): [deliveries, sum of latencies, max latency]
+    seconds: dict[int, list[float]] = {}
     for log in logs:
         seen: set[int] = set()
         duplicates = 0
@@ -68,6 +71,10 @@ def window_figures(logs: list[ClientLog], start_ms: int, end_ms: int) -> dict[st
             max_ms = max(max_ms, latency_ms)
             bucket = max(0, int(latency_ms * BUCKETS_PER_MS))
             histogram[bucket] = histogram.get(bucket, 0) + 1
+            second = seconds.setdefault((emitted - start_ms) // 1000, [0, 0.0, 0.0])
+            second[0] += 1
+            second[1] += latency_ms
+            second[2] = max(second[2], latency_ms)
         clients.append(
             {
                 "first": min(seen) if seen else None,
@@ -80,7 +87,7 @@ def window_figures(logs: list[ClientLog], start_ms: int, end_ms: int) -> dict[st
                 "failure": log.failure,
             }
         )
-    return {"clients": clients, "histogram": histogram, "max_ms": max_ms}
+    return {"clients": clients, "histogram": histogram, "max_ms": max_ms, "seconds": seconds}
 
 
 def _ticket(http_url: str, key: str) -> str:
