@@ -211,6 +211,34 @@ def _store_seqs(port: int, api_key: str, start_ms: int, end_ms: int) -> list[int
         after = page[-1]["seq"]
 
 
+def _slowest_events(port: int, api_key: str, reports: list[Any]) -> list[dict[str, Any]]:
+    """The five events that reached their last client the latest: seq, kind, size of the
+    message, that latency, and how many events the hub emitted in the same millisecond."""
+    latest: dict[int, float] = {}
+    for report in reports:
+        for seq, latency_ms in report["slowest"]:
+            latest[seq] = max(latest.get(seq, 0.0), latency_ms)
+    described = []
+    for seq, latency_ms in sorted(latest.items(), key=lambda item: item[1], reverse=True)[:5]:
+        event = _get(port, api_key, "/api/v1/events", {"after_seq": seq - 1, "limit": 1})[0]
+        same_ms = _get(
+            port,
+            api_key,
+            "/api/v1/events",
+            {"from_ms": event["ts_ms"], "to_ms": event["ts_ms"] + 1, "limit": 1000},
+        )
+        described.append(
+            {
+                "seq": seq,
+                "kind": event["kind"],
+                "bytes": len(json.dumps({"type": "event", **event}, separators=(",", ":"))),
+                "latency_ms": round(latency_ms, 1),
+                "events_in_same_ms": len(same_ms),
+            }
+        )
+    return described
+
+
 def _histogram_percentile(histogram: dict[int, int], fraction: float, per_ms: int) -> float:
     total = sum(histogram.values())
     wanted = max(1, math.ceil(total * fraction))
@@ -434,6 +462,7 @@ async def _run(config: GatewayBenchConfig, workdir: Path) -> dict[str, Any]:
         await asyncio.sleep(max(0.0, 5.0 - (time.monotonic() - grace_started)))
         expected = await asyncio.to_thread(_store_seqs, http_port, api_key, start_ms, end_ms)
         reports = await workers.report(start_ms, end_ms, 120)
+        slowest = await asyncio.to_thread(_slowest_events, http_port, api_key, reports)
     except BaseException:
         tail = log_path.read_text(errors="replace")[-2000:] if log_path.exists() else ""
         sys.stderr.write(tail)
@@ -455,6 +484,7 @@ async def _run(config: GatewayBenchConfig, workdir: Path) -> dict[str, Any]:
         after=after,
         queries=queries,
         extra={
+            "slowest_events": slowest,
             "hub_cpu_percent_without_clients": round(100 * baseline_cpu_per_s, 1),
             "auctions_per_s_without_clients": round(baseline_auctions_per_s, 1),
             "seed_s": round(seed_s, 1),
@@ -535,6 +565,8 @@ def _figures(
         "auctions_per_s": round(
             (after["market"]["auctions_opened"] - before["market"]["auctions_opened"]) / elapsed, 1
         ),
+        "deadline_misses": sum(after["metrics"]["deadline_misses"].values())
+        - sum(before["metrics"]["deadline_misses"].values()),
         "events": len(expected),
         "events_per_s": round(len(expected) / elapsed, 1),
         "seqs_gapless": bool(expected) and max(expected) - min(expected) + 1 == len(expected),
@@ -591,6 +623,7 @@ def format_table(result: dict[str, Any]) -> str:
             "auctions/s (without clients)",
             f"{result['auctions_per_s']} ({result['auctions_per_s_without_clients']})",
         ),
+        ("deadline misses (market)", result.get("deadline_misses")),
         ("deliveries/s", result["deliveries_per_s"]),
         ("fan-out p50 / p99 / max ms", f"{fan_out['p50']} / {fan_out['p99']} / {fan_out['max']}"),
         (
@@ -627,6 +660,14 @@ def format_table(result: dict[str, Any]) -> str:
     ]
     if result["clients_failed"]:
         lines.append(f"client failures: {sorted(set(result['clients_failed']))[:3]}")
+    slowest = result.get("slowest_events") or []
+    if slowest:
+        lines += ["", "slowest events to reach their last client:"]
+        lines += [
+            f"  seq {event['seq']} {event['kind']} ({event['bytes']} B, "
+            f"{event['events_in_same_ms']} emitted in that ms): {event['latency_ms']} ms"
+            for event in slowest
+        ]
     queries = result.get("dashboard_queries")
     if queries:
         lines += [

@@ -51,12 +51,14 @@ class ClientLog:
 def window_figures(logs: list[ClientLog], start_ms: int, end_ms: int) -> dict[str, Any]:
     """Per client, the seqs of events with ts_ms in [start_ms, end_ms) (first, last, count,
     duplicates); the latency histogram of those deliveries (0.1 ms buckets); per second of
-    the window, deliveries, their summed and their largest latency."""
+    the window, deliveries, their summed and their largest latency; the ten events (seq,
+    latency) that reached their last client the latest."""
     clients = []
     histogram: dict[int, int] = {}
     max_ms = 0.0
     # per second of the window (by emit time): [deliveries, sum of latencies, max latency]
     seconds: dict[int, list[float]] = {}
+    slowest_by_seq: dict[int, float] = {}  # each event's largest latency over these clients
     for log in logs:
         seen: set[int] = set()
         duplicates = 0
@@ -75,6 +77,8 @@ def window_figures(logs: list[ClientLog], start_ms: int, end_ms: int) -> dict[st
             second[0] += 1
             second[1] += latency_ms
             second[2] = max(second[2], latency_ms)
+            if latency_ms > slowest_by_seq.get(seq, -1.0):
+                slowest_by_seq[seq] = latency_ms
         clients.append(
             {
                 "first": min(seen) if seen else None,
@@ -87,7 +91,14 @@ def window_figures(logs: list[ClientLog], start_ms: int, end_ms: int) -> dict[st
                 "failure": log.failure,
             }
         )
-    return {"clients": clients, "histogram": histogram, "max_ms": max_ms, "seconds": seconds}
+    slowest = sorted(slowest_by_seq.items(), key=lambda item: item[1], reverse=True)[:10]
+    return {
+        "clients": clients,
+        "histogram": histogram,
+        "max_ms": max_ms,
+        "seconds": seconds,
+        "slowest": slowest,
+    }
 
 
 def _ticket(http_url: str, key: str) -> str:
