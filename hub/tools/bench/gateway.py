@@ -588,6 +588,8 @@ def _figures(
         "reconnects": sum(client["reconnects"] for client in clients),
         "hub_resyncs_slow": ws_after["resync_slow"] - ws_before["resync_slow"],
         "hub_loop_lag_ms": after["metrics"].get("loop_lag_ms"),
+        # each client process's event-loop lag over the run (its delays add to fan-out)
+        "client_loop_lag_ms": [report.get("loop_lag_ms") for report in reports],
         "hub_events_sent": ws_after["events_sent"] - ws_before["events_sent"],
         "hub_cpu_s": round(cpu["hub"], 2),
         "hub_cpu_percent": round(100 * cpu["hub"] / elapsed, 1),
@@ -649,6 +651,14 @@ def format_table(result: dict[str, Any]) -> str:
             "hub event-loop lag p99 / max ms",
             f"{(result['hub_loop_lag_ms'] or {}).get('p99_ms')} / "
             f"{(result['hub_loop_lag_ms'] or {}).get('max_ms')}",
+        ),
+        (
+            "client processes' lag p99 / max ms",
+            " ".join(
+                f"{lag['p99']}/{lag['max']}"
+                for lag in result.get("client_loop_lag_ms") or []
+                if lag
+            ),
         ),
         ("hub RSS MB", result["hub_rss_mb"]),
     ]

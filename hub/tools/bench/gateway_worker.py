@@ -205,14 +205,29 @@ async def _main(config: dict[str, Any]) -> None:
         asyncio.gather(*(start(index) for index in range(len(worker.logs)))),
         max(1.0, deadline - loop.time()),
     )
-    cpu_ready = time.process_time()
+    lags_ms: list[float] = []
+
+    async def watch_lag() -> None:
+        # this process's own delay: a late wake-up here delays every receive time too
+        while True:
+            before = loop.time()
+            await asyncio.sleep(0.01)
+            lags_ms.append((loop.time() - before - 0.01) * 1000)
+
+    watcher = asyncio.create_task(watch_lag())
     print(json.dumps({"ready": True}), flush=True)
     line = await asyncio.wait_for(
         loop.run_in_executor(None, sys.stdin.readline), max(1.0, deadline - loop.time())
     )
-    cpu_s = time.process_time() - cpu_ready
     worker.stopping = True
-    report: dict[str, Any] = {"cpu_s": cpu_s}
+    watcher.cancel()
+    lags_ms.sort()
+    report: dict[str, Any] = {
+        "loop_lag_ms": {
+            "p99": round(lags_ms[int(len(lags_ms) * 0.99)], 1) if lags_ms else None,
+            "max": round(lags_ms[-1], 1) if lags_ms else None,
+        }
+    }
     if line.strip():
         start_ms, end_ms = json.loads(line)["window_ms"]
         report |= window_figures(worker.logs, start_ms, end_ms)
