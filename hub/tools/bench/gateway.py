@@ -653,7 +653,7 @@ def format_table(result: dict[str, Any]) -> str:
             f"{(result['hub_loop_lag_ms'] or {}).get('max_ms')}",
         ),
         (
-            "client processes' lag p99 / max ms",
+            "client loops' lag p99/max ms",
             " ".join(
                 f"{lag['p99']}/{lag['max']}"
                 for lag in result.get("client_loop_lag_ms") or []
