@@ -40,6 +40,7 @@ __all__ = ["GatewayBenchConfig", "GatewayBenchError", "format_table", "run_gatew
 REPO = Path(__file__).resolve().parents[3]
 _SEED_CHUNK = 20_000
 _DAY_MS = 86_400_000
+_LATE_WAIT_S = 60.0  # how long an event of the window may take to reach its last client
 
 
 class GatewayBenchError(RuntimeError):
@@ -304,15 +305,18 @@ class _Workers:
         """Wait until every client of every process has its snapshot."""
         await asyncio.gather(*(self._line(process, timeout_s) for process in self.processes))
 
-    async def report(self, start_ms: int, end_ms: int, timeout_s: float) -> list[Any]:
-        """Send each process the window; return their figures."""
-        message = (json.dumps({"window_ms": [start_ms, end_ms]}) + "\n").encode()
+    async def report(
+        self, start_ms: int, end_ms: int, through_seq: int | None, wait_s: float
+    ) -> list[Any]:
+        """Send each process the window (and the last seq to wait for); return their figures."""
+        request = {"window_ms": [start_ms, end_ms], "through_seq": through_seq, "wait_s": wait_s}
+        message = (json.dumps(request) + "\n").encode()
         for process in self.processes:
             assert process.stdin is not None
             process.stdin.write(message)
             await process.stdin.drain()
         return list(
-            await asyncio.gather(*(self._line(process, timeout_s) for process in self.processes))
+            await asyncio.gather(*(self._line(process, wait_s + 60) for process in self.processes))
         )
 
     async def stop(self) -> None:
@@ -412,7 +416,9 @@ async def _run(config: GatewayBenchConfig, workdir: Path) -> dict[str, Any]:
             market_baseline["auctions_opened"] - market_idle["auctions_opened"]
         ) / baseline_s
         # the clients end by themselves after the whole run could have taken
-        deadline_s = 120 + config.clients * 0.2 + config.duration_s + config.query_rounds * 5
+        deadline_s = (
+            120 + _LATE_WAIT_S + config.clients * 0.2 + config.duration_s + config.query_rounds * 5
+        )
         await workers.start(
             config,
             f"ws://127.0.0.1:{http_port}/ws",
@@ -461,7 +467,9 @@ async def _run(config: GatewayBenchConfig, workdir: Path) -> dict[str, Any]:
             )
         await asyncio.sleep(max(0.0, 5.0 - (time.monotonic() - grace_started)))
         expected = await asyncio.to_thread(_store_seqs, http_port, api_key, start_ms, end_ms)
-        reports = await workers.report(start_ms, end_ms, 120)
+        reports = await workers.report(
+            start_ms, end_ms, max(expected) if expected else None, _LATE_WAIT_S
+        )
         slowest = await asyncio.to_thread(_slowest_events, http_port, api_key, reports)
     except BaseException:
         tail = log_path.read_text(errors="replace")[-2000:] if log_path.exists() else ""

@@ -8,7 +8,8 @@ records, for every event, its seq, its ts_ms and the wall-clock time it arrived.
 told to resync, or closed, reconnects with the last seq it saw (as the dashboard does).
 
 Protocol with the benchmark, one JSON object per line: the worker prints {"ready": ...} once
-every client has its snapshot; then it reads one line {"window_ms": [start, end]} and prints
+every client has its snapshot; then it reads one line {"window_ms": [start, end],
+"through_seq": S, "wait_s": W}, waits up to W seconds for every client to have seq S, prints
 its figures for the events whose ts_ms is in [start, end) and exits. It also exits on its own
 at `deadline_s`, or when its standard input closes (the benchmark went away).
 """
@@ -219,6 +220,16 @@ async def _main(config: dict[str, Any]) -> None:
     line = await asyncio.wait_for(
         loop.run_in_executor(None, sys.stdin.readline), max(1.0, deadline - loop.time())
     )
+    request = json.loads(line) if line.strip() else {}
+    # late is not lost: give every client up to wait_s to reach the window's last event
+    through_seq, wait_until = request.get("through_seq"), loop.time() + request.get("wait_s", 0)
+    while through_seq is not None and loop.time() < min(wait_until, deadline):
+        behind = [
+            log for log in worker.logs if log.failure is None and (log.last_seq or 0) < through_seq
+        ]
+        if not behind:
+            break
+        await asyncio.sleep(0.1)
     worker.stopping = True
     watcher.cancel()
     lags_ms.sort()
@@ -228,8 +239,8 @@ async def _main(config: dict[str, Any]) -> None:
             "max": round(lags_ms[-1], 1) if lags_ms else None,
         }
     }
-    if line.strip():
-        start_ms, end_ms = json.loads(line)["window_ms"]
+    if request:
+        start_ms, end_ms = request["window_ms"]
         report |= window_figures(worker.logs, start_ms, end_ms)
     for task in tasks:
         task.cancel()
