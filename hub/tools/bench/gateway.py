@@ -503,7 +503,8 @@ async def _run(config: GatewayBenchConfig, workdir: Path) -> dict[str, Any]:
 
 
 async def _stop_hub(hub: asyncio.subprocess.Process, fleet: SimFleet | None) -> None:
-    """SIGINT the hub (its broker child goes with it), then the fleet; kill if it hangs."""
+    """SIGINT the hub (its broker child goes with it), then the fleet; kill if it hangs, and
+    kill whatever child of the hub is left."""
     if fleet is not None:
         fleet.expect_disconnect = True
         loop = asyncio.get_running_loop()
@@ -517,13 +518,19 @@ async def _stop_hub(hub: asyncio.subprocess.Process, fleet: SimFleet | None) -> 
 
         loop.set_exception_handler(quiet_teardown)
         logging.getLogger("mqtt").setLevel(logging.CRITICAL)
+    children: list[psutil.Process] = []
     if hub.returncode is None:
+        with contextlib.suppress(psutil.Error):
+            children = psutil.Process(hub.pid).children(recursive=True)
         hub.send_signal(signal.SIGINT)
         try:
             await asyncio.wait_for(hub.wait(), 30)
         except TimeoutError:
             hub.kill()
             await hub.wait()
+    for child in children:  # the embedded broker, had the hub not stopped it
+        with contextlib.suppress(psutil.Error):
+            child.kill()
     if fleet is not None:
         await fleet.stop()
 
