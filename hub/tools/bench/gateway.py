@@ -648,7 +648,8 @@ def format_table(result: dict[str, Any]) -> str:
             f"{result['clients_with_every_event']} of "
             f"{result['clients']} ({result['events']} events)",
         ),
-        ("resyncs / reconnects", f"{result['resyncs']} / {result['reconnects']}"),
+        ("resyncs in the window (hub)", result["hub_resyncs_slow"]),
+        ("resyncs / reconnects (whole run)", f"{result['resyncs']} / {result['reconnects']}"),
         ("hub CPU s (% of one core)", f"{result['hub_cpu_s']} ({result['hub_cpu_percent']} %)"),
         ("hub CPU % without clients", result["hub_cpu_percent_without_clients"]),
         ("hub CPU per delivery µs (beyond)", result["hub_cpu_us_per_delivery"]),
