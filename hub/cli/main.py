@@ -1,5 +1,9 @@
 """Root of the `etp` command: registers every subcommand group."""
 
+import asyncio
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
 import typer
 
 from hub.cli import apikey, db, firmware, proto, report, service
@@ -11,6 +15,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+_T = TypeVar("_T")
+
 bench_app = typer.Typer(
     help="Benchmarks: commands that print measured numbers (table or --json).", no_args_is_help=True
 )
@@ -27,6 +33,63 @@ bench_app.command("hub")(service.bench_hub)
 bench_app.command("proto")(proto.bench_proto)
 bench_app.command("firmware")(firmware.bench_firmware)
 bench_app.command("store")(db.bench_store)
+
+
+def _run_fast(main: Coroutine[Any, Any, _T]) -> _T:
+    """Run a coroutine on uvloop when it is installed, else on asyncio."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
+@bench_app.command("gateway")
+def bench_gateway(
+    clients: int = typer.Option(200, min=1, help="WebSocket clients, each gets every event"),
+    duration: float = typer.Option(20.0, min=1.0, help="measured seconds"),
+    trades: int = typer.Option(
+        100_000, min=0, help="trades (and auctions) seeded for the dashboard queries; 0 skips them"
+    ),
+    batteries: int = typer.Option(10, min=1, help="simulated batteries trading (the event source)"),
+    processes: int = typer.Option(
+        0, min=0, help="client processes (0: one per 500 clients, at most one per core)"
+    ),
+    deflate: bool = typer.Option(True, help="clients offer permessage-deflate, as browsers do"),
+    query_rounds: int = typer.Option(50, min=1, help="times each dashboard query is timed"),
+    json_out: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+) -> None:
+    """N WebSocket clients on a trading hub: fan-out latency, every event received, hub CPU;
+    then the dashboard's REST queries with `--trades` trades stored."""
+    import json
+
+    from hub.runtime import configure_logging
+
+    try:
+        from hub.tools.bench.gateway import GatewayBenchConfig, format_table, run_gateway_bench
+    except ImportError as exc:
+        typer.echo(
+            f"error: etp bench gateway needs the project's tools extra ({exc.name} is missing): "
+            "run scripts/setup.sh, or .venv/bin/pip install -e '.[tools]'",
+            err=True,
+        )
+        raise typer.Exit(1) from None
+    configure_logging("warning")  # logs go to stderr; stdout carries only the result
+    config = GatewayBenchConfig(
+        clients=clients,
+        duration_s=duration,
+        trades=trades,
+        batteries=batteries,
+        processes=processes,
+        deflate=deflate,
+        query_rounds=query_rounds,
+    )
+    try:
+        result = _run_fast(run_gateway_bench(config))
+    except Exception as exc:
+        typer.echo(f"error: benchmark failed: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(json.dumps(result, indent=2) if json_out else format_table(result))
 
 
 def main() -> None:

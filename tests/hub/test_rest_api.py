@@ -18,8 +18,9 @@ import pytest
 
 from hub.auth import Role
 from hub.runtime import HubRuntime
+from hub.tools.bench.seed import SEED_STATUSES as STATUSES
+from hub.tools.bench.seed import add_trades
 from tests.hub.helpers import api_key, get_json, hub_settings, running_hub, sim_fleet, wait_for
-from tests.store.test_queries import STATUSES, add_trades
 
 LISTS = (
     "/api/v1/batteries", "/api/v1/aggregators", "/api/v1/auctions", "/api/v1/trades",

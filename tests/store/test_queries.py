@@ -5,35 +5,9 @@ reads for exports."""
 from __future__ import annotations
 
 import pytest
-import sqlalchemy as sa
 
 from hub.store import InvalidQueryError, ListQuery, Store
-from hub.store.models import AUCTIONS, TRADES
-
-STATUSES = ("verified", "unverified", "void", "recorded")
-
-
-async def add_trades(store: Store, count: int, *, first_id: int = 1) -> None:
-    """`count` auctions, each with its trade, in one transaction (test data, not the trading
-    path): trade n is on device n % 7, bidder 1000 + n % 3, status STATUSES[n % 4], at time
-    1_000_000 + n // 2 (pairs share a time, so (time, id) order is exercised)."""
-    auctions = []
-    trades = []
-    for n in range(first_id, first_id + count):
-        auctions.append({
-            "id": n, "device_id": n % 7, "site": "s", "mechanism": "ascending",
-            "lot_wh": 1000, "reserve_mc": 10_000, "status": "cleared",
-            "clearing_price_mc": 12_000, "winner_id": 1000 + n % 3, "energy_wh": 1000,
-            "opened_ms": 1_000_000 + n // 2, "closed_ms": 1_000_000 + n // 2 + 1,
-        })
-        trades.append({
-            "id": n, "auction_id": n, "device_id": n % 7, "bidder_id": 1000 + n % 3,
-            "price_mc": 12_000, "energy_wh": 1000, "reserve_mc": 10_000,
-            "confirmed_ms": 1_000_000 + n // 2, "status": STATUSES[n % 4],
-        })
-    async with store.sql.begin() as connection:
-        await connection.execute(sa.insert(AUCTIONS), auctions)
-        await connection.execute(sa.insert(TRADES), trades)
+from hub.tools.bench.seed import add_trades
 
 
 async def walk(store: Store, name: str, query: ListQuery) -> list[dict]:
