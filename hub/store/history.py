@@ -39,44 +39,54 @@ class TradeHistory(StoreParts):
         t = TRADES.c
         bucket = t.confirmed_ms // bucket_ms  # floor division in SQLite and PostgreSQL
         start = from_ms - from_ms % bucket_ms
-        where = (t.status == "verified", t.confirmed_ms >= start, t.confirmed_ms < to_ms)
-        totals = await self._db.fetch(
+        # One scan, grouped by bucket and buyer; the buckets' figures are summed up here.
+        rows = await self._db.fetch(
             sa.select(
                 bucket.label("bucket"),
+                t.bidder_id,
                 sa.func.count().label("trades"),
                 sa.func.sum(t.energy_wh).label("energy_wh"),
                 sa.func.sum(t.price_mc * t.energy_wh).label("revenue_x1000"),
-                sa.func.avg(t.price_mc).label("mean_price_mc"),
-                sa.func.min(t.price_mc).label("min_price_mc"),
-                sa.func.max(t.price_mc).label("max_price_mc"),
-                sa.func.avg(t.reserve_mc).label("mean_reserve_mc"),
-                sa.func.avg(
+                sa.func.sum(t.price_mc).label("price_sum"),
+                sa.func.min(t.price_mc).label("min_price"),
+                sa.func.max(t.price_mc).label("max_price"),
+                sa.func.sum(t.reserve_mc).label("reserve_sum"),
+                sa.func.sum(
                     (t.price_mc - t.reserve_mc) * 100.0 / sa.func.nullif(t.reserve_mc, 0)
-                ).label("mean_premium_pct"),
-            ).where(*where).group_by(bucket).order_by(bucket)
+                ).label("premium_sum"),
+                sa.func.count(sa.func.nullif(t.reserve_mc, 0)).label("premium_n"),
+            )
+            .where(t.status == "verified", t.confirmed_ms >= start, t.confirmed_ms < to_ms)
+            .group_by(bucket, t.bidder_id)
         )
-        shares = await self._db.fetch(
-            sa.select(bucket.label("bucket"), t.bidder_id, sa.func.sum(t.energy_wh).label("wh"))
-            .where(*where).group_by(bucket, t.bidder_id)
-        )
-        by_bucket: dict[int, dict[str, int]] = {}
-        for share in shares:
-            by_bucket.setdefault(int(share.bucket), {})[str(share.bidder_id)] = int(share.wh)
+        sums: dict[int, dict[str, Any]] = {}
+        for row in rows:
+            b = sums.setdefault(int(row.bucket), {
+                "trades": 0, "energy_wh": 0, "revenue_x1000": 0, "price_sum": 0,
+                "min_price": row.min_price, "max_price": row.max_price, "reserve_sum": 0,
+                "premium_sum": 0.0, "premium_n": 0, "by": {},
+            })
+            for name in ("trades", "energy_wh", "revenue_x1000", "price_sum", "reserve_sum",
+                         "premium_n"):
+                b[name] += int(getattr(row, name))
+            b["premium_sum"] += float(row.premium_sum or 0.0)
+            b["min_price"] = min(b["min_price"], row.min_price)
+            b["max_price"] = max(b["max_price"], row.max_price)
+            b["by"][str(row.bidder_id)] = int(row.energy_wh)
         return [
             {
-                "t_ms": int(row.bucket) * bucket_ms,
-                "trades": int(row.trades),
-                "energy_wh": int(row.energy_wh),
-                "revenue_mc": int(row.revenue_x1000) // 1000,
-                "mean_price_mc": round(float(row.mean_price_mc), 1),
-                "min_price_mc": int(row.min_price_mc),
-                "max_price_mc": int(row.max_price_mc),
-                "mean_reserve_mc": round(float(row.mean_reserve_mc), 1),
+                "t_ms": key * bucket_ms,
+                "trades": b["trades"],
+                "energy_wh": b["energy_wh"],
+                "revenue_mc": b["revenue_x1000"] // 1000,
+                "mean_price_mc": round(b["price_sum"] / b["trades"], 1),
+                "min_price_mc": int(b["min_price"]),
+                "max_price_mc": int(b["max_price"]),
+                "mean_reserve_mc": round(b["reserve_sum"] / b["trades"], 1),
                 "mean_premium_pct": (
-                    None if row.mean_premium_pct is None
-                    else round(float(row.mean_premium_pct), 2)
+                    round(b["premium_sum"] / b["premium_n"], 2) if b["premium_n"] else None
                 ),
-                "energy_wh_by_aggregator": by_bucket.get(int(row.bucket), {}),
+                "energy_wh_by_aggregator": b["by"],
             }
-            for row in totals
+            for key, b in sorted(sums.items())
         ]

@@ -160,6 +160,11 @@ def _dashboard_queries(now_ms: int) -> list[tuple[str, str, dict[str, Any]]]:
         ("auctions", "/api/v1/auctions", {"sort": "time", "order": "desc", "limit": 100}),
         ("aggregators", "/api/v1/aggregators", {}),
         ("events", "/api/v1/events", {"from_ms": now_ms - 60_000, "limit": 100}),
+        # the history view's 24 h range (the seeded trades lie in it) and the overview's
+        # competition figure (recomputed at most every 30 s: one computation in the samples)
+        ("history_24h", "/api/v1/history",
+         {"from_ms": now_ms - 86_400_000, "to_ms": now_ms, "bucket_s": 900}),
+        ("competition", "/api/v1/competition", {}),
     ]
 
 
