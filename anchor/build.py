@@ -137,6 +137,9 @@ def build(out: Path = DEFAULT_OUT, verbose: bool = True) -> Path:
         obj = work / f"{CRATE_NAME}.o"
         _run([toolchain.llc, "-march=bpfel", "-mcpu=v2", "--bpf-stack-size=4096",
               "-filetype=obj", "-O3", str(optimized), "-o", str(obj)], "llc")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        # the relocatable object, kept for `llvm-objdump-22 -d` when something needs a look
+        shutil.copyfile(obj, out.with_suffix(".o"))
         try:
             result = link_sbf(obj.read_bytes())
         except LinkError as exc:
