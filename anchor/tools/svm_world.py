@@ -2,7 +2,7 @@
 the benchmark need: a payment mint, a market, aggregators with funded escrow, batteries.
 
 LiteSVM runs the real SVM in-process with the mainnet feature set; the program goes in
-through the BPF Upgradeable Loader (tools/deploy.py), as it would on a cluster.
+through the BPF Upgradeable Loader (tools/sbf_deploy.py), as it would on a cluster.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from solders.pubkey import Pubkey
 from solders.system_program import CreateAccountParams, create_account
 from solders.transaction import Transaction
 
-from deploy import deploy_upgradeable
+from sbf_deploy import deploy_upgradeable
 from etp_client import Idl, TradeInput, load_idl
 
 __all__ = ["TOKEN_PROGRAM", "TOKEN_2022_PROGRAM", "Outcome", "Party", "World"]

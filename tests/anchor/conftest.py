@@ -1,0 +1,60 @@
+"""Fixtures for the on-chain program: its build (skipped with the reason when the Debian
+build tools are missing) and LiteSVM ledgers with it deployed through the upgradeable loader.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ANCHOR_DIR = Path(__file__).resolve().parents[2] / "anchor"
+sys.path.insert(0, str(ANCHOR_DIR / "tools"))
+sys.path.insert(0, str(ANCHOR_DIR))
+
+import build as sbf_build  # noqa: E402
+
+try:
+    import solders.litesvm  # noqa: F401
+
+    SOLDERS_MISSING = None
+except ImportError as exc:  # the package is in the project's dependencies; say so if absent
+    SOLDERS_MISSING = f"solders with litesvm is not installed: {exc}"
+
+from svm_world import Party, World  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def program_so(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """The program built by anchor/build.py (once per session, into a temporary directory)."""
+    try:
+        sbf_build.find_toolchain()
+    except sbf_build.BuildError as exc:
+        pytest.skip(f"cannot build the on-chain program here: {exc}")
+    out = tmp_path_factory.mktemp("sbf") / "etp_settlement.so"
+    sbf_build.build(out, verbose=False)
+    return out.read_bytes()
+
+
+@pytest.fixture
+def world(program_so: bytes) -> World:
+    """A fresh ledger with the program deployed and a payment mint; no market yet."""
+    if SOLDERS_MISSING:
+        pytest.skip(SOLDERS_MISSING)
+    return World(program_so)
+
+
+class Market:
+    """A market with one battery owner (devices 7 and 8) and one funded aggregator."""
+
+    def __init__(self, world: World, deposit: int = 10_000_000) -> None:
+        self.world = world
+        world.must(world.initialize_market(dispute_window_seconds=3600))
+        self.seller: Party = world.new_seller([7, 8])
+        self.buyer: Party = world.new_buyer(deposit, max_price_per_kwh=1_000_000)
+
+
+@pytest.fixture
+def market(world: World) -> Market:
+    return Market(world)
