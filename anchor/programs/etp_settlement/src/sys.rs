@@ -98,12 +98,6 @@ extern "C" {
         address: *mut Pubkey,
         bump: *mut u8,
     ) -> u64;
-    fn sol_create_program_address(
-        seeds: *const SolBytes,
-        seeds_len: u64,
-        program_id: *const Pubkey,
-        address: *mut Pubkey,
-    ) -> u64;
     fn sol_invoke_signed_c(
         instruction: *const SolInstruction,
         account_infos: *const SolAccountInfo,
@@ -160,16 +154,6 @@ pub fn find_program_address<const N: usize>(seeds: &Seeds<N>, program_id: &Pubke
         return Err(err::INVALID_PDA);
     }
     Ok((address, bump))
-}
-
-/// The address for seeds that already include the bump.
-pub fn create_program_address<const N: usize>(seeds: &Seeds<N>, program_id: &Pubkey) -> ProgramResult<Pubkey> {
-    let mut address = Pubkey::zeroed();
-    let rc = unsafe { sol_create_program_address(seeds.parts.as_ptr(), N as u64, program_id, &mut address) };
-    if rc != 0 {
-        return Err(err::INVALID_PDA);
-    }
-    Ok(address)
 }
 
 /// Cross-program invocation; `signers` are the seed sets of PDAs this program signs for.
