@@ -114,29 +114,58 @@ def build(out: Path = DEFAULT_OUT, verbose: bool = True) -> Path:
             "--crate-type=cdylib",
             f"--crate-name={CRATE_NAME}",
             f"--target={TARGET}",
-            "-C", "panic=abort",
-            "-C", "opt-level=3",
-            "-C", "codegen-units=1",
-            "-C", "debuginfo=0",
-            "-C", "target-cpu=v2",
+            "-C",
+            "panic=abort",
+            "-C",
+            "opt-level=3",
+            "-C",
+            "codegen-units=1",
+            "-C",
+            "debuginfo=0",
+            "-C",
+            "target-cpu=v2",
             # file names inside the bitcode must not depend on where the repo lives
             f"--remap-path-prefix={ANCHOR_DIR}=anchor",
             "--emit=llvm-bc",
-            "-o", str(crate_bc),
+            "-o",
+            str(crate_bc),
             str(CRATE_DIR / "src" / "lib.rs"),
         ]
         _run(env_free_rustc, "rustc")
         core_bc = _extract_core_bitcode(toolchain, work)
         linked = work / "linked.bc"
-        _run([toolchain.llvm_link, "--only-needed", str(crate_bc), str(core_bc), "-o",
-              str(linked)], "llvm-link")
+        _run(
+            [toolchain.llvm_link, "--only-needed", str(crate_bc), str(core_bc), "-o", str(linked)],
+            "llvm-link",
+        )
         optimized = work / "opt.bc"
-        _run([toolchain.opt, "--internalize-public-api-list=entrypoint",
-              "-passes=internalize,globaldce,strip-debug-declare,default<O3>,globaldce",
-              "--strip-debug", str(linked), "-o", str(optimized)], "opt")
+        _run(
+            [
+                toolchain.opt,
+                "--internalize-public-api-list=entrypoint",
+                "-passes=internalize,globaldce,strip-debug-declare,default<O3>,globaldce",
+                "--strip-debug",
+                str(linked),
+                "-o",
+                str(optimized),
+            ],
+            "opt",
+        )
         obj = work / f"{CRATE_NAME}.o"
-        _run([toolchain.llc, "-march=bpfel", "-mcpu=v2", "--bpf-stack-size=4096",
-              "-filetype=obj", "-O3", str(optimized), "-o", str(obj)], "llc")
+        _run(
+            [
+                toolchain.llc,
+                "-march=bpfel",
+                "-mcpu=v2",
+                "--bpf-stack-size=4096",
+                "-filetype=obj",
+                "-O3",
+                str(optimized),
+                "-o",
+                str(obj),
+            ],
+            "llc",
+        )
         out.parent.mkdir(parents=True, exist_ok=True)
         # the relocatable object, kept for `llvm-objdump-22 -d` when something needs a look
         shutil.copyfile(obj, out.with_suffix(".o"))
@@ -159,8 +188,11 @@ def build(out: Path = DEFAULT_OUT, verbose: bool = True) -> Path:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--check-deterministic", action="store_true",
-                        help="build twice and fail if the bytes differ")
+    parser.add_argument(
+        "--check-deterministic",
+        action="store_true",
+        help="build twice and fail if the bytes differ",
+    )
     args = parser.parse_args()
     try:
         path = build(args.out)

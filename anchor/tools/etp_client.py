@@ -18,7 +18,7 @@ from typing import Any
 from solders.instruction import AccountMeta, Instruction
 from solders.pubkey import Pubkey
 
-__all__ = ["Idl", "IdlError", "TradeInput", "load_idl", "IDL_PATH"]
+__all__ = ["IDL_PATH", "Idl", "IdlError", "TradeInput", "load_idl"]
 
 IDL_PATH = Path(__file__).resolve().parent.parent / "idl" / "etp_settlement.json"
 
@@ -78,7 +78,9 @@ class Idl:
                 return bytes(value)
             return b"".join(self.encode(elem, v) for v in value)
         if "vec" in kind:
-            return struct.pack("<I", len(value)) + b"".join(self.encode(kind["vec"], v) for v in value)
+            return struct.pack("<I", len(value)) + b"".join(
+                self.encode(kind["vec"], v) for v in value
+            )
         if "defined" in kind:
             fields = self.types[kind["defined"]["name"]]["fields"]
             return b"".join(self.encode(f["type"], value[f["name"]]) for f in fields)
@@ -110,8 +112,13 @@ class Idl:
         return out, offset
 
     # --- instructions, accounts, events
-    def instruction(self, name: str, accounts: dict[str, Pubkey], args: dict[str, Any] | None = None,
-                    remaining: list[AccountMeta] | None = None) -> Instruction:
+    def instruction(
+        self,
+        name: str,
+        accounts: dict[str, Pubkey],
+        args: dict[str, Any] | None = None,
+        remaining: list[AccountMeta] | None = None,
+    ) -> Instruction:
         """An instruction with the IDL's account order and flags; `remaining` appended."""
         spec = self.instructions[name]
         args = args or {}
@@ -127,7 +134,9 @@ class Idl:
                 key = Pubkey.from_string(account["address"])
             if key is None:
                 raise IdlError(f"{name}: missing account {account['name']}")
-            metas.append(AccountMeta(key, bool(account.get("signer")), bool(account.get("writable"))))
+            metas.append(
+                AccountMeta(key, bool(account.get("signer")), bool(account.get("writable")))
+            )
         return Instruction(self.program_id, data, metas + list(remaining or []))
 
     def decode_account(self, data: bytes) -> tuple[str, dict[str, Any]]:
@@ -166,7 +175,9 @@ class Idl:
         return self.pda(b"vault", bytes(market), bytes(aggregator))
 
     def trade_record_address(self, market: Pubkey, auction_id: int, trade_id: int) -> Pubkey:
-        return self.pda(b"trade", bytes(market), struct.pack("<Q", auction_id), struct.pack("<Q", trade_id))
+        return self.pda(
+            b"trade", bytes(market), struct.pack("<Q", auction_id), struct.pack("<Q", trade_id)
+        )
 
 
 def load_idl(program_id: Pubkey | None = None, path: Path = IDL_PATH) -> Idl:

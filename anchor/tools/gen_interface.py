@@ -160,23 +160,24 @@ def build_rust() -> str:
         "//! Interface constants: Anchor discriminators (read as little-endian u64), account\n",
         "//! byte offsets and sizes, argument layouts, error codes.\n\n",
         "#![allow(dead_code)]\n\n",
-        "/// Instruction discriminators: sha256(\"global:<name>\")[..8] as a LE u64.\n",
+        '/// Instruction discriminators: sha256("global:<name>")[..8] as a LE u64.\n',
         "pub mod ix {\n",
     ]
     for ix in spec.INSTRUCTIONS:
         lines.append(_disc_const(ix["name"].upper(), discriminator("global", ix["name"])))
-    lines.append("}\n\n/// Account discriminators: sha256(\"account:<Name>\")[..8].\n")
+    lines.append('}\n\n/// Account discriminators: sha256("account:<Name>")[..8].\n')
     lines.append("pub mod disc {\n")
     for name in spec.ACCOUNTS:
         lines.append(_disc_const(_snake_upper(name), discriminator("account", name)))
-    lines.append("}\n\n/// Event discriminators: sha256(\"event:<Name>\")[..8].\n")
+    lines.append('}\n\n/// Event discriminators: sha256("event:<Name>")[..8].\n')
     lines.append("pub mod event {\n")
     for name in spec.EVENTS:
         lines.append(_disc_const(_snake_upper(name), discriminator("event", name)))
     lines.append("}\n\n")
 
-    def emit_layout(module: str, fields: list[tuple[str, object]], start: int, aligned: bool,
-                    doc: str) -> None:
+    def emit_layout(
+        module: str, fields: list[tuple[str, object]], start: int, aligned: bool, doc: str
+    ) -> None:
         rows, size = layout(fields, start)
         lines.append(f"/// {doc}\n")
         lines.append(f"pub mod {module} {{\n")
@@ -187,24 +188,48 @@ def build_rust() -> str:
         lines.append(f"    pub const SIZE: usize = {size};\n}}\n\n")
 
     for name, fields in spec.ACCOUNTS.items():
-        emit_layout(_snake_upper(name).lower(), fields, 8, True,
-                    f"Byte offsets in {_article(name)} {name} account (discriminator at 0).")
+        emit_layout(
+            _snake_upper(name).lower(),
+            fields,
+            8,
+            True,
+            f"Byte offsets in {_article(name)} {name} account (discriminator at 0).",
+        )
     for name, fields in spec.EVENTS.items():
-        emit_layout(f"ev_{_snake_upper(name).lower()}", fields, 8, False,
-                    f"Byte offsets in {_article(name)} {name} event payload (discriminator at 0).")
+        emit_layout(
+            f"ev_{_snake_upper(name).lower()}",
+            fields,
+            8,
+            False,
+            f"Byte offsets in {_article(name)} {name} event payload (discriminator at 0).",
+        )
     for name, fields in spec.TYPES.items():
-        emit_layout(_snake_upper(name).lower(), fields, 0, False,
-                    f"Byte offsets in one Borsh-encoded {name}.")
+        emit_layout(
+            _snake_upper(name).lower(),
+            fields,
+            0,
+            False,
+            f"Byte offsets in one Borsh-encoded {name}.",
+        )
 
     lines.append("/// Interface constants shared with clients.\npub mod consts {\n")
-    for const_name in ("MAX_DEVICES", "ROLE_SELLER", "ROLE_BUYER", "SETTLE_ACCOUNTS_PER_TRADE",
-                       "REPUTATION_REWARD", "DISPUTE_PENALTY", "MAX_DISPUTE_WINDOW_SECONDS"):
+    for const_name in (
+        "MAX_DEVICES",
+        "ROLE_SELLER",
+        "ROLE_BUYER",
+        "SETTLE_ACCOUNTS_PER_TRADE",
+        "REPUTATION_REWARD",
+        "DISPUTE_PENALTY",
+        "MAX_DISPUTE_WINDOW_SECONDS",
+    ):
         lines.append(f"    pub const {const_name}: u64 = {getattr(spec, const_name)};\n")
     for name, value in spec.TRADE_STATUS.items():
         lines.append(f"    pub const STATUS_{name.upper()}: u8 = {value};\n")
     for name, value in spec.DISPUTED_BY.items():
         lines.append(f"    pub const DISPUTED_BY_{name.upper()}: u8 = {value};\n")
-    lines.append("}\n\n/// Programs this one calls or accepts (raw 32-byte addresses).\npub mod ids {\n")
+    lines.append(
+        "}\n\n/// Programs this one calls or accepts (raw 32-byte addresses).\npub mod ids {\n"
+    )
     lines.append("    use crate::sys::Pubkey;\n")
     for const_name, address in spec.WELL_KNOWN_PROGRAMS.items():
         raw = ", ".join(str(b) for b in _b58decode(address))
@@ -214,7 +239,9 @@ def build_rust() -> str:
     lines.append("    use crate::sys::{error, Error};\n")
     for i, (name, msg) in enumerate(spec.ERRORS):
         lines.append(f"    /// {msg}\n")
-        lines.append(f"    pub const {_snake_upper(name)}: Error = error({spec.ERROR_CODE_BASE + i});\n")
+        lines.append(
+            f"    pub const {_snake_upper(name)}: Error = error({spec.ERROR_CODE_BASE + i});\n"
+        )
     lines.append("}\n")
     return "".join(lines)
 

@@ -161,7 +161,7 @@ MARKET_PDA = {"seeds": [_seed_const("market"), _seed_account("authority")]}
 INSTRUCTIONS: list[dict] = [
     {
         "name": "initialize_market",
-        "docs": ["Creates the market PDA [\"market\", authority]; fixes the payment mint."],
+        "docs": ['Creates the market PDA ["market", authority]; fixes the payment mint.'],
         "accounts": [
             _acct("authority", writable=True, signer=True),
             _acct("market", writable=True, pda=MARKET_PDA),
@@ -173,29 +173,60 @@ INSTRUCTIONS: list[dict] = [
     },
     {
         "name": "register_participant",
-        "docs": ["Creates the caller's Reputation PDA [\"reputation\", market, owner];",
-                 "role 0 = battery owner (1..8 device ids), 1 = aggregator (none)."],
+        "docs": [
+            'Creates the caller\'s Reputation PDA ["reputation", market, owner];',
+            "role 0 = battery owner (1..8 device ids), 1 = aggregator (none).",
+        ],
         "accounts": [
             _acct("owner", writable=True, signer=True),
             _acct("market"),
-            _acct("reputation", writable=True, pda={"seeds": [
-                _seed_const("reputation"), _seed_account("market"), _seed_account("owner")]}),
+            _acct(
+                "reputation",
+                writable=True,
+                pda={
+                    "seeds": [
+                        _seed_const("reputation"),
+                        _seed_account("market"),
+                        _seed_account("owner"),
+                    ]
+                },
+            ),
             _acct("system_program", address=SYSTEM_PROGRAM),
         ],
         "args": [("role", "u8"), ("device_ids", ("vec", "u32"))],
     },
     {
         "name": "open_escrow",
-        "docs": ["Creates the aggregator's Escrow PDA and its vault token account",
-                 "[\"vault\", market, aggregator] whose token owner is the Escrow PDA."],
+        "docs": [
+            "Creates the aggregator's Escrow PDA and its vault token account",
+            '["vault", market, aggregator] whose token owner is the Escrow PDA.',
+        ],
         "accounts": [
             _acct("aggregator", writable=True, signer=True),
             _acct("market"),
             _acct("reputation"),
-            _acct("escrow", writable=True, pda={"seeds": [
-                _seed_const("escrow"), _seed_account("market"), _seed_account("aggregator")]}),
-            _acct("vault", writable=True, pda={"seeds": [
-                _seed_const("vault"), _seed_account("market"), _seed_account("aggregator")]}),
+            _acct(
+                "escrow",
+                writable=True,
+                pda={
+                    "seeds": [
+                        _seed_const("escrow"),
+                        _seed_account("market"),
+                        _seed_account("aggregator"),
+                    ]
+                },
+            ),
+            _acct(
+                "vault",
+                writable=True,
+                pda={
+                    "seeds": [
+                        _seed_const("vault"),
+                        _seed_account("market"),
+                        _seed_account("aggregator"),
+                    ]
+                },
+            ),
             _acct("payment_mint"),
             _acct("token_program"),
             _acct("system_program", address=SYSTEM_PROGRAM),
@@ -232,11 +263,13 @@ INSTRUCTIONS: list[dict] = [
     },
     {
         "name": "settle_trades",
-        "docs": ["Settles a batch of verified trades. After the fixed accounts come, per",
-                 "trade in order: trade_record (w), buyer_escrow (w), buyer_vault (w),",
-                 "buyer_reputation (w), seller_reputation (w), seller_token_account (w).",
-                 "Each trade_record is the PDA [\"trade\", market, auction_id u64 LE,",
-                 "trade_id u64 LE], created here: a trade can be settled once."],
+        "docs": [
+            "Settles a batch of verified trades. After the fixed accounts come, per",
+            "trade in order: trade_record (w), buyer_escrow (w), buyer_vault (w),",
+            "buyer_reputation (w), seller_reputation (w), seller_token_account (w).",
+            'Each trade_record is the PDA ["trade", market, auction_id u64 LE,',
+            "trade_id u64 LE], created here: a trade can be settled once.",
+        ],
         "accounts": [
             _acct("settler", writable=True, signer=True),
             _acct("market", writable=True),
@@ -259,10 +292,12 @@ INSTRUCTIONS: list[dict] = [
     },
     {
         "name": "resolve_dispute",
-        "docs": ["Market authority only. refund_amount > 0: the seller was at fault; the",
-                 "authority refunds the buyer's vault from its own token account and the",
-                 "seller's score drops. refund_amount = 0: the dispute was unfounded and",
-                 "the disputer's score drops."],
+        "docs": [
+            "Market authority only. refund_amount > 0: the seller was at fault; the",
+            "authority refunds the buyer's vault from its own token account and the",
+            "seller's score drops. refund_amount = 0: the dispute was unfounded and",
+            "the disputer's score drops.",
+        ],
         "accounts": [
             _acct("authority", signer=True),
             _acct("market"),
@@ -285,8 +320,10 @@ INSTRUCTIONS: list[dict] = [
     },
     {
         "name": "pause_market",
-        "docs": ["Market authority only: paused markets accept no settlement, escrow or",
-                 "registration (withdrawals and disputes stay open)."],
+        "docs": [
+            "Market authority only: paused markets accept no settlement, escrow or",
+            "registration (withdrawals and disputes stay open).",
+        ],
         "accounts": [_acct("authority", signer=True), _acct("market", writable=True)],
         "args": [("paused", "bool")],
     },
@@ -306,7 +343,10 @@ ERRORS: list[tuple[str, str]] = [
     ("InvalidPda", "Account address is not the expected program-derived address"),
     ("AlreadyInitialized", "Account already exists"),
     ("InvalidMint", "Mint does not match the market's payment mint"),
-    ("InvalidTokenProgram", "Token program is neither SPL Token nor Token-2022, or not the market's"),
+    (
+        "InvalidTokenProgram",
+        "Token program is neither SPL Token nor Token-2022, or not the market's",
+    ),
     ("InvalidSystemProgram", "System program account is wrong"),
     ("InvalidTokenAccount", "Token account has the wrong mint, owner or state"),
     ("MarketPaused", "Market is paused"),

@@ -28,9 +28,10 @@ import struct
 from dataclasses import dataclass, field
 
 from elftools.elf.elffile import ELFFile
+from elftools.elf.relocation import RelocationSection
 from elftools.elf.sections import SymbolTableSection
 
-__all__ = ["LinkError", "LinkResult", "link_sbf", "SYSCALL_ALIASES", "KNOWN_SYSCALLS"]
+__all__ = ["KNOWN_SYSCALLS", "SYSCALL_ALIASES", "LinkError", "LinkResult", "link_sbf"]
 
 MM_PROGRAM_START = 0x1_0000_0000  # where the loader maps .text/.rodata (sBPF v0)
 
@@ -194,7 +195,7 @@ def link_sbf(object_bytes: bytes, entry_symbol: str = "entrypoint") -> LinkResul
     dyn_relocs: list[tuple[int, str]] = []  # (file offset of call insn, syscall name)
 
     for rel_section in sections:
-        if rel_section["sh_type"] not in ("SHT_REL", "SHT_RELA"):
+        if not isinstance(rel_section, RelocationSection):
             continue
         if rel_section["sh_type"] == "SHT_RELA":
             raise LinkError("RELA relocations are not produced by llc for BPF; unexpected input")
@@ -250,7 +251,7 @@ def link_sbf(object_bytes: bytes, entry_symbol: str = "entrypoint") -> LinkResul
                     here = buf_base + at
                     delta = (target - here) // INSN_SIZE - 1
                     struct.pack_into("<i", buf, at + 4, delta)
-            elif r_type == R_BPF_64_NODYLD32 or r_type == R_BPF_NONE:
+            elif r_type in (R_BPF_64_NODYLD32, R_BPF_NONE):
                 continue
             else:
                 raise LinkError(f"relocation type {r_type} (symbol {sym_name!r}) not supported")
@@ -318,8 +319,12 @@ def _write_shared_object(
     dynsym_off = place(bytes(dynsym), 8)
     dynstr_off = place(bytes(dynstr), 1)
     reldyn_off = place(bytes(reldyn), 8) if reldyn else 0
-    dyn_entries = [(DT_SYMTAB, dynsym_off), (DT_STRTAB, dynstr_off), (DT_STRSZ, len(dynstr)),
-                   (DT_SYMENT, 24)]
+    dyn_entries = [
+        (DT_SYMTAB, dynsym_off),
+        (DT_STRTAB, dynstr_off),
+        (DT_STRSZ, len(dynstr)),
+        (DT_SYMENT, 24),
+    ]
     if reldyn:
         dyn_entries += [(DT_REL, reldyn_off), (DT_RELSZ, len(reldyn)), (DT_RELENT, 16)]
     dyn_entries.append((DT_NULL, 0))
@@ -336,24 +341,86 @@ def _write_shared_object(
 
     # (name, type, flags, addr, offset, size, link, info, align, entsize)
     headers = [(0, 0, 0, 0, 0, 0, 0, 0, 0, 0)]
-    headers.append((name_at[".text"], SHT_PROGBITS, SHF_ALLOC | SHF_EXECINSTR, text_offset,
-                    text_offset, len(text), 0, 0, 8, 0))
+    headers.append(
+        (
+            name_at[".text"],
+            SHT_PROGBITS,
+            SHF_ALLOC | SHF_EXECINSTR,
+            text_offset,
+            text_offset,
+            len(text),
+            0,
+            0,
+            8,
+            0,
+        )
+    )
     if ro:
-        headers.append((name_at[".rodata"], SHT_PROGBITS, SHF_ALLOC, rodata_offset,
-                        rodata_offset, len(ro), 0, 0, 8, 0))
+        headers.append(
+            (
+                name_at[".rodata"],
+                SHT_PROGBITS,
+                SHF_ALLOC,
+                rodata_offset,
+                rodata_offset,
+                len(ro),
+                0,
+                0,
+                8,
+                0,
+            )
+        )
     dynstr_index = len(headers) + 1
-    headers.append((name_at[".dynsym"], SHT_DYNSYM, SHF_ALLOC, dynsym_off, dynsym_off,
-                    len(dynsym), dynstr_index, 1, 8, 24))
-    headers.append((name_at[".dynstr"], SHT_STRTAB, SHF_ALLOC, dynstr_off, dynstr_off,
-                    len(dynstr), 0, 0, 1, 0))
+    headers.append(
+        (
+            name_at[".dynsym"],
+            SHT_DYNSYM,
+            SHF_ALLOC,
+            dynsym_off,
+            dynsym_off,
+            len(dynsym),
+            dynstr_index,
+            1,
+            8,
+            24,
+        )
+    )
+    headers.append(
+        (name_at[".dynstr"], SHT_STRTAB, SHF_ALLOC, dynstr_off, dynstr_off, len(dynstr), 0, 0, 1, 0)
+    )
     if reldyn:
-        headers.append((name_at[".rel.dyn"], SHT_REL, SHF_ALLOC, reldyn_off, reldyn_off,
-                        len(reldyn), dynstr_index - 1, 0, 8, 16))
-    headers.append((name_at[".dynamic"], SHT_DYNAMIC, SHF_ALLOC | SHF_WRITE, dynamic_off,
-                    dynamic_off, len(dynamic), dynstr_index, 0, 8, 16))
+        headers.append(
+            (
+                name_at[".rel.dyn"],
+                SHT_REL,
+                SHF_ALLOC,
+                reldyn_off,
+                reldyn_off,
+                len(reldyn),
+                dynstr_index - 1,
+                0,
+                8,
+                16,
+            )
+        )
+    headers.append(
+        (
+            name_at[".dynamic"],
+            SHT_DYNAMIC,
+            SHF_ALLOC | SHF_WRITE,
+            dynamic_off,
+            dynamic_off,
+            len(dynamic),
+            dynstr_index,
+            0,
+            8,
+            16,
+        )
+    )
     shstrndx = len(headers)
-    headers.append((name_at[".shstrtab"], SHT_STRTAB, 0, 0, shstrtab_off, len(shstrtab),
-                    0, 0, 1, 0))
+    headers.append(
+        (name_at[".shstrtab"], SHT_STRTAB, 0, 0, shstrtab_off, len(shstrtab), 0, 0, 1, 0)
+    )
 
     shoff = _align(len(out), 8)
     out.extend(b"\0" * (shoff - len(out)))
@@ -363,8 +430,19 @@ def _write_shared_object(
     ident = b"\x7fELF" + bytes([2, 1, 1, 0]) + b"\0" * 8  # 64-bit, LE, version 1, SysV ABI
     header = ident + struct.pack(
         "<HHIQQQIHHHHHH",
-        ET_DYN, EM_BPF, 1, entry, 0x40, shoff, 0,  # e_flags 0: sBPF v0
-        64, 56, 0, 64, len(headers), shstrndx,
+        ET_DYN,
+        EM_BPF,
+        1,
+        entry,
+        0x40,
+        shoff,
+        0,  # e_flags 0: sBPF v0
+        64,
+        56,
+        0,
+        64,
+        len(headers),
+        shstrndx,
     )
     out[0:64] = header
     return bytes(out)

@@ -12,6 +12,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
+from etp_client import Idl, TradeInput, load_idl
+from sbf_deploy import deploy_upgradeable
 from solders.compute_budget import set_compute_unit_limit
 from solders.instruction import AccountMeta, Instruction
 from solders.keypair import Keypair
@@ -20,11 +22,9 @@ from solders.message import Message
 from solders.pubkey import Pubkey
 from solders.system_program import CreateAccountParams, create_account
 from solders.transaction import Transaction
+from solders.transaction_metadata import FailedTransactionMetadata
 
-from sbf_deploy import deploy_upgradeable
-from etp_client import Idl, TradeInput, load_idl
-
-__all__ = ["TOKEN_PROGRAM", "TOKEN_2022_PROGRAM", "Outcome", "Party", "World"]
+__all__ = ["TOKEN_2022_PROGRAM", "TOKEN_PROGRAM", "Outcome", "Party", "World"]
 
 TOKEN_PROGRAM = Pubkey.from_string("TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA")
 TOKEN_2022_PROGRAM = Pubkey.from_string("TokenzQdBNbLqP5VEhdkAS6EPFLC1PHnBqCXEpPxuEb")
@@ -63,7 +63,9 @@ class Party:
 class World:
     """One ledger, one deployed program, one market (after `open_market`)."""
 
-    def __init__(self, program_so: bytes, token_program: Pubkey = TOKEN_PROGRAM, decimals: int = 6) -> None:
+    def __init__(
+        self, program_so: bytes, token_program: Pubkey = TOKEN_PROGRAM, decimals: int = 6
+    ) -> None:
         self.svm = LiteSVM().with_mainnet_features()
         self.payer = Keypair()
         self.svm.airdrop(self.payer.pubkey(), 1_000 * 10**9)
@@ -84,8 +86,13 @@ class World:
         self.svm.airdrop(keypair.pubkey(), lamports)
         return keypair
 
-    def send(self, instructions: list[Instruction], *signers: Keypair, payer: Keypair | None = None,
-             compute_unit_limit: int | None = None) -> Outcome:
+    def send(
+        self,
+        instructions: list[Instruction],
+        *signers: Keypair,
+        payer: Keypair | None = None,
+        compute_unit_limit: int | None = None,
+    ) -> Outcome:
         """Sign, send, and report; a fresh blockhash each time so retries are new transactions."""
         payer = payer or (signers[0] if signers else self.payer)
         if compute_unit_limit is not None:
@@ -99,19 +106,28 @@ class World:
         tx = Transaction(list(unique.values()), message, blockhash)
         size = len(bytes(tx))
         result = self.svm.send_transaction(tx)
-        if hasattr(result, "err"):
+        if isinstance(result, FailedTransactionMetadata):
             text = str(result.err())
             match = re.search(r"Custom\((\d+)\)", text)
             code = int(match.group(1)) if match else None
             meta = result.meta()
-            return Outcome(False, list(meta.logs()), meta.compute_units_consumed(), text, code, size,
-                           self.idl.errors.get(code) if code is not None else None)
+            return Outcome(
+                False,
+                list(meta.logs()),
+                meta.compute_units_consumed(),
+                text,
+                code,
+                size,
+                self.idl.errors.get(code) if code is not None else None,
+            )
         return Outcome(True, list(result.logs()), result.compute_units_consumed(), size=size)
 
     def must(self, outcome: Outcome) -> Outcome:
         if not outcome.ok:
-            raise AssertionError(f"transaction failed: {outcome.error_name or outcome.error}\n"
-                                 + "\n".join(outcome.logs))
+            raise AssertionError(
+                f"transaction failed: {outcome.error_name or outcome.error}\n"
+                + "\n".join(outcome.logs)
+            )
         return outcome
 
     def data(self, address: Pubkey) -> bytes | None:
@@ -140,55 +156,92 @@ class World:
     # --- SPL Token (either program; same instruction layouts)
     def create_mint(self, decimals: int) -> Pubkey:
         mint = Keypair()
-        create = create_account(CreateAccountParams(
-            from_pubkey=self.payer.pubkey(), to_pubkey=mint.pubkey(),
-            lamports=self.svm.minimum_balance_for_rent_exemption(MINT_SIZE), space=MINT_SIZE,
-            owner=self.token_program))
+        create = create_account(
+            CreateAccountParams(
+                from_pubkey=self.payer.pubkey(),
+                to_pubkey=mint.pubkey(),
+                lamports=self.svm.minimum_balance_for_rent_exemption(MINT_SIZE),
+                space=MINT_SIZE,
+                owner=self.token_program,
+            )
+        )
         init = Instruction(  # InitializeMint2
             self.token_program,
             bytes([20, decimals]) + bytes(self.mint_authority.pubkey()) + b"\0",
-            [AccountMeta(mint.pubkey(), False, True)])
+            [AccountMeta(mint.pubkey(), False, True)],
+        )
         self.must(self.send([create, init], self.payer, mint))
         return mint.pubkey()
 
     def create_token_account(self, owner: Pubkey, mint: Pubkey | None = None) -> Pubkey:
         account = Keypair()
-        create = create_account(CreateAccountParams(
-            from_pubkey=self.payer.pubkey(), to_pubkey=account.pubkey(),
-            lamports=self.svm.minimum_balance_for_rent_exemption(TOKEN_ACCOUNT_SIZE),
-            space=TOKEN_ACCOUNT_SIZE, owner=self.token_program))
+        create = create_account(
+            CreateAccountParams(
+                from_pubkey=self.payer.pubkey(),
+                to_pubkey=account.pubkey(),
+                lamports=self.svm.minimum_balance_for_rent_exemption(TOKEN_ACCOUNT_SIZE),
+                space=TOKEN_ACCOUNT_SIZE,
+                owner=self.token_program,
+            )
+        )
         init = Instruction(  # InitializeAccount3
-            self.token_program, bytes([18]) + bytes(owner),
-            [AccountMeta(account.pubkey(), False, True), AccountMeta(mint or self.mint, False, False)])
+            self.token_program,
+            bytes([18]) + bytes(owner),
+            [
+                AccountMeta(account.pubkey(), False, True),
+                AccountMeta(mint or self.mint, False, False),
+            ],
+        )
         self.must(self.send([create, init], self.payer, account))
         return account.pubkey()
 
     def mint_to(self, account: Pubkey, amount: int, mint: Pubkey | None = None) -> None:
-        ix = Instruction(self.token_program, bytes([7]) + struct.pack("<Q", amount), [
-            AccountMeta(mint or self.mint, False, True), AccountMeta(account, False, True),
-            AccountMeta(self.mint_authority.pubkey(), True, False)])
+        ix = Instruction(
+            self.token_program,
+            bytes([7]) + struct.pack("<Q", amount),
+            [
+                AccountMeta(mint or self.mint, False, True),
+                AccountMeta(account, False, True),
+                AccountMeta(self.mint_authority.pubkey(), True, False),
+            ],
+        )
         self.must(self.send([ix], self.payer, self.mint_authority))
 
     # --- the program
     def initialize_market(self, dispute_window_seconds: int = 3600) -> Outcome:
-        ix = self.idl.instruction("initialize_market", {
-            "authority": self.authority.pubkey(), "market": self.market, "payment_mint": self.mint,
-            "token_program": self.token_program,
-        }, {"settler": self.settler.pubkey(), "dispute_window_seconds": dispute_window_seconds})
+        ix = self.idl.instruction(
+            "initialize_market",
+            {
+                "authority": self.authority.pubkey(),
+                "market": self.market,
+                "payment_mint": self.mint,
+                "token_program": self.token_program,
+            },
+            {"settler": self.settler.pubkey(), "dispute_window_seconds": dispute_window_seconds},
+        )
         return self.send([ix], self.authority)
 
     def register(self, keypair: Keypair, role: int, devices: list[int]) -> Outcome:
-        ix = self.idl.instruction("register_participant", {
-            "owner": keypair.pubkey(), "market": self.market,
-            "reputation": self.idl.reputation_address(self.market, keypair.pubkey()),
-        }, {"role": role, "device_ids": devices})
+        ix = self.idl.instruction(
+            "register_participant",
+            {
+                "owner": keypair.pubkey(),
+                "market": self.market,
+                "reputation": self.idl.reputation_address(self.market, keypair.pubkey()),
+            },
+            {"role": role, "device_ids": devices},
+        )
         return self.send([ix], keypair)
 
     def new_seller(self, devices: list[int]) -> Party:
         keypair = self.new_keypair()
         self.must(self.register(keypair, 0, devices))
-        return Party(keypair, self.create_token_account(keypair.pubkey()),
-                     self.idl.reputation_address(self.market, keypair.pubkey()), devices)
+        return Party(
+            keypair,
+            self.create_token_account(keypair.pubkey()),
+            self.idl.reputation_address(self.market, keypair.pubkey()),
+            devices,
+        )
 
     def escrow(self, aggregator: Pubkey) -> Pubkey:
         return self.idl.escrow_address(self.market, aggregator)
@@ -197,84 +250,156 @@ class World:
         return self.idl.vault_address(self.market, aggregator)
 
     def open_escrow(self, keypair: Keypair, max_price_per_kwh: int) -> Outcome:
-        ix = self.idl.instruction("open_escrow", {
-            "aggregator": keypair.pubkey(), "market": self.market,
-            "reputation": self.idl.reputation_address(self.market, keypair.pubkey()),
-            "escrow": self.escrow(keypair.pubkey()), "vault": self.vault(keypair.pubkey()),
-            "payment_mint": self.mint, "token_program": self.token_program,
-        }, {"max_price_per_kwh": max_price_per_kwh})
+        ix = self.idl.instruction(
+            "open_escrow",
+            {
+                "aggregator": keypair.pubkey(),
+                "market": self.market,
+                "reputation": self.idl.reputation_address(self.market, keypair.pubkey()),
+                "escrow": self.escrow(keypair.pubkey()),
+                "vault": self.vault(keypair.pubkey()),
+                "payment_mint": self.mint,
+                "token_program": self.token_program,
+            },
+            {"max_price_per_kwh": max_price_per_kwh},
+        )
         return self.send([ix], keypair)
 
     def fund(self, buyer: Party, amount: int) -> Outcome:
-        ix = self.idl.instruction("fund", {
-            "aggregator": buyer.pubkey, "market": self.market, "escrow": self.escrow(buyer.pubkey),
-            "vault": self.vault(buyer.pubkey), "source": buyer.token_account,
-            "payment_mint": self.mint, "token_program": self.token_program,
-        }, {"amount": amount})
+        ix = self.idl.instruction(
+            "fund",
+            {
+                "aggregator": buyer.pubkey,
+                "market": self.market,
+                "escrow": self.escrow(buyer.pubkey),
+                "vault": self.vault(buyer.pubkey),
+                "source": buyer.token_account,
+                "payment_mint": self.mint,
+                "token_program": self.token_program,
+            },
+            {"amount": amount},
+        )
         return self.send([ix], buyer.keypair)
 
-    def withdraw(self, buyer: Party, amount: int, signer: Keypair | None = None,
-                 destination: Pubkey | None = None) -> Outcome:
+    def withdraw(
+        self,
+        buyer: Party,
+        amount: int,
+        signer: Keypair | None = None,
+        destination: Pubkey | None = None,
+    ) -> Outcome:
         signer = signer or buyer.keypair
-        ix = self.idl.instruction("withdraw", {
-            "aggregator": signer.pubkey(), "market": self.market, "escrow": self.escrow(buyer.pubkey),
-            "vault": self.vault(buyer.pubkey), "destination": destination or buyer.token_account,
-            "payment_mint": self.mint, "token_program": self.token_program,
-        }, {"amount": amount})
+        ix = self.idl.instruction(
+            "withdraw",
+            {
+                "aggregator": signer.pubkey(),
+                "market": self.market,
+                "escrow": self.escrow(buyer.pubkey),
+                "vault": self.vault(buyer.pubkey),
+                "destination": destination or buyer.token_account,
+                "payment_mint": self.mint,
+                "token_program": self.token_program,
+            },
+            {"amount": amount},
+        )
         return self.send([ix], signer)
 
     def new_buyer(self, deposit: int, max_price_per_kwh: int = 10**9) -> Party:
         keypair = self.new_keypair()
         self.must(self.register(keypair, 1, []))
-        party = Party(keypair, self.create_token_account(keypair.pubkey()),
-                      self.idl.reputation_address(self.market, keypair.pubkey()))
+        party = Party(
+            keypair,
+            self.create_token_account(keypair.pubkey()),
+            self.idl.reputation_address(self.market, keypair.pubkey()),
+        )
         self.must(self.open_escrow(keypair, max_price_per_kwh))
         if deposit:
             self.mint_to(party.token_account, deposit)
             self.must(self.fund(party, deposit))
         return party
 
-    def settle_instruction(self, trades: list[tuple[TradeInput, Party, Party]],
-                           settler: Pubkey | None = None, overrides: dict[str, Pubkey] | None = None,
-                           record_overrides: dict[int, Pubkey] | None = None) -> Instruction:
+    def settle_instruction(
+        self,
+        trades: list[tuple[TradeInput, Party, Party]],
+        settler: Pubkey | None = None,
+        overrides: dict[str, Pubkey] | None = None,
+        record_overrides: dict[int, Pubkey] | None = None,
+    ) -> Instruction:
         """settle_trades for (trade, buyer, seller) triples; overrides swap fixed accounts."""
         remaining: list[AccountMeta] = []
         for index, (trade, buyer, seller) in enumerate(trades):
             record = (record_overrides or {}).get(index) or self.idl.trade_record_address(
-                self.market, trade.auction_id, trade.trade_id)
-            for key in (record, self.escrow(buyer.pubkey), self.vault(buyer.pubkey), buyer.reputation,
-                        seller.reputation, seller.token_account):
+                self.market, trade.auction_id, trade.trade_id
+            )
+            for key in (
+                record,
+                self.escrow(buyer.pubkey),
+                self.vault(buyer.pubkey),
+                buyer.reputation,
+                seller.reputation,
+                seller.token_account,
+            ):
                 remaining.append(AccountMeta(key, False, True))
-        accounts = {"settler": settler or self.settler.pubkey(), "market": self.market,
-                    "payment_mint": self.mint, "token_program": self.token_program}
+        accounts = {
+            "settler": settler or self.settler.pubkey(),
+            "market": self.market,
+            "payment_mint": self.mint,
+            "token_program": self.token_program,
+        }
         accounts.update(overrides or {})
-        return self.idl.instruction("settle_trades", accounts,
-                                    {"trades": [t.as_args() for t, _, _ in trades]}, remaining)
+        return self.idl.instruction(
+            "settle_trades", accounts, {"trades": [t.as_args() for t, _, _ in trades]}, remaining
+        )
 
-    def settle(self, trades: list[tuple[TradeInput, Party, Party]], signer: Keypair | None = None,
-               compute_unit_limit: int | None = 1_400_000, **kwargs: Any) -> Outcome:
+    def settle(
+        self,
+        trades: list[tuple[TradeInput, Party, Party]],
+        signer: Keypair | None = None,
+        compute_unit_limit: int | None = 1_400_000,
+        **kwargs: Any,
+    ) -> Outcome:
         signer = signer or self.settler
         ix = self.settle_instruction(trades, settler=signer.pubkey(), **kwargs)
         return self.send([ix], signer, compute_unit_limit=compute_unit_limit)
 
     def open_dispute(self, disputer: Keypair, auction_id: int, trade_id: int) -> Outcome:
-        ix = self.idl.instruction("open_dispute", {
-            "disputer": disputer.pubkey(), "market": self.market,
-            "trade_record": self.idl.trade_record_address(self.market, auction_id, trade_id),
-            "disputer_reputation": self.idl.reputation_address(self.market, disputer.pubkey()),
-        })
+        ix = self.idl.instruction(
+            "open_dispute",
+            {
+                "disputer": disputer.pubkey(),
+                "market": self.market,
+                "trade_record": self.idl.trade_record_address(self.market, auction_id, trade_id),
+                "disputer_reputation": self.idl.reputation_address(self.market, disputer.pubkey()),
+            },
+        )
         return self.send([ix], disputer)
 
-    def resolve_dispute(self, signer: Keypair, auction_id: int, trade_id: int, buyer: Party,
-                        seller: Party, refund_amount: int, source: Pubkey) -> Outcome:
-        ix = self.idl.instruction("resolve_dispute", {
-            "authority": signer.pubkey(), "market": self.market,
-            "trade_record": self.idl.trade_record_address(self.market, auction_id, trade_id),
-            "buyer_reputation": buyer.reputation, "seller_reputation": seller.reputation,
-            "buyer_escrow": self.escrow(buyer.pubkey), "buyer_vault": self.vault(buyer.pubkey),
-            "authority_token_account": source, "payment_mint": self.mint,
-            "token_program": self.token_program,
-        }, {"refund_amount": refund_amount})
+    def resolve_dispute(
+        self,
+        signer: Keypair,
+        auction_id: int,
+        trade_id: int,
+        buyer: Party,
+        seller: Party,
+        refund_amount: int,
+        source: Pubkey,
+    ) -> Outcome:
+        ix = self.idl.instruction(
+            "resolve_dispute",
+            {
+                "authority": signer.pubkey(),
+                "market": self.market,
+                "trade_record": self.idl.trade_record_address(self.market, auction_id, trade_id),
+                "buyer_reputation": buyer.reputation,
+                "seller_reputation": seller.reputation,
+                "buyer_escrow": self.escrow(buyer.pubkey),
+                "buyer_vault": self.vault(buyer.pubkey),
+                "authority_token_account": source,
+                "payment_mint": self.mint,
+                "token_program": self.token_program,
+            },
+            {"refund_amount": refund_amount},
+        )
         return self.send([ix], signer)
 
     def admin(self, name: str, args: dict[str, Any], signer: Keypair | None = None) -> Outcome:

@@ -4,6 +4,7 @@ resolution by the market authority only, with refund and reputation penalty."""
 from __future__ import annotations
 
 from svm_world import World
+
 from tests.anchor.conftest import Market
 from tests.anchor.test_settlement import trade
 
@@ -75,9 +76,13 @@ def test_refund_resolution_pays_the_buyer_back_and_penalises_the_seller(market: 
     world.mint_to(source, AMOUNT)
     vault_before = world.token_balance(world.vault(buyer.pubkey))
 
-    assert world.resolve_dispute(world.authority, 1, 1, buyer, seller, AMOUNT + 1,
-                                 source).error_name == "RefundTooLarge"
-    outcome = world.must(world.resolve_dispute(world.authority, 1, 1, buyer, seller, AMOUNT, source))
+    assert (
+        world.resolve_dispute(world.authority, 1, 1, buyer, seller, AMOUNT + 1, source).error_name
+        == "RefundTooLarge"
+    )
+    outcome = world.must(
+        world.resolve_dispute(world.authority, 1, 1, buyer, seller, AMOUNT, source)
+    )
 
     assert world.token_balance(world.vault(buyer.pubkey)) == vault_before + AMOUNT
     record = world.decoded(world.idl.trade_record_address(world.market, 1, 1))

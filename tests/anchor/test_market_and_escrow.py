@@ -4,8 +4,8 @@ what, re-initialisation, and that escrow funds leave only to their owner or a se
 from __future__ import annotations
 
 from solders.keypair import Keypair
-
 from svm_world import World
+
 from tests.anchor.conftest import Market
 
 
@@ -28,16 +28,25 @@ def test_market_cannot_be_initialised_twice(world: World) -> None:
 def test_dispute_window_must_be_sane(world: World) -> None:
     assert world.initialize_market(dispute_window_seconds=0).error_name == "InvalidDisputeWindow"
     too_long = 31 * 24 * 3600
-    assert world.initialize_market(dispute_window_seconds=too_long).error_name == "InvalidDisputeWindow"
+    assert (
+        world.initialize_market(dispute_window_seconds=too_long).error_name
+        == "InvalidDisputeWindow"
+    )
 
 
 def test_market_refuses_a_mint_of_another_token_program(world: World) -> None:
     from svm_world import TOKEN_2022_PROGRAM
 
-    ix = world.idl.instruction("initialize_market", {
-        "authority": world.authority.pubkey(), "market": world.market, "payment_mint": world.mint,
-        "token_program": TOKEN_2022_PROGRAM,
-    }, {"settler": world.settler.pubkey(), "dispute_window_seconds": 60})
+    ix = world.idl.instruction(
+        "initialize_market",
+        {
+            "authority": world.authority.pubkey(),
+            "market": world.market,
+            "payment_mint": world.mint,
+            "token_program": TOKEN_2022_PROGRAM,
+        },
+        {"settler": world.settler.pubkey(), "dispute_window_seconds": 60},
+    )
     assert world.send([ix], world.authority).error_name == "InvalidMint"
 
 
@@ -51,7 +60,9 @@ def test_participants_register_once_with_valid_devices(world: World) -> None:
     assert world.register(owner, 2, []).error_name == "InvalidRole"
     world.must(world.register(owner, 0, [3, 4]))
     state = world.decoded(world.idl.reputation_address(world.market, owner.pubkey()))
-    assert state["role"] == 0 and state["device_ids"][:3] == [3, 4, 0] and state["device_count"] == 2
+    assert (
+        state["role"] == 0 and state["device_ids"][:3] == [3, 4, 0] and state["device_count"] == 2
+    )
     assert world.register(owner, 0, [5]).error_name == "AlreadyInitialized"
 
 

@@ -6,17 +6,22 @@ from __future__ import annotations
 
 import hashlib
 
+from etp_client import TradeInput
 from solders.instruction import AccountMeta
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
-
-from etp_client import TradeInput
 from svm_world import TOKEN_2022_PROGRAM, World
+
 from tests.anchor.conftest import Market
 
 
-def trade(auction_id: int = 1, trade_id: int = 1, device_id: int = 7, price: int = 215_000,
-          energy_wh: int = 2_500) -> TradeInput:
+def trade(
+    auction_id: int = 1,
+    trade_id: int = 1,
+    device_id: int = 7,
+    price: int = 215_000,
+    energy_wh: int = 2_500,
+) -> TradeInput:
     evidence = hashlib.sha256(f"confirm {auction_id}/{trade_id}".encode()).digest()
     return TradeInput(auction_id, trade_id, device_id, price, energy_wh, evidence)
 
@@ -35,14 +40,22 @@ def test_settlement_pays_the_seller_and_records_the_trade(market: Market) -> Non
     assert world.token_balance(vault) == before - amount
     record = world.decoded(world.idl.trade_record_address(world.market, 1, 1))
     assert record["buyer"] == buyer.pubkey and record["seller"] == seller.pubkey
-    assert (record["price_per_kwh"], record["energy_wh"], record["amount"]) == (215_000, 2_500, amount)
+    assert (record["price_per_kwh"], record["energy_wh"], record["amount"]) == (
+        215_000,
+        2_500,
+        amount,
+    )
     assert record["evidence_hash"] == t.evidence_hash
     assert record["settled_at"] == world.now()
     assert record["dispute_deadline"] == world.now() + 3600
     assert record["status"] == 0 and record["device_id"] == 7
     for party in (buyer, seller):
         reputation = world.decoded(party.reputation)
-        assert (reputation["trades"], reputation["energy_wh"], reputation["volume"]) == (1, 2_500, amount)
+        assert (reputation["trades"], reputation["energy_wh"], reputation["volume"]) == (
+            1,
+            2_500,
+            amount,
+        )
         assert reputation["score"] == 1
     assert world.decoded(world.escrow(buyer.pubkey))["paid"] == amount
     market_state = world.decoded(world.market)
@@ -55,8 +68,11 @@ def test_settlement_pays_the_seller_and_records_the_trade(market: Market) -> Non
 def test_a_batch_settles_several_trades_in_one_transaction(market: Market) -> None:
     world, buyer, seller = market.world, market.buyer, market.seller
     other_seller = world.new_seller([9])
-    batch = [(trade(5, 1), buyer, seller), (trade(5, 2, device_id=9), buyer, other_seller),
-             (trade(5, 3, device_id=8, energy_wh=1_000), buyer, seller)]
+    batch = [
+        (trade(5, 1), buyer, seller),
+        (trade(5, 2, device_id=9), buyer, other_seller),
+        (trade(5, 3, device_id=8, energy_wh=1_000), buyer, seller),
+    ]
     outcome = world.must(world.settle(batch))
     assert len(world.idl.events(outcome.logs)) == 3
     assert world.token_balance(seller.token_account) == 537_500 + 215_000
@@ -112,9 +128,14 @@ def test_forged_record_address_is_refused(market: Market) -> None:
     world = market.world
     forged = Keypair()
     outcome = world.send(
-        [world.settle_instruction([(trade(), market.buyer, market.seller)],
-                                  record_overrides={0: forged.pubkey()})],
-        world.settler, compute_unit_limit=400_000)
+        [
+            world.settle_instruction(
+                [(trade(), market.buyer, market.seller)], record_overrides={0: forged.pubkey()}
+            )
+        ],
+        world.settler,
+        compute_unit_limit=400_000,
+    )
     assert outcome.error_name == "InvalidPda"
 
 
@@ -146,8 +167,9 @@ def test_record_address_someone_prefunded_still_settles(market: Market) -> None:
 def test_wrong_mint_is_refused(market: Market) -> None:
     world = market.world
     other_mint = world.create_mint(6)
-    outcome = world.settle([(trade(), market.buyer, market.seller)],
-                           overrides={"payment_mint": other_mint})
+    outcome = world.settle(
+        [(trade(), market.buyer, market.seller)], overrides={"payment_mint": other_mint}
+    )
     assert outcome.error_name == "InvalidMint"
 
 
@@ -169,8 +191,9 @@ def test_seller_token_account_of_someone_else_is_refused(market: Market) -> None
 
 def test_wrong_token_program_is_refused(market: Market) -> None:
     world = market.world
-    outcome = world.settle([(trade(), market.buyer, market.seller)],
-                           overrides={"token_program": TOKEN_2022_PROGRAM})
+    outcome = world.settle(
+        [(trade(), market.buyer, market.seller)], overrides={"token_program": TOKEN_2022_PROGRAM}
+    )
     assert outcome.error_name == "InvalidTokenProgram"
 
 
@@ -213,10 +236,13 @@ def test_escrow_lookalike_owned_by_another_program_is_refused(market: Market) ->
     """Owner check: the same bytes as a real Escrow, in an account this program does not own."""
     world, buyer = market.world, market.buyer
     real = world.svm.get_account(world.escrow(buyer.pubkey))
+    assert real is not None
     fake = Keypair().pubkey()
     from solders.account import Account
 
-    world.svm.set_account(fake, Account(real.lamports, bytes(real.data), Pubkey.default(), False, 0))
+    world.svm.set_account(
+        fake, Account(real.lamports, bytes(real.data), Pubkey.default(), False, 0)
+    )
     ix = world.settle_instruction([(trade(), buyer, market.seller)])
     metas = list(ix.accounts)
     metas[5 + 1] = AccountMeta(fake, False, True)
