@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -15,14 +16,10 @@ sys.path.insert(0, str(ANCHOR_DIR))
 
 import build as sbf_build  # noqa: E402
 
-try:
-    import solders.litesvm  # noqa: F401
+if TYPE_CHECKING:
+    from svm_world import Party, World
 
-    SOLDERS_MISSING = None
-except ImportError as exc:  # the package is in the project's dependencies; say so if absent
-    SOLDERS_MISSING = f"solders with litesvm is not installed: {exc}"
-
-from svm_world import Party, World  # noqa: E402
+SOLDERS_REASON = "solders (with LiteSVM) is not installed: it is a project dependency"
 
 
 @pytest.fixture(scope="session")
@@ -40,8 +37,9 @@ def program_so(tmp_path_factory: pytest.TempPathFactory) -> bytes:
 @pytest.fixture
 def world(program_so: bytes) -> World:
     """A fresh ledger with the program deployed and a payment mint; no market yet."""
-    if SOLDERS_MISSING:
-        pytest.skip(SOLDERS_MISSING)
+    pytest.importorskip("solders.litesvm", reason=SOLDERS_REASON)
+    from svm_world import World
+
     return World(program_so)
 
 

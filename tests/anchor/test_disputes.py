@@ -3,6 +3,10 @@ resolution by the market authority only, with refund and reputation penalty."""
 
 from __future__ import annotations
 
+import pytest
+
+pytest.importorskip("solders.litesvm", reason="solders (with LiteSVM) is not installed")
+
 from svm_world import World
 
 from tests.anchor.conftest import Market

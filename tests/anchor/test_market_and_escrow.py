@@ -3,6 +3,10 @@ what, re-initialisation, and that escrow funds leave only to their owner or a se
 
 from __future__ import annotations
 
+import pytest
+
+pytest.importorskip("solders.litesvm", reason="solders (with LiteSVM) is not installed")
+
 from solders.keypair import Keypair
 from svm_world import World
 

@@ -4,6 +4,10 @@ non-canonical record address, wrong mint or token program, insufficient escrow, 
 
 from __future__ import annotations
 
+import pytest
+
+pytest.importorskip("solders.litesvm", reason="solders (with LiteSVM) is not installed")
+
 import hashlib
 
 from etp_client import TradeInput
