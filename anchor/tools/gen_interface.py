@@ -221,6 +221,7 @@ def build_rust() -> str:
         "REPUTATION_REWARD",
         "DISPUTE_PENALTY",
         "MAX_DISPUTE_WINDOW_SECONDS",
+        "RESERVATION_SECONDS",
     ):
         lines.append(f"    pub const {const_name}: u64 = {getattr(spec, const_name)};\n")
     for name, value in spec.TRADE_STATUS.items():

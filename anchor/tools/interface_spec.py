@@ -63,6 +63,8 @@ ACCOUNTS: dict[str, list[tuple[str, object]]] = {
         ("paid", "u64"),
         ("refunded", "u64"),
         ("max_price_per_kwh", "u64"),
+        ("reserved", "u64"),
+        ("reserved_until", "i64"),
         ("bump", "u8"),
         ("vault_bump", "u8"),
     ],
@@ -262,6 +264,34 @@ INSTRUCTIONS: list[dict] = [
         "args": [("amount", "u64")],
     },
     {
+        "name": "reserve_funds",
+        "docs": [
+            "Settler only: earmarks escrow funds for trades the hub confirmed but has not",
+            "settled yet. The aggregator cannot withdraw reserved funds until the",
+            "reservation lapses (RESERVATION_SECONDS after the last reserve_funds);",
+            "settlement consumes it.",
+        ],
+        "accounts": [
+            _acct("settler", signer=True),
+            _acct("market"),
+            _acct("escrow", writable=True),
+            _acct("vault"),
+        ],
+        "args": [("amount", "u64")],
+    },
+    {
+        "name": "release_funds",
+        "docs": [
+            "Settler only: gives back a reservation (a confirmed trade that will not settle)."
+        ],
+        "accounts": [
+            _acct("settler", signer=True),
+            _acct("market"),
+            _acct("escrow", writable=True),
+        ],
+        "args": [("amount", "u64")],
+    },
+    {
         "name": "settle_trades",
         "docs": [
             "Settles a batch of verified trades. After the fixed accounts come, per",
@@ -333,6 +363,7 @@ SETTLE_ACCOUNTS_PER_TRADE = 6
 REPUTATION_REWARD = 1  # score points per settled trade, each party
 DISPUTE_PENALTY = 10  # score points lost by the party at fault
 MAX_DISPUTE_WINDOW_SECONDS = 30 * 24 * 3600
+RESERVATION_SECONDS = 3600  # a reservation lapses this long after the last reserve_funds
 
 ERRORS: list[tuple[str, str]] = [
     ("Unauthorized", "Signer is not allowed to do this"),
@@ -371,5 +402,6 @@ ERRORS: list[tuple[str, str]] = [
     ("UnknownInstruction", "Unknown instruction discriminator"),
     ("PartyMismatch", "Account does not belong to the trade's party"),
     ("RentSysvarUnsupported", "Rent sysvar has a non-integral exemption threshold"),
+    ("FundsReserved", "Amount exceeds the escrow's unreserved funds"),
 ]
 ERROR_CODE_BASE = 6000

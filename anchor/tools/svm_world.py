@@ -304,6 +304,27 @@ class World:
         )
         return self.send([ix], signer)
 
+    def reserve(self, buyer: Party, amount: int, signer: Keypair | None = None) -> Outcome:
+        signer = signer or self.settler
+        accounts = {
+            "settler": signer.pubkey(),
+            "market": self.market,
+            "escrow": self.escrow(buyer.pubkey),
+            "vault": self.vault(buyer.pubkey),
+        }
+        ix = self.idl.instruction("reserve_funds", accounts, {"amount": amount})
+        return self.send([ix], signer)
+
+    def release(self, buyer: Party, amount: int, signer: Keypair | None = None) -> Outcome:
+        signer = signer or self.settler
+        accounts = {
+            "settler": signer.pubkey(),
+            "market": self.market,
+            "escrow": self.escrow(buyer.pubkey),
+        }
+        ix = self.idl.instruction("release_funds", accounts, {"amount": amount})
+        return self.send([ix], signer)
+
     def new_buyer(self, deposit: int, max_price_per_kwh: int = 10**9) -> Party:
         keypair = self.new_keypair()
         self.must(self.register(keypair, 1, []))

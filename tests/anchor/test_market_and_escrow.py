@@ -149,3 +149,37 @@ def test_market_of_another_authority_is_not_this_one(market: Market) -> None:
     world = market.world
     other = Keypair()
     assert world.idl.market_address(other.pubkey()) != world.market
+
+
+def test_reserved_funds_cannot_be_withdrawn_until_settled_or_lapsed(market: Market) -> None:
+    from tests.anchor.test_settlement import trade
+
+    world, buyer = market.world, market.buyer
+    world.must(world.reserve(buyer, 6_000_000))
+    assert world.withdraw(buyer, 4_000_001).error_name == "FundsReserved"
+    world.must(world.withdraw(buyer, 4_000_000))
+    # settlement consumes the reservation
+    world.must(world.settle([(trade(), buyer, market.seller)]))
+    escrow = world.decoded(world.escrow(buyer.pubkey))
+    assert escrow["reserved"] == 6_000_000 - 537_500
+    assert world.withdraw(buyer, 1).error_name == "FundsReserved"
+    # a reservation the hub never settles lapses: funds are not locked forever
+    world.warp_seconds(3_600)
+    world.must(world.withdraw(buyer, 6_000_000 - 537_500))
+
+
+def test_release_gives_reserved_funds_back(market: Market) -> None:
+    world, buyer = market.world, market.buyer
+    world.must(world.reserve(buyer, 10_000_000))
+    world.must(world.release(buyer, 3_000_000))
+    world.must(world.withdraw(buyer, 3_000_000))
+    assert world.withdraw(buyer, 1).error_name == "FundsReserved"
+
+
+def test_reservation_is_settler_only_and_bounded_by_the_vault(market: Market) -> None:
+    world, buyer = market.world, market.buyer
+    assert world.reserve(buyer, 1, signer=buyer.keypair).error_name == "Unauthorized"
+    assert world.release(buyer, 1, signer=world.authority).error_name == "Unauthorized"
+    assert world.reserve(buyer, 10_000_001).error_name == "InsufficientEscrow"
+    world.must(world.reserve(buyer, 10_000_000))
+    assert world.reserve(buyer, 1).error_name == "InsufficientEscrow"

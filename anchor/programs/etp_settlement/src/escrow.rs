@@ -1,6 +1,7 @@
 //! Aggregator escrow: open_escrow (Escrow PDA + vault token account owned by it), fund,
-//! withdraw. Tokens leave a vault only by a transfer this program signs for: to a battery
-//! owner in settle_trades, or back to the aggregator in withdraw.
+//! withdraw, and the settler's reservations (reserve_funds, release_funds). Tokens leave a
+//! vault only by a transfer this program signs for: to a battery owner in settle_trades, or
+//! back to the aggregator in withdraw — and withdraw never touches reserved funds.
 
 use crate::account::{Account, Data, Input, Reader, TOKEN_ACCOUNT_AMOUNT, TOKEN_ACCOUNT_SIZE};
 use crate::cpi;
@@ -146,6 +147,10 @@ pub fn withdraw(input: &Input, args: &mut Reader) -> ProgramResult {
     if amount > checked.balance {
         return Err(err::INSUFFICIENT_ESCROW);
     }
+    let reserved = active_reservation(&checked.escrow, sys::unix_timestamp()?);
+    if amount > checked.balance.saturating_sub(reserved) {
+        return Err(err::FUNDS_RESERVED);
+    }
     let [_, market_account, escrow_account, vault, destination, mint, token_program, ..] = input.accounts else {
         return Err(err::NOT_ENOUGH_ACCOUNTS);
     };
@@ -159,4 +164,70 @@ pub fn withdraw(input: &Input, args: &mut Reader) -> ProgramResult {
     let signer = seeds.as_signer();
     cpi::transfer_checked(token_program, vault, mint, destination, escrow_account, amount, checked.decimals, Some(&signer))?;
     checked.escrow.add_u64(escrow::WITHDRAWN, amount)
+}
+
+/// The reserved amount still in force at `now` (a lapsed reservation reserves nothing).
+#[inline(always)]
+pub fn active_reservation(escrow_data: &Data, now: i64) -> u64 {
+    if now < escrow_data.i64(escrow::RESERVED_UNTIL) {
+        escrow_data.u64(escrow::RESERVED)
+    } else {
+        0
+    }
+}
+
+/// Settlement consumed `amount` of whatever was reserved.
+#[inline(always)]
+pub fn consume_reservation(escrow_data: &Data, amount: u64) {
+    escrow_data.set_u64(escrow::RESERVED, escrow_data.u64(escrow::RESERVED).saturating_sub(amount));
+}
+
+/// The settler of this market signed; returns (market, escrow) data.
+#[inline(always)]
+fn settler_only(input: &Input) -> ProgramResult<(Data, Data)> {
+    let [settler, market_account, escrow_account, ..] = input.accounts else {
+        return Err(err::NOT_ENOUGH_ACCOUNTS);
+    };
+    settler.require_signer()?;
+    escrow_account.require_writable()?;
+    let market_data = markets::load(input, market_account)?;
+    settler.require_key(market_data.key(market::SETTLER), err::UNAUTHORIZED)?;
+    let escrow_data = load(input, escrow_account, market_account.key())?;
+    Ok((market_data, escrow_data))
+}
+
+/// Accounts: settler (signer), market, escrow, vault. Args: amount. Adds `amount` to the
+/// reservation (a lapsed one starts again from zero) and extends it to now +
+/// RESERVATION_SECONDS; the reservation cannot exceed the vault's balance.
+pub fn reserve_funds(input: &Input, args: &mut Reader) -> ProgramResult {
+    let amount = args.u64()?;
+    args.finish()?;
+    let (market_data, escrow_data) = settler_only(input)?;
+    if market_data.u8(market::PAUSED) != 0 {
+        return Err(err::MARKET_PAUSED);
+    }
+    let [_, _, _, vault, ..] = input.accounts else {
+        return Err(err::NOT_ENOUGH_ACCOUNTS);
+    };
+    if amount == 0 {
+        return Err(err::ZERO_AMOUNT);
+    }
+    let balance = vault_balance(&escrow_data, vault, &market_data)?;
+    let now = sys::unix_timestamp()?;
+    let total = active_reservation(&escrow_data, now).checked_add(amount).ok_or(err::AMOUNT_OVERFLOW)?;
+    if total > balance {
+        return Err(err::INSUFFICIENT_ESCROW);
+    }
+    escrow_data.set_u64(escrow::RESERVED, total);
+    escrow_data.set_i64(escrow::RESERVED_UNTIL, now.saturating_add(consts::RESERVATION_SECONDS as i64));
+    Ok(())
+}
+
+/// Accounts: settler (signer), market, escrow. Args: amount (more than reserved releases all).
+pub fn release_funds(input: &Input, args: &mut Reader) -> ProgramResult {
+    let amount = args.u64()?;
+    args.finish()?;
+    let (_, escrow_data) = settler_only(input)?;
+    consume_reservation(&escrow_data, amount);
+    Ok(())
 }

@@ -12,6 +12,8 @@ pub mod ix {
     pub const OPEN_ESCROW: u64 = 0xdba1294afd9bb252;
     pub const FUND: u64 = 0x07ae7198dd6fbcda;
     pub const WITHDRAW: u64 = 0x22a16d949c4612b7;
+    pub const RESERVE_FUNDS: u64 = 0x48668477be877e28;
+    pub const RELEASE_FUNDS: u64 = 0x1a02347e6c5b58e1;
     pub const SETTLE_TRADES: u64 = 0x8e8b22b55ee8caf5;
     pub const OPEN_DISPUTE: u64 = 0x2aa1df1777631989;
     pub const RESOLVE_DISPUTE: u64 = 0xe60c676006ca06e7;
@@ -76,9 +78,11 @@ pub mod escrow {
     pub const PAID: usize = 120;
     pub const REFUNDED: usize = 128;
     pub const MAX_PRICE_PER_KWH: usize = 136;
-    pub const BUMP: usize = 144;
-    pub const VAULT_BUMP: usize = 145;
-    pub const SIZE: usize = 146;
+    pub const RESERVED: usize = 144;
+    pub const RESERVED_UNTIL: usize = 152;
+    pub const BUMP: usize = 160;
+    pub const VAULT_BUMP: usize = 161;
+    pub const SIZE: usize = 162;
 }
 
 /// Byte offsets in a TradeRecord account (discriminator at 0).
@@ -156,6 +160,7 @@ pub mod consts {
     pub const REPUTATION_REWARD: u64 = 1;
     pub const DISPUTE_PENALTY: u64 = 10;
     pub const MAX_DISPUTE_WINDOW_SECONDS: u64 = 2592000;
+    pub const RESERVATION_SECONDS: u64 = 3600;
     pub const STATUS_SETTLED: u8 = 0;
     pub const STATUS_DISPUTED: u8 = 1;
     pub const STATUS_REFUNDED: u8 = 2;
@@ -245,4 +250,6 @@ pub mod err {
     pub const PARTY_MISMATCH: Error = error(6031);
     /// Rent sysvar has a non-integral exemption threshold
     pub const RENT_SYSVAR_UNSUPPORTED: Error = error(6032);
+    /// Amount exceeds the escrow's unreserved funds
+    pub const FUNDS_RESERVED: Error = error(6033);
 }

@@ -55,6 +55,8 @@ unsafe fn process(input: *mut u8, storage: &mut [MaybeUninit<Account>; MAX_ACCOU
         ix::OPEN_ESCROW => escrow::open_escrow(&input, &mut args),
         ix::FUND => escrow::fund(&input, &mut args),
         ix::WITHDRAW => escrow::withdraw(&input, &mut args),
+        ix::RESERVE_FUNDS => escrow::reserve_funds(&input, &mut args),
+        ix::RELEASE_FUNDS => escrow::release_funds(&input, &mut args),
         ix::OPEN_DISPUTE => dispute::open_dispute(&input, &mut args),
         ix::RESOLVE_DISPUTE => dispute::resolve_dispute(&input, &mut args),
         ix::ROTATE_SETTLER => market::rotate_settler(&input, &mut args),

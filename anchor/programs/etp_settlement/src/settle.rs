@@ -189,6 +189,7 @@ fn settle_one(input: &Input, trade: &TradeInput, a: Accounts) -> ProgramResult {
         participant::adjust_score(party, consts::REPUTATION_REWARD as i64);
     }
     escrow_data.add_u64(escrow::PAID, amount)?;
+    escrows::consume_reservation(&escrow_data, amount);
     a.market_data.add_u64(market::TRADES_SETTLED, 1)?;
     a.market_data.add_u64(market::VOLUME, amount)?;
 
