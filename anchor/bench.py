@@ -25,6 +25,7 @@ sys.path.insert(0, str(ANCHOR_DIR))
 
 import build as sbf_build  # noqa: E402
 from etp_client import TradeInput  # noqa: E402
+from solders.pubkey import Pubkey  # noqa: E402
 from svm_world import TX_SIZE_LIMIT, Outcome, Party, World  # noqa: E402
 
 
@@ -129,6 +130,47 @@ def measure_batches(so: bytes, distinct_sellers: bool) -> list[dict[str, Any]]:
     return rows
 
 
+def measure_batches_with_lookup_table(so: bytes, max_trades: int = 40) -> list[dict[str, Any]]:
+    """Distinct battery owners, v0 transactions: the recurring addresses (market, mint,
+    programs, the buyer's escrow/vault/reputation, every seller's reputation and token
+    account) come from one lookup table; each trade's new record address stays inline."""
+    world = World(so)
+    world.must(world.initialize_market(3600))
+    buyer = world.new_buyer(10**12, max_price_per_kwh=10**6)
+    sellers = [world.new_seller([1]) for _ in range(max_trades)]
+    recurring = [
+        world.market,
+        world.mint,
+        world.token_program,
+        Pubkey.from_string("11111111111111111111111111111111"),
+        world.escrow(buyer.pubkey),
+        world.vault(buyer.pubkey),
+        buyer.reputation,
+    ]
+    for seller in sellers:
+        recurring += [seller.reputation, seller.token_account]
+    table = world.create_lookup_table(recurring)
+    rows: list[dict[str, Any]] = []
+    for size in range(1, max_trades + 1):
+        batch = [(_trade(1000 + size, i, 1), buyer, sellers[i]) for i in range(size)]
+        instruction = world.settle_instruction(batch)
+        outcome = world.send_v0([instruction], world.settler, [table], 1_400_000)
+        if outcome.size > TX_SIZE_LIMIT:
+            break
+        world.must(outcome)
+        units = program_units(world, outcome)
+        rows.append(
+            {
+                "trades": size,
+                "tx_bytes": outcome.size,
+                "program_cu": units,
+                "cu_per_trade": round(units / size),
+                "accounts": len(instruction.accounts),
+            }
+        )
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="also write the results here")
@@ -143,6 +185,7 @@ def main() -> int:
     batches = {
         "batches_distinct_sellers": measure_batches(so, distinct_sellers=True),
         "batches_one_seller": measure_batches(so, distinct_sellers=False),
+        "batches_lookup_table": measure_batches_with_lookup_table(so),
     }
     results: dict[str, Any] = {
         "program_bytes": len(so),
@@ -156,8 +199,9 @@ def main() -> int:
     for key, title in (
         ("batches_distinct_sellers", "each trade to a different battery owner"),
         ("batches_one_seller", "all trades to one battery owner"),
+        ("batches_lookup_table", "different battery owners, v0 transaction + lookup table"),
     ):
-        print(f"\nsettle_trades, {title} (legacy transaction, {TX_SIZE_LIMIT}-byte limit):")
+        print(f"\nsettle_trades, {title} ({TX_SIZE_LIMIT}-byte limit):")
         print(f"{'trades':>6} {'tx bytes':>9} {'accounts':>9} {'program CU':>11} {'CU/trade':>9}")
         for row in batches[key]:
             print(

@@ -14,14 +14,22 @@ from typing import Any
 
 from etp_client import Idl, TradeInput, load_idl
 from sbf_deploy import deploy_upgradeable
+from solders.account import Account
+from solders.address_lookup_table_account import (
+    ID as ADDRESS_LOOKUP_TABLE_ID,
+)
+from solders.address_lookup_table_account import (
+    AddressLookupTable,
+    AddressLookupTableAccount,
+)
 from solders.compute_budget import set_compute_unit_limit
 from solders.instruction import AccountMeta, Instruction
 from solders.keypair import Keypair
 from solders.litesvm import LiteSVM
-from solders.message import Message
+from solders.message import Message, MessageV0
 from solders.pubkey import Pubkey
 from solders.system_program import CreateAccountParams, create_account
-from solders.transaction import Transaction
+from solders.transaction import Transaction, VersionedTransaction
 from solders.transaction_metadata import FailedTransactionMetadata
 
 __all__ = ["TOKEN_2022_PROGRAM", "TOKEN_PROGRAM", "Outcome", "Party", "World"]
@@ -104,8 +112,9 @@ class World:
         blockhash = self.svm.latest_blockhash()
         message = Message.new_with_blockhash(instructions, payer.pubkey(), blockhash)
         tx = Transaction(list(unique.values()), message, blockhash)
-        size = len(bytes(tx))
-        result = self.svm.send_transaction(tx)
+        return self._outcome(self.svm.send_transaction(tx), len(bytes(tx)))
+
+    def _outcome(self, result: Any, size: int) -> Outcome:
         if isinstance(result, FailedTransactionMetadata):
             text = str(result.err())
             match = re.search(r"Custom\((\d+)\)", text)
@@ -121,6 +130,51 @@ class World:
                 self.idl.errors.get(code) if code is not None else None,
             )
         return Outcome(True, list(result.logs()), result.compute_units_consumed(), size=size)
+
+    def create_lookup_table(self, addresses: list[Pubkey]) -> AddressLookupTableAccount:
+        """An address lookup table holding `addresses`, active from the next slot.
+
+        Written directly as the Address Lookup Table program's account state (enum tag 1,
+        LookupTableMeta, then the addresses) instead of through its create/extend
+        instructions, which need a recent slot from the SlotHashes sysvar.
+        """
+        key = Keypair().pubkey()
+        slot = self.svm.get_clock().slot
+        meta = struct.pack("<IQQB", 1, 2**64 - 1, slot, 0) + b"\x01" + bytes(self.payer.pubkey())
+        data = meta + b"\0\0" + b"".join(bytes(a) for a in addresses)
+        table = AddressLookupTable.deserialize(data)  # the runtime's own parser agrees
+        assert list(table.addresses) == addresses
+        self.svm.set_account(
+            key,
+            Account(
+                lamports=self.svm.minimum_balance_for_rent_exemption(len(data)),
+                data=data,
+                owner=ADDRESS_LOOKUP_TABLE_ID,
+                executable=False,
+                rent_epoch=0,
+            ),
+        )
+        clock = self.svm.get_clock()
+        clock.slot = slot + 1
+        self.svm.set_clock(clock)
+        return AddressLookupTableAccount(key, addresses)
+
+    def send_v0(
+        self,
+        instructions: list[Instruction],
+        signer: Keypair,
+        tables: list[AddressLookupTableAccount],
+        compute_unit_limit: int | None = None,
+    ) -> Outcome:
+        """A versioned (v0) transaction resolving accounts through lookup tables."""
+        if compute_unit_limit is not None:
+            instructions = [set_compute_unit_limit(compute_unit_limit), *instructions]
+        self.svm.expire_blockhash()
+        message = MessageV0.try_compile(
+            signer.pubkey(), instructions, tables, self.svm.latest_blockhash()
+        )
+        tx = VersionedTransaction(message, [signer])
+        return self._outcome(self.svm.send_transaction(tx), len(bytes(tx)))
 
     def must(self, outcome: Outcome) -> Outcome:
         if not outcome.ok:

@@ -267,3 +267,31 @@ def test_token_2022_market_settles(program_so: bytes) -> None:
     market = Market(world)
     world.must(world.settle([(trade(), market.buyer, market.seller)]))
     assert world.token_balance(market.seller.token_account) == 537_500
+
+
+def test_eight_settlements_fit_one_v0_transaction_with_a_lookup_table(market: Market) -> None:
+    """Recurring addresses from a lookup table leave 8 trades (each with its own record and
+    battery owner) inside the 1,232-byte limit."""
+    world, buyer = market.world, market.buyer
+    sellers = [world.new_seller([1]) for _ in range(8)]
+    recurring = [
+        world.market,
+        world.mint,
+        world.token_program,
+        Pubkey.default(),
+        world.escrow(buyer.pubkey),
+        world.vault(buyer.pubkey),
+        buyer.reputation,
+    ]
+    for seller in sellers:
+        recurring += [seller.reputation, seller.token_account]
+    table = world.create_lookup_table(recurring)
+    batch = [(trade(9, i, device_id=1, energy_wh=1_000), buyer, s) for i, s in enumerate(sellers)]
+
+    outcome = world.must(
+        world.send_v0([world.settle_instruction(batch)], world.settler, [table], 1_400_000)
+    )
+
+    assert outcome.size <= 1232
+    assert all(world.token_balance(s.token_account) == 215_000 for s in sellers)
+    assert len(world.idl.events(outcome.logs)) == 8
