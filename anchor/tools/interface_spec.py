@@ -403,5 +403,6 @@ ERRORS: list[tuple[str, str]] = [
     ("PartyMismatch", "Account does not belong to the trade's party"),
     ("RentSysvarUnsupported", "Rent sysvar has a non-integral exemption threshold"),
     ("FundsReserved", "Amount exceeds the escrow's unreserved funds"),
+    ("TooManyAccounts", "More than 64 accounts passed"),
 ]
 ERROR_CODE_BASE = 6000

@@ -295,3 +295,13 @@ def test_eight_settlements_fit_one_v0_transaction_with_a_lookup_table(market: Ma
     assert outcome.size <= 1232
     assert all(world.token_balance(s.token_account) == 215_000 for s in sellers)
     assert len(world.idl.events(outcome.logs)) == 8
+
+
+def test_unknown_instruction_and_trailing_bytes_are_refused(market: Market) -> None:
+    world = market.world
+    ix = world.settle_instruction([(trade(), market.buyer, market.seller)])
+    unknown = type(ix)(ix.program_id, bytes(8) + bytes(ix.data)[8:], list(ix.accounts))
+    assert world.send([unknown], world.settler).error_name == "UnknownInstruction"
+    padded = type(ix)(ix.program_id, bytes(ix.data) + b"\0", list(ix.accounts))
+    assert world.send([padded], world.settler).error_name == "InvalidInstructionData"
+    assert world.token_balance(market.seller.token_account) == 0

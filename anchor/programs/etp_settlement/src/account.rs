@@ -235,7 +235,7 @@ pub unsafe fn parse<'a>(
 ) -> ProgramResult<Input<'a>> {
     let count = *(input as *const u64) as usize;
     if count > MAX_ACCOUNTS {
-        return Err(err::NOT_ENOUGH_ACCOUNTS);
+        return Err(err::TOO_MANY_ACCOUNTS);
     }
     let slots = storage.as_mut_ptr() as *mut Account;
     let mut cursor = input.add(8);

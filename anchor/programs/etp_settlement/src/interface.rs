@@ -252,4 +252,6 @@ pub mod err {
     pub const RENT_SYSVAR_UNSUPPORTED: Error = error(6032);
     /// Amount exceeds the escrow's unreserved funds
     pub const FUNDS_RESERVED: Error = error(6033);
+    /// More than 64 accounts passed
+    pub const TOO_MANY_ACCOUNTS: Error = error(6034);
 }
