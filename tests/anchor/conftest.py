@@ -4,17 +4,29 @@ build tools are missing) and LiteSVM ledgers with it deployed through the upgrad
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 import pytest
 
 ANCHOR_DIR = Path(__file__).resolve().parents[2] / "anchor"
 sys.path.insert(0, str(ANCHOR_DIR / "tools"))
-sys.path.insert(0, str(ANCHOR_DIR))
 
-import build as sbf_build  # noqa: E402
+
+def _load_build_module() -> ModuleType:
+    """anchor/build.py under a name of its own (a bare `build` could be another package)."""
+    spec = importlib.util.spec_from_file_location("etp_anchor_build", ANCHOR_DIR / "build.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["etp_anchor_build"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+sbf_build = _load_build_module()
 
 if TYPE_CHECKING:
     from svm_world import Party, World

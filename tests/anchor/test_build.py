@@ -12,13 +12,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import build as sbf_build
 import gen_interface
 import pytest
 from elftools.elf.elffile import ELFFile
 from elftools.elf.relocation import RelocationSection
 from elftools.elf.sections import SymbolTableSection
 from sbf_elf import LinkError, link_sbf
+
+from tests.anchor.conftest import sbf_build
 
 REPO = Path(__file__).resolve().parents[2]
 
