@@ -7,9 +7,12 @@ through the BPF Upgradeable Loader (tools/sbf_deploy.py), as it would on a clust
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import struct
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from etp_client import Idl, TradeInput, load_idl
@@ -22,7 +25,7 @@ from solders.address_lookup_table_account import (
     AddressLookupTable,
     AddressLookupTableAccount,
 )
-from solders.compute_budget import set_compute_unit_limit
+from solders.compute_budget import set_compute_unit_limit, set_compute_unit_price
 from solders.instruction import AccountMeta, Instruction
 from solders.keypair import Keypair
 from solders.litesvm import LiteSVM
@@ -68,29 +71,64 @@ class Party:
         return self.keypair.pubkey()
 
 
+def _with_budget(
+    instructions: list[Instruction], limit: int | None, price: int | None
+) -> list[Instruction]:
+    budget = []
+    if limit is not None:
+        budget.append(set_compute_unit_limit(limit))
+    if price is not None:
+        budget.append(set_compute_unit_price(price))
+    return [*budget, *instructions]
+
+
+def program_keypair() -> Keypair:
+    """The committed program keypair (its address is the IDL's)."""
+    path = Path(__file__).resolve().parents[1] / "keys" / "etp_settlement-keypair.json"
+    return Keypair.from_bytes(bytes(json.loads(path.read_text())))
+
+
 class World:
-    """One ledger, one deployed program, one market (after `open_market`)."""
+    """One ledger, one deployed program, one market (after `initialize_market`).
+
+    With a `seed`, every key is derived from it and the program is deployed at the IDL's
+    address: the same run then gives the same addresses, PDA bumps and compute units.
+    """
 
     def __init__(
-        self, program_so: bytes, token_program: Pubkey = TOKEN_PROGRAM, decimals: int = 6
+        self,
+        program_so: bytes,
+        token_program: Pubkey = TOKEN_PROGRAM,
+        decimals: int = 6,
+        seed: int | None = None,
     ) -> None:
+        self.seed = seed
+        self._keys_made = 0
         self.svm = LiteSVM().with_mainnet_features()
-        self.payer = Keypair()
+        self.payer = self.fresh_keypair()
         self.svm.airdrop(self.payer.pubkey(), 1_000 * 10**9)
-        self.program_keypair = Keypair()
+        self.program_keypair = self.fresh_keypair() if seed is None else program_keypair()
         self.program_id = deploy_upgradeable(self.svm, self.payer, self.program_keypair, program_so)
         self.idl: Idl = load_idl(self.program_id)
         self.token_program = token_program
         self.decimals = decimals
-        self.mint_authority = Keypair()
+        self.mint_authority = self.fresh_keypair()
         self.mint = self.create_mint(decimals)
         self.authority = self.new_keypair()
         self.settler = self.new_keypair()
         self.market = self.idl.market_address(self.authority.pubkey())
 
     # --- plumbing
+    def fresh_keypair(self) -> Keypair:
+        """A new keypair: random, or the next one derived from the seed."""
+        if self.seed is None:
+            return Keypair()
+        self._keys_made += 1
+        material = hashlib.sha256(f"etp-world {self.seed} {self._keys_made}".encode()).digest()
+        return Keypair.from_seed(material)
+
     def new_keypair(self, lamports: int = 10 * 10**9) -> Keypair:
-        keypair = Keypair()
+        keypair = self.fresh_keypair()
         self.svm.airdrop(keypair.pubkey(), lamports)
         return keypair
 
@@ -100,11 +138,12 @@ class World:
         *signers: Keypair,
         payer: Keypair | None = None,
         compute_unit_limit: int | None = None,
+        compute_unit_price: int | None = None,
     ) -> Outcome:
-        """Sign, send, and report; a fresh blockhash each time so retries are new transactions."""
+        """Sign, send, and report; a fresh blockhash each time so retries are new transactions.
+        A limit and/or price (micro-lamports per CU) prepend ComputeBudget instructions."""
         payer = payer or (signers[0] if signers else self.payer)
-        if compute_unit_limit is not None:
-            instructions = [set_compute_unit_limit(compute_unit_limit), *instructions]
+        instructions = _with_budget(instructions, compute_unit_limit, compute_unit_price)
         unique: dict[Pubkey, Keypair] = {payer.pubkey(): payer}
         for signer in signers:
             unique.setdefault(signer.pubkey(), signer)
@@ -138,7 +177,7 @@ class World:
         LookupTableMeta, then the addresses) instead of through its create/extend
         instructions, which need a recent slot from the SlotHashes sysvar.
         """
-        key = Keypair().pubkey()
+        key = self.fresh_keypair().pubkey()
         slot = self.svm.get_clock().slot
         meta = struct.pack("<IQQB", 1, 2**64 - 1, slot, 0) + b"\x01" + bytes(self.payer.pubkey())
         data = meta + b"\0\0" + b"".join(bytes(a) for a in addresses)
@@ -165,10 +204,10 @@ class World:
         signer: Keypair,
         tables: list[AddressLookupTableAccount],
         compute_unit_limit: int | None = None,
+        compute_unit_price: int | None = None,
     ) -> Outcome:
         """A versioned (v0) transaction resolving accounts through lookup tables."""
-        if compute_unit_limit is not None:
-            instructions = [set_compute_unit_limit(compute_unit_limit), *instructions]
+        instructions = _with_budget(instructions, compute_unit_limit, compute_unit_price)
         self.svm.expire_blockhash()
         message = MessageV0.try_compile(
             signer.pubkey(), instructions, tables, self.svm.latest_blockhash()
@@ -187,6 +226,12 @@ class World:
     def data(self, address: Pubkey) -> bytes | None:
         account = self.svm.get_account(address)
         return None if account is None else bytes(account.data)
+
+    def data_of(self, address: Pubkey) -> bytes:
+        """Data of an account that must exist."""
+        data = self.data(address)
+        assert data is not None, f"{address} does not exist"
+        return data
 
     def decoded(self, address: Pubkey) -> dict[str, Any]:
         data = self.data(address)
@@ -209,7 +254,7 @@ class World:
 
     # --- SPL Token (either program; same instruction layouts)
     def create_mint(self, decimals: int) -> Pubkey:
-        mint = Keypair()
+        mint = self.fresh_keypair()
         create = create_account(
             CreateAccountParams(
                 from_pubkey=self.payer.pubkey(),
@@ -228,7 +273,7 @@ class World:
         return mint.pubkey()
 
     def create_token_account(self, owner: Pubkey, mint: Pubkey | None = None) -> Pubkey:
-        account = Keypair()
+        account = self.fresh_keypair()
         create = create_account(
             CreateAccountParams(
                 from_pubkey=self.payer.pubkey(),
@@ -430,12 +475,18 @@ class World:
         self,
         trades: list[tuple[TradeInput, Party, Party]],
         signer: Keypair | None = None,
-        compute_unit_limit: int | None = 1_400_000,
+        compute_unit_limit: int | None = None,
+        compute_unit_price: int | None = None,
         **kwargs: Any,
     ) -> Outcome:
         signer = signer or self.settler
         ix = self.settle_instruction(trades, settler=signer.pubkey(), **kwargs)
-        return self.send([ix], signer, compute_unit_limit=compute_unit_limit)
+        return self.send(
+            [ix],
+            signer,
+            compute_unit_limit=compute_unit_limit,
+            compute_unit_price=compute_unit_price,
+        )
 
     def open_dispute(self, disputer: Keypair, auction_id: int, trade_id: int) -> Outcome:
         ix = self.idl.instruction(

@@ -46,13 +46,11 @@ fx = {
     "ix_reg": bytes(ix_reg.data).hex(),
     "ix_settle": bytes(ix_settle.data).hex(),
     "evidence": list(t.evidence_hash),
-    "market": base64.b64encode(w.data(w.market)).decode(),
-    "record": base64.b64encode(w.data(rec)).decode(),
-    "escrow": base64.b64encode(w.data(w.escrow(buyer.pubkey))).decode(),
-    "reputation": base64.b64encode(w.data(seller.reputation)).decode(),
-    "event": next(
-        line.split(": ", 1)[1] for line in o.logs if line.startswith("Program data: ")
-    ),
+    "market": base64.b64encode(w.data_of(w.market)).decode(),
+    "record": base64.b64encode(w.data_of(rec)).decode(),
+    "escrow": base64.b64encode(w.data_of(w.escrow(buyer.pubkey))).decode(),
+    "reputation": base64.b64encode(w.data_of(seller.reputation)).decode(),
+    "event": next(line.split(": ", 1)[1] for line in o.logs if line.startswith("Program data: ")),
     "py_record": {
         k: (
             str(v)

@@ -14,6 +14,7 @@ import pytest
 
 ANCHOR_DIR = Path(__file__).resolve().parents[2] / "anchor"
 sys.path.insert(0, str(ANCHOR_DIR / "tools"))
+sys.path.insert(1, str(ANCHOR_DIR))  # bench.py
 
 
 def _load_build_module() -> ModuleType:

@@ -269,11 +269,11 @@ def test_token_2022_market_settles(program_so: bytes) -> None:
     assert world.token_balance(market.seller.token_account) == 537_500
 
 
-def test_eight_settlements_fit_one_v0_transaction_with_a_lookup_table(market: Market) -> None:
-    """Recurring addresses from a lookup table leave 8 trades (each with its own record and
-    battery owner) inside the 1,232-byte limit."""
+def test_nine_settlements_fit_one_v0_transaction_with_a_lookup_table(market: Market) -> None:
+    """Recurring addresses from a lookup table leave 9 trades (each with its own record and
+    battery owner) inside the 1,232-byte limit and the default 200,000 CU budget."""
     world, buyer = market.world, market.buyer
-    sellers = [world.new_seller([1]) for _ in range(8)]
+    sellers = [world.new_seller([1]) for _ in range(9)]
     recurring = [
         world.market,
         world.mint,
@@ -288,13 +288,15 @@ def test_eight_settlements_fit_one_v0_transaction_with_a_lookup_table(market: Ma
     table = world.create_lookup_table(recurring)
     batch = [(trade(9, i, device_id=1, energy_wh=1_000), buyer, s) for i, s in enumerate(sellers)]
 
-    outcome = world.must(
-        world.send_v0([world.settle_instruction(batch)], world.settler, [table], 1_400_000)
-    )
+    outcome = world.must(world.send_v0([world.settle_instruction(batch)], world.settler, [table]))
 
+    print(
+        f"\n9 settlements in one v0 transaction: {outcome.size} bytes, {outcome.compute_units} CU"
+    )
     assert outcome.size <= 1232
+    assert outcome.compute_units <= 200_000
     assert all(world.token_balance(s.token_account) == 215_000 for s in sellers)
-    assert len(world.idl.events(outcome.logs)) == 8
+    assert len(world.idl.events(outcome.logs)) == 9
 
 
 def test_unknown_instruction_and_trailing_bytes_are_refused(market: Market) -> None:
