@@ -101,8 +101,8 @@ def _extract_core_bitcode(toolchain: Toolchain, workdir: Path) -> Path:
     raise BuildError(f"no LLVM bitcode in {toolchain.libcore_bitcode}")
 
 
-def build(out: Path = DEFAULT_OUT, verbose: bool = True) -> Path:
-    """Build the program; returns the path of the .so."""
+def build(out: Path = DEFAULT_OUT, verbose: bool = True, source: Path | None = None) -> Path:
+    """Build the program (or another crate root `source`); returns the path of the .so."""
     toolchain = find_toolchain()
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="etp-sbf-") as tmp:
@@ -129,7 +129,7 @@ def build(out: Path = DEFAULT_OUT, verbose: bool = True) -> Path:
             "--emit=llvm-bc",
             "-o",
             str(crate_bc),
-            str(CRATE_DIR / "src" / "lib.rs"),
+            str(source or CRATE_DIR / "src" / "lib.rs"),
         ]
         _run(env_free_rustc, "rustc")
         core_bc = _extract_core_bitcode(toolchain, work)

@@ -131,3 +131,37 @@ def _minimal_elf(machine: int) -> bytes:
     """An ELF header with no sections, enough for the linker's first check."""
     ident = b"\x7fELF" + bytes([2, 1, 1, 0]) + b"\0" * 8
     return ident + struct.pack("<HHIQQQIHHHHHH", 1, machine, 1, 0, 0, 0, 0, 64, 0, 0, 64, 0, 0)
+
+
+PROGRAM_SKELETON = """
+#![no_std]
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo) -> ! { loop {} }
+%s
+#[no_mangle]
+pub unsafe extern "C" fn entrypoint(input: *mut u8) -> u64 { %s }
+"""
+
+
+def _build_snippet(tmp_path: Path, items: str, body: str) -> bytes:
+    source = tmp_path / "lib.rs"
+    source.write_text(PROGRAM_SKELETON % (items, body))
+    return sbf_build.build(tmp_path / "out.so", verbose=False, source=source).read_bytes()
+
+
+def test_linker_refuses_writable_globals(program_so: bytes, tmp_path: Path) -> None:
+    items = "static mut CALLS: u64 = 5;"
+    body = "CALLS += *input as u64; core::ptr::read_volatile(&raw const CALLS)"
+    with pytest.raises(sbf_build.BuildError, match="writable"):
+        _build_snippet(tmp_path, items, body)
+
+
+def test_linker_refuses_calls_the_runtime_cannot_bind(program_so: bytes, tmp_path: Path) -> None:
+    body = "let a = *(input as *const u64) as u128; ((a * a) >> 64) as u64"
+    with pytest.raises(sbf_build.BuildError, match="__multi3"):
+        _build_snippet(tmp_path, "", body)
+
+
+def test_a_minimal_program_links(program_so: bytes, tmp_path: Path) -> None:
+    so = _build_snippet(tmp_path, "", "*input as u64")
+    assert so.startswith(b"\x7fELF") and len(so) < 2_000

@@ -96,9 +96,9 @@ pub fn initialize_token_account(
     sys::invoke_signed(&instruction, &[account.info(), mint.info()], &[])
 }
 
-/// Always inlined: it takes more arguments than a BPF call can pass in registers.
 /// `TransferChecked` (tag 12) of `amount` from `source` to `destination`, authorised by
 /// `authority` — a transaction signer, or this program's PDA when `signer` holds its seeds.
+/// Always inlined: it takes more arguments than a BPF call passes in registers (five).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub fn transfer_checked(

@@ -5,7 +5,7 @@
 use crate::account::{Account, Data, Input, Reader, TOKEN_ACCOUNT_OWNER};
 use crate::cpi;
 use crate::escrow as escrows;
-use crate::interface::{consts, disc, err, escrow, ev_trade_settled as ev, event, market, reputation, trade_input, trade_record};
+use crate::interface::{consts, disc, err, escrow, ev_trade_settled as ev, event, market, reputation, trade_record};
 use crate::market as markets;
 use crate::participant;
 use crate::sys::{self, ProgramResult, Seeds};
@@ -15,7 +15,7 @@ const FIXED_ACCOUNTS: usize = 5;
 const PER_TRADE: usize = consts::SETTLE_ACCOUNTS_PER_TRADE as usize;
 const WH_PER_KWH: u64 = 1000;
 
-/// One trade as the settler submits it (Borsh TradeInput).
+/// One trade as the settler submits it (Borsh TradeInput, 68 bytes, read in field order).
 struct TradeInput {
     auction_id: u64,
     trade_id: u64,
@@ -36,7 +36,6 @@ fn read_trade(args: &mut Reader) -> ProgramResult<TradeInput> {
         energy_wh: args.u64()?,
         evidence_hash: args.bytes32()?,
     };
-    let _ = trade_input::SIZE;
     Ok(trade)
 }
 
