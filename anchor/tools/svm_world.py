@@ -41,6 +41,8 @@ TOKEN_PROGRAM = Pubkey.from_string("TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA"
 TOKEN_2022_PROGRAM = Pubkey.from_string("TokenzQdBNbLqP5VEhdkAS6EPFLC1PHnBqCXEpPxuEb")
 MINT_SIZE = 82
 TOKEN_ACCOUNT_SIZE = 165
+TRANSFER_FEE_MINT_SIZE = 165 + 1 + 4 + 108  # padded base mint, type, TLV, TransferFeeConfig
+TRANSFER_FEE_ACCOUNT_SIZE = 165 + 1 + 4 + 8  # base account, type, TLV, TransferFeeAmount
 TX_SIZE_LIMIT = 1232
 
 
@@ -101,8 +103,16 @@ class World:
         token_program: Pubkey = TOKEN_PROGRAM,
         decimals: int = 6,
         seed: int | None = None,
+        transfer_fee_bps: int | None = None,
     ) -> None:
         self.seed = seed
+        # Token-2022 only: mints with the TransferFeeConfig extension (accounts then carry
+        # the TransferFeeAmount extension: 165 + 1 type byte + 4 TLV header + 8 = 178 bytes)
+        self.transfer_fee_bps = transfer_fee_bps
+        self.mint_size = MINT_SIZE if transfer_fee_bps is None else TRANSFER_FEE_MINT_SIZE
+        self.account_size = (
+            TOKEN_ACCOUNT_SIZE if transfer_fee_bps is None else TRANSFER_FEE_ACCOUNT_SIZE
+        )
         self._keys_made = 0
         self.svm = LiteSVM().with_mainnet_features()
         self.payer = self.fresh_keypair()
@@ -259,8 +269,8 @@ class World:
             CreateAccountParams(
                 from_pubkey=self.payer.pubkey(),
                 to_pubkey=mint.pubkey(),
-                lamports=self.svm.minimum_balance_for_rent_exemption(MINT_SIZE),
-                space=MINT_SIZE,
+                lamports=self.svm.minimum_balance_for_rent_exemption(self.mint_size),
+                space=self.mint_size,
                 owner=self.token_program,
             )
         )
@@ -269,7 +279,21 @@ class World:
             bytes([20, decimals]) + bytes(self.mint_authority.pubkey()) + b"\0",
             [AccountMeta(mint.pubkey(), False, True)],
         )
-        self.must(self.send([create, init], self.payer, mint))
+        extensions = []
+        if self.transfer_fee_bps is not None:
+            authority = bytes(self.mint_authority.pubkey())
+            extensions.append(
+                Instruction(  # TransferFeeExtension / InitializeTransferFeeConfig
+                    self.token_program,
+                    bytes([26, 0, 1])
+                    + authority
+                    + b"\x01"
+                    + authority
+                    + struct.pack("<HQ", self.transfer_fee_bps, 2**64 - 1),
+                    [AccountMeta(mint.pubkey(), False, True)],
+                )
+            )
+        self.must(self.send([create, *extensions, init], self.payer, mint))
         return mint.pubkey()
 
     def create_token_account(self, owner: Pubkey, mint: Pubkey | None = None) -> Pubkey:
@@ -278,8 +302,8 @@ class World:
             CreateAccountParams(
                 from_pubkey=self.payer.pubkey(),
                 to_pubkey=account.pubkey(),
-                lamports=self.svm.minimum_balance_for_rent_exemption(TOKEN_ACCOUNT_SIZE),
-                space=TOKEN_ACCOUNT_SIZE,
+                lamports=self.svm.minimum_balance_for_rent_exemption(self.account_size),
+                space=self.account_size,
                 owner=self.token_program,
             )
         )

@@ -307,3 +307,18 @@ def test_unknown_instruction_and_trailing_bytes_are_refused(market: Market) -> N
     padded = type(ix)(ix.program_id, bytes(ix.data) + b"\0", list(ix.accounts))
     assert world.send([padded], world.settler).error_name == "InvalidInstructionData"
     assert world.token_balance(market.seller.token_account) == 0
+
+
+def test_token_2022_mint_with_transfer_fee_settles_net_of_the_fee(program_so: bytes) -> None:
+    """The vault is sized by the token program (GetAccountDataSize: the fee extension needs a
+    larger account); the seller receives the amount minus the mint's 1 % fee, the record keeps
+    the gross amount."""
+    world = World(program_so, token_program=TOKEN_2022_PROGRAM, transfer_fee_bps=100)
+    market = Market(world)
+    vault = world.svm.get_account(world.vault(market.buyer.pubkey))
+    assert vault is not None and len(vault.data) == 178
+    assert world.token_balance(world.vault(market.buyer.pubkey)) == 10_000_000 - 100_000
+    world.must(world.settle([(trade(), market.buyer, market.seller)]))
+    assert world.token_balance(market.seller.token_account) == 537_500 - 5_375
+    record = world.decoded(world.idl.trade_record_address(world.market, 1, 1))
+    assert record["amount"] == 537_500

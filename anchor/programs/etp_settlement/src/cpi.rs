@@ -3,7 +3,7 @@
 //! constant or the market's pinned token program, never an account the caller chose
 //! unchecked (sealevel-attacks: arbitrary CPI).
 
-use crate::account::Account;
+use crate::account::{Account, TOKEN_ACCOUNT_SIZE};
 use crate::interface::{err, ids};
 use crate::sys::{self, ProgramResult, Pubkey, Seeds, SolAccountMeta, SolInstruction, SolSignerSeeds};
 
@@ -94,6 +94,26 @@ pub fn initialize_token_account(
         data_len: data.len() as u64,
     };
     sys::invoke_signed(&instruction, &[account.info(), mint.info()], &[])
+}
+
+/// `GetAccountDataSize` (tag 21): the size of a token account for `mint`, including the
+/// account extensions the mint requires (165 bytes for SPL Token and plain Token-2022 mints).
+pub fn token_account_size(token_program: &Account, mint: &Account) -> ProgramResult<u64> {
+    let data = [21u8];
+    let metas = [meta(mint, false, false)];
+    let instruction = SolInstruction {
+        program_id: token_program.key(),
+        accounts: metas.as_ptr(),
+        account_len: 1,
+        data: data.as_ptr(),
+        data_len: 1,
+    };
+    sys::invoke_signed(&instruction, &[mint.info()], &[])?;
+    let (returned, program) = sys::return_data_u64()?;
+    if program != *token_program.key() || returned < TOKEN_ACCOUNT_SIZE as u64 {
+        return Err(err::INVALID_TOKEN_PROGRAM);
+    }
+    Ok(returned)
 }
 
 /// `TransferChecked` (tag 12) of `amount` from `source` to `destination`, authorised by

@@ -3,7 +3,7 @@
 //! vault only by a transfer this program signs for: to a battery owner in settle_trades, or
 //! back to the aggregator in withdraw — and withdraw never touches reserved funds.
 
-use crate::account::{Account, Data, Input, Reader, TOKEN_ACCOUNT_AMOUNT, TOKEN_ACCOUNT_SIZE};
+use crate::account::{Account, Data, Input, Reader, TOKEN_ACCOUNT_AMOUNT};
 use crate::cpi;
 use crate::interface::{consts, disc, err, escrow, market};
 use crate::market as markets;
@@ -72,7 +72,9 @@ pub fn open_escrow(input: &Input, args: &mut Reader) -> ProgramResult {
     cpi::create_pda_account(aggregator, escrow_account, escrow::SIZE as u64, &input.program_id, &escrow_seeds)?;
     let vault_bump_seed = [vault_bump];
     let vault_seeds = Seeds::new([VAULT_SEED, market_key, aggregator_key, &vault_bump_seed[..]]);
-    cpi::create_pda_account(aggregator, vault, TOKEN_ACCOUNT_SIZE as u64, token_program.key(), &vault_seeds)?;
+    // Token-2022 mints with extensions need larger accounts: ask the token program.
+    let vault_size = cpi::token_account_size(token_program, mint)?;
+    cpi::create_pda_account(aggregator, vault, vault_size, token_program.key(), &vault_seeds)?;
     cpi::initialize_token_account(token_program, vault, mint, &escrow_address)?;
 
     let data = escrow_account.fresh(escrow::SIZE)?;

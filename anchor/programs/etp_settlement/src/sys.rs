@@ -106,6 +106,7 @@ extern "C" {
         signers_seeds_len: u64,
     ) -> u64;
     fn sol_get_clock_sysvar(clock: *mut u8) -> u64;
+    fn sol_get_return_data(data: *mut u8, length: u64, program_id: *mut Pubkey) -> u64;
     fn sol_get_rent_sysvar(rent: *mut u8) -> u64;
     pub fn abort() -> !;
 }
@@ -175,6 +176,18 @@ pub fn invoke_signed(
         Some(code) => Err(code),
         None => Ok(()),
     }
+}
+
+/// The return data of the last CPI as a u64, and the program that set it.
+#[inline(always)]
+pub fn return_data_u64() -> ProgramResult<(u64, Pubkey)> {
+    let mut value = [0u8; 8];
+    let mut program = Pubkey::zeroed();
+    let length = unsafe { sol_get_return_data(value.as_mut_ptr(), 8, &mut program) };
+    if length != 8 {
+        return Err(err::INVALID_TOKEN_PROGRAM);
+    }
+    Ok((u64::from_le_bytes(value), program))
 }
 
 /// The cluster's unix time (Clock sysvar).
