@@ -322,3 +322,19 @@ def test_token_2022_mint_with_transfer_fee_settles_net_of_the_fee(program_so: by
     assert world.token_balance(market.seller.token_account) == 537_500 - 5_375
     record = world.decoded(world.idl.trade_record_address(world.market, 1, 1))
     assert record["amount"] == 537_500
+
+
+def test_escrow_and_vault_of_different_aggregators_are_refused(market: Market) -> None:
+    """PDA sharing / data matching: a trade's escrow, vault and buyer must belong together."""
+    world, buyer, seller = market.world, market.buyer, market.seller
+    other = world.new_buyer(10_000_000, max_price_per_kwh=1_000_000)
+    ix = world.settle_instruction([(trade(), buyer, seller)])
+    for slot, key, expected in (
+        (6, world.escrow(other.pubkey), "PartyMismatch"),  # other's escrow, buyer's reputation
+        (7, world.vault(other.pubkey), "InvalidTokenAccount"),  # buyer's escrow, other's vault
+    ):
+        metas = list(ix.accounts)
+        metas[slot] = AccountMeta(key, False, True)
+        outcome = world.send([type(ix)(ix.program_id, ix.data, metas)], world.settler)
+        assert outcome.error_name == expected
+    assert world.token_balance(world.vault(other.pubkey)) == 10_000_000
