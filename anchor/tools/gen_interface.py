@@ -229,7 +229,7 @@ def build_rust() -> str:
     for name, value in spec.DISPUTED_BY.items():
         lines.append(f"    pub const DISPUTED_BY_{name.upper()}: u8 = {value};\n")
     lines.append(
-        "}\n\n/// Programs this one calls or accepts (raw 32-byte addresses).\npub mod ids {\n"
+        "}\n\n/// Programs this one calls or accepts (raw 32-byte addresses).\n#[rustfmt::skip]\npub mod ids {\n"
     )
     lines.append("    use crate::sys::Pubkey;\n")
     for const_name, address in spec.WELL_KNOWN_PROGRAMS.items():

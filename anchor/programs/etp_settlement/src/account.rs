@@ -76,26 +76,45 @@ impl Account {
     }
 
     pub fn require_signer(&self) -> ProgramResult {
-        if self.is_signer() { Ok(()) } else { Err(err::MISSING_SIGNATURE) }
+        if self.is_signer() {
+            Ok(())
+        } else {
+            Err(err::MISSING_SIGNATURE)
+        }
     }
     pub fn require_writable(&self) -> ProgramResult {
-        if self.is_writable() { Ok(()) } else { Err(err::NOT_WRITABLE) }
+        if self.is_writable() {
+            Ok(())
+        } else {
+            Err(err::NOT_WRITABLE)
+        }
     }
     pub fn require_key(&self, expected: &Pubkey, code: Error) -> ProgramResult {
-        if self.key() == expected { Ok(()) } else { Err(code) }
+        if self.key() == expected {
+            Ok(())
+        } else {
+            Err(code)
+        }
     }
 
     /// The data of an account this program owns, of type `discriminator` and exactly
     /// `size` bytes: owner check + type check (no cosplay) in one place.
     #[inline(always)]
-    pub fn load(&self, program_id: &Pubkey, discriminator: u64, size: usize) -> ProgramResult<Data> {
+    pub fn load(
+        &self,
+        program_id: &Pubkey,
+        discriminator: u64,
+        size: usize,
+    ) -> ProgramResult<Data> {
         if self.owner() != program_id {
             return Err(err::INVALID_ACCOUNT_OWNER);
         }
         if self.data_len() != size {
             return Err(err::INVALID_DISCRIMINATOR);
         }
-        let data = Data { base: self.data_ptr() };
+        let data = Data {
+            base: self.data_ptr(),
+        };
         if data.u64(0) != discriminator {
             return Err(err::INVALID_DISCRIMINATOR);
         }
@@ -108,7 +127,9 @@ impl Account {
         if self.data_len() != size {
             return Err(err::ALREADY_INITIALIZED);
         }
-        Ok(Data { base: self.data_ptr() })
+        Ok(Data {
+            base: self.data_ptr(),
+        })
     }
 
     /// SPL Token / Token-2022 account: owned by `token_program`, initialised (not frozen),
@@ -121,7 +142,9 @@ impl Account {
         if self.data_len() < TOKEN_ACCOUNT_SIZE {
             return Err(err::INVALID_TOKEN_ACCOUNT);
         }
-        let data = Data { base: self.data_ptr() };
+        let data = Data {
+            base: self.data_ptr(),
+        };
         if data.key(0) != mint {
             return Err(err::INVALID_MINT);
         }
@@ -137,7 +160,9 @@ impl Account {
         if self.owner() != token_program || self.data_len() < MINT_SIZE {
             return Err(err::INVALID_MINT);
         }
-        let data = Data { base: self.data_ptr() };
+        let data = Data {
+            base: self.data_ptr(),
+        };
         if data.u8(MINT_IS_INITIALIZED) != 1 {
             return Err(err::INVALID_MINT);
         }
@@ -211,7 +236,10 @@ impl Data {
     }
     /// Adds to a u64 counter, failing on overflow.
     pub fn add_u64(&self, offset: usize, value: u64) -> ProgramResult {
-        let sum = self.u64(offset).checked_add(value).ok_or(err::AMOUNT_OVERFLOW)?;
+        let sum = self
+            .u64(offset)
+            .checked_add(value)
+            .ok_or(err::AMOUNT_OVERFLOW)?;
         self.set_u64(offset, sum);
         Ok(())
     }
@@ -253,7 +281,10 @@ pub unsafe fn parse<'a>(
         } else {
             let data_len = *(cursor.add(80) as *const u64) as usize;
             let end = (88 + data_len + MAX_PERMITTED_DATA_INCREASE + 7) & !7;
-            *slots.add(i) = Account { header: cursor, rent_epoch: *(cursor.add(end) as *const u64) };
+            *slots.add(i) = Account {
+                header: cursor,
+                rent_epoch: *(cursor.add(end) as *const u64),
+            };
             cursor = cursor.add(end + 8);
         }
         i += 1;
@@ -263,7 +294,11 @@ pub unsafe fn parse<'a>(
     // The program id follows the data, aligned only if the data length is a multiple of 8.
     let program_id = core::ptr::read_unaligned(cursor.add(8 + data_len) as *const Pubkey);
     let accounts = core::slice::from_raw_parts(slots as *const Account, count);
-    Ok(Input { program_id, accounts, data })
+    Ok(Input {
+        program_id,
+        accounts,
+        data,
+    })
 }
 
 /// Reads the instruction data field by field (Borsh, little-endian, unaligned).
@@ -280,7 +315,10 @@ impl<'a> Reader<'a> {
 
     #[inline(always)]
     fn take(&mut self, n: usize) -> ProgramResult<*const u8> {
-        let end = self.position.checked_add(n).ok_or(err::INVALID_INSTRUCTION_DATA)?;
+        let end = self
+            .position
+            .checked_add(n)
+            .ok_or(err::INVALID_INSTRUCTION_DATA)?;
         if end > self.data.len() {
             return Err(err::INVALID_INSTRUCTION_DATA);
         }
@@ -295,11 +333,15 @@ impl<'a> Reader<'a> {
     }
     #[inline(always)]
     pub fn u32(&mut self) -> ProgramResult<u32> {
-        Ok(u32::from_le(unsafe { core::ptr::read_unaligned(self.take(4)? as *const u32) }))
+        Ok(u32::from_le(unsafe {
+            core::ptr::read_unaligned(self.take(4)? as *const u32)
+        }))
     }
     #[inline(always)]
     pub fn u64(&mut self) -> ProgramResult<u64> {
-        Ok(u64::from_le(unsafe { core::ptr::read_unaligned(self.take(8)? as *const u64) }))
+        Ok(u64::from_le(unsafe {
+            core::ptr::read_unaligned(self.take(8)? as *const u64)
+        }))
     }
     #[inline(always)]
     pub fn i64(&mut self) -> ProgramResult<i64> {
@@ -325,6 +367,10 @@ impl<'a> Reader<'a> {
     /// All bytes consumed: trailing garbage is malformed input, not ignored.
     #[inline(always)]
     pub fn finish(&self) -> ProgramResult {
-        if self.position == self.data.len() { Ok(()) } else { Err(err::INVALID_INSTRUCTION_DATA) }
+        if self.position == self.data.len() {
+            Ok(())
+        } else {
+            Err(err::INVALID_INSTRUCTION_DATA)
+        }
     }
 }

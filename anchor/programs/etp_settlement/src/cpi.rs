@@ -5,10 +5,16 @@
 
 use crate::account::{Account, TOKEN_ACCOUNT_SIZE};
 use crate::interface::{err, ids};
-use crate::sys::{self, ProgramResult, Pubkey, Seeds, SolAccountMeta, SolInstruction, SolSignerSeeds};
+use crate::sys::{
+    self, ProgramResult, Pubkey, Seeds, SolAccountMeta, SolInstruction, SolSignerSeeds,
+};
 
 fn meta(account: &Account, is_writable: bool, is_signer: bool) -> SolAccountMeta {
-    SolAccountMeta { pubkey: account.key(), is_writable, is_signer }
+    SolAccountMeta {
+        pubkey: account.key(),
+        is_writable,
+        is_signer,
+    }
 }
 
 fn system_call(
@@ -148,7 +154,12 @@ pub fn transfer_checked(
         data: data.as_ptr(),
         data_len: data.len() as u64,
     };
-    let infos = [source.info(), mint.info(), destination.info(), authority.info()];
+    let infos = [
+        source.info(),
+        mint.info(),
+        destination.info(),
+        authority.info(),
+    ];
     match signer {
         Some(seeds) => sys::invoke_signed(&instruction, &infos, core::slice::from_ref(seeds)),
         None => sys::invoke_signed(&instruction, &infos, &[]),

@@ -4,7 +4,10 @@
 use crate::account::{Input, Reader};
 use crate::cpi;
 use crate::escrow as escrows;
-use crate::interface::{consts, disc, err, escrow, ev_dispute_opened, ev_dispute_resolved, event, market, reputation, trade_record};
+use crate::interface::{
+    consts, disc, err, escrow, ev_dispute_opened, ev_dispute_resolved, event, market, reputation,
+    trade_record,
+};
 use crate::market as markets;
 use crate::participant;
 use crate::settle::{put, put_u64};
@@ -40,13 +43,28 @@ pub fn open_dispute(input: &Input, args: &mut Reader) -> ProgramResult {
     }
     record.set_u8(trade_record::STATUS, consts::STATUS_DISPUTED);
     record.set_u8(trade_record::DISPUTED_BY, by);
-    rep.set_u32(reputation::DISPUTES_OPENED, rep.u32(reputation::DISPUTES_OPENED).saturating_add(1));
+    rep.set_u32(
+        reputation::DISPUTES_OPENED,
+        rep.u32(reputation::DISPUTES_OPENED).saturating_add(1),
+    );
 
     let mut payload = [0u8; ev_dispute_opened::SIZE];
     put_u64(&mut payload, 0, event::DISPUTE_OPENED);
-    put(&mut payload, ev_dispute_opened::MARKET, &market_account.key().0);
-    put_u64(&mut payload, ev_dispute_opened::AUCTION_ID, record.u64(trade_record::AUCTION_ID));
-    put_u64(&mut payload, ev_dispute_opened::TRADE_ID, record.u64(trade_record::TRADE_ID));
+    put(
+        &mut payload,
+        ev_dispute_opened::MARKET,
+        &market_account.key().0,
+    );
+    put_u64(
+        &mut payload,
+        ev_dispute_opened::AUCTION_ID,
+        record.u64(trade_record::AUCTION_ID),
+    );
+    put_u64(
+        &mut payload,
+        ev_dispute_opened::TRADE_ID,
+        record.u64(trade_record::TRADE_ID),
+    );
     put(&mut payload, ev_dispute_opened::BY, &disputer.key().0);
     sys::log_data(&payload);
     Ok(())
@@ -76,8 +94,18 @@ pub fn resolve_dispute(input: &Input, args: &mut Reader) -> ProgramResult {
     if record.u8(trade_record::STATUS) != consts::STATUS_DISPUTED {
         return Err(err::NO_OPEN_DISPUTE);
     }
-    let buyer = participant::load(input, buyer_rep, market_account.key(), record.key(trade_record::BUYER))?;
-    let seller = participant::load(input, seller_rep, market_account.key(), record.key(trade_record::SELLER))?;
+    let buyer = participant::load(
+        input,
+        buyer_rep,
+        market_account.key(),
+        record.key(trade_record::BUYER),
+    )?;
+    let seller = participant::load(
+        input,
+        seller_rep,
+        market_account.key(),
+        record.key(trade_record::SELLER),
+    )?;
     if refund > record.u64(trade_record::AMOUNT) {
         return Err(err::REFUND_TOO_LARGE);
     }
@@ -93,29 +121,57 @@ pub fn resolve_dispute(input: &Input, args: &mut Reader) -> ProgramResult {
             return Err(err::PARTY_MISMATCH);
         }
         escrows::vault_balance(&escrow_data, buyer_vault, &market_data)?;
-        cpi::transfer_checked(token_program, authority_token, mint, buyer_vault, authority, refund, decimals, None)?;
+        cpi::transfer_checked(
+            token_program,
+            authority_token,
+            mint,
+            buyer_vault,
+            authority,
+            refund,
+            decimals,
+            None,
+        )?;
         escrow_data.add_u64(escrow::REFUNDED, refund)?;
         penalise(&seller);
         record.set_u64(trade_record::REFUNDED, refund);
         record.set_u8(trade_record::STATUS, consts::STATUS_REFUNDED);
     } else {
         // Unfounded: the party who opened it pays in reputation.
-        let disputer = if record.u8(trade_record::DISPUTED_BY) == consts::DISPUTED_BY_BUYER { &buyer } else { &seller };
+        let disputer = if record.u8(trade_record::DISPUTED_BY) == consts::DISPUTED_BY_BUYER {
+            &buyer
+        } else {
+            &seller
+        };
         penalise(disputer);
         record.set_u8(trade_record::STATUS, consts::STATUS_UPHELD);
     }
 
     let mut payload = [0u8; ev_dispute_resolved::SIZE];
     put_u64(&mut payload, 0, event::DISPUTE_RESOLVED);
-    put(&mut payload, ev_dispute_resolved::MARKET, &market_account.key().0);
-    put_u64(&mut payload, ev_dispute_resolved::AUCTION_ID, record.u64(trade_record::AUCTION_ID));
-    put_u64(&mut payload, ev_dispute_resolved::TRADE_ID, record.u64(trade_record::TRADE_ID));
+    put(
+        &mut payload,
+        ev_dispute_resolved::MARKET,
+        &market_account.key().0,
+    );
+    put_u64(
+        &mut payload,
+        ev_dispute_resolved::AUCTION_ID,
+        record.u64(trade_record::AUCTION_ID),
+    );
+    put_u64(
+        &mut payload,
+        ev_dispute_resolved::TRADE_ID,
+        record.u64(trade_record::TRADE_ID),
+    );
     put_u64(&mut payload, ev_dispute_resolved::REFUND_AMOUNT, refund);
     sys::log_data(&payload);
     Ok(())
 }
 
 fn penalise(party: &crate::account::Data) {
-    party.set_u32(reputation::DISPUTES_LOST, party.u32(reputation::DISPUTES_LOST).saturating_add(1));
+    party.set_u32(
+        reputation::DISPUTES_LOST,
+        party.u32(reputation::DISPUTES_LOST).saturating_add(1),
+    );
     participant::adjust_score(party, -(consts::DISPUTE_PENALTY as i64));
 }

@@ -26,9 +26,16 @@ pub fn load(input: &Input, account: &Account, market_key: &Pubkey) -> ProgramRes
 /// The vault passed is the escrow's, a live token account of the market's mint; returns
 /// its balance.
 #[inline(always)]
-pub fn vault_balance(escrow_data: &Data, vault: &Account, market_data: &Data) -> ProgramResult<u64> {
+pub fn vault_balance(
+    escrow_data: &Data,
+    vault: &Account,
+    market_data: &Data,
+) -> ProgramResult<u64> {
     vault.require_key(escrow_data.key(escrow::VAULT), err::INVALID_TOKEN_ACCOUNT)?;
-    let token = vault.token_account(market_data.key(market::TOKEN_PROGRAM), market_data.key(market::PAYMENT_MINT))?;
+    let token = vault.token_account(
+        market_data.key(market::TOKEN_PROGRAM),
+        market_data.key(market::PAYMENT_MINT),
+    )?;
     Ok(token.u64(TOKEN_ACCOUNT_AMOUNT))
 }
 
@@ -60,21 +67,37 @@ pub fn open_escrow(input: &Input, args: &mut Reader) -> ProgramResult {
 
     let market_key = &market_account.key().0[..];
     let aggregator_key = &aggregator.key().0[..];
-    let (escrow_address, escrow_bump) =
-        sys::find_program_address(&Seeds::new([SEED, market_key, aggregator_key]), &input.program_id)?;
+    let (escrow_address, escrow_bump) = sys::find_program_address(
+        &Seeds::new([SEED, market_key, aggregator_key]),
+        &input.program_id,
+    )?;
     escrow_account.require_key(&escrow_address, err::INVALID_PDA)?;
-    let (vault_address, vault_bump) =
-        sys::find_program_address(&Seeds::new([VAULT_SEED, market_key, aggregator_key]), &input.program_id)?;
+    let (vault_address, vault_bump) = sys::find_program_address(
+        &Seeds::new([VAULT_SEED, market_key, aggregator_key]),
+        &input.program_id,
+    )?;
     vault.require_key(&vault_address, err::INVALID_PDA)?;
 
     let escrow_bump_seed = [escrow_bump];
     let escrow_seeds = Seeds::new([SEED, market_key, aggregator_key, &escrow_bump_seed[..]]);
-    cpi::create_pda_account(aggregator, escrow_account, escrow::SIZE as u64, &input.program_id, &escrow_seeds)?;
+    cpi::create_pda_account(
+        aggregator,
+        escrow_account,
+        escrow::SIZE as u64,
+        &input.program_id,
+        &escrow_seeds,
+    )?;
     let vault_bump_seed = [vault_bump];
     let vault_seeds = Seeds::new([VAULT_SEED, market_key, aggregator_key, &vault_bump_seed[..]]);
     // Token-2022 mints with extensions need larger accounts: ask the token program.
     let vault_size = cpi::token_account_size(token_program, mint)?;
-    cpi::create_pda_account(aggregator, vault, vault_size, token_program.key(), &vault_seeds)?;
+    cpi::create_pda_account(
+        aggregator,
+        vault,
+        vault_size,
+        token_program.key(),
+        &vault_seeds,
+    )?;
     cpi::initialize_token_account(token_program, vault, mint, &escrow_address)?;
 
     let data = escrow_account.fresh(escrow::SIZE)?;
@@ -99,7 +122,9 @@ struct Checked {
 #[inline(always)]
 
 fn check_owner_accounts(input: &Input) -> ProgramResult<Checked> {
-    let [aggregator, market_account, escrow_account, vault, other, mint, token_program, ..] = input.accounts else {
+    let [aggregator, market_account, escrow_account, vault, other, mint, token_program, ..] =
+        input.accounts
+    else {
         return Err(err::NOT_ENOUGH_ACCOUNTS);
     };
     aggregator.require_signer()?;
@@ -114,7 +139,12 @@ fn check_owner_accounts(input: &Input) -> ProgramResult<Checked> {
     if other.same(vault) {
         return Err(err::DUPLICATE_ACCOUNT);
     }
-    Ok(Checked { market, escrow, decimals, balance })
+    Ok(Checked {
+        market,
+        escrow,
+        decimals,
+        balance,
+    })
 }
 
 /// Accounts: aggregator (signer), market, escrow, vault, source (the aggregator's token
@@ -132,7 +162,16 @@ pub fn fund(input: &Input, args: &mut Reader) -> ProgramResult {
     let [aggregator, _, _, vault, source, mint, token_program, ..] = input.accounts else {
         return Err(err::NOT_ENOUGH_ACCOUNTS);
     };
-    cpi::transfer_checked(token_program, source, mint, vault, aggregator, amount, checked.decimals, None)?;
+    cpi::transfer_checked(
+        token_program,
+        source,
+        mint,
+        vault,
+        aggregator,
+        amount,
+        checked.decimals,
+        None,
+    )?;
     checked.escrow.add_u64(escrow::DEPOSITED, amount)
 }
 
@@ -153,7 +192,9 @@ pub fn withdraw(input: &Input, args: &mut Reader) -> ProgramResult {
     if amount > checked.balance.saturating_sub(reserved) {
         return Err(err::FUNDS_RESERVED);
     }
-    let [_, market_account, escrow_account, vault, destination, mint, token_program, ..] = input.accounts else {
+    let [_, market_account, escrow_account, vault, destination, mint, token_program, ..] =
+        input.accounts
+    else {
         return Err(err::NOT_ENOUGH_ACCOUNTS);
     };
     let bump = [checked.escrow.u8(escrow::BUMP)];
@@ -164,7 +205,16 @@ pub fn withdraw(input: &Input, args: &mut Reader) -> ProgramResult {
         &bump[..],
     ]);
     let signer = seeds.as_signer();
-    cpi::transfer_checked(token_program, vault, mint, destination, escrow_account, amount, checked.decimals, Some(&signer))?;
+    cpi::transfer_checked(
+        token_program,
+        vault,
+        mint,
+        destination,
+        escrow_account,
+        amount,
+        checked.decimals,
+        Some(&signer),
+    )?;
     checked.escrow.add_u64(escrow::WITHDRAWN, amount)
 }
 
@@ -181,7 +231,10 @@ pub fn active_reservation(escrow_data: &Data, now: i64) -> u64 {
 /// Settlement consumed `amount` of whatever was reserved.
 #[inline(always)]
 pub fn consume_reservation(escrow_data: &Data, amount: u64) {
-    escrow_data.set_u64(escrow::RESERVED, escrow_data.u64(escrow::RESERVED).saturating_sub(amount));
+    escrow_data.set_u64(
+        escrow::RESERVED,
+        escrow_data.u64(escrow::RESERVED).saturating_sub(amount),
+    );
 }
 
 /// The settler of this market signed; returns (market, escrow) data.
@@ -216,12 +269,17 @@ pub fn reserve_funds(input: &Input, args: &mut Reader) -> ProgramResult {
     }
     let balance = vault_balance(&escrow_data, vault, &market_data)?;
     let now = sys::unix_timestamp()?;
-    let total = active_reservation(&escrow_data, now).checked_add(amount).ok_or(err::AMOUNT_OVERFLOW)?;
+    let total = active_reservation(&escrow_data, now)
+        .checked_add(amount)
+        .ok_or(err::AMOUNT_OVERFLOW)?;
     if total > balance {
         return Err(err::INSUFFICIENT_ESCROW);
     }
     escrow_data.set_u64(escrow::RESERVED, total);
-    escrow_data.set_i64(escrow::RESERVED_UNTIL, now.saturating_add(consts::RESERVATION_SECONDS as i64));
+    escrow_data.set_i64(
+        escrow::RESERVED_UNTIL,
+        now.saturating_add(consts::RESERVATION_SECONDS as i64),
+    );
     Ok(())
 }
 

@@ -171,6 +171,7 @@ pub mod consts {
 }
 
 /// Programs this one calls or accepts (raw 32-byte addresses).
+#[rustfmt::skip]
 pub mod ids {
     use crate::sys::Pubkey;
     /// 11111111111111111111111111111111

@@ -39,7 +39,10 @@ pub unsafe extern "C" fn entrypoint(input: *mut u8) -> u64 {
     }
 }
 
-unsafe fn process(input: *mut u8, storage: &mut [MaybeUninit<Account>; MAX_ACCOUNTS]) -> ProgramResult {
+unsafe fn process(
+    input: *mut u8,
+    storage: &mut [MaybeUninit<Account>; MAX_ACCOUNTS],
+) -> ProgramResult {
     let input = account::parse(input, storage)?;
     let mut args = Reader::new(input.data, 8);
     let discriminator = match input.data.get(..8) {

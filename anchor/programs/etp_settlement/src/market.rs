@@ -27,7 +27,11 @@ pub fn load_active(input: &Input, account: &Account) -> ProgramResult<Data> {
 /// The mint and token program passed match the ones the market pinned; the mint is a
 /// live mint of that program. Returns the mint's decimals.
 #[inline(always)]
-pub fn check_payment_accounts(data: &Data, mint: &Account, token_program: &Account) -> ProgramResult<u8> {
+pub fn check_payment_accounts(
+    data: &Data,
+    mint: &Account,
+    token_program: &Account,
+) -> ProgramResult<u8> {
     token_program.require_key(data.key(market::TOKEN_PROGRAM), err::INVALID_TOKEN_PROGRAM)?;
     mint.require_key(data.key(market::PAYMENT_MINT), err::INVALID_MINT)?;
     mint.mint_decimals(token_program.key())
@@ -40,7 +44,8 @@ pub fn check_system_program(account: &Account) -> ProgramResult {
 /// Accounts: authority (signer, payer), market (PDA ["market", authority]), payment_mint,
 /// token_program, system_program. Args: settler, dispute_window_seconds.
 pub fn initialize_market(input: &Input, args: &mut Reader) -> ProgramResult {
-    let [authority, market_account, mint, token_program, system_program, ..] = input.accounts else {
+    let [authority, market_account, mint, token_program, system_program, ..] = input.accounts
+    else {
         return Err(err::NOT_ENOUGH_ACCOUNTS);
     };
     let settler = args.key()?;
@@ -57,11 +62,20 @@ pub fn initialize_market(input: &Input, args: &mut Reader) -> ProgramResult {
     if window < 1 || window as u64 > consts::MAX_DISPUTE_WINDOW_SECONDS {
         return Err(err::INVALID_DISPUTE_WINDOW);
     }
-    let (address, bump) = sys::find_program_address(&Seeds::new([SEED, &authority.key().0[..]]), &input.program_id)?;
+    let (address, bump) = sys::find_program_address(
+        &Seeds::new([SEED, &authority.key().0[..]]),
+        &input.program_id,
+    )?;
     market_account.require_key(&address, err::INVALID_PDA)?;
     let bump_seed = [bump];
     let seeds = Seeds::new([SEED, &authority.key().0[..], &bump_seed[..]]);
-    cpi::create_pda_account(authority, market_account, market::SIZE as u64, &input.program_id, &seeds)?;
+    cpi::create_pda_account(
+        authority,
+        market_account,
+        market::SIZE as u64,
+        &input.program_id,
+        &seeds,
+    )?;
 
     let data = market_account.fresh(market::SIZE)?;
     data.set_u64(0, disc::MARKET);

@@ -11,7 +11,12 @@ pub const SEED: &[u8] = b"reputation";
 
 /// A Reputation of this market (owner, type, market checked) belonging to `owner`.
 #[inline(always)]
-pub fn load(input: &Input, account: &Account, market_key: &Pubkey, owner: &Pubkey) -> ProgramResult<Data> {
+pub fn load(
+    input: &Input,
+    account: &Account,
+    market_key: &Pubkey,
+    owner: &Pubkey,
+) -> ProgramResult<Data> {
     let data = account.load(&input.program_id, disc::REPUTATION, reputation::SIZE)?;
     if data.key(reputation::MARKET) != market_key {
         return Err(err::MARKET_MISMATCH);
@@ -24,7 +29,12 @@ pub fn load(input: &Input, account: &Account, market_key: &Pubkey, owner: &Pubke
 
 /// A Reputation of this market with role `role`, whoever owns it.
 #[inline(always)]
-pub fn load_role(input: &Input, account: &Account, market_key: &Pubkey, role: u64) -> ProgramResult<Data> {
+pub fn load_role(
+    input: &Input,
+    account: &Account,
+    market_key: &Pubkey,
+    role: u64,
+) -> ProgramResult<Data> {
     let data = account.load(&input.program_id, disc::REPUTATION, reputation::SIZE)?;
     if data.key(reputation::MARKET) != market_key {
         return Err(err::MARKET_MISMATCH);
@@ -50,7 +60,10 @@ pub fn has_device(data: &Data, device_id: u32) -> bool {
 
 /// Score change (saturating: a score is a signal, never a reason to fail a settlement).
 pub fn adjust_score(data: &Data, delta: i64) {
-    data.set_i64(reputation::SCORE, data.i64(reputation::SCORE).saturating_add(delta));
+    data.set_i64(
+        reputation::SCORE,
+        data.i64(reputation::SCORE).saturating_add(delta),
+    );
 }
 
 /// Accounts: owner (signer, payer), market, reputation (PDA ["reputation", market, owner]),
@@ -92,8 +105,19 @@ pub fn register_participant(input: &Input, args: &mut Reader) -> ProgramResult {
     let (address, bump) = sys::find_program_address(&seeds, &input.program_id)?;
     reputation_account.require_key(&address, err::INVALID_PDA)?;
     let bump_seed = [bump];
-    let signer = Seeds::new([SEED, &market_account.key().0[..], &owner.key().0[..], &bump_seed[..]]);
-    cpi::create_pda_account(owner, reputation_account, reputation::SIZE as u64, &input.program_id, &signer)?;
+    let signer = Seeds::new([
+        SEED,
+        &market_account.key().0[..],
+        &owner.key().0[..],
+        &bump_seed[..],
+    ]);
+    cpi::create_pda_account(
+        owner,
+        reputation_account,
+        reputation::SIZE as u64,
+        &input.program_id,
+        &signer,
+    )?;
 
     let data = reputation_account.fresh(reputation::SIZE)?;
     data.set_u64(0, disc::REPUTATION);

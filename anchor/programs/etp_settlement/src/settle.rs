@@ -5,7 +5,9 @@
 use crate::account::{Account, Data, Input, Reader, TOKEN_ACCOUNT_OWNER};
 use crate::cpi;
 use crate::escrow as escrows;
-use crate::interface::{consts, disc, err, escrow, ev_trade_settled as ev, event, market, reputation, trade_record};
+use crate::interface::{
+    consts, disc, err, escrow, ev_trade_settled as ev, event, market, reputation, trade_record,
+};
 use crate::market as markets;
 use crate::participant;
 use crate::sys::{self, ProgramResult, Seeds};
@@ -82,16 +84,33 @@ pub fn settle_trades(input: &Input, args: &mut Reader) -> ProgramResult {
     while i < count {
         let trade = read_trade(args)?;
         let base = FIXED_ACCOUNTS + PER_TRADE * i;
-        let Some([record, escrow_account, vault, buyer_rep, seller_rep, seller_token]) =
-            input.accounts.get(base..base + PER_TRADE).and_then(|s| <&[Account; PER_TRADE]>::try_from(s).ok())
+        let Some([record, escrow_account, vault, buyer_rep, seller_rep, seller_token]) = input
+            .accounts
+            .get(base..base + PER_TRADE)
+            .and_then(|s| <&[Account; PER_TRADE]>::try_from(s).ok())
         else {
             return Err(err::NOT_ENOUGH_ACCOUNTS);
         };
-        settle_one(input, &trade, Accounts {
-            settler, market_account, market_data: &market_data, mint, token_program,
-            record, escrow_account, vault, buyer_rep, seller_rep, seller_token,
-            decimals, now, window,
-        })?;
+        settle_one(
+            input,
+            &trade,
+            Accounts {
+                settler,
+                market_account,
+                market_data: &market_data,
+                mint,
+                token_program,
+                record,
+                escrow_account,
+                vault,
+                buyer_rep,
+                seller_rep,
+                seller_token,
+                decimals,
+                now,
+                window,
+            },
+        )?;
         i += 1;
     }
     args.finish()
@@ -118,7 +137,14 @@ struct Accounts<'a> {
 /// struct).
 fn settle_one(input: &Input, trade: &TradeInput, a: Accounts) -> ProgramResult {
     let (decimals, now, window) = (a.decimals, a.now, a.window);
-    for account in [a.record, a.escrow_account, a.vault, a.buyer_rep, a.seller_rep, a.seller_token] {
+    for account in [
+        a.record,
+        a.escrow_account,
+        a.vault,
+        a.buyer_rep,
+        a.seller_rep,
+        a.seller_token,
+    ] {
         account.require_writable()?;
     }
     let market_key = a.market_account.key();
@@ -133,7 +159,9 @@ fn settle_one(input: &Input, trade: &TradeInput, a: Accounts) -> ProgramResult {
     if !participant::has_device(&seller_data, trade.device_id) {
         return Err(err::UNKNOWN_DEVICE);
     }
-    let seller_token = a.seller_token.token_account(a.token_program.key(), a.mint.key())?;
+    let seller_token = a
+        .seller_token
+        .token_account(a.token_program.key(), a.mint.key())?;
     if *seller_token.key(TOKEN_ACCOUNT_OWNER) != seller {
         return Err(err::PARTY_MISMATCH);
     }
@@ -151,18 +179,46 @@ fn settle_one(input: &Input, trade: &TradeInput, a: Accounts) -> ProgramResult {
     // The record: canonical PDA of (market, auction id, trade id), created or the batch fails.
     let auction = trade.auction_id.to_le_bytes();
     let trade_id = trade.trade_id.to_le_bytes();
-    let (address, bump) =
-        sys::find_program_address(&Seeds::new([SEED, &market_key.0[..], &auction[..], &trade_id[..]]), &input.program_id)?;
+    let (address, bump) = sys::find_program_address(
+        &Seeds::new([SEED, &market_key.0[..], &auction[..], &trade_id[..]]),
+        &input.program_id,
+    )?;
     a.record.require_key(&address, err::INVALID_PDA)?;
     let bump_seed = [bump];
-    let record_seeds = Seeds::new([SEED, &market_key.0[..], &auction[..], &trade_id[..], &bump_seed[..]]);
-    cpi::create_pda_account(a.settler, a.record, trade_record::SIZE as u64, &input.program_id, &record_seeds)?;
+    let record_seeds = Seeds::new([
+        SEED,
+        &market_key.0[..],
+        &auction[..],
+        &trade_id[..],
+        &bump_seed[..],
+    ]);
+    cpi::create_pda_account(
+        a.settler,
+        a.record,
+        trade_record::SIZE as u64,
+        &input.program_id,
+        &record_seeds,
+    )?;
 
     // Pay: vault -> battery owner, signed by the escrow PDA.
     let escrow_bump = [escrow_data.u8(escrow::BUMP)];
-    let escrow_seeds = Seeds::new([escrows::SEED, &market_key.0[..], &buyer.0[..], &escrow_bump[..]]);
+    let escrow_seeds = Seeds::new([
+        escrows::SEED,
+        &market_key.0[..],
+        &buyer.0[..],
+        &escrow_bump[..],
+    ]);
     let signer = escrow_seeds.as_signer();
-    cpi::transfer_checked(a.token_program, a.vault, a.mint, a.seller_token, a.escrow_account, amount, decimals, Some(&signer))?;
+    cpi::transfer_checked(
+        a.token_program,
+        a.vault,
+        a.mint,
+        a.seller_token,
+        a.escrow_account,
+        amount,
+        decimals,
+        Some(&signer),
+    )?;
 
     let record = a.record.fresh(trade_record::SIZE)?;
     record.set_u64(0, disc::TRADE_RECORD);

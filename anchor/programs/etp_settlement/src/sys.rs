@@ -118,7 +118,10 @@ pub fn log(message: &str) {
 
 /// Logs one binary field (how Anchor's `emit!` publishes an event).
 pub fn log_data(payload: &[u8]) {
-    let field = SolBytes { addr: payload.as_ptr(), len: payload.len() as u64 };
+    let field = SolBytes {
+        addr: payload.as_ptr(),
+        len: payload.len() as u64,
+    };
     unsafe { sol_log_data(&field, 1) }
 }
 
@@ -130,26 +133,46 @@ pub struct Seeds<const N: usize> {
 impl<const N: usize> Seeds<N> {
     #[inline(always)]
     pub fn new(slices: [&[u8]; N]) -> Self {
-        let mut parts = [const { SolBytes { addr: core::ptr::null(), len: 0 } }; N];
+        let mut parts = [const {
+            SolBytes {
+                addr: core::ptr::null(),
+                len: 0,
+            }
+        }; N];
         let mut i = 0;
         while i < N {
-            parts[i] = SolBytes { addr: slices[i].as_ptr(), len: slices[i].len() as u64 };
+            parts[i] = SolBytes {
+                addr: slices[i].as_ptr(),
+                len: slices[i].len() as u64,
+            };
             i += 1;
         }
         Seeds { parts }
     }
 
     pub fn as_signer(&self) -> SolSignerSeeds {
-        SolSignerSeeds { addr: self.parts.as_ptr(), len: N as u64 }
+        SolSignerSeeds {
+            addr: self.parts.as_ptr(),
+            len: N as u64,
+        }
     }
 }
 
 /// The canonical program-derived address and bump (highest bump off the curve).
-pub fn find_program_address<const N: usize>(seeds: &Seeds<N>, program_id: &Pubkey) -> ProgramResult<(Pubkey, u8)> {
+pub fn find_program_address<const N: usize>(
+    seeds: &Seeds<N>,
+    program_id: &Pubkey,
+) -> ProgramResult<(Pubkey, u8)> {
     let mut address = Pubkey::zeroed();
     let mut bump = 0u8;
     let rc = unsafe {
-        sol_try_find_program_address(seeds.parts.as_ptr(), N as u64, program_id, &mut address, &mut bump)
+        sol_try_find_program_address(
+            seeds.parts.as_ptr(),
+            N as u64,
+            program_id,
+            &mut address,
+            &mut bump,
+        )
     };
     if rc != 0 {
         return Err(err::INVALID_PDA);
