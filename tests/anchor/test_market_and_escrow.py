@@ -183,3 +183,46 @@ def test_reservation_is_settler_only_and_bounded_by_the_vault(market: Market) ->
     assert world.reserve(buyer, 10_000_001).error_name == "InsufficientEscrow"
     world.must(world.reserve(buyer, 10_000_000))
     assert world.reserve(buyer, 1).error_name == "InsufficientEscrow"
+
+
+def test_escrow_cannot_be_opened_twice(market: Market) -> None:
+    world, buyer = market.world, market.buyer
+    assert world.open_escrow(buyer.keypair, 5).error_name == "AlreadyInitialized"
+    assert world.decoded(world.escrow(buyer.pubkey))["max_price_per_kwh"] == 1_000_000
+
+
+def test_accounts_of_another_market_are_refused(market: Market) -> None:
+    """Account data matching across markets: a battery owner registered in a second market
+    (another authority, same program) cannot be paid through the first one."""
+    from solders.instruction import AccountMeta
+
+    from tests.anchor.test_settlement import trade
+
+    world = market.world
+    other_authority = world.new_keypair()
+    other_market = world.idl.market_address(other_authority.pubkey())
+    ix = world.idl.instruction(
+        "initialize_market",
+        {
+            "authority": other_authority.pubkey(),
+            "market": other_market,
+            "payment_mint": world.mint,
+            "token_program": world.token_program,
+        },
+        {"settler": world.settler.pubkey(), "dispute_window_seconds": 60},
+    )
+    world.must(world.send([ix], other_authority))
+    owner = world.new_keypair()
+    elsewhere = world.idl.reputation_address(other_market, owner.pubkey())
+    ix = world.idl.instruction(
+        "register_participant",
+        {"owner": owner.pubkey(), "market": other_market, "reputation": elsewhere},
+        {"role": 0, "device_ids": [7]},
+    )
+    world.must(world.send([ix], owner))
+
+    settle = world.settle_instruction([(trade(), market.buyer, market.seller)])
+    metas = list(settle.accounts)
+    metas[5 + 4] = AccountMeta(elsewhere, False, True)  # seller_reputation of trade 0
+    outcome = world.send([type(settle)(settle.program_id, settle.data, metas)], world.settler)
+    assert outcome.error_name == "MarketMismatch"
