@@ -14,20 +14,22 @@ import pytest
 
 ANCHOR_DIR = Path(__file__).resolve().parents[2] / "anchor"
 sys.path.insert(0, str(ANCHOR_DIR / "tools"))
-sys.path.insert(1, str(ANCHOR_DIR))  # bench.py
 
 
-def _load_build_module() -> ModuleType:
-    """anchor/build.py under a name of its own (a bare `build` could be another package)."""
-    spec = importlib.util.spec_from_file_location("etp_anchor_build", ANCHOR_DIR / "build.py")
+def load_anchor_script(name: str) -> ModuleType:
+    """anchor/<name>.py as module etp_anchor_<name> (bare names like `build` are taken)."""
+    module_name = f"etp_anchor_{name}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, ANCHOR_DIR / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules["etp_anchor_build"] = module
+    sys.modules[module_name] = module
     spec.loader.exec_module(module)
     return module
 
 
-sbf_build = _load_build_module()
+sbf_build = load_anchor_script("build")
 
 if TYPE_CHECKING:
     from svm_world import Party, World

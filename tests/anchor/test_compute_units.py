@@ -7,7 +7,9 @@ import pytest
 
 pytest.importorskip("solders.litesvm", reason="solders (with LiteSVM) is not installed")
 
-import bench
+from tests.anchor.conftest import load_anchor_script
+
+bench = load_anchor_script("bench")
 
 
 def test_every_instruction_fits_the_default_budget(program_so: bytes) -> None:
