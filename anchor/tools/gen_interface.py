@@ -228,9 +228,8 @@ def build_rust() -> str:
         lines.append(f"    pub const STATUS_{name.upper()}: u8 = {value};\n")
     for name, value in spec.DISPUTED_BY.items():
         lines.append(f"    pub const DISPUTED_BY_{name.upper()}: u8 = {value};\n")
-    lines.append(
-        "}\n\n/// Programs this one calls or accepts (raw 32-byte addresses).\n#[rustfmt::skip]\npub mod ids {\n"
-    )
+    lines.append("}\n\n/// Programs this one calls or accepts (raw 32-byte addresses).\n")
+    lines.append("#[rustfmt::skip]\npub mod ids {\n")
     lines.append("    use crate::sys::Pubkey;\n")
     for const_name, address in spec.WELL_KNOWN_PROGRAMS.items():
         raw = ", ".join(str(b) for b in _b58decode(address))
