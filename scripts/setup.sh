@@ -62,4 +62,16 @@ if [ -f dashboard/package-lock.json ]; then
     fi
 fi
 bash scripts/browser-deps.sh  # Debian's chromium for tests/browser (when missing, as root)
+# The on-chain program (anchor/): Debian's rustc-web, its bpfel libcore and LLVM 22, then the
+# build (about 1 s; anchor/README.md). Without root the packages cannot be installed: its tests
+# skip and say so.
+if [ "$(id -u)" = 0 ]; then
+    bash anchor/setup-deps.sh | grep -v "^anchor build deps: installed" || true
+fi
+if [ -x /usr/bin/rustc ] && command -v llc-22 >/dev/null 2>&1; then
+    .venv/bin/python anchor/build.py >/dev/null
+    echo "setup: on-chain program built (anchor/target/etp_settlement.so)"
+else
+    echo "setup: the on-chain program's build tools are missing: run anchor/setup-deps.sh as root"
+fi
 echo "setup: ready ($(.venv/bin/python --version), $(.venv/bin/micropython -c 'import sys; print("micropython", sys.version)' 2>/dev/null || echo 'micropython missing'))"
