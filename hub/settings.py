@@ -102,8 +102,10 @@ class Settings(BaseSettings):
         default=30.0, gt=0, le=300, description="WebSocket tickets are valid this long"
     )
     ws_max_clients: int = Field(
-        default=500, ge=1, description="WebSocket clients at once (they also count against "
-        "ETP_HTTP_MAX_CONNECTIONS: raise it too); beyond, refused with close code 4429"
+        default=200, ge=1, description="WebSocket clients at once (they also count against "
+        "ETP_HTTP_MAX_CONNECTIONS: raise it too); beyond, refused with close code 4429. "
+        "The fan-out shares the hub's event loop with trading (~25 us per event per client: "
+        "`etp bench gateway`): more clients take CPU from the market"
     )
     ws_max_clients_per_key: int = Field(
         default=20, ge=1, description="WebSocket clients at once per API key; beyond: 4429"
