@@ -119,6 +119,13 @@ class RpcCluster:
         max_priority_fee_micro_lamports: int | None = None,
         client: httpx.AsyncClient | None = None,
     ) -> None:
+        try:
+            parsed = httpx.URL(url)
+        except Exception:
+            parsed = None
+        if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
+            # The URL itself is not shown: it may hold an API key.
+            raise ValueError("the RPC URL must be http(s)://host[:port][/path]")
         if not 0 < fee_percentile <= 100:
             raise ValueError(f"fee_percentile must be in (0, 100], got {fee_percentile}")
         self.name = name
@@ -130,6 +137,11 @@ class RpcCluster:
         self._owns_client = client is None
         self._client = client or httpx.AsyncClient(timeout=httpx.Timeout(timeout_s))
         self._ids = itertools.count(1)
+        # The highest confirmed slot any answer has shown. Behind a load balancer consecutive
+        # calls may reach different nodes; an answer from a node older than what was already
+        # seen is refused (ClusterUnavailableError), never believed: "not landed" from a
+        # lagging node after "blockhash expired" from a fresh one would invite a double payment.
+        self.seen_slot = 0
         _install_httpx_redaction()
 
     def __repr__(self) -> str:
@@ -191,12 +203,30 @@ class RpcCluster:
     def _malformed(self, method: str, exc: Exception) -> ClusterUnavailableError:
         return self._unavailable(method, f"malformed result ({type(exc).__name__}: {exc})")
 
+    def _observe_slot(self, method: str, slot: object, *, confirmed: bool) -> None:
+        """Refuse an answer from a node behind a slot already seen; remember confirmed slots."""
+        if not isinstance(slot, int):
+            raise self._malformed(method, TypeError(f"context slot {slot!r}"))
+        if slot < self.seen_slot:
+            raise self._unavailable(
+                method, f"node is behind: answered at slot {slot}, slot {self.seen_slot} seen"
+            )
+        if confirmed:
+            self.seen_slot = slot
+
+    def _context_slot(self, method: str, result: Any) -> object:
+        try:
+            return result["context"]["slot"]
+        except (KeyError, TypeError) as exc:
+            raise self._malformed(method, exc) from None
+
     # -- Cluster ------------------------------------------------------------------------
 
     async def latest_blockhash(self) -> Blockhash:
         """A blockhash to sign with (commitment confirmed) and its last valid block height."""
         method = "getLatestBlockhash"
         result = await self._call(method, [{"commitment": _COMMITMENT}])
+        self._observe_slot(method, self._context_slot(method, result), confirmed=True)
         try:
             value = result["value"]
             return Blockhash(
@@ -207,12 +237,19 @@ class RpcCluster:
             raise self._malformed(method, exc) from None
 
     async def block_height(self) -> int:
-        """The current block height (commitment confirmed)."""
-        method = "getBlockHeight"
+        """The current block height (commitment confirmed). Asked with getEpochInfo rather
+        than getBlockHeight: it also gives the slot, so that a later "not landed" from a node
+        behind this one is refused (see `seen_slot`)."""
+        method = "getEpochInfo"
         result = await self._call(method, [{"commitment": _COMMITMENT}])
-        if not isinstance(result, int):
-            raise self._malformed(method, TypeError(f"expected an integer, got {result!r}"))
-        return result
+        try:
+            slot, height = result["absoluteSlot"], result["blockHeight"]
+        except (KeyError, TypeError) as exc:
+            raise self._malformed(method, exc) from None
+        self._observe_slot(method, slot, confirmed=True)
+        if not isinstance(height, int):
+            raise self._malformed(method, TypeError(f"blockHeight {height!r}"))
+        return height
 
     async def send(self, transaction: VersionedTransaction) -> Signature:
         """Send a signed transaction once (no preflight, no node-side retries: the service
@@ -236,6 +273,7 @@ class RpcCluster:
         encoded = base64.b64encode(bytes(transaction)).decode("ascii")
         options = {"encoding": "base64", "commitment": _COMMITMENT}
         result = await self._call(method, [encoded, options])
+        self._observe_slot(method, self._context_slot(method, result), confirmed=True)
         try:
             value = result["value"]
             units = value.get("unitsConsumed")
@@ -250,6 +288,8 @@ class RpcCluster:
         for chunk in _chunks(signatures, MAX_SIGNATURES_PER_CALL):
             params = [[str(s) for s in chunk], {"searchTransactionHistory": True}]
             result = await self._call(method, params)
+            # Answered from the node's processed bank: at or past any confirmed slot seen.
+            self._observe_slot(method, self._context_slot(method, result), confirmed=False)
             try:
                 values = result["value"]
                 if len(values) != len(chunk):
@@ -285,6 +325,7 @@ class RpcCluster:
                 "dataSlice": {"offset": 0, "length": 0},
             }
             result = await self._call(method, [[str(a) for a in chunk], options])
+            self._observe_slot(method, self._context_slot(method, result), confirmed=True)
             try:
                 values = result["value"]
                 if len(values) != len(chunk):
@@ -305,6 +346,7 @@ class RpcCluster:
             if exc.code == -32602 and not (await self.accounts_exist([token_account]))[0]:
                 return 0
             raise
+        self._observe_slot(method, self._context_slot(method, result), confirmed=True)
         try:
             return int(result["value"]["amount"])
         except (KeyError, TypeError, ValueError) as exc:

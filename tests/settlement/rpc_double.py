@@ -9,9 +9,11 @@ blocks; a transaction whose blockhash is unknown or expired is accepted and neve
 real leader drops it), commitment (confirmed once executed, finalized 32 blocks later), and
 prioritization fees (a list the test sets).
 
-Faults: refuse the next K requests with an HTTP status (503, 429...), answer the next K with
-a JSON-RPC error, execute the next K requests but lose their answers (503 after the work is
-done), drop the next K sent transactions (accepted, never executed), delay every answer.
+Faults: answer the next K calls as a node N blocks behind (a load balancer's lagging node:
+older context slot and block height, newer transactions not seen); refuse the next K requests
+with an HTTP status (503, 429...); answer the next K with a JSON-RPC error; carry out the next
+K requests but lose their answers (503 after the work is done); drop the next K sent
+transactions (accepted, never executed); delay every answer.
 """
 
 from __future__ import annotations
@@ -93,6 +95,8 @@ class RpcDouble:
         self._rpc_errors: list[tuple[int, str]] = []
         self._lose_answers = 0
         self._drop_sends = 0
+        self._lags: list[int] = []  # blocks behind, for the next calls
+        self._lag = 0  # of the call being answered
         self.delay_s = 0.0
         # Counters.
         self.http_requests = 0
@@ -109,6 +113,11 @@ class RpcDouble:
     @property
     def slot(self) -> int:
         return self.block_height + self._slot_offset
+
+    @property
+    def _view_height(self) -> int:
+        """The block height of the node answering the current call (lower if it lags)."""
+        return max(0, self.block_height - self._lag)
 
     def _register_current_blockhash(self) -> None:
         blockhash = self.svm.latest_blockhash()
@@ -141,6 +150,10 @@ class RpcDouble:
     def lose_answers_next(self, count: int) -> None:
         """Carry out the next `count` calls, then answer 503 (the answer is lost)."""
         self._lose_answers += count
+
+    def lag_next(self, count: int, blocks: int) -> None:
+        """Answer the next `count` calls as a node `blocks` blocks behind."""
+        self._lags.extend([blocks] * count)
 
     def drop_next_sends(self, count: int) -> None:
         """Accept the next `count` sendTransaction calls (answer the signature) and never
@@ -228,10 +241,13 @@ class RpcDouble:
             code, message = self._rpc_errors.pop(0)
             answer["error"] = {"code": code, "message": message}
         else:
+            self._lag = self._lags.pop(0) if self._lags else 0
             try:
                 answer["result"] = self._dispatch(method, params)
             except _RpcError as exc:
                 answer["error"] = {"code": exc.code, "message": exc.message}
+            finally:
+                self._lag = 0
         if self._lose_answers:
             self._lose_answers -= 1
             return 503, b'{"error":"answer lost"}'
@@ -240,12 +256,13 @@ class RpcDouble:
     # -- methods ------------------------------------------------------------------------
 
     def _context(self) -> dict[str, Any]:
-        return {"slot": self.slot, "apiVersion": "double"}
+        return {"slot": self._view_height + self._slot_offset, "apiVersion": "double"}
 
     def _dispatch(self, method: str, params: list[Any]) -> Any:
         handler = {
             "getLatestBlockhash": self._get_latest_blockhash,
             "getBlockHeight": self._get_block_height,
+            "getEpochInfo": self._get_epoch_info,
             "sendTransaction": self._send_transaction,
             "simulateTransaction": self._simulate_transaction,
             "getSignatureStatuses": self._get_signature_statuses,
@@ -268,7 +285,18 @@ class RpcDouble:
         }
 
     def _get_block_height(self, params: list[Any]) -> Any:
-        return self.block_height
+        return self._view_height
+
+    def _get_epoch_info(self, params: list[Any]) -> Any:
+        slot = self._view_height + self._slot_offset
+        return {
+            "absoluteSlot": slot,
+            "blockHeight": self._view_height,
+            "epoch": 0,
+            "slotIndex": slot,
+            "slotsInEpoch": 432_000,
+            "transactionCount": self.executed,
+        }
 
     @staticmethod
     def _decode_transaction(params: list[Any]) -> VersionedTransaction:
@@ -334,10 +362,10 @@ class RpcDouble:
         values: list[Any] = []
         for text in signatures:
             landed = self.landed.get(Signature.from_string(text))
-            if landed is None:
+            if landed is None or landed.block_height > self._view_height:
                 values.append(None)
                 continue
-            depth = self.block_height - landed.block_height
+            depth = self._view_height - landed.block_height
             finalized = depth >= FINALIZED_AFTER_BLOCKS
             values.append(
                 {

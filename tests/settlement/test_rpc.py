@@ -197,6 +197,27 @@ async def test_a_lost_answer_is_found_by_its_signature_before_any_resend(
     assert double.executed == 1
 
 
+async def test_a_lagging_node_is_not_believed_when_it_says_not_landed(
+    double: RpcDouble, cluster: RpcCluster, world: TokenWorld
+) -> None:
+    """Behind a load balancer, "expired" may come from a fresh node and "not landed" from
+    one that has not seen the block yet: re-signing on that would pay twice."""
+    blockhash = await cluster.latest_blockhash()
+    transaction = world.transfer(blockhash.blockhash, 70_000)
+    double.lose_answers_next(1)
+    with pytest.raises(ClusterUnavailableError):
+        await cluster.send(transaction)  # it landed; the sender does not know
+    double.advance_blocks(BLOCKHASH_LIFETIME_BLOCKS + 1)
+    assert await cluster.block_height() > blockhash.last_valid_block_height
+
+    double.lag_next(1, BLOCKHASH_LIFETIME_BLOCKS + 2)  # a node from before it landed
+    with pytest.raises(ClusterUnavailableError, match="node is behind"):
+        await cluster.signature_states([transaction.signatures[0]])
+    [state] = await cluster.signature_states([transaction.signatures[0]])  # a current node
+    assert state.confirmation == "finalized"
+    assert await cluster.token_balance(world.buyer) == 70_000
+
+
 # -- failures: unavailable versus refused --------------------------------------------------
 
 
@@ -205,7 +226,7 @@ async def test_http_failures_mean_unavailable(
     double: RpcDouble, cluster: RpcCluster, status: int
 ) -> None:
     double.refuse_next(1, status=status)
-    with pytest.raises(ClusterUnavailableError, match=f"getBlockHeight .*HTTP {status}"):
+    with pytest.raises(ClusterUnavailableError, match=f"getEpochInfo .*HTTP {status}"):
         await cluster.block_height()
     assert await cluster.block_height() == double.block_height  # the next call goes through
 
@@ -267,6 +288,13 @@ async def test_an_unreachable_node_is_unavailable_and_the_key_never_shows(
         await rpc.close()
     assert any("HTTP Request" in r.getMessage() for r in caplog.records)
     assert all(SECRET not in r.getMessage() for r in caplog.records)
+
+
+def test_a_bad_rpc_url_is_refused_without_showing_it() -> None:
+    for url in (f"ftp://{SECRET}.example.net", f"{SECRET}", ""):
+        with pytest.raises(ValueError) as refused:
+            RpcCluster(url)
+        assert SECRET not in str(refused.value)
 
 
 def test_safe_endpoint_keeps_scheme_host_and_port_only() -> None:
