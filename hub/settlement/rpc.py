@@ -156,9 +156,7 @@ class RpcCluster:
         try:
             async with asyncio.timeout(self._timeout_s):
                 response = await self._client.post(self._url, json=body)
-        except TimeoutError:
-            raise self._unavailable(method, f"no answer within {self._timeout_s:g} s") from None
-        except httpx.TimeoutException:
+        except (TimeoutError, httpx.TimeoutException):
             raise self._unavailable(method, f"no answer within {self._timeout_s:g} s") from None
         except httpx.HTTPError as exc:
             # The message of a transport error names the socket, not the URL; the type and
