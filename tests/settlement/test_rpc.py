@@ -304,6 +304,27 @@ def test_safe_endpoint_keeps_scheme_host_and_port_only() -> None:
     assert safe_endpoint("http://127.0.0.1:8899") == "http://127.0.0.1:8899"
 
 
+async def test_an_answer_that_is_not_a_json_rpc_response_means_unavailable(
+    double: RpcDouble, cluster: RpcCluster
+) -> None:
+    double.refuse_next(1, status=200)  # HTTP 200 with a body that answers nothing
+    with pytest.raises(ClusterUnavailableError, match="not a response to this request"):
+        await cluster.latest_blockhash()
+
+
+async def test_signature_states_of_many_signatures_are_chunked_and_ordered(
+    double: RpcDouble, cluster: RpcCluster, world: TokenWorld
+) -> None:
+    blockhash = await cluster.latest_blockhash()
+    landed = world.transfer(blockhash.blockhash, 1)
+    await cluster.send(landed)
+    unknown = [world.transfer(blockhash.blockhash, 2 + i).signatures[0] for i in range(299)]
+    signatures = [*unknown[:260], landed.signatures[0], *unknown[260:]]
+    states = await cluster.signature_states(signatures)
+    assert [i for i, s in enumerate(states) if s.confirmation] == [260]
+    assert double.calls["getSignatureStatuses"] == 2  # 256 + 44: the node allows 256
+
+
 # -- accounts and balances ----------------------------------------------------------------
 
 
