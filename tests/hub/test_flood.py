@@ -54,7 +54,7 @@ async def test_a_flooded_battery_is_quarantined_and_the_others_keep_trading(
     tmp_path: Path,
 ) -> None:
     settings = hub_settings(tmp_path, auction_interval_ms=200, flood_quarantine_after=200,
-                            flood_quarantine_s=30, alert_check_interval_s=0.2)
+                            flood_quarantine_s=600, alert_check_interval_s=0.2)
     async with running_hub(settings) as hub:
         assert hub.auctions is not None and hub.alerts is not None
         engine, metrics = hub.auctions, hub.metrics
