@@ -4,7 +4,6 @@ interface. Its state lives in memory only: a restarted hub starts a new ledger."
 
 from __future__ import annotations
 
-import json
 import struct
 import time
 from collections.abc import Sequence
@@ -20,6 +19,7 @@ from solders.signature import Signature
 from solders.system_program import CreateAccountParams, create_account
 from solders.transaction import Transaction, VersionedTransaction
 from solders.transaction_metadata import FailedTransactionMetadata
+from solders.transaction_status import InstructionErrorCustom, TransactionErrorInstructionError
 
 from hub.settlement.cluster import Blockhash, ClusterUnavailableError, SignatureState
 
@@ -39,11 +39,17 @@ class LoaderError(RuntimeError):
 
 def _error_json(err: Any) -> Any:
     """A runtime error in the form a JSON-RPC node reports it, e.g.
-    {"InstructionError": [0, {"Custom": 6013}]} (so both clusters look the same)."""
-    try:
-        return json.loads(err.to_json())
-    except (AttributeError, ValueError):
-        return str(err)
+    {"InstructionError": [0, {"Custom": 6013}]} or "InsufficientFundsForFee" (so both
+    clusters look the same to the service)."""
+    if isinstance(err, TransactionErrorInstructionError):
+        inner = err.err
+        detail: Any = (
+            {"Custom": inner.code}
+            if isinstance(inner, InstructionErrorCustom)
+            else str(inner).rpartition(".")[2]
+        )
+        return {"InstructionError": [err.index, detail]}
+    return str(err).rpartition(".")[2]
 
 
 class EmbeddedCluster:

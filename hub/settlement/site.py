@@ -52,7 +52,12 @@ class KeyFileError(RuntimeError):
 
 
 class SiteSetupError(RuntimeError):
-    """A set-up transaction was refused by the ledger (its error says why)."""
+    """A set-up transaction was refused by the ledger (`err`: its error, None if it did not
+    land in time)."""
+
+    def __init__(self, message: str, err: object | None = None) -> None:
+        super().__init__(message)
+        self.err = err
 
 
 def load_or_create_keypair(path: Path) -> Keypair:
@@ -345,7 +350,9 @@ class Site:
             (state,) = await self.cluster.signature_states([signature])
             if state.confirmation is not None:
                 if state.err is not None:
-                    raise SiteSetupError(f"set-up transaction refused by the ledger: {state.err}")
+                    raise SiteSetupError(
+                        f"set-up transaction refused by the ledger: {state.err}", state.err
+                    )
                 return
             if await self.cluster.block_height() > recent.last_valid_block_height:
                 raise SiteSetupError("set-up transaction expired before it landed; retrying")
