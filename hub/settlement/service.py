@@ -269,7 +269,8 @@ class SettlementService:
                 del self._flights[signature]
                 self._release(flight.items)
                 await self._expired(flight, state)
-            elif flight.transaction is not None and now - flight.sent_at > self.config.rebroadcast_s:
+            elif (flight.transaction is not None
+                  and now - flight.sent_at > self.config.rebroadcast_s):
                 flight.sent_at = now
                 await self.cluster.send(flight.transaction)  # same bytes: lands at most once
 
@@ -390,7 +391,10 @@ class SettlementService:
     async def _failed(self, item: _Item, err: object) -> None:
         code = custom_error_code(err)
         name = self.site.idl.errors.get(code) if code is not None else None
-        text = f"{name} ({code})" if name else json.dumps(err) if isinstance(err, dict) else str(err)
+        if name:
+            text = f"{name} ({code})"
+        else:
+            text = json.dumps(err) if isinstance(err, (dict, list)) else str(err)
         self.stats["trades_failed"] += 1
         log.warning("settlement failed", trade_id=item.trade_id, error=text)
         await self._mark([item.trade_id], "failed", error=f"program refused the trade: {text}",

@@ -37,7 +37,7 @@ TOKEN_PROGRAM = Pubkey.from_string("TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA"
 ASSOCIATED_TOKEN_PROGRAM = Pubkey.from_string("ATokenGPvbdGVxr1b2hvZbsiqW5xWH25efTNsLJA8knL")
 SYSTEM_PROGRAM = Pubkey.from_string("11111111111111111111111111111111")
 # One base unit of the payment token is one milli-cent: the hub's prices (mc per kWh) are the
-# program's price_per_kwh as they are, and amount = price × Wh / 1000 is in milli-cents.
+# program's price_per_kwh as they are, and amount = price x Wh / 1000 is in milli-cents.
 TOKEN_DECIMALS = 5
 _MINT_SIZE = 82
 ROLE_BATTERY_OWNER = 0
