@@ -58,9 +58,18 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Counts by status, the latest rows with their signatures, and failures with errors."""
+    from sqlalchemy.engine import make_url
+
     from hub.store import StoreError
 
     url = resolve_url(database_url, data_dir)
+    parsed = make_url(url)
+    on_disk = parsed.get_backend_name() == "sqlite" and parsed.database not in (
+        None, "", ":memory:"
+    )
+    if on_disk and not Path(str(parsed.database)).exists():
+        typer.echo(f"error: no hub database at {parsed.database} (wrong --data-dir?)", err=True)
+        raise typer.Exit(1)
     try:
         result = asyncio.run(_read(url, latest))
     except StoreError as err:

@@ -232,7 +232,7 @@ class SettlementService:
         trades = await self._load_trades([row.trade_id for row in rows])
         height = await self.cluster.block_height()
         # a new embedded ledger never saw them: no need to wait for them to expire
-        lifetime = 0 if self.cluster.name == "embedded" else 151
+        lifetime = -1 if self.cluster.name == "embedded" else 151
         by_signature: dict[str, list[_Item]] = {}
         for row in rows:
             trade = trades.get(row.trade_id)
