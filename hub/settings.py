@@ -213,6 +213,10 @@ class Settings(BaseSettings):
     settlement_max_in_flight: int = Field(
         default=64, ge=1, description="settlement transactions awaiting confirmation at once"
     )
+    settlement_linger_ms: int = Field(
+        default=1000, ge=0, description="a batch of fewer than 4 trades waits this long for "
+        "more before it is sent (fewer transactions, fees per trade)"
+    )
     settlement_backoff_max_s: float = Field(
         default=30.0, gt=0, description="longest wait between tries while the ledger is away"
     )

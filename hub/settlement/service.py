@@ -30,7 +30,7 @@ from hub.settlement.program import TradeInput
 from hub.settlement.site import TOKEN_PROGRAM, Party, Site, SiteSetupError
 from hub.store import Store, TradeRow
 from hub.store.models import SETTLEMENTS, TRADES
-from hub.store.validate import to_row
+from hub.store.validate import now_ms, to_row
 
 __all__ = ["SettlementConfig", "SettlementService", "custom_error_code", "trade_evidence_hash"]
 
@@ -38,6 +38,7 @@ log = structlog.get_logger(__name__)
 
 TRANSACTION_SIZE_LIMIT = 1232  # bytes of a serialized transaction
 MAX_TRADES_PER_INSTRUCTION = 9  # 5 fixed + 6 per trade accounts <= 64 (the program's bound)
+FULL_BATCH = 4  # trades a legacy transaction always holds (different sellers): "full enough"
 MAX_COMPUTE_UNITS = 1_400_000  # per transaction (the runtime's cap): the simulation's limit
 LAMPORTS_PER_SIGNATURE = 5000
 ALREADY_INITIALIZED = 6006  # the trade's record exists: it was settled already
@@ -59,6 +60,8 @@ class SettlementConfig:
     max_in_flight: int = 64
     poll_interval_s: float = 0.25
     rebroadcast_s: float = 2.0
+    # a batch smaller than FULL_BATCH waits this long for more trades (fewer fees per trade)
+    linger_ms: int = 1000
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
 
@@ -293,6 +296,7 @@ class SettlementService:
         rows = [row for row in rows if row.trade_id not in self._busy_ids]
         if not rows:
             return 0
+        waited_since = {row.trade_id: row.updated_ms for row in rows}
         trades = await self._load_trades([row.trade_id for row in rows])
         items = []
         for row in rows:
@@ -312,9 +316,12 @@ class SettlementService:
         items.sort(key=lambda item: (bytes(item.buyer.pubkey), bytes(item.seller.pubkey)))
         sent = 0
         free = self.config.max_in_flight - len(self._flights)
+        young = now_ms() - self.config.linger_ms
         for batch in self._pack(items):
             if free <= 0:
                 break
+            if len(batch) < FULL_BATCH and min(waited_since[i.trade_id] for i in batch) > young:
+                continue  # a small batch of fresh trades: wait a little for company
             sent += await self._send_batch(batch)
             free -= 1
         return sent

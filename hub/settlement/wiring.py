@@ -54,6 +54,7 @@ def create_settlement(
             compute_unit_margin_pct=settings.settlement_compute_unit_margin_pct,
             max_in_flight=settings.settlement_max_in_flight,
             backoff_max_s=settings.settlement_backoff_max_s,
+            linger_ms=settings.settlement_linger_ms,
         ),
         emit=emit,
     )

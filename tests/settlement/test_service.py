@@ -19,7 +19,7 @@ from hub.cli.main import app
 from hub.events import EventKind
 from hub.settlement.embedded import BLOCKHASH_LIFETIME_BLOCKS, EmbeddedCluster
 from hub.settlement.program import load_idl
-from hub.settlement.service import SettlementService
+from hub.settlement.service import SettlementConfig, SettlementService
 from hub.settlement.site import Site
 from hub.store import Store, database_url_for
 from hub.store.models import AUCTIONS, SETTLEMENTS, TRADES
@@ -35,7 +35,7 @@ def _service(store: Store, cluster: EmbeddedCluster, site: Site,
             events.append({"kind": kind, **fields})
 
     return SettlementService(store, cluster, site, site_name="t", aggregator_ids=BUYERS,
-                             emit=emit)
+                             emit=emit, config=SettlementConfig(linger_ms=0))
 
 
 def _ledger(program_file: Path) -> tuple[EmbeddedCluster, Site]:
