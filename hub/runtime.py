@@ -727,6 +727,11 @@ class HubRuntime:
                 else ""
             )
             + f" | {price_text} | "
-            f"deadline misses {self.metrics.total_deadline_misses} | "
+            + (
+                f"settled {self.settlement.counts['settled']} | "
+                if self.settlement is not None
+                else ""
+            )
+            + f"deadline misses {self.metrics.total_deadline_misses} | "
             f"rejected frames {sum(self.metrics.rejected_frames.values())}"
         )

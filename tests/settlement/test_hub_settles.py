@@ -19,7 +19,7 @@ from hub.settlement.embedded import EmbeddedCluster
 from hub.settlement.site import TOKEN_DECIMALS
 from hub.store import TradeRow
 from hub.store.models import SETTLEMENTS
-from tests.hub.helpers import hub_settings, running_hub, sim_fleet, wait_for
+from tests.hub.helpers import api_key, get_json, hub_settings, running_hub, sim_fleet, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -131,8 +131,14 @@ async def test_every_verified_trade_settles_once_by_its_amount(
         # /api/v1/status counts (refreshed about once a second) catch up
         await wait_for(lambda: hub.status()["settlement"]["settled"] == len(trades), 5,
                        "status counts")
-        status = hub.status()["settlement"]
+        key = await api_key(hub)
+        code, body = await asyncio.to_thread(get_json, f"{hub.http_url}/api/v1/status", key)
+        assert code == 200
+        status = body["settlement"]
+        assert status["network"] == "embedded" and status["cluster"] is None
+        assert status["settled"] == len(trades)
         assert status["pending"] == status["submitted"] == status["failed"] == 0
+        assert status["last_error"] is None
         # every row carries the signature of the transaction that paid it; each change an event
         assert hub.store is not None
         rows = await hub.store.list_settlements()
