@@ -30,6 +30,13 @@ def create_settlement(
 ) -> Any:
     """A SettlementService on the settings' network (not started). Raises ProgramMissingError
     when the program is not built, KeyFileError when a key file is unusable."""
+    try:
+        import solders.litesvm  # noqa: F401
+    except ImportError as exc:
+        raise RuntimeError(
+            f"settlement needs solders (with LiteSVM), which is not installed ({exc}); run "
+            "bash scripts/setup.sh, or set ETP_SETTLEMENT_NETWORK=off"
+        ) from None
     from hub.settlement.embedded import EmbeddedCluster
     from hub.settlement.program import load_idl, read_program
     from hub.settlement.service import SettlementConfig, SettlementService
