@@ -194,6 +194,10 @@ async def test_unverified_trade_is_never_paid(tmp_path: Path, program_file: Path
             21_000 * 700 // 1000
         )
         assert TOKEN_DECIMALS == 5  # 1 base unit = 1 milli-cent: price_mc is the price
+        # the operator is alerted (settlement_changed failed -> settlement_failed alert)
+        await wait_for(lambda: bool(hub.alerts and hub.alerts.summary()["open"]), 10, "alert")
+        raised = await hub.read_events(kinds=["alert_raised"])
+        assert any(e["payload"].get("kind") == "settlement_failed" for e in raised), raised
 
 
 async def test_ledger_outage_queues_then_settles_each_once(
