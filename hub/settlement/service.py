@@ -261,17 +261,16 @@ class SettlementService:
         now = time.monotonic()
         for signature, state in zip(signatures, states, strict=True):
             flight = self._flights[signature]
+            # a flight is forgotten only once handled: an outage half-way leaves it tracked
             if state.confirmation in _FINAL:
-                del self._flights[signature]
-                self._release(flight.items)
                 if state.err is None:
                     await self._settled(flight.items, signature)
                 else:
                     await self._refused(flight.items, state.err)
+                self._forget(flight)
             elif height > flight.last_valid_block_height:
-                del self._flights[signature]
-                self._release(flight.items)
                 await self._expired(flight, state)
+                self._forget(flight)
             elif (flight.transaction is not None
                   and now - flight.sent_at > self.config.rebroadcast_s):
                 flight.sent_at = now
@@ -343,13 +342,14 @@ class SettlementService:
         limit = units * (100 + self.config.compute_unit_margin_pct) // 100 + 300
         transaction = self._transaction(batch, recent.blockhash, limit, price)
         signature = transaction.signatures[0]
-        # the signature is stored before the transaction leaves: a crash in between leaves a
-        # 'submitted' row the next start checks (it never sends blindly)
-        await self._mark([i.trade_id for i in batch], "submitted", signature=str(signature),
-                         items=batch)
+        # tracked, and its signature stored, before the transaction leaves: a crash in between
+        # leaves a 'submitted' row the next start checks (it never sends blindly); a store
+        # failure leaves a tracked flight that expires unsent and goes back to pending
         self._flights[signature] = _Flight(signature, batch, transaction,
                                            recent.last_valid_block_height)
         self._busy_ids.update(item.trade_id for item in batch)
+        await self._mark([i.trade_id for i in batch], "submitted", signature=str(signature),
+                         items=batch)
         self.stats["transactions"] += 1
         self.stats["trades_sent"] += len(batch)
         self.stats["compute_units"] += units
@@ -434,8 +434,9 @@ class SettlementService:
         if error is not None and status in ("failed", "pending"):
             self.last_error = error
 
-    def _release(self, items: Iterable[_Item]) -> None:
-        self._busy_ids.difference_update(item.trade_id for item in items)
+    def _forget(self, flight: _Flight) -> None:
+        del self._flights[flight.signature]
+        self._busy_ids.difference_update(item.trade_id for item in flight.items)
 
     # ---- building --------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from solders.keypair import Keypair
 from typer.testing import CliRunner
@@ -17,6 +18,7 @@ from typer.testing import CliRunner
 from hub.buyers.aggregator import FIRST_AGGREGATOR_ID
 from hub.cli.main import app
 from hub.events import EventKind
+from hub.settlement.cluster import ClusterUnavailableError
 from hub.settlement.embedded import BLOCKHASH_LIFETIME_BLOCKS, EmbeddedCluster
 from hub.settlement.program import load_idl
 from hub.settlement.service import SettlementConfig, SettlementService
@@ -166,3 +168,26 @@ def test_settle_status_command(tmp_path: Path, program_file: Path) -> None:
     assert all(row["signature"] for row in view["latest"])
     table = runner.invoke(app, ["settle", "status", "--data-dir", str(tmp_path)])
     assert "settled 5" in table.output
+
+
+async def test_outage_while_tracking_keeps_the_transactions_tracked(
+    tmp_path: Path, program_file: Path
+) -> None:
+    async with Store(database_url_for(tmp_path)) as store:
+        volume = await seed_verified_trades(store, 8, sellers=2, buyers=2)
+        cluster, site = _ledger(program_file)
+        service = _service(store, cluster, site)
+        await site.set_up(BUYERS)
+        sent = await service._submit()
+        transactions = service.stats["transactions"]
+        assert sent == 8
+        cluster.unavailable = True
+        for _ in range(3):
+            with pytest.raises(ClusterUnavailableError):
+                await service.settle_round()
+        assert Counter(r.status for r in await store.list_settlements()) == {"submitted": 8}
+        cluster.unavailable = False
+        assert await _rounds(service, 3) == Counter({"settled": 8})
+        assert service.stats["transactions"] == transactions  # nothing signed again
+        market = _market(cluster, site)
+        assert (market["trades_settled"], market["volume"]) == (8, volume)
