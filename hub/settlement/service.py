@@ -175,6 +175,9 @@ class SettlementService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._flights:  # one last look: what landed is recorded as settled now
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._track(), 2.0)
         with contextlib.suppress(Exception):
             await self.cluster.close()
 
