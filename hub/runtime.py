@@ -29,6 +29,7 @@ from hub.events import EventKind, EventLog
 from hub.events.sources import BatteryStatusChanges, emit_metrics_snapshots
 from hub.metrics import Metrics
 from hub.settings import Settings, load_master_secret
+from hub.settlement.wiring import settlement_status
 from hub.store import Store
 from hub.transport import codec
 from hub.transport.broker import EmbeddedBroker
@@ -151,6 +152,8 @@ class HubRuntime:
 
         self.ws_clients = WsClients(WsLimits.from_settings(settings))
         self._own_death_frames: set[bytes] = set()  # our deadline DeviceFailures echoed back
+        self.settlement: Any = None  # hub.settlement.service.SettlementService once started
+        self._settlement_error: str | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -269,6 +272,7 @@ class HubRuntime:
             check_interval_s=settings.alert_check_interval_s,
         )
         await self.alerts.start()
+        await self._start_settlement([cfg.aggregator_id for cfg in configs])
         self.started_ms = now_ms()
         # Everything built so far lives as long as the hub: keep it out of the cyclic garbage
         # collector's full passes (they stall the event loop for tens of ms with big fleets).
@@ -292,6 +296,23 @@ class HubRuntime:
             mechanism=settings.mechanism,
             aggregators=len(aggregators),
         )
+
+    async def _start_settlement(self, aggregator_ids: list[int]) -> None:
+        """The settlement service (hub/settlement): a missing program or key file is logged
+        and shown in the status; trading goes on and the outbox keeps the trades."""
+        if self.settings.settlement_network == "off" or self.store is None:
+            return
+        from hub.settlement.wiring import create_settlement
+
+        try:
+            self.settlement = create_settlement(
+                self.settings, self.store, aggregator_ids=aggregator_ids, emit=self._emit
+            )
+        except Exception as exc:
+            self._settlement_error = str(exc)
+            log.error("settlement not running", error=str(exc))
+            return
+        await self.settlement.start()
 
     @property
     def api_keys(self) -> ApiKeyAuthenticator:
@@ -367,6 +388,8 @@ class HubRuntime:
                 await self.auctions.stop()
         if self.registry is not None:
             await self.registry.stop()
+        if self.settlement is not None:
+            await self.settlement.stop()
         if self.alerts is not None:
             await self.alerts.stop()
         if self._device_task is not None:
@@ -635,6 +658,9 @@ class HubRuntime:
                     if self.gate and self.gate.in_quarantine(d, ticks_ms())
                 ),
             },
+            "settlement": settlement_status(
+                self.settings.settlement_network, self.settlement, self._settlement_error
+            ),
             "alerts": (
                 self.alerts.summary() if self.alerts else {"open": 0, "raised": 0,
                                                             "write_errors": 0}
@@ -701,6 +727,11 @@ class HubRuntime:
                 else ""
             )
             + f" | {price_text} | "
-            f"deadline misses {self.metrics.total_deadline_misses} | "
+            + (
+                f"settled {self.settlement.counts['settled']} | "
+                if self.settlement is not None
+                else ""
+            )
+            + f"deadline misses {self.metrics.total_deadline_misses} | "
             f"rejected frames {sum(self.metrics.rejected_frames.values())}"
         )

@@ -189,6 +189,43 @@ class Settings(BaseSettings):
         description="a battery_status event when a battery's charge crosses a step of this size",
     )
 
+    settlement_network: Literal["embedded", "off"] = Field(
+        default="embedded", description="where verified trades are paid: embedded = a Solana "
+        "ledger inside the hub (LiteSVM with the etp_settlement program; in memory, a restart "
+        "starts a new one), off = not at all (the outbox only fills)"
+    )
+    settlement_program_file: Path | None = Field(
+        default=None, description="the built program (default: the project's "
+        "anchor/target/etp_settlement.so, made by scripts/setup.sh)"
+    )
+    settlement_settler_key_file: Path | None = Field(
+        default=None, description="the settler's keypair (default data_dir/settler-keypair.json, "
+        "created 0600 on first run)"
+    )
+    settlement_authority_key_file: Path | None = Field(
+        default=None, description="the market authority's keypair (default "
+        "data_dir/market-authority-keypair.json, created 0600 on first run)"
+    )
+    settlement_max_priority_fee_micro_lamports: int = Field(
+        default=1_000_000, ge=0, description="cap on the compute-unit price paid for priority"
+    )
+    settlement_compute_unit_margin_pct: int = Field(
+        default=10, ge=0, le=100, description="compute-unit limit = simulated units + this %"
+    )
+    settlement_max_in_flight: int = Field(
+        default=64, ge=1, description="settlement transactions awaiting confirmation at once"
+    )
+    settlement_linger_ms: int = Field(
+        default=1000, ge=0, description="a batch of fewer than 4 trades waits this long for "
+        "more before it is sent (fewer transactions, fees per trade)"
+    )
+    settlement_backoff_max_s: float = Field(
+        default=30.0, gt=0, description="longest wait between tries while the ledger is away"
+    )
+    settlement_block_ms: float = Field(
+        default=400.0, gt=0, description="embedded ledger: one block per this many ms"
+    )
+
     @model_validator(mode="before")
     @classmethod
     def _credentials_out_of_url(cls, values: Any) -> Any:
@@ -226,6 +263,20 @@ class Settings(BaseSettings):
     def dashboard_path(self) -> Path:
         """The dashboard build the gateway serves at /."""
         return self.dashboard_dir or Path(__file__).resolve().parents[1] / "dashboard" / "dist"
+
+    def settlement_program_path(self) -> Path:
+        """The built etp_settlement program the embedded ledger deploys."""
+        from hub.settlement.program import PROGRAM_SO_PATH  # the rule lives with the client
+
+        return self.settlement_program_file or PROGRAM_SO_PATH
+
+    def settler_key_path(self) -> Path:
+        """The settler's keypair file (0600; the key that signs settlements)."""
+        return self.settlement_settler_key_file or self.data_dir / "settler-keypair.json"
+
+    def authority_key_path(self) -> Path:
+        """The market authority's keypair file (0600)."""
+        return self.settlement_authority_key_file or self.data_dir / "market-authority-keypair.json"
 
     def master_secret_path(self) -> Path:
         """Path of the site master secret (created 0600 on first run)."""

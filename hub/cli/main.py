@@ -6,7 +6,7 @@ from typing import Any, TypeVar
 
 import typer
 
-from hub.cli import apikey, db, firmware, proto, report, service
+from hub.cli import apikey, db, firmware, proto, report, service, settle
 
 app = typer.Typer(
     name="etp",
@@ -26,6 +26,7 @@ app.add_typer(db.app, name="db")
 app.add_typer(apikey.app, name="apikey")
 app.add_typer(bench_app, name="bench")
 app.add_typer(firmware.app, name="firmware")
+app.add_typer(settle.app, name="settle")
 app.command("hub")(service.hub)
 app.command("demo")(service.demo)
 app.command("report")(report.report)
@@ -33,6 +34,7 @@ bench_app.command("hub")(service.bench_hub)
 bench_app.command("proto")(proto.bench_proto)
 bench_app.command("firmware")(firmware.bench_firmware)
 bench_app.command("store")(db.bench_store)
+bench_app.command("settle")(settle.bench_settle)
 
 
 def _run_fast(main: Coroutine[Any, Any, _T]) -> _T:
