@@ -182,6 +182,8 @@ async def _run(
             "ETP_MECHANISM": config.mechanism,
             "ETP_MAX_PARALLEL_AUCTIONS": str(config.max_parallel_auctions),
             "ETP_LOG_LEVEL": "warning",
+            # the trading path is what this measures; settlement has `etp bench settle`
+            "ETP_SETTLEMENT_NETWORK": "off",
         }
     )
     env.pop("ETP_DATABASE_URL", None)
