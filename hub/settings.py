@@ -189,10 +189,20 @@ class Settings(BaseSettings):
         description="a battery_status event when a battery's charge crosses a step of this size",
     )
 
-    settlement_network: Literal["embedded", "off"] = Field(
+    settlement_network: Literal["embedded", "localnet", "off"] = Field(
         default="embedded", description="where verified trades are paid: embedded = a Solana "
         "ledger inside the hub (LiteSVM with the etp_settlement program; in memory, a restart "
-        "starts a new one), off = not at all (the outbox only fills)"
+        "starts a new one), localnet = a development cluster over JSON-RPC "
+        "(ETP_SETTLEMENT_RPC_URL; the program deployed there, the settler funded with SOL: "
+        "hub/settlement/README.md), off = not at all (the outbox only fills)"
+    )
+    settlement_rpc_url: str = Field(
+        default="http://127.0.0.1:8899", description="JSON-RPC endpoint of the cluster "
+        "(localnet); may hold an API key: only its scheme and host are ever logged"
+    )
+    settlement_program_id: str | None = Field(
+        default=None, description="address of the etp_settlement program on the cluster "
+        "(default: the IDL's, anchor/idl/etp_settlement.json)"
     )
     settlement_program_file: Path | None = Field(
         default=None, description="the built program (default: the project's "

@@ -6,8 +6,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import structlog
+
 from hub.settings import Settings
 from hub.store import Store
+
+log = structlog.get_logger("hub.settlement")
 
 __all__ = ["EXPLORER_CLUSTERS", "create_settlement", "settlement_status"]
 
@@ -42,14 +46,37 @@ def create_settlement(
     from hub.settlement.service import SettlementConfig, SettlementService
     from hub.settlement.site import Site, load_or_create_keypair
 
-    if settings.settlement_network != "embedded":
-        raise ValueError(f"settlement network {settings.settlement_network!r} has no cluster")
     settler = load_or_create_keypair(settings.settler_key_path())
     authority = load_or_create_keypair(settings.authority_key_path())
-    cluster = EmbeddedCluster(
-        read_program(settings.settlement_program_path()), block_ms=settings.settlement_block_ms
-    )
-    site = Site(cluster, load_idl(cluster.program_id), settler, authority)
+    cluster: Any
+    if settings.settlement_network == "embedded":
+        cluster = EmbeddedCluster(
+            read_program(settings.settlement_program_path()),
+            block_ms=settings.settlement_block_ms,
+        )
+        idl = load_idl(cluster.program_id)
+    elif settings.settlement_network == "localnet":
+        from solders.pubkey import Pubkey
+
+        from hub.settlement.breaker import CircuitBreaker, GuardedCluster
+        from hub.settlement.rpc import RpcCluster
+
+        cluster = GuardedCluster(
+            RpcCluster(
+                settings.settlement_rpc_url, name="localnet",
+                max_priority_fee_micro_lamports=settings.settlement_max_priority_fee_micro_lamports,
+            ),
+            CircuitBreaker(),
+        )
+        program_id = settings.settlement_program_id
+        idl = load_idl(Pubkey.from_string(program_id) if program_id else None)
+        # public keys: the operator funds them with SOL on the cluster (they pay fees, rent)
+        log.info("settlement on localnet", endpoint=cluster.cluster.endpoint,
+                 program=str(idl.program_id), settler=str(settler.pubkey()),
+                 authority=str(authority.pubkey()))
+    else:
+        raise ValueError(f"settlement network {settings.settlement_network!r} has no cluster")
+    site = Site(cluster, idl, settler, authority)
     return SettlementService(
         store,
         cluster,

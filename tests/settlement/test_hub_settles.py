@@ -55,18 +55,23 @@ async def _wait_all_settled(hub: HubRuntime, timeout_s: float) -> list[TradeRow]
         await asyncio.sleep(0.1)
 
 
-async def _check_ledger(hub: HubRuntime, trades: list[TradeRow]) -> dict[str, Any]:
+async def _check_ledger(
+    hub: HubRuntime, trades: list[TradeRow], account_data: Any = None
+) -> dict[str, Any]:
     """Every verified trade has its record with the program's amount; the market counted
-    each trade once; escrows and sellers' accounts moved by exactly the traded amounts."""
-    cluster = _cluster(hub)
+    each trade once; escrows and sellers' accounts moved by exactly the traded amounts.
+    `account_data(address)` reads an account (default: the embedded ledger's); balances are
+    read through the hub's own cluster."""
     service = hub.settlement
+    assert service is not None
+    cluster: Any = service.cluster
+    account_data = account_data or _cluster(hub).account_data
     assert service is not None
     site = service.site
     idl = site.idl
     amounts = {t.id: t.price_mc * t.energy_wh // 1000 for t in trades}  # program's rule
     for trade in trades:
-        data = cluster.account_data(idl.trade_record_address(site.market, trade.auction_id,
-                                                             trade.id))
+        data = account_data(idl.trade_record_address(site.market, trade.auction_id, trade.id))
         assert data is not None, f"trade {trade.id} has no record on the ledger"
         name, record = idl.decode_account(data)
         assert name == "TradeRecord"
@@ -76,7 +81,7 @@ async def _check_ledger(hub: HubRuntime, trades: list[TradeRow]) -> dict[str, An
         assert record["device_id"] == trade.device_id
         assert record["buyer"] == site.aggregator_party(trade.bidder_id).pubkey
         assert record["seller"] == site.battery_party(trade.device_id).pubkey
-    market_data = cluster.account_data(site.market)
+    market_data = account_data(site.market)
     assert market_data is not None
     _, market = idl.decode_account(market_data)
     # none settled twice: the market counted exactly one settlement per verified trade
