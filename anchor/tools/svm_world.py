@@ -2,7 +2,7 @@
 the benchmark need: a payment mint, a market, aggregators with funded escrow, batteries.
 
 LiteSVM runs the real SVM in-process with the mainnet feature set; the program goes in
-through the BPF Upgradeable Loader (tools/sbf_deploy.py), as it would on a cluster.
+through the BPF Upgradeable Loader (hub/settlement/deploy.py), as it would on a cluster.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from etp_client import Idl, TradeInput, load_idl
-from sbf_deploy import deploy_upgradeable
 from solders.account import Account
 from solders.address_lookup_table_account import (
     ID as ADDRESS_LOOKUP_TABLE_ID,
@@ -34,6 +33,8 @@ from solders.pubkey import Pubkey
 from solders.system_program import CreateAccountParams, create_account
 from solders.transaction import Transaction, VersionedTransaction
 from solders.transaction_metadata import FailedTransactionMetadata
+
+from hub.settlement.deploy import deploy_upgradeable
 
 __all__ = ["TOKEN_2022_PROGRAM", "TOKEN_PROGRAM", "Outcome", "Party", "World"]
 

@@ -10,27 +10,20 @@ from collections.abc import Sequence
 from typing import Any
 
 from solders.hash import Hash
-from solders.instruction import AccountMeta, Instruction
 from solders.keypair import Keypair
 from solders.litesvm import LiteSVM
-from solders.message import Message
 from solders.pubkey import Pubkey
 from solders.signature import Signature
-from solders.system_program import CreateAccountParams, create_account
-from solders.transaction import Transaction, VersionedTransaction
+from solders.transaction import VersionedTransaction
 from solders.transaction_metadata import FailedTransactionMetadata
 from solders.transaction_status import InstructionErrorCustom, TransactionErrorInstructionError
 
 from hub.settlement.cluster import Blockhash, ClusterUnavailableError, SignatureState
+from hub.settlement.deploy import DeployError, deploy_upgradeable
 
 __all__ = ["BLOCKHASH_LIFETIME_BLOCKS", "EmbeddedCluster", "LoaderError"]
 
 BLOCKHASH_LIFETIME_BLOCKS = 150  # a blockhash is usable for this many blocks (as on Solana)
-_UPGRADEABLE_LOADER = Pubkey.from_string("BPFLoaderUpgradeab1e11111111111111111111111")
-_SYSVAR_RENT = Pubkey.from_string("SysvarRent111111111111111111111111111111111")
-_SYSVAR_CLOCK = Pubkey.from_string("SysvarC1ock11111111111111111111111111111111")
-_SYSTEM_PROGRAM = Pubkey.from_string("11111111111111111111111111111111")
-_LOADER_WRITE_BYTES = 900  # program bytes per loader Write: the transaction stays < 1,232 bytes
 
 
 class LoaderError(RuntimeError):
@@ -77,7 +70,11 @@ class EmbeddedCluster:
         self.fees_lamports = 0
         deployer = Keypair()
         self.svm.airdrop(deployer.pubkey(), 100 * 10**9)
-        self.program_id = self._deploy(deployer, Keypair(), program_so)
+        try:
+            self.program_id = deploy_upgradeable(self.svm, deployer, Keypair(), program_so)
+        except DeployError as exc:
+            raise LoaderError(str(exc)) from None
+        self._height_offset = self.svm.get_clock().slot
 
     # ---- the Cluster interface -------------------------------------------------------------
 
@@ -183,88 +180,3 @@ class EmbeddedCluster:
             self.svm.set_clock(clock)
             self.svm.expire_blockhash()  # each block has its own hash
         return max(height, clock.slot)
-
-    def _run(self, instructions: list[Instruction], payer: Keypair, *signers: Keypair) -> None:
-        keys = {payer.pubkey(): payer}
-        for signer in signers:
-            keys.setdefault(signer.pubkey(), signer)
-        blockhash = self.svm.latest_blockhash()
-        message = Message.new_with_blockhash(instructions, payer.pubkey(), blockhash)
-        result = self.svm.send_transaction(Transaction(list(keys.values()), message, blockhash))
-        if isinstance(result, FailedTransactionMetadata):
-            raise LoaderError(f"{result.err()}: {'; '.join(result.meta().logs())}")
-        self.svm.expire_blockhash()  # the next loader transaction may carry the same bytes
-
-    def _deploy(self, payer: Keypair, program: Keypair, elf: bytes) -> Pubkey:
-        """The loader's three steps, as a CLI deploy does them: a buffer account filled in
-        chunks, then DeployWithMaxDataLen (which verifies the ELF as a cluster would)."""
-        buffer = Keypair()
-        rent = self.svm.minimum_balance_for_rent_exemption
-        buffer_size = 37 + len(elf)  # u32 tag + Option<authority>, then the program
-        self._run(
-            [
-                create_account(
-                    CreateAccountParams(
-                        from_pubkey=payer.pubkey(),
-                        to_pubkey=buffer.pubkey(),
-                        lamports=rent(buffer_size),
-                        space=buffer_size,
-                        owner=_UPGRADEABLE_LOADER,
-                    )
-                ),
-                Instruction(  # InitializeBuffer, authority = payer
-                    _UPGRADEABLE_LOADER,
-                    struct.pack("<I", 0),
-                    [
-                        AccountMeta(buffer.pubkey(), False, True),
-                        AccountMeta(payer.pubkey(), False, False),
-                    ],
-                ),
-            ],
-            payer,
-            buffer,
-        )
-        for offset in range(0, len(elf), _LOADER_WRITE_BYTES):
-            piece = elf[offset : offset + _LOADER_WRITE_BYTES]
-            write = Instruction(  # Write
-                _UPGRADEABLE_LOADER,
-                struct.pack("<IIQ", 1, offset, len(piece)) + piece,
-                [
-                    AccountMeta(buffer.pubkey(), False, True),
-                    AccountMeta(payer.pubkey(), True, False),
-                ],
-            )
-            self._run([write], payer)
-        programdata = Pubkey.find_program_address([bytes(program.pubkey())], _UPGRADEABLE_LOADER)[0]
-        self._run(
-            [
-                create_account(
-                    CreateAccountParams(
-                        from_pubkey=payer.pubkey(),
-                        to_pubkey=program.pubkey(),
-                        lamports=rent(36),
-                        space=36,  # u32 tag + programdata address
-                        owner=_UPGRADEABLE_LOADER,
-                    )
-                ),
-                Instruction(  # DeployWithMaxDataLen (room to upgrade to twice the size)
-                    _UPGRADEABLE_LOADER,
-                    struct.pack("<IQ", 2, 2 * len(elf)),
-                    [
-                        AccountMeta(payer.pubkey(), True, True),
-                        AccountMeta(programdata, False, True),
-                        AccountMeta(program.pubkey(), False, True),
-                        AccountMeta(buffer.pubkey(), False, True),
-                        AccountMeta(_SYSVAR_RENT, False, False),
-                        AccountMeta(_SYSVAR_CLOCK, False, False),
-                        AccountMeta(_SYSTEM_PROGRAM, False, False),
-                        AccountMeta(payer.pubkey(), True, False),
-                    ],
-                ),
-            ],
-            payer,
-            program,
-        )
-        self.svm.warp_to_slot(self.svm.get_clock().slot + 1)  # visible from the next slot
-        self._height_offset = self.svm.get_clock().slot
-        return program.pubkey()

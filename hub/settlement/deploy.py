@@ -1,4 +1,5 @@
-"""Deploys a program through the BPF Upgradeable Loader (buffer, write, deploy), in LiteSVM.
+"""Deploys a program through the BPF Upgradeable Loader (buffer, write, deploy), in LiteSVM:
+the embedded ledger's deployment (hub.settlement.embedded) and the tools' and tests' (anchor/).
 
 The same three loader instructions a CLI `program deploy` sends: create a buffer account
 owned by the loader, fill it in chunks that fit a 1,232-byte transaction, then
@@ -46,6 +47,7 @@ def send(svm: Any, instructions: list[Instruction], payer: Keypair, *signers: Ke
     result = svm.send_transaction(tx)
     if hasattr(result, "err"):
         raise DeployError(f"{result.err()}: {'; '.join(result.meta().logs())}")
+    svm.expire_blockhash()  # a later transaction of the same bytes is a new one, not a replay
     return result
 
 
