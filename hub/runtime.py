@@ -389,6 +389,9 @@ class HubRuntime:
         if self.registry is not None:
             await self.registry.stop()
         if self.settlement is not None:
+            # the market has stopped: settle what it traded (the embedded ledger lives only
+            # as long as this process), a few seconds at most
+            await self.settlement.drain(5.0)
             await self.settlement.stop()
         if self.alerts is not None:
             await self.alerts.stop()

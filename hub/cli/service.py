@@ -285,6 +285,13 @@ async def _run_demo(settings: Settings, batteries: int, duration: float | None, 
     market = runtime.auctions.summary() if runtime.auctions else {}
     typer.echo("")
     typer.echo("summary: " + final_line)
+    settled = runtime.status()["settlement"]
+    if settled["network"] != "off":
+        typer.echo(
+            f"  settlement ({settled['network']}): {settled['settled']} settled, "
+            f"{settled['pending'] + settled['submitted']} waiting, {settled['failed']} failed"
+            + (f" ({settled['last_error']})" if settled["last_error"] else "")
+        )
     for agg in market.get("aggregators", []):
         typer.echo(
             f"  aggregator {agg['id']} {agg['name']:<12} wins {agg['wins']:>4}  "

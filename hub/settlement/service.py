@@ -167,6 +167,17 @@ class SettlementService:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="settlement")
 
+    async def drain(self, timeout_s: float) -> None:
+        """Wait (at most `timeout_s`) until nothing is pending or submitted, while the ledger
+        is usable: a hub that stops after its market stopped pays what it traded first."""
+        deadline = time.monotonic() + timeout_s
+        while self._task is not None and self.available and time.monotonic() < deadline:
+            with contextlib.suppress(Exception):
+                await self._refresh_counts(force=True)
+            if self.counts.get("pending", 0) == 0 and self.counts.get("submitted", 0) == 0:
+                return
+            await asyncio.sleep(0.1)
+
     async def stop(self) -> None:
         """Stop the task (rows in flight stay 'submitted' with their signature: the next
         start checks them before sending anything again) and close the cluster."""
