@@ -1,9 +1,5 @@
 """Root of the `etp` command: registers every subcommand group."""
 
-import asyncio
-from collections.abc import Coroutine
-from typing import Any, TypeVar
-
 import typer
 
 from hub.cli import apikey, db, firmware, proto, report, service, settle
@@ -15,7 +11,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-_T = TypeVar("_T")
 
 bench_app = typer.Typer(
     help="Benchmarks: commands that print measured numbers (table or --json).", no_args_is_help=True
@@ -35,15 +30,6 @@ bench_app.command("proto")(proto.bench_proto)
 bench_app.command("firmware")(firmware.bench_firmware)
 bench_app.command("store")(db.bench_store)
 bench_app.command("settle")(settle.bench_settle)
-
-
-def _run_fast(main: Coroutine[Any, Any, _T]) -> _T:
-    """Run a coroutine on uvloop when it is installed, else on asyncio."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(main)
-    return uvloop.run(main)
 
 
 @bench_app.command("gateway")
@@ -87,7 +73,7 @@ def bench_gateway(
         query_rounds=query_rounds,
     )
     try:
-        result = _run_fast(run_gateway_bench(config))
+        result = service.run_loop(run_gateway_bench(config))
     except Exception as exc:
         typer.echo(f"error: benchmark failed: {exc}", err=True)
         raise typer.Exit(1) from None

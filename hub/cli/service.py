@@ -46,7 +46,7 @@ async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stop.wait(), seconds)
 
 
-def _run(main: Coroutine[Any, Any, _T]) -> _T:
+def run_loop(main: Coroutine[Any, Any, _T]) -> _T:
     """Run the coroutine on uvloop when it is installed (faster I/O), else on asyncio."""
     try:
         import uvloop
@@ -128,7 +128,7 @@ def hub(
         log_level=log_level,
         log_format=log_format,
     )
-    code = _run(_run_hub(settings))
+    code = run_loop(_run_hub(settings))
     raise typer.Exit(code)
 
 
@@ -181,7 +181,7 @@ def demo(
     settings.mqtt_url = None  # the demo always uses the embedded broker
     if "aggregator_demand_scale" not in settings.model_fields_set:
         settings.aggregator_demand_scale = balanced_demand_scale(settings, batteries)
-    code = _run(_run_demo(settings, batteries, duration, heap))
+    code = run_loop(_run_demo(settings, batteries, duration, heap))
     raise typer.Exit(code)
 
 
@@ -380,7 +380,7 @@ def bench_hub(
         mechanism=mechanism,
     )
     try:
-        result = _run(run_bench(config))
+        result = run_loop(run_bench(config))
     except Exception as exc:
         _fail(f"benchmark failed: {exc}")
         return
