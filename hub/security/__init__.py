@@ -1,0 +1,1 @@
+"""Site security: who may use the broker, device credentials, certificates, the audit trail."""
