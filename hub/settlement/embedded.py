@@ -18,7 +18,12 @@ from solders.transaction import VersionedTransaction
 from solders.transaction_metadata import FailedTransactionMetadata
 from solders.transaction_status import InstructionErrorCustom, TransactionErrorInstructionError
 
-from hub.settlement.cluster import Blockhash, ClusterUnavailableError, SignatureState
+from hub.settlement.cluster import (
+    AccountInfo,
+    Blockhash,
+    ClusterUnavailableError,
+    SignatureState,
+)
 from hub.settlement.deploy import DeployError, deploy_upgradeable
 
 __all__ = ["BLOCKHASH_LIFETIME_BLOCKS", "EmbeddedCluster", "LoaderError"]
@@ -130,6 +135,15 @@ class EmbeddedCluster:
     async def accounts_exist(self, addresses: Sequence[Pubkey]) -> list[bool]:
         self._check_up()
         return [self.svm.get_account(a) is not None for a in addresses]
+
+    async def get_accounts(self, addresses: Sequence[Pubkey]) -> list[AccountInfo | None]:
+        self._check_up()
+        found: list[AccountInfo | None] = []
+        for address in addresses:
+            account = self.svm.get_account(address)
+            found.append(None if account is None
+                         else AccountInfo(account.owner, account.lamports, bytes(account.data)))
+        return found
 
     async def token_balance(self, token_account: Pubkey) -> int:
         self._check_up()

@@ -26,8 +26,9 @@ from solders.transaction import VersionedTransaction
 
 from hub.events import EventKind
 from hub.settlement.cluster import Cluster, ClusterUnavailableError, SignatureState
+from hub.settlement.ledger import Party, PartyNotReady, SiteSetupError
 from hub.settlement.program import TradeInput
-from hub.settlement.site import TOKEN_PROGRAM, Party, Site, SiteSetupError
+from hub.settlement.site import MarketSite
 from hub.store import Store, TradeRow
 from hub.store.models import SETTLEMENTS, TRADES
 from hub.store.validate import now_ms, to_row
@@ -127,7 +128,7 @@ class SettlementService:
         self,
         store: Store,
         cluster: Cluster,
-        site: Site,
+        site: MarketSite,
         *,
         site_name: str,
         aggregator_ids: Iterable[int] = (),
@@ -148,6 +149,9 @@ class SettlementService:
         self._counts_at = 0.0
         self.available = True
         self.last_error: str | None = None
+        self.waiting: dict[str, int] = {}  # why trades wait for a party -> how many
+        self._scan_from = 0
+        self._told: set[str] = set()  # reasons to wait already logged
         self.counts: dict[str, int] = {"pending": 0, "submitted": 0, "settled": 0, "failed": 0}
         self.stats: dict[str, int] = {
             "transactions": 0,
@@ -194,7 +198,8 @@ class SettlementService:
 
     def summary(self) -> dict[str, Any]:
         """Counts by status (refreshed about once a second) and the last error."""
-        return {**self.counts, "last_error": self.last_error, "available": self.available}
+        return {**self.counts, "last_error": self.last_error, "available": self.available,
+                "waiting": dict(self.waiting)}
 
     async def _run(self) -> None:
         backoff = self.config.backoff_initial_s
@@ -305,7 +310,13 @@ class SettlementService:
 
     async def _submit(self) -> int:
         """Sign and send batches of pending rows; returns how many trades were sent."""
-        rows = await self.store.pending_settlements(self.config.rows_per_round)
+        limit = self.config.rows_per_round
+        if self._scan_from == 0:  # a pass over the whole outbox starts
+            self.waiting = {}
+        rows = await self.store.pending_settlements(limit, after_trade_id=self._scan_from)
+        # page on through the outbox next round: rows that wait for a party (or in flight)
+        # never hold back the ones after them
+        self._scan_from = rows[-1].trade_id if len(rows) == limit else 0
         rows = [row for row in rows if row.trade_id not in self._busy_ids]
         if not rows:
             return 0
@@ -321,6 +332,12 @@ class SettlementService:
                 continue
             try:
                 items.append(await self._item(trade))
+            except PartyNotReady as exc:  # stays pending; settles once the party is ready
+                reason = str(exc)
+                if reason not in self._told:
+                    self._told.add(reason)
+                    log.warning("settlement waits for a party", trade_id=trade.id, reason=reason)
+                self.waiting[reason] = self.waiting.get(reason, 0) + 1
             except SiteSetupError as exc:
                 if exc.err is None or custom_error_code(exc.err) is None:
                     raise  # the ledger, not the trade: back off and try again
@@ -466,7 +483,7 @@ class SettlementService:
                 auction_id=trade.auction_id,
                 trade_id=trade.id,
                 device_id=trade.device_id,
-                price_per_kwh=trade.price_mc,  # 1 token base unit = 1 milli-cent
+                price_per_kwh=trade.price_mc * self.site.price_scale,
                 energy_wh=trade.energy_wh,
                 evidence_hash=trade_evidence_hash(self.site_name, trade),
             ),
@@ -490,7 +507,7 @@ class SettlementService:
                 "settler": self.site.settler.pubkey(),
                 "market": self.site.market,
                 "payment_mint": self.site.mint,
-                "token_program": TOKEN_PROGRAM,
+                "token_program": self.site.token_program,
             },
             {"trades": [item.trade_input.as_args() for item in batch]},
             remaining,

@@ -28,6 +28,7 @@ __all__ = [
     "SETTLEMENT_STATUSES",
     "TRADES",
     "TRADE_STATUSES",
+    "WALLETS",
     "Alert",
     "AlertRow",
     "ApiKey",
@@ -48,6 +49,8 @@ __all__ = [
     "StoreModel",
     "Trade",
     "TradeRow",
+    "Wallet",
+    "WalletRow",
     "alert_view",
 ]
 
@@ -422,6 +425,31 @@ class ApiKeyRow:
         return self.revoked_ms is not None
 
 
+class Wallet(StoreModel, table=True):
+    """The ledger wallet (a public key, base58) of a party the hub settles for: an aggregator
+    (`role` aggregator, `party_id` its bidder id) or a battery's owner (`role` battery,
+    `party_id` its device id). Only public keys: the parties hold their own secret keys."""
+
+    __tablename__ = "wallets"
+
+    site: str = Field(sa_type=sa.String(64), primary_key=True)
+    role: str = Field(sa_type=sa.String(16), primary_key=True)
+    party_id: int = Field(sa_type=sa.BigInteger(), primary_key=True)
+    pubkey: str = Field(sa_type=sa.String(44))
+    updated_ms: int = Field(sa_type=sa.BigInteger())
+
+
+@dataclass(frozen=True, slots=True)
+class WalletRow:
+    """A registered wallet: see Wallet."""
+
+    site: str
+    role: str
+    party_id: int
+    pubkey: str
+    updated_ms: int
+
+
 # Core tables of the models above (what the store's statements are built on).
 @dataclass(frozen=True, slots=True)
 class AlertRow:
@@ -478,3 +506,4 @@ EVENT_SEQUENCE = StoreModel.metadata.tables["event_sequence"]
 METRICS = StoreModel.metadata.tables["metrics"]
 API_KEYS = StoreModel.metadata.tables["api_keys"]
 ALERTS = StoreModel.metadata.tables["alerts"]
+WALLETS = StoreModel.metadata.tables["wallets"]

@@ -234,9 +234,10 @@ class TradeLedger(StoreParts):
         return bool(await self._group.write(resolve))
 
     async def pending_settlements(
-        self, limit: int = 100, *, statuses: Iterable[str] = ("pending",)
+        self, limit: int = 100, *, statuses: Iterable[str] = ("pending",), after_trade_id: int = 0
     ) -> list[SettlementRow]:
-        """Settlement outbox rows to work on, oldest trade first.
+        """Settlement outbox rows to work on, oldest trade first (from `after_trade_id` on:
+        a worker pages through rows it cannot settle yet instead of reading them again).
 
         A settlement worker that restarts should also ask for 'submitted' rows (sent to the
         ledger before the restart) and check their signature before sending again.
@@ -246,7 +247,7 @@ class TradeLedger(StoreParts):
             _check_settlement_status(status)
         rows = await self._db.fetch(
             sa.select(SETTLEMENTS)
-            .where(SETTLEMENTS.c.status.in_(wanted))
+            .where(SETTLEMENTS.c.status.in_(wanted), SETTLEMENTS.c.trade_id > after_trade_id)
             .order_by(SETTLEMENTS.c.trade_id)
             .limit(limit)
         )
