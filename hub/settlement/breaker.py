@@ -225,6 +225,9 @@ class GuardedCluster:
     async def accounts_exist(self, addresses: Sequence[Pubkey]) -> list[bool]:
         return await self.breaker.guarded(lambda: self.cluster.accounts_exist(addresses))
 
+    async def slot(self) -> int:
+        return await self.breaker.guarded(self.cluster.slot)
+
     async def get_accounts(self, addresses: Sequence[Pubkey]) -> list[AccountInfo | None]:
         return await self.breaker.guarded(lambda: self.cluster.get_accounts(addresses))
 

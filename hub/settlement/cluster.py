@@ -60,6 +60,9 @@ class Cluster(Protocol):
     async def block_height(self) -> int:
         """The current block height (to tell when a blockhash expired)."""
 
+    async def slot(self) -> int:
+        """The current slot (commitment confirmed: one the ledger's SlotHashes knows)."""
+
     async def send(self, transaction: VersionedTransaction) -> Signature:
         """Send a signed transaction (preflight skipped: the service simulates first); returns
         its signature. Sending the same transaction twice is harmless."""

@@ -50,6 +50,14 @@ def _error_json(err: Any) -> Any:
     return str(err).rpartition(".")[2]
 
 
+def record_slot_hash(svm: LiteSVM, slot: int, history: list[tuple[int, Hash]]) -> None:
+    """Keep the SlotHashes sysvar as a validator does (newest first, the last 150 slots):
+    LiteSVM leaves it alone, and creating a lookup table needs a recent slot in it."""
+    history.insert(0, (slot, svm.latest_blockhash()))
+    del history[150:]
+    svm.set_slot_hashes(history)
+
+
 class EmbeddedCluster:
     """LiteSVM as a cluster. Blocks advance with wall time (`block_ms` each); a transaction is
     processed when sent (and then final: there are no forks), unless its blockhash is unknown
@@ -80,6 +88,8 @@ class EmbeddedCluster:
         except DeployError as exc:
             raise LoaderError(str(exc)) from None
         self._height_offset = self.svm.get_clock().slot
+        self._slot_hashes: list[tuple[int, Hash]] = []
+        record_slot_hash(self.svm, self._height_offset, self._slot_hashes)
 
     # ---- the Cluster interface -------------------------------------------------------------
 
@@ -93,6 +103,11 @@ class EmbeddedCluster:
     async def block_height(self) -> int:
         self._check_up()
         return self._advance()
+
+    async def slot(self) -> int:
+        self._check_up()
+        self._advance()
+        return int(self.svm.get_clock().slot)
 
     async def send(self, transaction: VersionedTransaction) -> Signature:
         self._check_up()
@@ -193,4 +208,5 @@ class EmbeddedCluster:
             clock.unix_timestamp = int(time.time())
             self.svm.set_clock(clock)
             self.svm.expire_blockhash()  # each block has its own hash
+            record_slot_hash(self.svm, height, self._slot_hashes)
         return max(height, clock.slot)

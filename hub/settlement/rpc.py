@@ -238,6 +238,13 @@ class RpcCluster:
         """The current block height (commitment confirmed). Asked with getEpochInfo rather
         than getBlockHeight: it also gives the slot, so that a later "not landed" from a node
         behind this one is refused (see `seen_slot`)."""
+        return (await self._epoch_info())[1]
+
+    async def slot(self) -> int:
+        """The current slot (commitment confirmed), from getEpochInfo as block_height."""
+        return (await self._epoch_info())[0]
+
+    async def _epoch_info(self) -> tuple[int, int]:
         method = "getEpochInfo"
         result = await self._call(method, [{"commitment": _COMMITMENT}])
         try:
@@ -245,9 +252,9 @@ class RpcCluster:
         except (KeyError, TypeError) as exc:
             raise self._malformed(method, exc) from None
         self._observe_slot(method, slot, confirmed=True)
-        if not isinstance(height, int):
-            raise self._malformed(method, TypeError(f"blockHeight {height!r}"))
-        return height
+        if not isinstance(height, int) or not isinstance(slot, int):
+            raise self._malformed(method, TypeError(f"blockHeight {height!r}, slot {slot!r}"))
+        return slot, height
 
     async def send(self, transaction: VersionedTransaction) -> Signature:
         """Send a signed transaction once (no preflight, no node-side retries: the service

@@ -12,23 +12,27 @@ import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 import structlog
+from solders.address_lookup_table_account import AddressLookupTableAccount
+from solders.compute_budget import ID as COMPUTE_BUDGET_PROGRAM
 from solders.compute_budget import set_compute_unit_limit, set_compute_unit_price
 from solders.hash import Hash
 from solders.instruction import AccountMeta, Instruction
-from solders.message import Message
+from solders.message import Message, MessageV0
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 from solders.transaction import VersionedTransaction
 
 from hub.events import EventKind
 from hub.settlement.cluster import Cluster, ClusterUnavailableError, SignatureState
-from hub.settlement.ledger import Party, PartyNotReady, SiteSetupError
+from hub.settlement.ledger import SYSTEM_PROGRAM, Party, PartyNotReady, SiteSetupError
 from hub.settlement.program import TradeInput
 from hub.settlement.site import MarketSite
+from hub.settlement.tables import LookupTables
 from hub.store import Store, TradeRow
 from hub.store.models import SETTLEMENTS, TRADES
 from hub.store.validate import now_ms, to_row
@@ -65,6 +69,8 @@ class SettlementConfig:
     linger_ms: int = 1000
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
+    # accounts repeated by settlements go into address lookup tables (v0 transactions)
+    lookup_tables: bool = True
 
 
 @dataclass
@@ -134,6 +140,7 @@ class SettlementService:
         aggregator_ids: Iterable[int] = (),
         config: SettlementConfig | None = None,
         emit: Callable[..., None] | None = None,
+        tables_file: Path | None = None,
     ) -> None:
         self.store = store
         self.cluster = cluster
@@ -142,6 +149,9 @@ class SettlementService:
         self.config = config or SettlementConfig()
         self._aggregator_ids = list(aggregator_ids)
         self._emit = emit or (lambda *_a, **_k: None)
+        self.tables = (LookupTables(cluster, site.settler, tables_file)
+                       if self.config.lookup_tables else None)
+        self._tables_now: list[AddressLookupTableAccount] = []
         self._flights: dict[Signature, _Flight] = {}
         self._busy_ids: set[int] = set()
         self._recovered = False
@@ -343,6 +353,7 @@ class SettlementService:
                     raise  # the ledger, not the trade: back off and try again
                 await self._mark([row.trade_id], "failed",
                                  error=f"a party of the trade cannot be set up: {exc}")
+        await self._use_tables(items)
         items.sort(key=lambda item: (bytes(item.buyer.pubkey), bytes(item.seller.pubkey)))
         sent = 0
         free = self.config.max_in_flight - len(self._flights)
@@ -449,9 +460,9 @@ class SettlementService:
     ) -> None:
         """Store each row's new status, then emit settlement_changed for it."""
         by_id = {item.trade_id: item for item in items}
+        await self.store.mark_settlements(trade_ids, status=status, signature=signature,
+                                          error=error)
         for trade_id in trade_ids:
-            await self.store.mark_settlement(trade_id, status=status, signature=signature,
-                                             error=error)
             item = by_id.get(trade_id)
             self._emit(
                 EventKind.SETTLEMENT_CHANGED,
@@ -489,6 +500,21 @@ class SettlementService:
             ),
         )
 
+    async def _use_tables(self, items: Sequence[_Item]) -> None:
+        """Put the accounts these trades repeat into lookup tables (once each), and pick the
+        tables this round's transactions can use."""
+        if self.tables is None or not items:
+            return
+        site = self.site
+        common = [site.idl.program_id, site.market, site.mint, site.token_program,
+                  SYSTEM_PROGRAM, COMPUTE_BUDGET_PROGRAM]
+        per_item = [account for item in items for account in (
+            item.buyer.escrow, item.buyer.vault, item.buyer.reputation,
+            item.seller.reputation, item.seller.token_account) if account is not None]
+        if self.tables.missing([*common, *per_item]):
+            await self.tables.include([*common, *per_item])
+        self._tables_now = self.tables.usable(await self.cluster.slot())
+
     def _instruction(self, batch: Sequence[_Item]) -> Instruction:
         remaining = []
         for item in batch:
@@ -514,13 +540,15 @@ class SettlementService:
         )
 
     def _message(self, batch: Sequence[_Item], blockhash: Hash, limit: int, price: int
-                 ) -> Message:
+                 ) -> Message | MessageV0:
         budget = [set_compute_unit_limit(limit)]
         if price > 0:
             budget.append(set_compute_unit_price(price))
-        return Message.new_with_blockhash(
-            [*budget, self._instruction(batch)], self.site.settler.pubkey(), blockhash
-        )
+        instructions = [*budget, self._instruction(batch)]
+        payer = self.site.settler.pubkey()
+        if self._tables_now:
+            return MessageV0.try_compile(payer, instructions, self._tables_now, blockhash)
+        return Message.new_with_blockhash(instructions, payer, blockhash)
 
     def _transaction(self, batch: Sequence[_Item], blockhash: Hash, limit: int, price: int
                      ) -> VersionedTransaction:
@@ -531,7 +559,7 @@ class SettlementService:
         """Serialized size of the batch's transaction (limit and price included: the
         largest form), one signature."""
         message = self._message(batch, _PLACEHOLDER_HASH, MAX_COMPUTE_UNITS, 1)
-        return 1 + 64 + len(bytes(message))
+        return len(bytes(VersionedTransaction.populate(message, [Signature.default()])))
 
     def _pack(self, items: list[_Item]) -> list[list[_Item]]:
         """Consecutive items into as few transactions as fit (size and account limits)."""

@@ -96,6 +96,9 @@ def create_settlement(
             linger_ms=settings.settlement_linger_ms,
         ),
         emit=emit,
+        # the embedded ledger starts empty: its tables are made anew each start
+        tables_file=None if network == "embedded"
+        else settings.data_dir / f"lookup-tables-{network}-{site.market}.json",
     )
 
 

@@ -271,7 +271,23 @@ class TradeLedger(StoreParts):
 
         signature is kept unless a new one is given; error is replaced (None clears it).
         """
+        await self.mark_settlements([trade_id], status=status, signature=signature, error=error,
+                                    updated_ms=updated_ms)
+
+    async def mark_settlements(
+        self,
+        trade_ids: Sequence[int],
+        *,
+        status: str,
+        signature: str | None = None,
+        error: str | None = None,
+        updated_ms: int | None = None,
+    ) -> None:
+        """mark_settlement for several rows in one statement and one commit (e.g. the trades
+        of one transaction). UnknownTradeError, and nothing changed, if a row is missing."""
         _check_settlement_status(status)
+        if not trade_ids:
+            return
         values: dict[str, Any] = {
             "status": status,
             "error": error,
@@ -281,9 +297,12 @@ class TradeLedger(StoreParts):
             values["signature"] = signature
         if status == "submitted":
             values["attempts"] = SETTLEMENTS.c.attempts + 1
+        wanted = sorted(set(trade_ids))
         async with self._db.transaction() as connection:
             result = await connection.execute(
-                sa.update(SETTLEMENTS).where(SETTLEMENTS.c.trade_id == trade_id).values(values)
+                sa.update(SETTLEMENTS).where(SETTLEMENTS.c.trade_id.in_(wanted)).values(values)
             )
-            if result.rowcount != 1:
-                raise UnknownTradeError(f"no settlement outbox row for trade {trade_id}")
+            if result.rowcount != len(wanted):
+                which = (f"trade {wanted[0]}" if len(wanted) == 1
+                         else f"some of trades {wanted[:10]}")
+                raise UnknownTradeError(f"no settlement outbox row for {which}")
