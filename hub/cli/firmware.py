@@ -105,8 +105,7 @@ def flash(
     ] = None,
     device_id: Annotated[
         int | None,
-        typer.Option(help="Device id 1..65535 (its key id).", min=1, max=65535,
-                     show_default=False),
+        typer.Option(help="Device id 1..65535 (its key id).", min=1, max=65535, show_default=False),
     ] = None,
     key_hex: Annotated[
         str | None,
@@ -120,8 +119,9 @@ def flash(
     ] = None,
     mqtt_url: Annotated[
         str | None,
-        typer.Option(help="Broker the board connects to (default mqtt://127.0.0.1:1883).",
-                     show_default=False),
+        typer.Option(
+            help="Broker the board connects to (default mqtt://127.0.0.1:1883).", show_default=False
+        ),
     ] = None,
     set_values: Annotated[
         list[str] | None,
@@ -138,10 +138,18 @@ def flash(
     --device-id and --key-hex (an unprovisioned board's generation-0 key)."""
     config: dict[str, object]
     if bundle is not None:
-        given = [name for name, value in (
-            ("--device-id", device_id), ("--key-hex", key_hex),
-            ("--notice-key-hex", notice_key_hex), ("--site", site), ("--mqtt-url", mqtt_url),
-            ("--ca-file", ca_file)) if value is not None]
+        given = [
+            name
+            for name, value in (
+                ("--device-id", device_id),
+                ("--key-hex", key_hex),
+                ("--notice-key-hex", notice_key_hex),
+                ("--site", site),
+                ("--mqtt-url", mqtt_url),
+                ("--ca-file", ca_file),
+            )
+            if value is not None
+        ]
         if given:
             _fail(f"--bundle already holds the board's config: leave out {', '.join(given)}")
         config, ca_file = _bundle_config(bundle)
