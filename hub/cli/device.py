@@ -111,6 +111,12 @@ def _age(ms: int, now: int) -> str:
 def _master(settings: Settings) -> bytes:
     from hub.settings import MasterSecretError, load_master_secret
 
+    path = settings.master_secret_path()
+    if not path.is_file():  # never a new one here: its keys would be unknown to the hub
+        _fail(
+            f"no site master secret at {path}: start the hub once (`etp hub`) to create it, "
+            "or point --data-dir / ETP_DATA_DIR at the hub's data directory"
+        )
     try:
         return load_master_secret(settings.master_secret_path())
     except MasterSecretError as err:
@@ -204,8 +210,10 @@ def add(
     database_url: DatabaseUrl = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Provision battery N (key generation 0, a new broker password) and write its bundle.
-    A revoked battery is provisioned again with a new key generation."""
+    """Provision battery N and write its config bundle.
+
+    Key generation 0 (a revoked battery comes back at a new generation) and a new broker
+    password, shown only in the bundle."""
     from hub.security.devices import OwnerError, parse_owner
 
     if owner is not None:
@@ -234,9 +242,10 @@ def rotate(
     database_url: DatabaseUrl = None,
     data_dir: DataDir = None,
 ) -> None:
-    """New key generation and broker password for battery N, in a new bundle. The hub keeps
-    accepting the previous key for ETP_ROTATION_GRACE_S (300 s) and signs with the key the
-    battery is seen using."""
+    """New key generation and broker password for battery N, in a new bundle.
+
+    The hub keeps accepting the previous key for ETP_ROTATION_GRACE_S (300 s) and signs with
+    the key the battery is seen using."""
     settings = _settings(database_url, data_dir)
 
     async def change(store: Store, password_hash: str) -> DeviceCredentialRow:
@@ -254,9 +263,11 @@ def revoke(
     database_url: DatabaseUrl = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Revoke battery N: a running hub refuses its frames within ETP_CREDENTIALS_REFRESH_S
-    (1 s) and ends its auctions; its broker login is removed. `etp device add N` provisions it
-    again with a new key."""
+    """Revoke battery N: the running hub refuses it within seconds.
+
+    The hub re-reads the credentials every ETP_CREDENTIALS_REFRESH_S (1 s), then refuses the
+    battery's frames and ends its auctions; its broker login is removed. `etp device add N`
+    provisions it again with a new key."""
     from hub.events.kinds import EventKind
     from hub.security.devices import apply_broker_access, record_device_event
 
@@ -287,8 +298,9 @@ def list_devices(
     database_url: DatabaseUrl = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Provisioned batteries of the site: id, state, owner, key generation, key age, last
-    seen and online (from the hub's device table); never a secret."""
+    """Provisioned batteries: state, owner, key generation and age, last seen, online.
+
+    Last seen and online come from the hub's device table; no secret is shown."""
     from hub.store.validate import now_ms
 
     settings = _settings(database_url, data_dir)

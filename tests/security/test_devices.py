@@ -187,14 +187,17 @@ def _mode(path: Path) -> int:
 async def test_cli_add_rotate_revoke_list(database_url: str, tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     (data_dir / "pki").mkdir(parents=True)
-    ca_text = "-----BEGIN CERTIFICATE-----\nAAEC\n-----END CERTIFICATE-----\n"
-    (data_dir / "pki" / "ca.crt").write_text(ca_text)
     env = {
         "ETP_DATA_DIR": str(data_dir),
         "ETP_DATABASE_URL": database_url,
         "ETP_SITE": "cli",
         "ETP_LOG_LEVEL": "debug",
     }
+    no_master = etp(env, "device", "add", "9")
+    assert no_master.returncode == 1 and "no site master secret" in no_master.stderr
+    (data_dir / "master.key").write_text(os.urandom(32).hex() + "\n")
+    ca_text = "-----BEGIN CERTIFICATE-----\nAAEC\n-----END CERTIFICATE-----\n"
+    (data_dir / "pki" / "ca.crt").write_text(ca_text)
     out = tmp_path / "bundle-9"
     added = etp(
         env,

@@ -26,8 +26,9 @@ pytestmark = [pytest.mark.micropython, pytest.mark.slow]
 
 def etp(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     """Run the etp command line with the test's data dir."""
-    return subprocess.run([*ETP, *args], capture_output=True, text=True, timeout=180,
-                          env={**os.environ, **env})
+    return subprocess.run(
+        [*ETP, *args], capture_output=True, text=True, timeout=180, env={**os.environ, **env}
+    )
 
 
 @pytest.mark.timeout(240)
@@ -48,9 +49,16 @@ async def test_flash_a_rotated_bundle_onto_a_board(tmp_path: Path) -> None:
         bundle = json.loads((tmp_path / "b5" / "etp_config.json").read_text())
         new_key = generation_key(MASTER, 5, 1)
         assert bundle["key"] == new_key.hex()
-        cfg = FleetConfig(count=1, mqtt_url=url, site="tools", master_secret=MASTER,
-                          data_dir=tmp_path / "boards", ptys=True, heap=BOARD_HEAP,
-                          overrides=PLAIN_BOARD)
+        cfg = FleetConfig(
+            count=1,
+            mqtt_url=url,
+            site="tools",
+            master_secret=MASTER,
+            data_dir=tmp_path / "boards",
+            ptys=True,
+            heap=BOARD_HEAP,
+            overrides=PLAIN_BOARD,
+        )
         fleet = await start_fleet(cfg)
         try:
             async with Peer(url, "tools", MASTER) as peer:
@@ -60,13 +68,30 @@ async def test_flash_a_rotated_bundle_onto_a_board(tmp_path: Path) -> None:
                 await peer.wait_for(lambda m: m["_leaf"] == "birth" and m["_device"] == 1, 20)
                 pty = fleet.devices[0].pty
                 assert pty is not None
-                both = await asyncio.to_thread(etp, env, "firmware", "flash", "--port", pty,
-                                               "--bundle", str(tmp_path / "b5"), "--key-hex",
-                                               "00" * 16)
+                both = await asyncio.to_thread(
+                    etp,
+                    env,
+                    "firmware",
+                    "flash",
+                    "--port",
+                    pty,
+                    "--bundle",
+                    str(tmp_path / "b5"),
+                    "--key-hex",
+                    "00" * 16,
+                )
                 assert both.returncode == 1 and "leave out --key-hex" in both.stderr
                 flashed = await asyncio.to_thread(
-                    etp, env, "firmware", "flash", "--port", pty, "--bundle",
-                    str(tmp_path / "b5"), "--set", "reserve_mc=31000",
+                    etp,
+                    env,
+                    "firmware",
+                    "flash",
+                    "--port",
+                    pty,
+                    "--bundle",
+                    str(tmp_path / "b5"),
+                    "--set",
+                    "reserve_mc=31000",
                 )
                 assert flashed.returncode == 0, flashed.stderr + flashed.stdout
                 assert "flashed device 5" in flashed.stdout
