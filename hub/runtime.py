@@ -23,9 +23,8 @@ from hub.auctions.driver import AuctionDriver
 from hub.auth import ApiKeyAuthenticator, WsTickets
 from hub.buyers.aggregator import Aggregator, AggregatorConfig, default_aggregators
 from hub.buyers.bidding import Buyers
-from hub.devices import Device, DeviceKeyring, Registry, SenderPool
+from hub.devices import Device, DeviceKeyring, DeviceReceiver, Registry, SenderPool
 from hub.devices.flood import FloodLimits, FrameGate
-from hub.devices.keys import DeviceReceiver
 from hub.events import EventKind, EventLog
 from hub.events.sources import BatteryStatusChanges, emit_metrics_snapshots
 from hub.metrics import Metrics
@@ -521,13 +520,12 @@ class HubRuntime:
         self._last_epoch[device_id] = msg["ep"]
         if leaf == BIRTH and msg_type == REGISTER:
             born = codec.birth(msg)
-            if now_ms() - born.sent_ms <= self.registry.silence_limit_ms:
-                self.keyring.note_in_use(device_id, generation)  # its key now (rotations)
             if now_ms() - born.sent_ms > self.registry.silence_limit_ms:
                 self.registry.on_stale_birth(born)  # a retained birth: facts, not liveness
                 if self.auctions is not None:
                     self.auctions.probe(device_id)  # alive? its answer says so at once
             else:
+                self.keyring.note_in_use(device_id, generation)  # a fresh birth: its key now
                 self.registry.on_register(born)
         elif leaf == DEATH and msg_type == DEVICE_FAILURE:
             self.registry.on_failure_frame(codec.failure_notice(msg))

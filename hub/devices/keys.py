@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from shared_etp.compat import digests_equal, hmac_sha256
-from shared_etp.errors import UNKNOWN_KEY, ProtocolError
+from shared_etp.errors import BAD_TAG, UNKNOWN_KEY, ProtocolError
 from shared_etp.frame import Keyring, Receiver, Sender, check_fresh, derive_key, parse_frame
 
 __all__ = [
@@ -198,7 +198,7 @@ class DeviceKeyring(Keyring):
         for generation, key in self._accepted(msg["kid"], msg["src"]):
             if digests_equal(hmac_sha256(key, body), tag):
                 return msg, generation
-        raise ProtocolError("bad_tag", "bad tag")
+        raise ProtocolError(BAD_TAG, "bad tag")
 
     def key_for(self, kid: int, src: int) -> bytes | None:  # type: ignore[override]
         """The current key for kid if src is that device and may send; None otherwise."""
