@@ -242,6 +242,19 @@ class Settings(BaseSettings):
     settlement_block_ms: float = Field(
         default=400.0, gt=0, description="embedded ledger: one block per this many ms"
     )
+    # device provisioning (hub/security/devices.py, `etp device`)
+    require_provisioning: bool = Field(
+        default=False, description="refuse frames from batteries never provisioned with "
+        "`etp device add` (off: they use their generation-0 key, as before provisioning)"
+    )
+    rotation_grace_s: float = Field(
+        default=300.0, ge=0, description="after `etp device rotate`, the previous key is "
+        "still accepted this long (a battery not yet given its new bundle keeps trading)"
+    )
+    credentials_refresh_s: float = Field(
+        default=1.0, gt=0, le=5, description="how often the running hub re-reads the device "
+        "credentials (a revocation applies within this)"
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -3,6 +3,7 @@
 import typer
 
 from hub.cli import apikey, db, firmware, market, proto, report, service, settle, wallet
+from hub.cli import device as device_cli
 
 app = typer.Typer(
     name="etp",
@@ -24,6 +25,7 @@ app.add_typer(firmware.app, name="firmware")
 app.add_typer(settle.app, name="settle")
 settle.app.add_typer(market.app, name="market")
 app.add_typer(wallet.app, name="wallet")
+app.add_typer(device_cli.app, name="device")
 app.command("hub")(service.hub)
 app.command("demo")(service.demo)
 app.command("report")(report.report)

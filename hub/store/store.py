@@ -20,6 +20,7 @@ from hub.store.alerts import AlertStore
 from hub.store.apikeys import ApiKeyStore
 from hub.store.auctions import AuctionStore, bulk_insert_auctions
 from hub.store.batched import BatchedRows
+from hub.store.credentials import CredentialStore
 from hub.store.database import Database
 from hub.store.devices import DeviceStore
 from hub.store.errors import StoreClosedError
@@ -40,7 +41,7 @@ log = logging.getLogger("hub.store")
 
 class Store(
     DeviceStore, AuctionStore, TradeLedger, BatchedRows, ApiKeyStore, AlertStore, ListQueries,
-    TradeHistory, WalletStore,
+    TradeHistory, WalletStore, CredentialStore,
 ):
     """Async persistence of devices, auctions, bids, trades, settlement outbox, events, metrics
     the gateway's API keys (hashed) and operators' alerts.
