@@ -202,7 +202,10 @@ def add(
     owner: Annotated[
         str | None,
         typer.Option(
-            "--owner", help="The battery owner's Solana public key (base58).", show_default=False
+            "--owner",
+            help="The battery owner's Solana public key (base58): its sales are paid there "
+            "(the same as `etp wallet add battery N PUBKEY`).",
+            show_default=False
         ),
     ] = None,
     out: Out = None,
@@ -224,6 +227,8 @@ def add(
     settings = _settings(database_url, data_dir)
 
     async def change(store: Store, password_hash: str) -> DeviceCredentialRow:
+        if owner is not None:  # the wallet settlement pays this battery's sales into
+            await store.set_wallet(settings.site, "battery", device_id, owner)
         return await store.provision_device(
             settings.site, device_id, password_hash=password_hash, owner=owner
         )
@@ -308,6 +313,8 @@ def list_devices(
     async def work(store: Store) -> list[dict[str, Any]]:
         rows = await store.list_device_credentials(settings.site)
         seen = {d.device_id: d for d in await store.list_devices() if d.site == settings.site}
+        wallets = {w.party_id: w.pubkey for w in await store.list_wallets(settings.site)
+                   if w.role == "battery"}
         out = []
         for row in rows:
             device = seen.get(row.device_id)
@@ -316,7 +323,7 @@ def list_devices(
                     "device_id": row.device_id,
                     "site": row.site,
                     "state": row.state,
-                    "owner": row.owner,
+                    "owner": wallets.get(row.device_id, row.owner),
                     "key_generation": row.key_generation,
                     "created_ms": row.created_ms,
                     "rotated_ms": row.rotated_ms,

@@ -10,6 +10,7 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from unittest.mock import ANY
 
 import pytest
 
@@ -255,6 +256,12 @@ async def test_cli_add_rotate_revoke_list(database_url: str, tmp_path: Path) -> 
     ) == (9, "active", OWNER, 1, False)
     table = etp(env, "device", "list")
     assert "active" in table.stdout and OWNER in table.stdout
+    # the owner given at provisioning is the wallet settlement pays battery 9's sales into
+    wallets = etp(env, "wallet", "list", "--json")
+    assert wallets.returncode == 0, wallets.stderr
+    assert json.loads(wallets.stdout) == [
+        {"role": "battery", "id": 9, "pubkey": OWNER, "updated_ms": ANY}
+    ]
 
     revoked = etp(env, "device", "revoke", "9")
     assert revoked.returncode == 0 and "revoked device 9" in revoked.stdout
