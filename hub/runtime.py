@@ -534,7 +534,7 @@ class HubRuntime:
         elif leaf == RESPONSE:
             self.registry.seen(device_id, msg["ts"])
             if msg_type != TERMINATE and self.auctions is not None:
-                self.auctions.on_response(device_id, msg)
+                self.auctions.on_response(device_id, msg, payload)
         else:
             self.metrics.reject_frame("unexpected_type", topic)
 

@@ -100,8 +100,13 @@ class _Flight:
 
 
 def trade_evidence_hash(site: str, trade: TradeRow) -> bytes:
-    """The 32-byte evidence stored in the trade's record: sha256 of the verified trade as the
-    hub recorded it (site, ids, device, buyer, price, energy, confirmation time)."""
+    """The 32-byte evidence stored in the trade's record: sha256 of the signed frames that
+    verified the trade, as sent and received (the hub's BidConfirm, or the Terminate that
+    asked, then the battery's BidAccept; both CBOR, so the concatenation is unambiguous).
+    A trade verified before the hub kept frames: sha256 of the trade as the hub recorded it
+    (site, ids, device, buyer, price, energy, confirmation time)."""
+    if trade.evidence_request and trade.evidence_answer:
+        return hashlib.sha256(trade.evidence_request + trade.evidence_answer).digest()
     text = (
         f"etp-trade|{site}|{trade.id}|{trade.auction_id}|{trade.device_id}|{trade.bidder_id}|"
         f"{trade.price_mc}|{trade.energy_wh}|{trade.confirmed_ms}"

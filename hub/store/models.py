@@ -189,6 +189,10 @@ class Trade(StoreModel, table=True):
     reserve_mc: int = Field(sa_type=sa.BigInteger())
     confirmed_ms: int = Field(sa_type=sa.BigInteger())
     status: str = Field(default="recorded", sa_type=sa.String(16))
+    # the signed frames that verified it: the hub's BidConfirm (or Terminate asking) and the
+    # battery's BidAccept, as sent and received (a dispute checks them against its audit trail)
+    evidence_request: bytes | None = Field(default=None, sa_type=sa.LargeBinary())
+    evidence_answer: bytes | None = Field(default=None, sa_type=sa.LargeBinary())
 
 
 class Settlement(StoreModel, table=True):
@@ -391,6 +395,8 @@ class TradeRow:
     reserve_mc: int
     confirmed_ms: int
     status: str = "recorded"
+    evidence_request: bytes | None = None
+    evidence_answer: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
