@@ -375,10 +375,15 @@ async def _demo_key_lines(runtime: Any, settings: Settings) -> list[str]:
         if row.name == _DEMO_VIEWER:
             await runtime.api_keys.revoke(row.id)
     viewer = await runtime.api_keys.create(_DEMO_VIEWER, Role.VIEWER)
+    trust = ""
+    if runtime.tls is not None and runtime.tls.gateway_https:
+        from hub.security.pki import site_pki
+
+        trust = f"--cacert {site_pki(settings.data_dir).ca_cert} "  # ETP_TLS=on: the site CA
     return [
         f"dashboard: {runtime.http_url}/#key={viewer.key}   (Ctrl-C stops)",
         *lines,
-        "  call the API with: curl -H 'Authorization: Bearer <key>' "
+        f"  call the API with: curl {trust}-H 'Authorization: Bearer <key>' "
         f"{runtime.http_url}/api/v1/status",
     ]
 

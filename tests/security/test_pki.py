@@ -137,6 +137,8 @@ def test_cli_init_and_show_print_names_expiry_and_fingerprints_never_a_key(
     assert "ca.crt" in made.output and "--ca-file" in made.output
     again = runner.invoke(app, ["pki", "init", "--data-dir", str(tmp_path)])
     assert again.exit_code == 1 and "--force" in again.output
+    careless = runner.invoke(app, ["pki", "init", "--data-dir", str(tmp_path), "--new-ca"])
+    assert careless.exit_code == 1 and "give --force with it" in careless.output
 
     shown = runner.invoke(app, ["pki", "show", "--data-dir", str(tmp_path)])
     assert shown.exit_code == 0, shown.output

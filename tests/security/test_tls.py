@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import ssl
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -30,8 +34,10 @@ from hub.settings import Settings, load_master_secret
 from hub.tools.firmware.fleet import FleetConfig, start_fleet
 from hub.transport.broker import parse_mqtt_url
 from hub.transport.mqtt import MqttClient, MqttError, tls_context
+from tests.brokers import free_port
 from tests.conftest import micropython_available
 from tests.hub.helpers import api_key, hub_settings, running_hub, wait_for
+from tests.hub.processes import REPO
 
 runner = CliRunner()
 
@@ -270,3 +276,65 @@ async def test_the_gateway_serves_https_and_wss_with_the_site_certificate(
             assert snapshot["type"] == "snapshot" and snapshot["status"]["site"] == settings.site
         finally:
             await ws.close()
+
+
+@pytest.mark.slow
+def test_etp_hub_with_tls_tells_where_boards_and_browsers_reach_it(tmp_path: Path) -> None:
+    """`etp hub` (a child process) on TLS prints mqtts:// and https:// addresses, the names
+    in its certificates and the CA to flash onto boards; Ctrl-C (SIGINT) stops it."""
+    _with_pki(tmp_path, "hub.site.test")
+    mqtt_port, http_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "ETP_DATA_DIR": str(tmp_path),
+        "ETP_SETTLEMENT_NETWORK": "off",
+        "ETP_LOG_LEVEL": "warning",
+    }
+    env.pop("ETP_DATABASE_URL", None)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "hub.cli.main",
+            "hub",
+            "--tls",
+            "on",
+            "--mqtt-port",
+            str(mqtt_port),
+            "--http-port",
+            str(http_port),
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(
+            line.startswith("dashboard:") for line in lines
+        ):
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line.rstrip())
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+    output = "\n".join(lines)
+    assert (
+        f"ETP hub running: mqtt mqtts://127.0.0.1:{mqtt_port}, "
+        f"http https://127.0.0.1:{http_port}" in output
+    ), output
+    ca = tmp_path / "pki" / "ca.crt"
+    assert f"boards: mqtts://hub.site.test:{mqtt_port} (or localhost, 127.0.0.1)" in output
+    assert f"etp firmware flash --ca-file {ca}" in output
+    assert f"dashboard: https://hub.site.test:{http_port}" in output
+    assert proc.returncode == 0
