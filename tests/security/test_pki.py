@@ -5,12 +5,14 @@ Mosquitto serving the broker certificate admits a client that trusts only the si
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import shutil
 import ssl
 import stat
 import subprocess
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +22,13 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from typer.testing import CliRunner
 
 from hub.cli.main import app
-from hub.security.pki import PkiExistsError, certificate_names, default_hosts, site_pki
+from hub.security.pki import (
+    PkiExistsError,
+    SitePki,
+    certificate_names,
+    default_hosts,
+    site_pki,
+)
 from hub.transport.mqtt import MqttClient, MqttError, tls_context
 from tests.brokers import MOSQUITTO_BIN, _stop, free_port, mosquitto_available, wait_listening
 
@@ -170,29 +178,28 @@ def test_bad_host_names_are_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "pki" / "ca.key").exists()
 
 
-@pytest.mark.mosquitto
-async def test_mosquitto_with_the_pki_broker_certificate_admits_mqtts_and_refuses_plain(
-    tmp_path: Path,
-) -> None:
+@contextlib.asynccontextmanager
+async def _mosquitto_with_site_certificate(pki: SitePki, extra: str = "") -> AsyncIterator[int]:
+    """Mosquitto with one TLS listener serving the PKI's broker certificate; yields its port.
+    Mosquitto started as root runs as its own user: it gets a copy of the files it can read
+    (an operator `chown mosquitto`s them instead: docs/security-tls.md)."""
     if not mosquitto_available():
         pytest.skip("mosquitto is needed")
-    pki = site_pki(tmp_path)
-    pki.init(["broker.test"])
     assert pki.broker is not None
     port = free_port()
-    # Mosquitto started as root runs as its own user: it gets a copy of the pair it can read
-    # (an operator `chown mosquitto`s the files instead: docs/security-tls.md).
     with tempfile.TemporaryDirectory(prefix="etp-mosq-pki-") as tmp:
         served = Path(tmp)
         served.chmod(0o755)
-        cert, key = served / "broker.crt", served / "broker.key"
+        cert, key, ca = served / "broker.crt", served / "broker.key", served / "ca.crt"
         shutil.copy(pki.broker.cert, cert)
         shutil.copy(pki.broker.key, key)
+        shutil.copy(pki.ca_cert, ca)
         key.chmod(0o644)
         conf = served / "mosquitto.conf"
         conf.write_text(
+            f"per_listener_settings false\npersistence false\nlog_dest none\n"
             f"listener {port} 127.0.0.1\ncertfile {cert}\nkeyfile {key}\n"
-            "tls_version tlsv1.2\nallow_anonymous true\npersistence false\nlog_dest none\n"
+            f"tls_version tlsv1.2\n{extra.format(ca=ca)}"
         )
         binary = MOSQUITTO_BIN if Path(MOSQUITTO_BIN).exists() else shutil.which("mosquitto")
         assert binary is not None
@@ -201,38 +208,84 @@ async def test_mosquitto_with_the_pki_broker_certificate_admits_mqtts_and_refuse
         )
         try:
             await wait_listening(port)
-            received: list[tuple[str, bytes]] = []
-            client = MqttClient(
-                "127.0.0.1",
-                port,
-                "etp-pki-test",
-                lambda topic, payload: received.append((topic, payload)),
-                tls=tls_context(str(pki.ca_cert)),  # trusts the site CA only
-            )
-            await client.connect()
-            try:
-                await client.subscribe([("etp/pki/#", 1)])
-                await client.publish_wait("etp/pki/a", b"over the site's TLS", qos=1)
-                for _ in range(500):
-                    if received:
-                        break
-                    await asyncio.sleep(0.01)
-                assert received == [("etp/pki/a", b"over the site's TLS")]
-            finally:
-                await client.disconnect()
-            # the same port refuses a plain MQTT client
-            plain = MqttClient("127.0.0.1", port, "etp-plain", lambda topic, payload: None)
-            with pytest.raises(MqttError, match="use mqtts://"):
-                await plain.connect()
-            # and a client that trusts only the system's CAs does not trust the site
-            stranger = MqttClient(
-                "127.0.0.1",
-                port,
-                "etp-stranger",
-                lambda topic, payload: None,
-                tls=ssl.create_default_context(),
-            )
-            with pytest.raises(MqttError, match="not trusted"):
-                await stranger.connect()
+            yield port
         finally:
             _stop(proc)
+
+
+@pytest.mark.mosquitto
+async def test_mosquitto_with_the_pki_broker_certificate_admits_mqtts_and_refuses_plain(
+    tmp_path: Path,
+) -> None:
+    pki = site_pki(tmp_path)
+    pki.init(["broker.test"])
+    async with _mosquitto_with_site_certificate(pki, "allow_anonymous true\n") as port:
+        received: list[tuple[str, bytes]] = []
+        client = MqttClient(
+            "127.0.0.1",
+            port,
+            "etp-pki-test",
+            lambda topic, payload: received.append((topic, payload)),
+            tls=tls_context(str(pki.ca_cert)),  # trusts the site CA only
+        )
+        await client.connect()
+        try:
+            await client.subscribe([("etp/pki/#", 1)])
+            await client.publish_wait("etp/pki/a", b"over the site's TLS", qos=1)
+            for _ in range(500):
+                if received:
+                    break
+                await asyncio.sleep(0.01)
+            assert received == [("etp/pki/a", b"over the site's TLS")]
+        finally:
+            await client.disconnect()
+        # the same port refuses a plain MQTT client
+        plain = MqttClient("127.0.0.1", port, "etp-plain", lambda topic, payload: None)
+        with pytest.raises(MqttError, match="use mqtts://"):
+            await plain.connect()
+        # and a client that trusts only the system's CAs does not trust the site
+        stranger = MqttClient(
+            "127.0.0.1",
+            port,
+            "etp-stranger",
+            lambda topic, payload: None,
+            tls=ssl.create_default_context(),
+        )
+        with pytest.raises(MqttError, match="not trusted"):
+            await stranger.connect()
+
+
+@pytest.mark.mosquitto
+async def test_a_mosquitto_requiring_client_certificates_admits_the_hub_by_its_certificate(
+    tmp_path: Path,
+) -> None:
+    """Mosquitto's `require_certificate` + `use_identity_as_username`: the hub logs in with
+    hub.crt (CN hub, no password); a client without a certificate is turned away."""
+    pki = site_pki(tmp_path)
+    pki.init()
+    assert pki.hub is not None
+    extra = (
+        "allow_anonymous false\ncafile {ca}\nrequire_certificate true\n"
+        "use_identity_as_username true\n"
+    )
+    async with _mosquitto_with_site_certificate(pki, extra) as port:
+        hub = MqttClient(
+            "localhost",
+            port,
+            "etp-hub-cert",
+            lambda topic, payload: None,
+            tls=tls_context(str(pki.ca_cert), str(pki.hub.cert), str(pki.hub.key)),
+        )
+        await hub.connect()
+        assert hub.connected
+        await hub.disconnect()
+        anonymous = MqttClient(
+            "localhost",
+            port,
+            "etp-no-cert",
+            lambda topic, payload: None,
+            tls=tls_context(str(pki.ca_cert)),
+        )
+        with pytest.raises(MqttError):
+            await anonymous.connect()
+        assert not anonymous.connected
