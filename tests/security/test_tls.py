@@ -338,3 +338,8 @@ def test_etp_hub_with_tls_tells_where_boards_and_browsers_reach_it(tmp_path: Pat
     assert f"etp firmware flash --ca-file {ca}" in output
     assert f"dashboard: https://hub.site.test:{http_port}" in output
     assert proc.returncode == 0
+    rest = proc.stdout.read() if proc.stdout else ""
+    for key in (tmp_path / "pki").glob("*.key"):  # no key material in anything it printed
+        body = "".join(key.read_text().splitlines()[1:-1])
+        assert body[10:40] not in (output + rest).replace("\n", "")
+    assert "PRIVATE KEY" not in output + rest
