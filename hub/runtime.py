@@ -28,11 +28,12 @@ from hub.devices.flood import FloodLimits, FrameGate
 from hub.events import EventKind, EventLog
 from hub.events.sources import BatteryStatusChanges, emit_metrics_snapshots
 from hub.metrics import Metrics
+from hub.security.tls import SiteTls, plan_site_tls
 from hub.settings import Settings, load_master_secret
 from hub.settlement.wiring import settlement_status
 from hub.store import Store
 from hub.transport import codec
-from hub.transport.broker import EmbeddedBroker
+from hub.transport.broker import EmbeddedBroker, ListenerTls
 from hub.transport.link import LinkConfig, LinkDownError, MqttLink
 from shared_etp.compat import now_ms, ticks_ms
 from shared_etp.errors import ProtocolError
@@ -157,17 +158,21 @@ class HubRuntime:
         self._own_death_frames: set[bytes] = set()  # our deadline DeviceFailures echoed back
         self.settlement: Any = None  # hub.settlement.service.SettlementService once started
         self._settlement_error: str | None = None
+        self.tls: SiteTls | None = None  # TLS of broker, link and gateway (set by start())
 
     # ---- lifecycle -------------------------------------------------------------------------
 
     @property
     def mqtt_url(self) -> str:
-        """Broker URL in use."""
-        return self.settings.resolved_mqtt_url()
+        """Broker URL in use (mqtts:// when the embedded broker speaks TLS)."""
+        return self.tls.link_url if self.tls else self.settings.resolved_mqtt_url()
 
     async def start(self) -> None:
         """Bring the hub up: broker, store, registry, MQTT link, auctions, HTTP gateway."""
         settings = self.settings
+        self.tls = plan_site_tls(settings)  # refuses plain text on the network (ETP_TLS)
+        for warning in self.tls.warnings:
+            log.warning(warning)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         master = load_master_secret(settings.master_secret_path())
         epoch = _read_epoch(settings.data_dir)
@@ -178,7 +183,12 @@ class HubRuntime:
         )
         self.receiver = DeviceReceiver(self.keyring)
         if settings.embedded_broker:
-            self.broker = EmbeddedBroker(settings.mqtt_host, settings.mqtt_port)
+            files = self.tls.broker_tls
+            self.broker = EmbeddedBroker(
+                settings.mqtt_host,
+                self.tls.broker_port,
+                tls=ListenerTls(files.cert, files.key, files.ca_cert) if files else None,
+            )
             await self.broker.start()
         if self.store is None:
             self.store = Store(settings.resolved_database_url())
@@ -220,7 +230,7 @@ class HubRuntime:
                     if settings.mqtt_password is not None
                     else None
                 ),
-                ca_file=settings.mqtt_ca_file,
+                ca_file=self.tls.link_ca_file,
                 cert_file=settings.mqtt_cert_file,
                 key_file=settings.mqtt_key_file,
                 subscriptions=[
@@ -339,14 +349,15 @@ class HubRuntime:
 
     @property
     def http_url(self) -> str:
-        """Base URL of the HTTP gateway."""
-        return f"http://{self.settings.http_host}:{self.settings.http_port}"
+        """Base URL of the HTTP gateway (https:// when it serves TLS)."""
+        scheme = "https" if self.tls is not None and self.tls.gateway_https else "http"
+        return f"{scheme}://{self.settings.http_host}:{self.settings.http_port}"
 
     async def _start_http(self) -> None:
         import uvicorn
 
         from hub.gateway import create_app
-        from hub.gateway.server import HttpLimits, bounded_protocol_class
+        from hub.gateway.server import HttpLimits, bounded_protocol_class, https_options
 
         class _Server(uvicorn.Server):
             @contextlib.contextmanager
@@ -375,6 +386,7 @@ class HubRuntime:
             # the client is the socket's peer unless a trusted proxy says otherwise
             proxy_headers=bool(self.settings.http_trusted_proxies),
             forwarded_allow_ips=self.settings.http_trusted_proxies or None,
+            **(https_options(self.tls) if self.tls is not None else {}),
         )
         self._http = _Server(config)
         self._http_task = asyncio.create_task(self._http.serve(), name="http-gateway")

@@ -256,6 +256,26 @@ class Settings(BaseSettings):
         "credentials (a revocation applies within this)"
     )
 
+    # TLS and certificates (hub/security/pki.py, hub/security/tls.py, docs/security-tls.md)
+    tls: Literal["auto", "on"] = Field(
+        default="auto", description="auto = the embedded broker (mqtts://, port 8883 unless "
+        "mqtt_port is set) and the gateway (https://) use the site's certificates (`etp pki "
+        "init`) when they bind a non-loopback address, plain TCP on loopback; on = TLS on "
+        "loopback too"
+    )
+    allow_plaintext: bool = Field(
+        default=False, description="accept plain MQTT / HTTP on a non-loopback address (no "
+        "certificates, or mqtt:// to a remote broker), with a warning; without it the hub "
+        "refuses to start so"
+    )
+    gateway_tls_cert: Path | None = Field(
+        default=None, description="the operator's certificate (PEM, chain included) the "
+        "gateway serves HTTPS with, instead of the site PKI's gateway certificate"
+    )
+    gateway_tls_key: Path | None = Field(
+        default=None, description="its private key (PEM)"
+    )
+
     @model_validator(mode="before")
     @classmethod
     def _credentials_out_of_url(cls, values: Any) -> Any:

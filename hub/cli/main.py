@@ -2,7 +2,7 @@
 
 import typer
 
-from hub.cli import apikey, db, firmware, market, proto, report, service, settle, wallet
+from hub.cli import apikey, db, firmware, market, pki, proto, report, service, settle, wallet
 from hub.cli import device as device_cli
 
 app = typer.Typer(
@@ -26,6 +26,7 @@ app.add_typer(settle.app, name="settle")
 settle.app.add_typer(market.app, name="market")
 app.add_typer(wallet.app, name="wallet")
 app.add_typer(device_cli.app, name="device")
+app.add_typer(pki.app, name="pki")
 app.command("hub")(service.hub)
 app.command("demo")(service.demo)
 app.command("report")(report.report)

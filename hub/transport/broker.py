@@ -1,5 +1,5 @@
-"""Embedded amqtt broker (run by the hub in a child process), and mqtt:// / mqtts:// URL
-parsing."""
+"""Embedded amqtt broker (run by the hub in a child process; a plain or a TLS listener), and
+mqtt:// / mqtts:// URL parsing."""
 
 from __future__ import annotations
 
@@ -13,13 +13,15 @@ import signal
 import socket
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlparse
 
 from amqtt.broker import Broker
 from amqtt.contexts import BrokerConfig, ListenerConfig
 from amqtt.session import Session
 
-__all__ = ["BrokerError", "EmbeddedBroker", "is_tls_url", "parse_mqtt_url"]
+__all__ = ["BrokerError", "EmbeddedBroker", "ListenerTls", "is_tls_url", "parse_mqtt_url"]
 
 _PLAIN_SCHEMES = ("mqtt", "tcp")
 _TLS_SCHEMES = ("mqtts",)
@@ -106,11 +108,41 @@ class _Broker(Broker):
             await super()._publish_retained_messages_for_subscription(subscription, session)
 
 
-async def _start_amqtt(host: str, port: int) -> Broker:
+@dataclass(frozen=True)
+class ListenerTls:
+    """The embedded broker's TLS listener: its certificate and key (PEM), and the CA a client
+    certificate must chain to when a client presents one (clients need none)."""
+
+    certfile: Path
+    keyfile: Path
+    cafile: Path | None = None
+
+    def args(self) -> list[str]:
+        """Command-line arguments of the broker child process."""
+        extra = ["--cafile", str(self.cafile)] if self.cafile else []
+        return ["--certfile", str(self.certfile), "--keyfile", str(self.keyfile), *extra]
+
+
+def _listener(host: str, port: int, tls: ListenerTls | None) -> ListenerConfig:
+    """amqtt's listener: plain TCP, or TLS (amqtt's server context: TLS 1.2+, the certificate
+    chain loaded, client certificates optional and verified against `cafile`)."""
+    if tls is None:
+        return ListenerConfig(bind=f"{host}:{port}", max_connections=0)
+    return ListenerConfig(
+        bind=f"{host}:{port}",
+        max_connections=0,
+        ssl=True,
+        certfile=tls.certfile,
+        keyfile=tls.keyfile,
+        cafile=tls.cafile,
+    )
+
+
+async def _start_amqtt(host: str, port: int, tls: ListenerTls | None = None) -> Broker:
     for name in ("amqtt", "transitions"):
         logging.getLogger(name).setLevel(logging.WARNING)
     config = BrokerConfig(
-        listeners={"default": ListenerConfig(bind=f"{host}:{port}", max_connections=0)},
+        listeners={"default": _listener(host, port, tls)},
         plugins={"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
     )
     broker = _Broker(config)
@@ -134,18 +166,24 @@ class EmbeddedBroker:
     `in_process=True` runs it in the caller's event loop instead."""
 
     def __init__(
-        self, host: str = "127.0.0.1", port: int = 1883, *, in_process: bool = False
+        self,
+        host: str = "127.0.0.1",
+        port: int = 1883,
+        *,
+        in_process: bool = False,
+        tls: ListenerTls | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.in_process = in_process
+        self.tls = tls
         self._broker: Broker | None = None
         self._process: asyncio.subprocess.Process | None = None
 
     @property
     def url(self) -> str:
-        """The mqtt:// URL clients use."""
-        return f"mqtt://{self.host}:{self.port}"
+        """The mqtt:// (mqtts:// with TLS) URL clients use."""
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
 
     @property
     def pid(self) -> int | None:
@@ -161,7 +199,7 @@ class EmbeddedBroker:
             )
         if self.in_process:
             try:
-                self._broker = await _start_amqtt(self.host, self.port)
+                self._broker = await _start_amqtt(self.host, self.port, self.tls)
             except Exception as exc:
                 raise BrokerError(f"embedded broker failed to start on {self.url}: {exc}") from exc
             return
@@ -173,6 +211,7 @@ class EmbeddedBroker:
             self.host,
             "--port",
             str(self.port),
+            *(self.tls.args() if self.tls else []),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             start_new_session=True,  # Ctrl-C reaches the hub only; the hub stops the broker
@@ -207,7 +246,7 @@ class EmbeddedBroker:
             await process.wait()
 
 
-async def _serve(host: str, port: int) -> int:
+async def _serve(host: str, port: int, tls: ListenerTls | None = None) -> int:
     """Child-process body: run the broker until SIGTERM/SIGINT or until stdin closes."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -224,7 +263,7 @@ async def _serve(host: str, port: int) -> int:
             stop.set()
 
     try:
-        broker = await _start_amqtt(host, port)
+        broker = await _start_amqtt(host, port, tls)
     except Exception as exc:
         sys.stderr.write(f"embedded broker failed to start on {host}:{port}: {exc}\n")
         return 1
@@ -244,13 +283,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="ETP embedded amqtt broker (child process)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=1883)
+    parser.add_argument("--certfile", type=Path, help="TLS listener: certificate (PEM)")
+    parser.add_argument("--keyfile", type=Path, help="TLS listener: its private key (PEM)")
+    parser.add_argument("--cafile", type=Path, help="TLS listener: CA of client certificates")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    tls = ListenerTls(args.certfile, args.keyfile, args.cafile) if args.certfile else None
     try:
         import uvloop
     except ImportError:
-        return asyncio.run(_serve(args.host, args.port))
-    return uvloop.run(_serve(args.host, args.port))
+        return asyncio.run(_serve(args.host, args.port, tls))
+    return uvloop.run(_serve(args.host, args.port, tls))
 
 
 if __name__ == "__main__":
