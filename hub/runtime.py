@@ -171,7 +171,14 @@ class HubRuntime:
         self.keyring = DeviceKeyring(master)
         self.receiver = Receiver(self.keyring)
         if settings.embedded_broker:
-            self.broker = EmbeddedBroker(settings.mqtt_host, settings.mqtt_port)
+            from hub.security.broker import embedded_lock  # logs whether the broker is open
+
+            self.broker = EmbeddedBroker(
+                settings.mqtt_host,
+                settings.mqtt_port,
+                lock=embedded_lock(settings),
+                max_message_bytes=settings.broker_max_message_bytes,
+            )
             await self.broker.start()
         if self.store is None:
             self.store = Store(settings.resolved_database_url())

@@ -13,11 +13,15 @@ import signal
 import socket
 import sys
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from amqtt.broker import Broker
 from amqtt.contexts import BrokerConfig, ListenerConfig
 from amqtt.session import Session
+
+from hub.security.broker import EmbeddedLock
 
 __all__ = ["BrokerError", "EmbeddedBroker", "is_tls_url", "parse_mqtt_url"]
 
@@ -93,9 +97,26 @@ class _Broker(Broker):
     (MQTT 3.1.1 §3.3.1.3), and that loop iterates over a snapshot (see
     `_SnapshotIterationDict`). hub/transport/README.md has a reproduction."""
 
-    def __init__(self, config: BrokerConfig) -> None:
+    def __init__(self, config: BrokerConfig, max_message_bytes: int | None = None) -> None:
         super().__init__(config)
         self._subscriptions = _SnapshotIterationDict()
+        self._max_message_bytes = max_message_bytes
+
+    async def _handle_message_delivery(
+        self, client_session: Session, handler: Any, wait_deliver: asyncio.Future[Any]
+    ) -> bool:
+        """Drop a message whose payload is larger than `max_message_bytes` (as Mosquitto's
+        message_size_limit does; amqtt has no such limit). amqtt has read the whole packet by
+        then: this bounds what subscribers get, not what one client may send."""
+        message = wait_deliver.result()
+        data = getattr(message, "data", None)
+        if self._max_message_bytes is not None and data and len(data) > self._max_message_bytes:
+            logging.getLogger(__name__).info(
+                "dropped an oversized message",
+                extra={"bytes": len(data), "client_id": client_session.client_id},
+            )
+            return True
+        return bool(await super()._handle_message_delivery(client_session, handler, wait_deliver))
 
     async def _publish_retained_messages_for_subscription(
         self, subscription: tuple[str, int], session: Session
@@ -106,14 +127,27 @@ class _Broker(Broker):
             await super()._publish_retained_messages_for_subscription(subscription, session)
 
 
-async def _start_amqtt(host: str, port: int) -> Broker:
+def _plugins(lock: EmbeddedLock | None) -> dict[str, Any]:
+    """amqtt plugins: anyone (open), or hub.security.amqtt_plugins reading the lock's files."""
+    if lock is None:
+        return {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}}
+    files = {"password_file": str(lock.password_file), "acl_file": str(lock.acl_file)}
+    return {
+        "hub.security.amqtt_plugins.SiteAuthPlugin": files,
+        "hub.security.amqtt_plugins.SiteTopicPlugin": files,
+    }
+
+
+async def _start_amqtt(
+    host: str, port: int, lock: EmbeddedLock | None = None, max_message_bytes: int | None = None
+) -> Broker:
     for name in ("amqtt", "transitions"):
         logging.getLogger(name).setLevel(logging.WARNING)
     config = BrokerConfig(
         listeners={"default": ListenerConfig(bind=f"{host}:{port}", max_connections=0)},
-        plugins={"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+        plugins=_plugins(lock),
     )
-    broker = _Broker(config)
+    broker = _Broker(config, max_message_bytes)
     await broker.start()
     return broker
 
@@ -131,14 +165,24 @@ class EmbeddedBroker:
     By default it runs in a child process of the hub (`python -m hub.transport.broker`) so the
     broker and the hub each get a core; nothing to install or set up. The child exits when
     stopped, and also on its own when the hub dies (its stdin pipe from the hub closes).
-    `in_process=True` runs it in the caller's event loop instead."""
+    `in_process=True` runs it in the caller's event loop instead. With `lock` (see
+    hub.security.broker.embedded_lock) it admits only the accounts in the lock's password file
+    and applies its topic ACL; `max_message_bytes` drops larger messages."""
 
     def __init__(
-        self, host: str = "127.0.0.1", port: int = 1883, *, in_process: bool = False
+        self,
+        host: str = "127.0.0.1",
+        port: int = 1883,
+        *,
+        in_process: bool = False,
+        lock: EmbeddedLock | None = None,
+        max_message_bytes: int | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.in_process = in_process
+        self.lock = lock
+        self.max_message_bytes = max_message_bytes
         self._broker: Broker | None = None
         self._process: asyncio.subprocess.Process | None = None
 
@@ -161,7 +205,9 @@ class EmbeddedBroker:
             )
         if self.in_process:
             try:
-                self._broker = await _start_amqtt(self.host, self.port)
+                self._broker = await _start_amqtt(
+                    self.host, self.port, self.lock, self.max_message_bytes
+                )
             except Exception as exc:
                 raise BrokerError(f"embedded broker failed to start on {self.url}: {exc}") from exc
             return
@@ -173,6 +219,7 @@ class EmbeddedBroker:
             self.host,
             "--port",
             str(self.port),
+            *self._lock_args(),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             start_new_session=True,  # Ctrl-C reaches the hub only; the hub stops the broker
@@ -188,6 +235,15 @@ class EmbeddedBroker:
                 f"embedded broker failed to start on {self.url} (see the error above); "
                 "pick another port with --mqtt-port or use --mqtt-url"
             )
+
+    def _lock_args(self) -> list[str]:
+        args = []
+        if self.lock is not None:
+            args += ["--password-file", str(self.lock.password_file)]
+            args += ["--acl-file", str(self.lock.acl_file)]
+        if self.max_message_bytes is not None:
+            args += ["--max-message-bytes", str(self.max_message_bytes)]
+        return args
 
     async def stop(self) -> None:
         """Shut the broker down (idempotent)."""
@@ -207,7 +263,9 @@ class EmbeddedBroker:
             await process.wait()
 
 
-async def _serve(host: str, port: int) -> int:
+async def _serve(
+    host: str, port: int, lock: EmbeddedLock | None, max_message_bytes: int | None
+) -> int:
     """Child-process body: run the broker until SIGTERM/SIGINT or until stdin closes."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -224,7 +282,7 @@ async def _serve(host: str, port: int) -> int:
             stop.set()
 
     try:
-        broker = await _start_amqtt(host, port)
+        broker = await _start_amqtt(host, port, lock, max_message_bytes)
     except Exception as exc:
         sys.stderr.write(f"embedded broker failed to start on {host}:{port}: {exc}\n")
         return 1
@@ -244,13 +302,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="ETP embedded amqtt broker (child process)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=1883)
+    parser.add_argument("--password-file", type=Path, help="locked: accounts ($7$ hashes)")
+    parser.add_argument("--acl-file", type=Path, help="locked: the topic ACL (Mosquitto format)")
+    parser.add_argument("--max-message-bytes", type=int, help="drop larger message payloads")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    lock = None
+    if args.password_file is not None or args.acl_file is not None:
+        if args.password_file is None or args.acl_file is None:
+            parser.error("--password-file and --acl-file go together")
+        lock = EmbeddedLock(args.password_file, args.acl_file)
+    serve = _serve(args.host, args.port, lock, args.max_message_bytes)
     try:
         import uvloop
     except ImportError:
-        return asyncio.run(_serve(args.host, args.port))
-    return uvloop.run(_serve(args.host, args.port))
+        return asyncio.run(serve)
+    return uvloop.run(serve)
 
 
 if __name__ == "__main__":
