@@ -2,7 +2,7 @@
 
 import typer
 
-from hub.cli import apikey, db, firmware, proto, report, service, settle
+from hub.cli import apikey, broker, db, firmware, proto, report, service, settle
 
 app = typer.Typer(
     name="etp",
@@ -22,6 +22,7 @@ app.add_typer(apikey.app, name="apikey")
 app.add_typer(bench_app, name="bench")
 app.add_typer(firmware.app, name="firmware")
 app.add_typer(settle.app, name="settle")
+app.add_typer(broker.app, name="broker")
 app.command("hub")(service.hub)
 app.command("demo")(service.demo)
 app.command("report")(report.report)
