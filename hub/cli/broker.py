@@ -83,8 +83,10 @@ _CONFIG_HELP = (
     "ETP_BROKER_CONFIG_DIR=DIR and ETP_MOSQUITTO_PID_FILE=PIDFILE: after `etp device "
     "add/revoke/rotate` the hub rewrites the files and sends Mosquitto SIGHUP, which also "
     "disconnects clients whose account was removed or got a new password.\n\n"
-    "The files are mode 0640: a Mosquitto started as root reads them as user mosquitto, so "
-    "`chgrp -R mosquitto DIR`. Passwords are stored only as Mosquitto $7$ hashes."
+    "The files are mode 0640 and a Mosquitto started as root reads them as user mosquitto: "
+    "`chgrp -R mosquitto DIR && chmod 2750 DIR` (setgid, so the files the hub rewrites keep "
+    "the group). Mosquitto writes its pid file as user mosquitto too (e.g. "
+    "/run/mosquitto/mosquitto.pid). Passwords are stored only as Mosquitto $7$ hashes."
 )
 _CHECK_HELP = (
     "Print who may log in to the broker and what each account may publish and read (no "

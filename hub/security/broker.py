@@ -286,8 +286,9 @@ def write_mosquitto_config(
     rename). The conf refuses anonymous clients, applies the ACL, drops messages larger than
     `max_message_bytes` and disconnects clients sending packets much larger; with `tls` the
     listener takes only TLS 1.2+; with `pid_file` Mosquitto writes its pid there (for
-    `reload_mosquitto`). `file_mode` 0640: chgrp the files to the broker's group (a
-    Mosquitto started as root reads them as user mosquitto)."""
+    `reload_mosquitto`). `file_mode` 0640: a Mosquitto started as root reads them as
+    user mosquitto, so give `out_dir` that group with the setgid bit (chgrp mosquitto DIR;
+    chmod 2750 DIR) and every rewritten file keeps it."""
     if max_message_bytes < 1:
         raise BrokerConfigError("max_message_bytes must be at least 1")
     out_dir = Path(out_dir)

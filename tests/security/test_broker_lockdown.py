@@ -554,3 +554,62 @@ def test_etp_broker_check_and_config(shared_dir: Path) -> None:
     assert f"mosquitto -c {out / 'mosquitto.conf'}" in written.output
     assert "allow_anonymous false" in (out / "mosquitto.conf").read_text()
     assert (out / PASSWORD_FILE).read_text() == (shared_dir / "broker" / PASSWORD_FILE).read_text()
+
+
+@pytest.mark.skipif(not mosquitto_available(), reason="mosquitto not installed")
+async def test_apply_site_access_reloads_a_managed_mosquitto(shared_dir: Path) -> None:
+    """A hub managing an external Mosquitto (ETP_BROKER_CONFIG_DIR, ETP_MOSQUITTO_PID_FILE):
+    apply_site_access rewrites the files and sends SIGHUP; a removed battery is refused."""
+    import grp
+    import pwd
+
+    from hub.security.broker import apply_site_access
+    from tests.hub.helpers import hub_settings
+
+    directory, run = shared_dir / "broker", shared_dir / "run"
+    directory.mkdir()
+    run.mkdir()
+    if os.geteuid() == 0:  # Mosquitto runs as user mosquitto: the documented setgid recipe
+        os.chown(directory, -1, grp.getgrnam("mosquitto").gr_gid)
+        directory.chmod(0o2750)
+        os.chown(run, pwd.getpwnam("mosquitto").pw_uid, -1)  # as /run/mosquitto
+    port = free_port()
+    settings = hub_settings(
+        shared_dir,
+        f"mqtt://127.0.0.1:{port}",
+        site=SITE,
+        broker_config_dir=directory,
+        mosquitto_pid_file=run / "mosquitto.pid",
+    )
+    passwords = {HUB_USERNAME: new_password(), device_username(OWN): new_password()}
+    files = write_mosquitto_config(  # what `etp broker config --pid-file` writes
+        directory,
+        _accounts(passwords),
+        site=SITE,
+        port=port,
+        max_message_bytes=MAX_MESSAGE_BYTES,
+        pid_file=settings.mosquitto_pid_file,
+    )
+    process = subprocess.Popen(
+        [MOSQUITTO_BIN, "-c", str(files.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        try:
+            await wait_listening(port)
+        except Exception:
+            process.kill()
+            raise AssertionError(process.communicate(timeout=5)[1].decode(errors="replace"))
+        site = Site("mosquitto", port, directory, passwords, lambda: None)
+        await site.client(device_username(OWN))
+        password = passwords.pop(device_username(OWN))
+        await _until(lambda: (run / "mosquitto.pid").exists())
+        apply_site_access(settings, _accounts(passwords))
+        await _until(lambda: not site.clients[0].connected, timeout_s=5)
+        with pytest.raises(MqttConnectRefusedError):
+            await site.client(device_username(OWN), password=password)
+        await site.client(HUB_USERNAME)  # the hub still gets in after the reload
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        assert process.stderr is not None
+        process.stderr.close()
