@@ -17,8 +17,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from amqtt.adapters import ReaderAdapter, WriterAdapter
 from amqtt.broker import Broker
 from amqtt.contexts import BrokerConfig, ListenerConfig
+from amqtt.errors import AMQTTError, MQTTError, NoDataError
+from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
+from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import Session
 
 from hub.security.broker import EmbeddedLock
@@ -86,6 +90,35 @@ class _SnapshotIterationDict(dict[str, list[tuple[Session, int]]]):
         return iter(list(self.keys()))
 
 
+class _ReplayReader(ReaderAdapter):
+    """Reads what `recorded` holds first, then from `inner`; records what it reads from
+    `inner` when `record` is set (to parse a CONNECT twice, see `_Broker`)."""
+
+    def __init__(self, inner: ReaderAdapter, recorded: bytes = b"", record: bool = False) -> None:
+        self._inner = inner
+        self._pending = recorded
+        self.record = record
+        self.recorded = bytearray()
+
+    async def read(self, n: int = -1) -> bytes:
+        """Up to n bytes (exactly n from a stream), replayed bytes first."""
+        if self._pending and n != -1:
+            data, self._pending = self._pending[:n], self._pending[n:]
+            if len(data) < n:
+                data += await self._inner.read(n - len(data))
+        elif self._pending:
+            data, self._pending = self._pending + await self._inner.read(n), b""
+        else:
+            data = await self._inner.read(n)
+        if self.record:
+            self.recorded += data
+        return data
+
+    def feed_eof(self) -> None:
+        """Pass EOF on."""
+        self._inner.feed_eof()
+
+
 class _Broker(Broker):
     """amqtt 0.12.1's Broker with the defects of its post-CONNECT retained delivery fixed.
 
@@ -97,10 +130,54 @@ class _Broker(Broker):
     (MQTT 3.1.1 §3.3.1.3), and that loop iterates over a snapshot (see
     `_SnapshotIterationDict`). hub/transport/README.md has a reproduction."""
 
-    def __init__(self, config: BrokerConfig, max_message_bytes: int | None = None) -> None:
+    def __init__(
+        self,
+        config: BrokerConfig,
+        max_message_bytes: int | None = None,
+        *,
+        authenticate_first: bool = False,
+    ) -> None:
         super().__init__(config)
         self._subscriptions = _SnapshotIterationDict()
         self._max_message_bytes = max_message_bytes
+        self._authenticate_first = authenticate_first
+
+    async def _initialize_client_session(
+        self, reader: ReaderAdapter, writer: WriterAdapter, remote_address: str, remote_port: int
+    ) -> tuple[BrokerProtocolHandler, Session]:
+        """With `authenticate_first`: a CONNECT the auth plugins refuse is answered (CONNACK
+        not authorized) before it can touch the session table.
+
+        amqtt 0.12.1 looks up the CONNECT's client id first: with clean session it deletes the
+        session (and subscriptions) of the client using that id, without it it writes the new
+        user name, password and will into that session and then takes its connection over; only
+        afterwards does it check the password. Anyone reaching the port could thus cut the hub
+        off by sending its client id. Here the CONNECT is read and authenticated first; amqtt
+        then reads the same bytes again and proceeds as usual."""
+        if not self._authenticate_first:
+            return await super()._initialize_client_session(
+                reader, writer, remote_address, remote_port
+            )
+        recording = _ReplayReader(reader, record=True)
+        try:
+            _, candidate = await BrokerProtocolHandler.init_from_connect(
+                recording, writer, self.plugins_manager
+            )
+        except NoDataError as exc:
+            raise AMQTTError(exc) from exc
+        except MQTTError:
+            await writer.close()
+            raise
+        if not await self._authenticate(candidate, self.listeners_config["default"]):
+            await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)
+            await writer.close()
+            raise MQTTError(
+                f"refused CONNECT from {remote_address}:{remote_port} "
+                f"(user {candidate.username or '-'!r})"
+            )
+        return await super()._initialize_client_session(
+            _ReplayReader(reader, bytes(recording.recorded)), writer, remote_address, remote_port
+        )
 
     async def _handle_message_delivery(
         self, client_session: Session, handler: Any, wait_deliver: asyncio.Future[Any]
@@ -147,7 +224,7 @@ async def _start_amqtt(
         listeners={"default": ListenerConfig(bind=f"{host}:{port}", max_connections=0)},
         plugins=_plugins(lock),
     )
-    broker = _Broker(config, max_message_bytes)
+    broker = _Broker(config, max_message_bytes, authenticate_first=lock is not None)
     await broker.start()
     return broker
 

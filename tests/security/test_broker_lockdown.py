@@ -207,6 +207,58 @@ async def test_anonymous_and_wrong_password_refused(site: Site) -> None:
         await site.client("bess-99", password="anything")
 
 
+@pytest.mark.parametrize("clean_session", [True, False])
+async def test_refused_login_cannot_take_over_a_client_id(site: Site, clean_session: bool) -> None:
+    """A CONNECT with a wrong password and the hub's client id must leave the hub's session
+    alone (amqtt 0.12.1 dropped or rewrote that session before authenticating)."""
+    at_hub: list[tuple[str, bytes]] = []
+    hub = await _hub(site, at_hub)
+    intruder = MqttClient(
+        "127.0.0.1",
+        site.port,
+        hub.client_id,
+        lambda t, p: None,
+        clean_session=clean_session,
+        username=HUB_USERNAME,
+        password="guess",
+    )
+    with pytest.raises(MqttConnectRefusedError):
+        await intruder.connect()
+    battery = await site.client(device_username(OWN))
+    await battery.publish_wait(_device(OWN, topics.STATUS), b"still-heard", qos=1)
+    await _until(lambda: (_device(OWN, topics.STATUS), b"still-heard") in at_hub)
+    assert hub.connected
+
+
+async def test_persistent_session_resumes_after_login(site: Site) -> None:
+    """A battery keeping its session (clean session off) finds its subscription again when it
+    logs in anew (the embedded broker reads such a CONNECT twice: check, then amqtt)."""
+    hub = await _hub(site, [])
+    seen: list[tuple[str, bytes]] = []
+    user = device_username(OWN)
+
+    def board() -> MqttClient:
+        return MqttClient(
+            "127.0.0.1",
+            site.port,
+            "board-7",
+            lambda t, p: seen.append((t, p)),
+            clean_session=False,
+            username=user,
+            password=site.passwords[user],
+        )
+
+    first = board()
+    await first.connect()
+    await first.subscribe([(_device(OWN, topics.REQUEST), 1)])
+    await first.disconnect()
+    again = board()
+    await again.connect()
+    site.clients.append(again)
+    await hub.publish_wait(_device(OWN, topics.REQUEST), b"resumed", qos=1)
+    await _until(lambda: (_device(OWN, topics.REQUEST), b"resumed") in seen)
+
+
 async def test_battery_cannot_speak_for_another_or_send_requests(site: Site) -> None:
     at_hub: list[tuple[str, bytes]] = []
     at_other: list[tuple[str, bytes]] = []
