@@ -20,13 +20,16 @@ What a change does to clients (measured in tests/security/test_broker_lockdown.p
   sessions. A removed account's next login is refused at once. (The dynamic-security plugin,
   /usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so in Debian's package, is therefore
   not needed.) It grants a subscription to `#` by a battery but delivers nothing its ACL does
-  not let that user read, and drops a last will on a topic the user may not write.
+  not let that user read, and drops a last will on a topic the user may not write. Its
+  client ids are the user names (use_username_as_clientid): one connection per account.
 - amqtt: new logins are refused within ~1 s of the files changing. A client still connected
   keeps its TCP connection, but its login is checked again against the new files, so it may
   publish, subscribe and receive nothing more (it is not disconnected). It answers a
   subscription outside the ACL with SUBACK 0x80 and refuses a CONNECT whose will is on a
-  topic the user may not write. amqtt has no packet-size limit: the hub's broker drops
-  messages larger than the limit after reading them (hub/transport/broker.py).
+  topic the user may not write, or whose client id belongs to another user's session (the
+  hub's broker checks both before amqtt touches its session table). amqtt has no
+  packet-size limit: the hub's broker drops messages larger than the limit after reading
+  them (hub/transport/broker.py).
 In both cases frames that still arrive from a revoked battery are refused by the hub itself.
 """
 
@@ -314,7 +317,14 @@ def write_mosquitto_config(
     ]
     if pid_file is not None:
         conf.append(f"pid_file {Path(pid_file).resolve()}")
-    conf.append(f"listener {port} {listener_host}")
+    conf += [
+        f"listener {port} {listener_host}",
+        # Listener options come after `listener` (before it they open a default listener
+        # on port 1883 on every interface).
+        "# Each login's client id is its user name: a battery cannot take over the session",
+        "# of the hub or of another battery by sending that client's id.",
+        "use_username_as_clientid true",
+    ]
     if tls is not None:
         conf += [
             f"cafile {Path(tls.ca_cert).resolve()}",

@@ -152,8 +152,10 @@ class _Broker(Broker):
         session (and subscriptions) of the client using that id, without it it writes the new
         user name, password and will into that session and then takes its connection over; only
         afterwards does it check the password. Anyone reaching the port could thus cut the hub
-        off by sending its client id. Here the CONNECT is read and authenticated first; amqtt
-        then reads the same bytes again and proceeds as usual."""
+        off by sending its client id. Here the CONNECT is read and authenticated first, and a
+        client id whose session belongs to another user is refused too (as Mosquitto's
+        use_username_as_clientid prevents); amqtt then reads the same bytes again and proceeds
+        as usual."""
         if not self._authenticate_first:
             return await super()._initialize_client_session(
                 reader, writer, remote_address, remote_port
@@ -168,7 +170,10 @@ class _Broker(Broker):
         except MQTTError:
             await writer.close()
             raise
-        if not await self._authenticate(candidate, self.listeners_config["default"]):
+        known = self._sessions.get(candidate.client_id or "")
+        if (
+            known is not None and known[0].username != candidate.username
+        ) or not await self._authenticate(candidate, self.listeners_config["default"]):
             await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)
             await writer.close()
             raise MQTTError(
