@@ -27,9 +27,10 @@ What a change does to clients (measured in tests/security/test_broker_lockdown.p
   publish, subscribe and receive nothing more (it is not disconnected). It answers a
   subscription outside the ACL with SUBACK 0x80 and refuses a CONNECT whose will is on a
   topic the user may not write, or whose client id belongs to another user's session (the
-  hub's broker checks both before amqtt touches its session table). amqtt has no
-  packet-size limit: the hub's broker drops messages larger than the limit after reading
-  them (hub/transport/broker.py).
+  hub's broker checks both before amqtt touches its session table). amqtt has no size
+  limit of its own: the hub's broker (hub/transport/broker.py) drops messages over the
+  payload limit and closes connections sending packets over limit + 1 KiB, as Mosquitto's
+  message_size_limit and max_packet_size do.
 In both cases frames that still arrive from a revoked battery are refused by the hub itself.
 """
 

@@ -90,6 +90,35 @@ class _SnapshotIterationDict(dict[str, list[tuple[Session, int]]]):
         return iter(list(self.keys()))
 
 
+# Room for the fixed header, topic and packet id around the largest accepted payload (as
+# hub.security.broker gives Mosquitto's max_packet_size).
+_PACKET_OVERHEAD_BYTES = 1024
+
+
+class PacketTooLargeError(AMQTTError):
+    """A client sent a packet larger than the broker accepts (its connection is closed)."""
+
+
+class _LimitedReader(ReaderAdapter):
+    """Refuses to read a packet part larger than `limit_bytes` (amqtt reads a packet's
+    variable header and payload with one read each, so this caps the packet size before its
+    bytes are buffered; the client's connection is then closed)."""
+
+    def __init__(self, inner: ReaderAdapter, limit_bytes: int) -> None:
+        self._inner = inner
+        self._limit_bytes = limit_bytes
+
+    async def read(self, n: int = -1) -> bytes:
+        """Up to n bytes; raises PacketTooLargeError above the limit."""
+        if n > self._limit_bytes:
+            raise PacketTooLargeError(f"packet of {n} bytes is larger than {self._limit_bytes}")
+        return await self._inner.read(n)
+
+    def feed_eof(self) -> None:
+        """Pass EOF on."""
+        self._inner.feed_eof()
+
+
 class _ReplayReader(ReaderAdapter):
     """Reads what `recorded` holds first, then from `inner`; records what it reads from
     `inner` when `record` is set (to parse a CONNECT twice, see `_Broker`)."""
@@ -142,6 +171,15 @@ class _Broker(Broker):
         self._max_message_bytes = max_message_bytes
         self._authenticate_first = authenticate_first
 
+    async def _client_connected(
+        self, listener_name: str, reader: ReaderAdapter, writer: WriterAdapter
+    ) -> None:
+        """Serve a connection; with `max_message_bytes`, its packets are capped at that plus
+        header room (like Mosquitto's max_packet_size: a larger one closes the connection)."""
+        if self._max_message_bytes is not None:
+            reader = _LimitedReader(reader, self._max_message_bytes + _PACKET_OVERHEAD_BYTES)
+        await super()._client_connected(listener_name, reader, writer)
+
     async def _initialize_client_session(
         self, reader: ReaderAdapter, writer: WriterAdapter, remote_address: str, remote_port: int
     ) -> tuple[BrokerProtocolHandler, Session]:
@@ -188,8 +226,8 @@ class _Broker(Broker):
         self, client_session: Session, handler: Any, wait_deliver: asyncio.Future[Any]
     ) -> bool:
         """Drop a message whose payload is larger than `max_message_bytes` (as Mosquitto's
-        message_size_limit does; amqtt has no such limit). amqtt has read the whole packet by
-        then: this bounds what subscribers get, not what one client may send."""
+        message_size_limit does; amqtt has no such limit). Packets much larger than that do
+        not get this far (`_client_connected`)."""
         message = wait_deliver.result()
         data = getattr(message, "data", None)
         if self._max_message_bytes is not None and data and len(data) > self._max_message_bytes:

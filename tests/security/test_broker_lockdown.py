@@ -394,6 +394,11 @@ async def test_oversized_message_not_passed_on(site: Site) -> None:
     await _until(lambda: len(at_hub) == 1)
     await asyncio.sleep(0.2)
     assert [len(p) for _, p in at_hub] == [MAX_MESSAGE_BYTES]
+    assert battery.connected  # a message over the payload limit is dropped, no more
+    # A packet far over the limit closes the sender's connection before it is buffered.
+    battery.publish(_device(OWN, topics.STATUS), b"x" * (MAX_MESSAGE_BYTES * 64), qos=0)
+    await _until(lambda: not battery.connected, timeout_s=5)
+    assert len(at_hub) == 1
 
 
 async def test_removed_account_refused_within_seconds(site: Site) -> None:
