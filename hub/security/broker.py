@@ -493,10 +493,13 @@ def broker_config_dir(settings: Settings) -> Path:
 
 def hub_broker_password(data_dir: Path) -> str | None:
     """The hub's own broker password (data_dir/broker-hub.password), None if not made yet."""
+    path = Path(data_dir) / HUB_PASSWORD_FILE
     try:
-        text = (Path(data_dir) / HUB_PASSWORD_FILE).read_text().strip()
+        text = path.read_text().strip()
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        raise BrokerConfigError(f"cannot read the hub's broker password {path}: {exc}") from exc
     return text or None
 
 
@@ -538,12 +541,14 @@ def apply_site_access(settings: Settings, accounts: Sequence[BrokerAccount]) -> 
     notices the changed files by itself within about a second."""
     from hub.transport.broker import parse_mqtt_url
 
+    directory = broker_config_dir(settings)
+    first_accounts = not (directory / PASSWORD_FILE).exists()
     if settings.mqtt_url is not None:
         host, port = parse_mqtt_url(settings.mqtt_url)
     else:
         host, port = settings.mqtt_host, settings.mqtt_port
     files = write_mosquitto_config(
-        broker_config_dir(settings),
+        directory,
         accounts,
         site=settings.site,
         listener_host=host,
@@ -555,6 +560,11 @@ def apply_site_access(settings: Settings, accounts: Sequence[BrokerAccount]) -> 
     if settings.mosquitto_pid_file is not None:
         reload_mosquitto(settings.mosquitto_pid_file)
     log.info("broker access applied", accounts=len(accounts), directory=str(files.conf.parent))
+    if settings.embedded_broker and first_accounts and settings.broker_locked is None:
+        log.warning(
+            "the site now has broker accounts: restart the hub to lock its embedded broker "
+            "(a hub already running keeps it open until then)"
+        )
     return files
 
 
@@ -577,7 +587,8 @@ def embedded_lock(settings: Settings) -> EmbeddedLock | None:
     present = lock.password_file.exists() and lock.acl_file.exists()
     locked = present if settings.broker_locked is None else settings.broker_locked
     if not locked:
-        log.warning(
+        loopback = settings.mqtt_host in ("127.0.0.1", "localhost", "::1")
+        (log.info if loopback else log.warning)(
             "embedded broker is OPEN: any client reaching it may publish and subscribe anywhere",
             listener=f"{settings.mqtt_host}:{settings.mqtt_port}",
             why="ETP_BROKER_LOCKED=false"
