@@ -4,6 +4,7 @@ Mosquitto files for an operator, and a readable summary of it."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -41,9 +42,20 @@ def _settings(data_dir: Path | None, database_url: str | None) -> Any:
         _fail(f"invalid configuration: {exc}")
 
 
-def _accounts(settings: Any) -> tuple[list[Any], str]:
+FromFiles = Annotated[
+    bool,
+    typer.Option(
+        "--from-files",
+        help="Take the accounts from the password file the broker uses now "
+        "(ETP_BROKER_CONFIG_DIR or DATA_DIR/broker) instead of the database.",
+    ),
+]
+
+
+def _accounts(settings: Any, from_files: bool) -> tuple[list[Any], str]:
     """The site's broker accounts and where they came from: the database (active devices
-    and the hub), else the password file the hub last wrote."""
+    and the hub), or the password file the hub last wrote (`from_files`, or when this hub
+    has no device registry)."""
     from hub.security.broker import (
         PASSWORD_FILE,
         AccessFileError,
@@ -55,11 +67,18 @@ def _accounts(settings: Any) -> tuple[list[Any], str]:
         from hub.security.devices import broker_accounts  # type: ignore[attr-defined,unused-ignore]
     except ImportError:
         broker_accounts = None
+    if from_files:
+        broker_accounts = None
     if broker_accounts is not None:
         from hub.store import Store, StoreError
 
+        # The site (and the hub's password file) come from these settings, not the environment.
+        pass_settings = "settings" in inspect.signature(broker_accounts).parameters
+
         async def load() -> list[Any]:
             async with Store(settings.resolved_database_url()) as store:
+                if pass_settings:
+                    return list(await broker_accounts(store, settings=settings))
                 return list(await broker_accounts(store))
 
         try:
@@ -129,6 +148,7 @@ def config(
             show_default=False,
         ),
     ] = None,
+    from_files: FromFiles = False,
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
@@ -136,7 +156,7 @@ def config(
     from hub.security.broker import BrokerConfigError, broker_config_dir, write_mosquitto_config
 
     settings = _settings(data_dir, database_url)
-    accounts, source = _accounts(settings)
+    accounts, source = _accounts(settings, from_files)
     tls_files = None
     if tls:
         from hub.security.broker import BrokerTlsFiles
@@ -165,7 +185,9 @@ def config(
 
 
 @app.command(help=_CHECK_HELP)
-def check(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
+def check(
+    from_files: FromFiles = False, data_dir: DataDir = None, database_url: DatabaseUrl = None
+) -> None:
     """Print the site's broker access (see _CHECK_HELP)."""
     from hub.security.broker import (
         ACL_FILE,
@@ -176,7 +198,7 @@ def check(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
     )
 
     settings = _settings(data_dir, database_url)
-    accounts, source = _accounts(settings)
+    accounts, source = _accounts(settings, from_files)
     try:
         grants = grants_for(accounts, settings.site)
     except BrokerConfigError as exc:

@@ -623,7 +623,7 @@ def test_etp_broker_check_and_config(shared_dir: Path) -> None:
     accounts = _accounts(passwords)
     write_mosquitto_config(shared_dir / "broker", accounts, site="site1")
     runner = CliRunner()
-    checked = runner.invoke(app, ["broker", "check", "--data-dir", str(shared_dir)])
+    checked = runner.invoke(app, ["broker", "check", "--from-files", "--data-dir", str(shared_dir)])
     assert checked.exit_code == 0, checked.output
     assert f"publish: etp/v1/site1/bess/{OWN}/birth" in checked.output
     assert "anonymous clients: refused" in checked.output
@@ -632,7 +632,8 @@ def test_etp_broker_check_and_config(shared_dir: Path) -> None:
     assert all(password not in checked.output for password in passwords.values())
     out = shared_dir / "operator"
     written = runner.invoke(
-        app, ["broker", "config", "--data-dir", str(shared_dir), "--out", str(out)]
+        app,
+        ["broker", "config", "--from-files", "--data-dir", str(shared_dir), "--out", str(out)],
     )
     assert written.exit_code == 0, written.output
     assert f"mosquitto -c {out / 'mosquitto.conf'}" in written.output
