@@ -63,23 +63,25 @@ def _accounts(settings: Any, from_files: bool) -> tuple[list[Any], str]:
         broker_config_dir,
     )
 
-    try:
-        from hub.security.devices import broker_accounts  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        broker_accounts = None
-    if from_files:
-        broker_accounts = None
-    if broker_accounts is not None:
+    registry: Any = None  # hub.security.devices.broker_accounts, where that module exists
+    if not from_files:
+        try:
+            from hub.security import devices  # type: ignore[attr-defined,unused-ignore]
+        except ImportError:
+            pass
+        else:
+            registry = getattr(devices, "broker_accounts", None)
+    if registry is not None:
         from hub.store import Store, StoreError
 
         # The site (and the hub's password file) come from these settings, not the environment.
-        pass_settings = "settings" in inspect.signature(broker_accounts).parameters
+        pass_settings = "settings" in inspect.signature(registry).parameters
 
         async def load() -> list[Any]:
             async with Store(settings.resolved_database_url()) as store:
                 if pass_settings:
-                    return list(await broker_accounts(store, settings=settings))
-                return list(await broker_accounts(store))
+                    return list(await registry(store, settings=settings))
+                return list(await registry(store))
 
         try:
             return asyncio.run(load()), "the database"
