@@ -285,6 +285,7 @@ def write_mosquitto_config(
     max_message_bytes: int = 8192,
     pid_file: Path | None = None,
     file_mode: int = 0o640,
+    write_conf: bool = True,
 ) -> MosquittoFiles:
     """Write `passwords`, `acl` and `mosquitto.conf` into `out_dir` (each replaced in one
     rename). The conf refuses anonymous clients, applies the ACL, drops messages larger than
@@ -292,7 +293,8 @@ def write_mosquitto_config(
     listener takes only TLS 1.2+; with `pid_file` Mosquitto writes its pid there (for
     `reload_mosquitto`). `file_mode` 0640: a Mosquitto started as root reads them as
     user mosquitto, so give `out_dir` that group with the setgid bit (chgrp mosquitto DIR;
-    chmod 2750 DIR) and every rewritten file keeps it."""
+    chmod 2750 DIR) and every rewritten file keeps it. `write_conf=False` leaves an existing
+    mosquitto.conf alone (only the accounts changed)."""
     if max_message_bytes < 1:
         raise BrokerConfigError("max_message_bytes must be at least 1")
     out_dir = Path(out_dir)
@@ -304,6 +306,8 @@ def write_mosquitto_config(
     files = MosquittoFiles(out_dir / CONF_FILE, out_dir / PASSWORD_FILE, out_dir / ACL_FILE)
     _write_atomically(files.password_file, _password_text(ordered), file_mode)
     _write_atomically(files.acl_file, _acl_text(grants), file_mode)
+    if not write_conf:
+        return files
     conf = [
         _HEADER.rstrip("\n"),
         "# Run: mosquitto -c THIS_FILE ; after `etp device add/revoke/rotate` the hub rewrites",
@@ -536,7 +540,9 @@ def apply_site_access(settings: Settings, accounts: Sequence[BrokerAccount]) -> 
     """Write the broker's access files for `accounts` (after a device is added, revoked or
     given a new password) and make the running broker use them.
 
-    The files go to ETP_BROKER_CONFIG_DIR (default data_dir/broker). An external Mosquitto
+    The password and ACL files go to ETP_BROKER_CONFIG_DIR (default data_dir/broker), with a
+    mosquitto.conf if there is none yet (an existing one, e.g. from `etp broker config
+    --host ... --tls`, is kept: its listener is the operator's choice). An external Mosquitto
     the hub manages is sent SIGHUP when ETP_MOSQUITTO_PID_FILE is set; the embedded broker
     notices the changed files by itself within about a second."""
     from hub.transport.broker import parse_mqtt_url
@@ -556,6 +562,7 @@ def apply_site_access(settings: Settings, accounts: Sequence[BrokerAccount]) -> 
         tls=_site_tls(settings),
         max_message_bytes=settings.broker_max_message_bytes,
         pid_file=settings.mosquitto_pid_file,
+        write_conf=not (directory / CONF_FILE).exists(),
     )
     if settings.mosquitto_pid_file is not None:
         reload_mosquitto(settings.mosquitto_pid_file)

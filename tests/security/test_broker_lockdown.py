@@ -688,7 +688,9 @@ async def test_apply_site_access_reloads_a_managed_mosquitto(shared_dir: Path) -
         await site.client(device_username(OWN))
         password = passwords.pop(device_username(OWN))
         await _until(lambda: (run / "mosquitto.pid").exists())
+        conf_before = files.conf.read_text()
         apply_site_access(settings, _accounts(passwords))
+        assert files.conf.read_text() == conf_before  # the operator's listener is kept
         await _until(lambda: not site.clients[0].connected, timeout_s=5)
         with pytest.raises(MqttConnectRefusedError):
             await site.client(device_username(OWN), password=password)
