@@ -31,7 +31,7 @@ __all__ = ["SiteAuthPlugin", "SiteTopicPlugin"]
 _LOGIN_CHECK = "etp.security.login_checked_against"  # Session.attributes key
 
 
-def _access(context: BaseContext, password_file: str, acl_file: str) -> ReloadingAccess:
+def _access(password_file: str, acl_file: str) -> ReloadingAccess:
     if not password_file or not acl_file:
         raise ValueError("the broker lock needs password_file and acl_file")
     return ReloadingAccess(Path(password_file), Path(acl_file))
@@ -49,7 +49,7 @@ class SiteAuthPlugin(BaseAuthPlugin):
 
     def __init__(self, context: BaseContext) -> None:
         super().__init__(context)
-        self._rules = _access(context, self.config.password_file, self.config.acl_file)
+        self._rules = _access(self.config.password_file, self.config.acl_file)
 
     async def authenticate(self, *, session: Session) -> bool:
         """True for a known user, right password and an allowed last-will topic."""
@@ -77,7 +77,7 @@ class SiteTopicPlugin(BaseTopicPlugin):
 
     def __init__(self, context: BaseContext) -> None:
         super().__init__(context)
-        self._rules = _access(context, self.config.password_file, self.config.acl_file)
+        self._rules = _access(self.config.password_file, self.config.acl_file)
 
     async def topic_filtering(
         self,
