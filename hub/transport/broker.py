@@ -107,10 +107,12 @@ class _LimitedReader(ReaderAdapter):
     def __init__(self, inner: ReaderAdapter, limit_bytes: int) -> None:
         self._inner = inner
         self._limit_bytes = limit_bytes
+        self.exceeded = False
 
     async def read(self, n: int = -1) -> bytes:
         """Up to n bytes; raises PacketTooLargeError above the limit."""
         if n > self._limit_bytes:
+            self.exceeded = True
             raise PacketTooLargeError(f"packet of {n} bytes is larger than {self._limit_bytes}")
         return await self._inner.read(n)
 
@@ -176,9 +178,16 @@ class _Broker(Broker):
     ) -> None:
         """Serve a connection; with `max_message_bytes`, its packets are capped at that plus
         header room (like Mosquitto's max_packet_size: a larger one closes the connection)."""
-        if self._max_message_bytes is not None:
-            reader = _LimitedReader(reader, self._max_message_bytes + _PACKET_OVERHEAD_BYTES)
-        await super()._client_connected(listener_name, reader, writer)
+        if self._max_message_bytes is None:
+            await super()._client_connected(listener_name, reader, writer)
+            return
+        limited = _LimitedReader(reader, self._max_message_bytes + _PACKET_OVERHEAD_BYTES)
+        try:
+            await super()._client_connected(listener_name, limited, writer)
+        finally:
+            if limited.exceeded:  # amqtt leaves a socket open when its CONNECT was too large
+                with contextlib.suppress(Exception):
+                    await writer.close()
 
     async def _initialize_client_session(
         self, reader: ReaderAdapter, writer: WriterAdapter, remote_address: str, remote_port: int
