@@ -183,11 +183,15 @@ class HubRuntime:
         )
         self.receiver = DeviceReceiver(self.keyring)
         if settings.embedded_broker:
+            from hub.security.broker import embedded_lock  # logs whether the broker is open
+
             files = self.tls.broker_tls
             self.broker = EmbeddedBroker(
                 settings.mqtt_host,
                 self.tls.broker_port,
                 tls=ListenerTls(files.cert, files.key, files.ca_cert) if files else None,
+                lock=embedded_lock(settings),
+                max_message_bytes=settings.broker_max_message_bytes,
             )
             await self.broker.start()
         if self.store is None:

@@ -276,6 +276,37 @@ class Settings(BaseSettings):
         default=None, description="its private key (PEM)"
     )
 
+    # Broker lockdown (hub/security/broker.py): who may log in to the broker and use which topics.
+    broker_locked: bool | None = Field(
+        default=None, description="embedded broker refuses anonymous clients and applies the "
+        "topic ACL; None = locked once the site has broker accounts (data_dir/broker/passwords)"
+    )
+    broker_config_dir: Path | None = Field(
+        default=None, description="broker password, ACL and mosquitto.conf files (default "
+        "data_dir/broker); rewritten after etp device add/revoke/rotate"
+    )
+    mosquitto_pid_file: Path | None = Field(
+        default=None, description="pid file of an external Mosquitto the hub manages: sent "
+        "SIGHUP after the access files change"
+    )
+    broker_max_message_bytes: int = Field(
+        default=8192, ge=1024, description="largest message payload the broker passes on "
+        "(frames are at most 512 bytes, market notices 4096)"
+    )
+
+    @model_validator(mode="after")
+    def _hub_broker_login(self) -> Settings:
+        """With no mqtt_username given, the hub logs in as `hub` with the password kept in
+        data_dir/broker-hub.password once the site has broker accounts."""
+        if self.mqtt_username is None and self.mqtt_password is None:
+            from hub.security.broker import hub_broker_password
+
+            password = hub_broker_password(self.data_dir)
+            if password is not None:
+                self.mqtt_username = "hub"
+                self.mqtt_password = SecretStr(password)
+        return self
+
     @model_validator(mode="before")
     @classmethod
     def _credentials_out_of_url(cls, values: Any) -> Any:

@@ -2,7 +2,19 @@
 
 import typer
 
-from hub.cli import apikey, db, firmware, market, pki, proto, report, service, settle, wallet
+from hub.cli import (
+    apikey,
+    broker,
+    db,
+    firmware,
+    market,
+    pki,
+    proto,
+    report,
+    service,
+    settle,
+    wallet,
+)
 from hub.cli import device as device_cli
 
 app = typer.Typer(
@@ -27,6 +39,7 @@ settle.app.add_typer(market.app, name="market")
 app.add_typer(wallet.app, name="wallet")
 app.add_typer(device_cli.app, name="device")
 app.add_typer(pki.app, name="pki")
+app.add_typer(broker.app, name="broker")
 app.command("hub")(service.hub)
 app.command("demo")(service.demo)
 app.command("report")(report.report)

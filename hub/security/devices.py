@@ -24,6 +24,7 @@ from hub.security.accounts import (
     hash_password,
     new_password,
 )
+from hub.security.broker import HUB_PASSWORD_FILE
 from shared_etp.frame import derive_key
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ __all__ = [
     "apply_broker_access",
     "broker_accounts",
     "bundle_config",
-    "hub_broker_password",
+    "ensure_hub_broker_password",
     "parse_owner",
     "prepare_bundle_dir",
     "record_device_event",
@@ -47,7 +48,6 @@ __all__ = [
 
 BUNDLE_CONFIG_FILE = "etp_config.json"
 BUNDLE_CA_FILE = "mqtt_ca.crt"  # the name `etp firmware flash` gives the CA on the board
-HUB_PASSWORD_FILE = "broker-hub.password"
 
 _BASE58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 
@@ -132,9 +132,9 @@ def write_bundle(directory: Path, config: dict[str, object], ca_file: Path | Non
         _write_private(directory / BUNDLE_CA_FILE, ca_file.read_bytes())
 
 
-def hub_broker_password(data_dir: Path) -> str:
+def ensure_hub_broker_password(data_dir: Path) -> str:
     """The hub's own broker password: made on first use, kept 0600 in
-    data_dir/broker-hub.password."""
+    data_dir/broker-hub.password (hub.security.broker.hub_broker_password only reads it)."""
     path = data_dir / HUB_PASSWORD_FILE
     if not path.exists():
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -151,7 +151,8 @@ async def broker_accounts(store: Store, settings: Settings | None = None) -> lis
         from hub.settings import Settings
 
         settings = Settings()
-    accounts = [BrokerAccount(HUB_USERNAME, hash_password(hub_broker_password(settings.data_dir)))]
+    hub_password = ensure_hub_broker_password(settings.data_dir)
+    accounts = [BrokerAccount(HUB_USERNAME, hash_password(hub_password))]
     for row in await store.list_device_credentials(settings.site):
         if row.active:
             accounts.append(
