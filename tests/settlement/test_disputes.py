@@ -282,3 +282,87 @@ async def test_cli_disputes_and_resolves_through_the_running_hub(
             ["dispute", "1", "--url", "http://127.0.0.1:9", "--api-key", operator],
         )
         assert result.exit_code == 1 and "no hub answers" in result.output, result.output
+
+
+async def test_registered_market_the_hub_holds_no_party_or_authority_key(
+    tmp_path: Path, program_file: Path
+) -> None:
+    """A market its authority made, parties with their own wallets (devnet/mainnet style): the
+    hub settles with its settler key only, so it can neither open a dispute for a party nor
+    resolve one; it says so (409) and changes nothing."""
+    from solders.account import Account
+    from solders.token import ID as TOKEN_PROGRAM
+
+    from hub.settlement.disputes import DisputeError
+    from hub.settlement.ledger import associated_token_address
+    from hub.settlement.onboard import deposit, init_market
+    from hub.settlement.program import load_idl, read_program
+    from hub.settlement.registered import RegisteredSite
+    from hub.settlement.service import SettlementConfig, SettlementService
+    from hub.store import Store, database_url_for
+    from tests.settlement.test_rpc import _mint_data, _token_account_data
+
+    cluster = EmbeddedCluster(read_program(program_file))
+    idl = load_idl(cluster.program_id)
+    mint, authority, settler = Keypair().pubkey(), Keypair(), Keypair()
+    aggregator, owner = Keypair(), Keypair()
+    cluster.svm.set_account(mint, Account(10**9, _mint_data(6, 10**15), TOKEN_PROGRAM))
+    for key in (authority, settler, aggregator, owner):
+        await cluster.airdrop(key.pubkey(), 10 * 10**9)
+    market = await init_market(cluster, idl, authority, mint, settler.pubkey(), 3600)
+    ata = associated_token_address(aggregator.pubkey(), mint, TOKEN_PROGRAM)
+    tokens = _token_account_data(mint, aggregator.pubkey(), 10**12)
+    cluster.svm.set_account(ata, Account(2_039_280, tokens, TOKEN_PROGRAM))
+    await register(cluster, market, aggregator, aggregator=True, device_ids=[])
+    await deposit(cluster, market, aggregator, 10**12)
+    await register(cluster, market, owner, aggregator=False, device_ids=[7])
+    wallets = {("aggregator", BUYER): str(aggregator.pubkey()), ("battery", 7): str(owner.pubkey())}
+
+    async def lookup(role: str, party_id: int) -> str | None:
+        return wallets.get((role, party_id))
+
+    site = RegisteredSite(cluster, idl, settler, market.address, lookup)
+    async with Store(database_url_for(tmp_path)) as store:
+        auction = await store.open_auction(
+            device_id=7,
+            site="s",
+            mechanism="ascending",
+            lot_wh=1000,
+            reserve_mc=10_000,
+            opened_ms=1,
+        )
+        trade, _ = await store.record_trade(
+            auction_id=auction,
+            device_id=7,
+            bidder_id=BUYER,
+            price_mc=PRICE_MC,
+            energy_wh=ENERGY_WH,
+            reserve_mc=10_000,
+            confirmed_ms=2,
+        )
+        await store.resolve_trade(trade.id, "verified")
+        service = SettlementService(
+            store,
+            cluster,
+            site,
+            site_name="s",
+            aggregator_ids=[BUYER],
+            config=SettlementConfig(linger_ms=0),
+        )
+        for _ in range(50):
+            await service.settle_round()
+        assert [row.status for row in await store.list_settlements()] == ["settled"]
+        # the reputation notice reads the aggregator's own wallet's account here too
+        await service.reputation.refresh()
+        assert service.reputation.standings[BUYER].trades == 1
+        for by in ("buyer", "seller"):
+            with pytest.raises(DisputeError) as refused:
+                await service.disputes.open(trade.id, by)  # type: ignore[arg-type]
+            assert refused.value.status == 409
+            assert f"holds no key for the {by}" in str(refused.value)
+        with pytest.raises(DisputeError) as refused:
+            await service.disputes.resolve(trade.id, 0)
+        assert refused.value.status == 409 and "authority" in str(refused.value)
+        record = await service.disputes.record_of(trade.id)
+        assert record["status"] == 0  # still Settled on the ledger
+        assert [row.status for row in await store.list_settlements()] == ["settled"]
