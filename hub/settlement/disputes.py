@@ -162,7 +162,9 @@ class Disputes:
                 penalised=penalised,
                 actor=actor,
             )
-            log.info("dispute resolved", trade_id=trade_id, status=status, refund_mc=refund)
+            log.info(
+                "dispute resolved", trade_id=trade_id, status=status, refund_mc=refund // scale
+            )
             return {
                 "trade_id": trade_id,
                 "status": status,
