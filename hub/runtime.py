@@ -338,6 +338,8 @@ class HubRuntime:
             log.error("settlement not running", error=str(exc))
             return
         await self.settlement.start()
+        if self.auctions is not None:  # the reputation notice reads the ledger's accounts
+            self.auctions.reputation_view = self.settlement.reputation.published
 
     @property
     def api_keys(self) -> ApiKeyAuthenticator:

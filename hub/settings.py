@@ -255,6 +255,15 @@ class Settings(BaseSettings):
         default=1.0, gt=0, le=5, description="how often the running hub re-reads the device "
         "credentials (a revocation applies within this)"
     )
+    # disputes and reputation read back from the ledger (hub/settlement/disputes.py, reputation.py)
+    settlement_dispute_window_s: int = Field(
+        default=7 * 24 * 3600, ge=1, le=30 * 24 * 3600, description="how long after its "
+        "settlement a trade may be disputed (set when the hub makes the market on a new ledger)"
+    )
+    settlement_reputation_interval_s: float = Field(
+        default=3.0, gt=0, description="how often the aggregators' Reputation accounts are read "
+        "from the ledger for the published reputation notice"
+    )
 
     # TLS and certificates (hub/security/pki.py, hub/security/tls.py, docs/security-tls.md)
     tls: Literal["auto", "on"] = Field(

@@ -23,6 +23,7 @@ from hub.gateway.operator import OperatorSource, operator_handlers
 from hub.gateway.prometheus import MetricsSource, metrics_handler
 from hub.gateway.protect import cors_config, rate_limits
 from hub.gateway.resources import ResourceSource, events_in_range, resource_handlers
+from hub.gateway.settlements import SettlementSource, dispute_handlers
 from hub.gateway.static import static_handlers
 from hub.gateway.ws import WsRuntime, ws_route
 from hub.settings import Settings
@@ -42,7 +43,8 @@ class NewApiKey:
 
 
 class RuntimeView(
-    ResourceSource, WsRuntime, MetricsSource, OperatorSource, AlertSource, Protocol
+    ResourceSource, WsRuntime, MetricsSource, OperatorSource, AlertSource, SettlementSource,
+    Protocol,
 ):
     """What the gateway reads from the running hub (the resources', WebSocket's, /metrics'
     and operator commands' needs included)."""
@@ -168,6 +170,7 @@ def create_app(settings: Settings, runtime: RuntimeView) -> Litestar:
             history_handler(runtime, viewer),
             *resource_handlers(runtime, viewer),
             *operator_handlers(runtime, operator),
+            *dispute_handlers(runtime, operator),
             *alert_handlers(runtime, viewer, operator),
             *static_handlers(settings.dashboard_path()),
         ],

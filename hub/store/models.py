@@ -63,8 +63,11 @@ AUCTION_CLOSED_STATUSES = ("cleared", "no_sale", "terminated")
 BID_OUTCOMES = ("sent", "accepted", "rejected", "confirmed")
 # pending: waiting for the settlement worker; submitted: a ledger transaction was sent (its
 # signature is stored, a worker restarting must check it); settled: final on the ledger;
-# failed: given up (error says why).
-SETTLEMENT_STATUSES = ("pending", "submitted", "settled", "failed")
+# failed: given up (error says why). A settled trade's dispute: disputed (open), refunded (the
+# buyer got a refund), upheld (found unfounded) (hub/settlement/disputes.py).
+SETTLEMENT_STATUSES = (
+    "pending", "submitted", "settled", "failed", "disputed", "refunded", "upheld"
+)
 # recorded: written before its BidConfirm leaves the hub, the battery's answer not in yet;
 # verified: the battery acknowledged the confirm (or said it committed it when asked): the trade
 # counts and its settlement is queued in the same transaction; unverified: the battery's answer
