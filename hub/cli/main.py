@@ -3,6 +3,7 @@
 import typer
 
 from hub.cli import apikey, db, firmware, proto, report, service, settle
+from hub.cli import audit as audit_cli
 
 app = typer.Typer(
     name="etp",
@@ -22,6 +23,7 @@ app.add_typer(apikey.app, name="apikey")
 app.add_typer(bench_app, name="bench")
 app.add_typer(firmware.app, name="firmware")
 app.add_typer(settle.app, name="settle")
+app.add_typer(audit_cli.app, name="audit")
 app.command("hub")(service.hub)
 app.command("demo")(service.demo)
 app.command("report")(report.report)

@@ -40,6 +40,11 @@ class EventKind(StrEnum):
     METRICS_SNAPSHOT = "metrics_snapshot"  # the hub's status counts, periodically
     ALERT_RAISED = "alert_raised"  # the alert (hub.store AlertRow.view): new, or a repeat counted
     ALERT_ACKNOWLEDGED = "alert_acknowledged"  # the alert, with acknowledged_by
+    # security audit (hub.security.audit; payloads never carry a secret)
+    API_KEY_CREATED = "api_key_created"  # key_id (etp_<id>), name, role, source api | cli, by
+    API_KEY_REVOKED = "api_key_revoked"  # key_id (etp_<id>), name, role, source api | cli, by
+    LOGIN_FAILED = "login_failed"  # client, reason, key_id, count, window_s, reasons
+    FRAMES_REJECTED = "frames_rejected"  # reason, count, window_s (per device and reason)
 
 
 @dataclass(frozen=True, slots=True)
