@@ -32,6 +32,7 @@ bench_app.command("proto")(proto.bench_proto)
 bench_app.command("firmware")(firmware.bench_firmware)
 bench_app.command("store")(db.bench_store)
 bench_app.command("settle")(settle.bench_settle)
+bench_app.command("flood")(audit_cli.bench_flood)
 
 
 @bench_app.command("gateway")
