@@ -188,7 +188,7 @@ class HubRuntime:
         self.events = EventLog(self.store)
         await self.events.start()
         # security audit: rejected frames, failed logins, API keys (hub.security.audit)
-        self.security_audit = SecurityAudit(self._emit)
+        self.security_audit = SecurityAudit(self._emit, keys=self.store)
         self.metrics.on_reject = self.security_audit.frame_rejected
         self._api_keys.on_refused.append(self.security_audit.login_failed)
         self._api_keys.on_change.append(self.security_audit.api_key_changed)

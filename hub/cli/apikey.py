@@ -33,12 +33,11 @@ def _fail(message: str) -> None:
 
 
 def _with_store(url: str, work: Callable[[Any], Awaitable[_T]]) -> _T:
-    """Open the store (migrating it if needed), run `work(store)`, close it (which writes the
-    audit event `work` recorded; a small block of event numbers suffices here)."""
+    """Open the store (migrating it if needed), run `work(store)`, close it."""
     from hub.store import Store, StoreError
 
     async def run() -> _T:
-        async with Store(url, event_seq_block=4) as store:
+        async with Store(url) as store:
             return await work(store)
 
     try:
@@ -52,16 +51,6 @@ def _time(ms: int | None) -> str:
     if ms is None:
         return "-"
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-
-
-def _audit(store: Any, change: str, row: ApiKeyRow) -> None:
-    """The api_key_created / api_key_revoked event, in the hub's event log (`etp audit
-    security` lists it)."""
-    from hub.events import EventKind
-    from hub.security.audit import api_key_payload, record_out_of_process
-
-    kind = EventKind.API_KEY_CREATED if change == "created" else EventKind.API_KEY_REVOKED
-    record_out_of_process(store, kind, **api_key_payload(row, "cli", None))
 
 
 @app.command()
@@ -86,13 +75,7 @@ def create(
     if not name or len(name) > 64:
         _fail("--name must be 1 to 64 characters")
     url = resolve_url(database_url_option, data_dir)
-
-    async def work(store: Any) -> IssuedKey:
-        issued = await issue_api_key(store, name, role)
-        _audit(store, "created", issued.row)
-        return issued
-
-    issued: IssuedKey = _with_store(url, work)
+    issued: IssuedKey = _with_store(url, lambda store: issue_api_key(store, name, role))
     if as_json:
         typer.echo(json.dumps({**key_view(issued.row), "key": issued.key}))
         return
@@ -146,10 +129,9 @@ def revoke(
     async def work(store: Any) -> ApiKeyRow | None:
         try:
             row: ApiKeyRow = await store.revoke_api_key(key_id)
+            return row
         except UnknownApiKeyError:
             return None
-        _audit(store, "revoked", row)
-        return row
 
     row = _with_store(url, work)
     if row is None:

@@ -41,8 +41,8 @@ class EventKind(StrEnum):
     ALERT_RAISED = "alert_raised"  # the alert (hub.store AlertRow.view): new, or a repeat counted
     ALERT_ACKNOWLEDGED = "alert_acknowledged"  # the alert, with acknowledged_by
     # security audit (hub.security.audit; payloads never carry a secret)
-    API_KEY_CREATED = "api_key_created"  # key_id (etp_<id>), name, role, source api | cli, by
-    API_KEY_REVOKED = "api_key_revoked"  # key_id (etp_<id>), name, role, source api | cli, by
+    API_KEY_CREATED = "api_key_created"  # key_id (etp_<id>), name, role, source, by, at_ms
+    API_KEY_REVOKED = "api_key_revoked"  # source: api (by: the key) | database (etp apikey)
     LOGIN_FAILED = "login_failed"  # client, reason, key_id, count, window_s, reasons
     FRAMES_REJECTED = "frames_rejected"  # reason, count, window_s (per device and reason)
 

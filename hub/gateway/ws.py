@@ -237,6 +237,7 @@ class _Session:
                     self.socket.receive_text(), self.limits.auth_timeout_s
                 )
             except TimeoutError:
+                self.runtime.api_keys.refused(client_address(self.socket), "no_key", None)
                 raise _Refused(
                     CloseCode.UNAUTHENTICATED,
                     f'no ticket, no key header and no {{"type": "auth", "key": ...}} within '
@@ -247,6 +248,7 @@ class _Session:
             except (TypeError, ValueError):  # not JSON, or a binary frame (no text)
                 message = None
             if not isinstance(message, dict) or message.get("type") != "auth":
+                self.runtime.api_keys.refused(client_address(self.socket), "bad_auth_message", None)
                 raise _Refused(CloseCode.BAD_MESSAGE,
                                'the first message must be {"type": "auth", "key": ...}')
             key = message.get("key") if isinstance(message.get("key"), str) else None

@@ -6,6 +6,11 @@ device and reason), failed logins seen by the gateway, API keys created and revo
 provisioned, revoked, rotated or quarantined, operator actions and alerts. None carries a
 secret: an API key is named by its public part (`etp_<id>`), never by its secret or hash.
 
+Keys made or revoked through the hub's API are events at once (naming the operator's key);
+those made or revoked by `etp apikey` (another process writing the store) are found by the hub,
+which reads the key table every 5 s and at start (so a change made while it was down is audited
+when it starts), and numbers them in its own sequence like every other event.
+
 A flood must not flood the log: `SecurityAudit` turns rejections and failed logins into at
 most one event per key (device and reason, or client address) per window (10 s). The first
 one of a quiet key is an event at once (count 1); those that follow within the window are
@@ -22,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import sqlalchemy as sa
+import structlog
 
 from hub.auth.keys import Principal
 from hub.events.kinds import EventKind
@@ -36,7 +42,6 @@ __all__ = [
     "api_key_payload",
     "list_security_events",
     "public_key_id",
-    "record_out_of_process",
 ]
 
 # What the audit lists. Plain strings: the device credentials' kinds are defined by the
@@ -56,6 +61,8 @@ SECURITY_KINDS: tuple[str, ...] = (
 )
 
 WINDOW_S = 10
+log = structlog.get_logger(__name__)
+
 MAX_KEYS = 10_000  # open windows kept; past it new keys share one overflow key per reason
 
 
@@ -160,11 +167,18 @@ class SecurityAudit:
         *,
         window_s: int = WINDOW_S,
         clock: Callable[[], int] = _monotonic_ms,
+        keys: KeyEventStore | None = None,
+        keys_interval_s: float = 5.0,
     ) -> None:
         self._emit = emit
         self.window_s = window_s
         self._frames = WindowedCounts(window_s * 1000, clock)
         self._logins = WindowedCounts(window_s * 1000, clock)
+        self._keys = keys
+        self.keys_interval_s = keys_interval_s  # how often the key table is read
+        self.keys_settle_ms = 2000  # a change younger than this waits for the next read
+        self._key_changes: set[tuple[int, str]] = set()  # (key id, created|revoked) audited
+        self._keys_mark_ms: int | None = None
 
     def frame_rejected(self, reason: str, topic: str) -> None:
         """A frame from the network was dropped for `reason` (hub.metrics counts it too)."""
@@ -197,8 +211,36 @@ class SecurityAudit:
 
     def api_key_changed(self, change: str, row: ApiKeyRow, by: Principal | None) -> None:
         """A key made or revoked through the hub's API (`by`: the operator's key)."""
+        self._key_changes.add((row.id, change))
         kind = EventKind.API_KEY_CREATED if change == "created" else EventKind.API_KEY_REVOKED
-        self._emit(kind, **api_key_payload(row, "api", by))
+        at_ms = row.created_ms if change == "created" else row.revoked_ms
+        self._emit(kind, **api_key_payload(row, "api", by), at_ms=at_ms)
+
+    async def check_api_keys(self) -> None:
+        """Audit the keys made or revoked by another process (`etp apikey` writes the store
+        directly, with the hub running or not): each change newer than the last audited one
+        and not made through this hub becomes an event (`source` "database", `at_ms` the
+        change's time), numbered and published by this hub like every other event."""
+        if self._keys is None:
+            return
+        if self._keys_mark_ms is None:
+            last = await list_security_events(
+                self._keys, kinds=("api_key_created", "api_key_revoked"), limit=1
+            )
+            self._keys_mark_ms = int(last[0].payload.get("at_ms") or last[0].ts_ms) if last else -1
+        mark = self._keys_mark_ms
+        settled = int(time.time() * 1000) - self.keys_settle_ms
+        for row in await self._keys.list_api_keys():
+            for change, at_ms in (("created", row.created_ms), ("revoked", row.revoked_ms)):
+                if at_ms is None or not mark < at_ms <= settled:
+                    continue
+                if (row.id, change) in self._key_changes:
+                    continue
+                self._key_changes.add((row.id, change))
+                kind = (
+                    EventKind.API_KEY_CREATED if change == "created" else EventKind.API_KEY_REVOKED
+                )
+                self._emit(kind, **api_key_payload(row, "database", None), at_ms=at_ms)
 
     def tick(self, *, everything: bool = False) -> None:
         """Report the windows that ended (every pending count with `everything`)."""
@@ -222,27 +264,26 @@ class SecurityAudit:
             )
 
     async def run(self, interval_s: float = 1.0) -> None:
-        """End windows on time until cancelled."""
+        """End windows on time, and read the key table every `keys_interval_s`, until
+        cancelled. A failed read is logged and tried again."""
+        next_keys = 0.0
         while True:
-            await asyncio.sleep(interval_s)
             self.tick()
+            now = time.monotonic()
+            if self._keys is not None and now >= next_keys:
+                next_keys = now + self.keys_interval_s
+                try:
+                    await self.check_api_keys()
+                except Exception as exc:  # the database away for a while: next time
+                    log.warning("API keys not audited this time", error=str(exc))
+            await asyncio.sleep(min(interval_s, self.keys_interval_s))
 
 
-# ---- the CLI's events and the listing ---------------------------------------------------
+# ---- the listing ------------------------------------------------------------------------
 
 
 class EventStore(Protocol):
-    """The part of hub.store.Store the audit writes and reads."""
-
-    def record_event(
-        self,
-        kind: str,
-        *,
-        device_id: int | None = None,
-        auction_id: int | None = None,
-        payload: dict[str, Any] | None = None,
-        ts_ms: int,
-    ) -> int: ...
+    """The part of hub.store.Store the audit reads."""
 
     async def flush(self) -> None: ...
 
@@ -250,16 +291,10 @@ class EventStore(Protocol):
     def sql(self) -> Any: ...
 
 
-def record_out_of_process(
-    store: EventStore, kind: EventKind, *, device_id: int | None = None, **payload: Any
-) -> int:
-    """Write an event from a process other than the hub (a CLI command), into the same log:
-    its seq comes from a block this process reserves (unique, above the hub's current block);
-    the store writes it on `flush`/`close`. A running hub does not publish it to its
-    subscribers; the log and `etp audit security` have it."""
-    return store.record_event(
-        kind.value, device_id=device_id, payload=payload or None, ts_ms=int(time.time() * 1000)
-    )
+class KeyEventStore(EventStore, Protocol):
+    """The store as the API key watcher reads it: keys and events."""
+
+    async def list_api_keys(self, *, include_revoked: bool = True) -> list[ApiKeyRow]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,11 +329,10 @@ class AuditRow:
             return text + (f" (key {p['key_id']})" if p.get("key_id") else "")
         if self.kind in ("api_key_created", "api_key_revoked"):
             maker = p.get("by")
-            who = (
-                f"key {maker.get('key_id')} ({maker.get('name')})"
-                if isinstance(maker, dict)
-                else "CLI"
-            )
+            if isinstance(maker, dict) and maker.get("key_id"):
+                who = f"key {maker['key_id']} ({maker.get('name')})"
+            else:
+                who = "another process (etp apikey)"
             return f"{p.get('key_id')} {p.get('name')} ({p.get('role')}) by {who}"
         if self.kind == "operator_action":
             actor = p.get("by") or {}

@@ -17,10 +17,12 @@ from typing import Any
 
 import aiomqtt
 import pytest
+import typer
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from hub.auth import Role
+from hub.cli.audit import parse_since
 from hub.security.audit import SecurityAudit, WindowedCounts
 from hub.transport.broker import parse_mqtt_url
 from shared_etp.topics import STATUS, device_topic
@@ -42,6 +44,11 @@ def _etp(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
         timeout=60,
         check=False,
     )
+
+
+def made_seq(listed: list[dict[str, Any]]) -> int:
+    """The highest seq among listed events."""
+    return max(row["seq"] for row in listed)
 
 
 def test_a_flood_of_rejections_is_one_event_per_device_reason_and_10_s() -> None:
@@ -147,6 +154,44 @@ async def test_the_hub_audits_logins_keys_and_frames_without_secrets(
         assert (await asyncio.to_thread(call, "/api/v1/audit/security"))[0] == 401
         device_5 = (await asyncio.to_thread(call, "/api/v1/audit/security?device=5", operator))[1]
         assert device_5 and {row["device_id"] for row in device_5} == {5}
+        # `etp apikey` in another process: the hub finds its changes in the key table
+        assert hub.security_audit is not None
+        hub.security_audit.keys_interval_s, hub.security_audit.keys_settle_ms = 0.2, 200
+        made_by_cli = await asyncio.to_thread(
+            _etp,
+            "apikey",
+            "create",
+            "--name",
+            "night-shift",
+            "--role",
+            "viewer",
+            data_dir=tmp_path,
+        )
+        assert made_by_cli.returncode == 0, made_by_cli.stderr
+        cli_key = next(word for word in made_by_cli.stdout.split() if word.startswith("etp_"))
+        cli_id = cli_key.split("_")[1]
+        revoked_by_cli = await asyncio.to_thread(
+            _etp, "apikey", "revoke", cli_id, data_dir=tmp_path
+        )
+        assert revoked_by_cli.returncode == 0, revoked_by_cli.stderr
+
+        async def key_events(key_id: str) -> list[dict[str, Any]]:
+            return [
+                e
+                for e in await hub.read_events(0, 1000, ["api_key_created", "api_key_revoked"])
+                if e["payload"]["key_id"] == f"etp_{key_id}"
+            ]
+
+        for _ in range(100):
+            if len(await key_events(cli_id)) == 2:
+                break
+            await asyncio.sleep(0.1)
+        cli_events = await key_events(cli_id)
+        assert [(e["kind"], e["payload"]["source"]) for e in cli_events] == [
+            ("api_key_created", "database"),
+            ("api_key_revoked", "database"),
+        ]
+        assert cli_events[1]["seq"] > cli_events[0]["seq"] > made_seq(listed)  # the hub's seqs
     # after the hub stopped: the CLI lists everything, the unfinished windows' counts too
     listing = _etp("audit", "security", "--json", "--limit", "1000", data_dir=tmp_path)
     assert listing.returncode == 0, listing.stderr
@@ -168,35 +213,60 @@ async def test_the_hub_audits_logins_keys_and_frames_without_secrets(
     assert len(logins) <= 3  # summed, not one event per attempt
     frames = [r for r in rows if r["kind"] == "frames_rejected" and r["device_id"] == 5]
     assert sum(r["payload"]["count"] for r in frames) == 30 and len(frames) <= 3
-    created = [r["payload"] for r in rows if r["kind"] == "api_key_created"]
-    assert {
-        "key_id": f"etp_{revoked_id}",
-        "name": "robot",
-        "role": "viewer",
-        "source": "api",
-        "by": {"key_id": "etp_" + operator.split("_")[1], "name": "ops-operator"},
-    } in created
-    # the CLI in another process: its events land in the same log
-    made_by_cli = _etp(
-        "apikey", "create", "--name", "night-shift", "--role", "viewer", data_dir=tmp_path
+    made_by_api = next(
+        r["payload"]
+        for r in rows
+        if r["kind"] == "api_key_created" and r["payload"]["key_id"] == f"etp_{revoked_id}"
     )
-    assert made_by_cli.returncode == 0, made_by_cli.stderr
-    cli_key = next(word for word in made_by_cli.stdout.split() if word.startswith("etp_"))
-    cli_id = cli_key.split("_")[1]
-    assert _etp("apikey", "revoke", cli_id, data_dir=tmp_path).returncode == 0
+    assert made_by_api["name"] == "robot" and made_by_api["source"] == "api"
+    assert made_by_api["by"] == {"key_id": "etp_" + operator.split("_")[1], "name": "ops-operator"}
+    # a key made while the hub is down is audited when it starts
+    made_while_down = _etp(
+        "apikey", "create", "--name", "offline", "--role", "operator", data_dir=tmp_path
+    )
+    assert made_while_down.returncode == 0, made_while_down.stderr
+    down_key = next(word for word in made_while_down.stdout.split() if word.startswith("etp_"))
+    down_id = down_key.split("_")[1]
+    async with running_hub(settings) as hub:
+        assert hub.security_audit is not None
+        hub.security_audit.keys_interval_s, hub.security_audit.keys_settle_ms = 0.2, 200
+        await asyncio.sleep(0.5)
+        for _ in range(100):
+            if any(
+                e["payload"]["key_id"] == f"etp_{down_id}"
+                for e in await hub.read_events(0, 1000, ["api_key_created"])
+            ):
+                break
+            await asyncio.sleep(0.1)
+        created_again = [
+            e["payload"]["key_id"] for e in await hub.read_events(0, 1000, ["api_key_created"])
+        ]
+    assert created_again.count(f"etp_{down_id}") == 1
+    assert created_again.count(f"etp_{cli_id}") == 1  # not audited twice after a restart
     table = _etp("audit", "security", "--since", "1h", data_dir=tmp_path)
     assert table.returncode == 0, table.stderr
     lines = [line for line in table.stdout.splitlines() if f"etp_{cli_id} " in line]
     assert [line.split()[2] for line in lines] == ["api_key_created", "api_key_revoked"]
-    assert "by CLI" in lines[0]
+    assert "by another process (etp apikey)" in lines[0]
     assert "login_failed" in table.stdout and "client 127.0.0.1" in table.stdout
 
     # no secret anywhere: not in the events, the listings, nor the hub's log lines
     everything = "\n".join(
         [listing.stdout, table.stdout, caplog.text, json.dumps(listed), *capsys.readouterr()]
     )
-    secrets = [key.split("_", 2)[2] for key in (operator, viewer, made["key"], cli_key)]
+    secrets = [key.split("_", 2)[2] for key in (operator, viewer, made["key"], cli_key, down_key)]
     secrets.append(wrong.split("_", 2)[2])
     secrets.append((tmp_path / "master.key").read_text().strip())
     for secret in secrets:
         assert secret not in everything, f"a secret ({secret[:6]}...) is in the audit or logs"
+
+
+def test_since_takes_a_duration_or_an_iso_time() -> None:
+    now_s = 1_800_000_000.0
+    assert parse_since("90s", now_s=now_s) == 1_799_999_910_000
+    assert parse_since("2h", now_s=now_s) == 1_799_992_800_000
+    assert parse_since("7d", now_s=now_s) == 1_799_395_200_000
+    assert parse_since("2026-12-05T13:00:00Z") == parse_since("2026-12-05T14:00:00+01:00")
+    assert parse_since("2026-12-05T13:00") == parse_since("2026-12-05T13:00:00Z")  # UTC
+    with pytest.raises(typer.BadParameter, match="duration"):
+        parse_since("yesterday")

@@ -280,12 +280,12 @@ def format_table(result: dict[str, Any]) -> str:
         f"x the fleet's {base['fleet_frames_per_s']}/s",
         "  " + ", ".join(f"{k} {sent['by_kind'].get(k, 0)}" for k in KINDS),
         "",
-        f"{'':<34}{'baseline':>26}{'flood':>30}",
-        f"{'Query->Response p50/p99/max':<34}{lat(base):>26}{lat(flood):>30}",
-        f"{'hub loop lag p99 ms':<34}{base['hub_loop_lag_ms']['p99_ms']!s:>26}"
-        f"{flood['hub_loop_lag_ms']['p99_ms']!s:>30}",
-        f"{'trades (per s)':<34}{base['trades']:>18} ({base['trades_per_s']:>5})"
-        f"{flood['trades']:>22} ({flood['trades_per_s']:>5})",
+        f"{'':<30}{'baseline':>32}{'flood':>32}",
+        f"{'Query->Response p50/p99/max':<30}{lat(base):>32}{lat(flood):>32}",
+        f"{'hub loop lag p99 ms':<30}{base['hub_loop_lag_ms']['p99_ms']!s:>32}"
+        f"{flood['hub_loop_lag_ms']['p99_ms']!s:>32}",
+        f"{'trades (per s)':<30}{base['trades']:>24} ({base['trades_per_s']:>5})"
+        f"{flood['trades']:>24} ({flood['trades_per_s']:>5})",
         "",
         f"rejected in the flood window: {flood['rejected_frames']}",
         f"quarantined: {flood['quarantined'] or 'none'}"
