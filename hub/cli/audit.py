@@ -125,6 +125,9 @@ def bench_flood(
     ),
     auction_interval_ms: int = typer.Option(1000, min=10, help="each battery's auction cadence"),
     status_ms: int = typer.Option(1000, min=100, help="battery status period, ms"),
+    broker: str = typer.Option(
+        "embedded", help="embedded (the hub's amqtt child process) | mosquitto (/usr/sbin)"
+    ),
     json_out: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
 ) -> None:
     """One client floods the hub with bad and good-looking frames at 10x the fleet's rate:
@@ -136,6 +139,9 @@ def bench_flood(
     from hub.tools.bench.flood import FloodConfig, format_table, run_flood
 
     configure_logging("error")  # logs go to stderr; stdout carries only the result
+    if broker not in ("embedded", "mosquitto"):
+        typer.echo("error: --broker must be embedded or mosquitto", err=True)
+        raise typer.Exit(2)
     config = FloodConfig(
         batteries=batteries,
         window_s=window,
@@ -143,6 +149,7 @@ def bench_flood(
         flood_rate=rate,
         auction_interval_ms=auction_interval_ms,
         status_ms=status_ms,
+        broker="embedded" if broker == "embedded" else "mosquitto",
     )
     try:
         result = run_loop(run_flood(config))

@@ -25,7 +25,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from hub.tools.bench.flood_worker import KINDS
 
@@ -46,6 +46,7 @@ class FloodConfig:
     status_ms: int = 1000
     quarantine_after: int = 500  # the hub's default (ETP_FLOOD_QUARANTINE_AFTER)
     quarantine_s: float = 60.0
+    broker: Literal["embedded", "mosquitto"] = "embedded"
 
 
 @dataclass
@@ -85,13 +86,18 @@ def _recent(hist: Any, since_count: int) -> list[float]:
 
 async def run_flood(config: FloodConfig, *, data_dir: Path | None = None) -> dict[str, Any]:
     """Run the baseline and the flood windows; return the figures (JSON-ready)."""
-    if data_dir is None:
-        with tempfile.TemporaryDirectory(prefix="etp-bench-flood-") as tmp:
-            return await _run(config, Path(tmp))
-    return await _run(config, data_dir)
+    from hub.tools.bench.hub import _mosquitto
+
+    with tempfile.TemporaryDirectory(prefix="etp-bench-flood-") as tmp:
+        if data_dir is None:
+            data_dir = Path(tmp) / "data"
+        if config.broker == "embedded":
+            return await _run(config, data_dir, None)
+        async with _mosquitto(Path(tmp)) as (mqtt_url, _pid):
+            return await _run(config, data_dir, mqtt_url)
 
 
-async def _run(config: FloodConfig, data_dir: Path) -> dict[str, Any]:
+async def _run(config: FloodConfig, data_dir: Path, mqtt_url: str | None) -> dict[str, Any]:
     from hub.runtime import HubRuntime
     from hub.settings import Settings, load_master_secret
     from hub.tools.bench.hub import _free_port, _hub_trades
@@ -99,7 +105,7 @@ async def _run(config: FloodConfig, data_dir: Path) -> dict[str, Any]:
 
     settings = Settings(
         data_dir=data_dir,
-        mqtt_url=None,
+        mqtt_url=mqtt_url,  # None: the hub's embedded broker
         mqtt_port=_free_port(),
         http_enabled=False,
         aggregators=config.aggregators,
@@ -272,7 +278,7 @@ def format_table(result: dict[str, Any]) -> str:
         return f"{q['p50_ms']} / {q['p99_ms']} / {q['max_ms']} ms ({q['count']})"
 
     lines = [
-        f"etp bench flood — {cfg['batteries']} batteries, auctions every "
+        f"etp bench flood — {cfg['broker']} broker, {cfg['batteries']} batteries, auctions every "
         f"{cfg['auction_interval_ms']} ms each, {cfg['window_s']} s per window; load average "
         f"before {result['load_before'][0]}",
         f"flooder: device {flood['flooder_device']}, {sent['sent']} frames at "
@@ -280,12 +286,12 @@ def format_table(result: dict[str, Any]) -> str:
         f"x the fleet's {base['fleet_frames_per_s']}/s",
         "  " + ", ".join(f"{k} {sent['by_kind'].get(k, 0)}" for k in KINDS),
         "",
-        f"{'':<30}{'baseline':>32}{'flood':>32}",
-        f"{'Query->Response p50/p99/max':<30}{lat(base):>32}{lat(flood):>32}",
-        f"{'hub loop lag p99 ms':<30}{base['hub_loop_lag_ms']['p99_ms']!s:>32}"
-        f"{flood['hub_loop_lag_ms']['p99_ms']!s:>32}",
-        f"{'trades (per s)':<30}{base['trades']:>24} ({base['trades_per_s']:>5})"
-        f"{flood['trades']:>24} ({flood['trades_per_s']:>5})",
+        f"{'':<30}{'baseline':>34}{'flood':>34}",
+        f"{'Query->Response p50/p99/max':<30}{lat(base):>34}{lat(flood):>34}",
+        f"{'hub loop lag p99 ms':<30}{base['hub_loop_lag_ms']['p99_ms']!s:>34}"
+        f"{flood['hub_loop_lag_ms']['p99_ms']!s:>34}",
+        f"{'trades (per s)':<30}{base['trades']:>26} ({base['trades_per_s']:>5})"
+        f"{flood['trades']:>26} ({flood['trades_per_s']:>5})",
         "",
         f"rejected in the flood window: {flood['rejected_frames']}",
         f"quarantined: {flood['quarantined'] or 'none'}"
