@@ -325,22 +325,34 @@ class AuditRow:
         if self.kind == "frames_rejected":
             return f"{p.get('reason')} x{p.get('count')}"
         if self.kind == "login_failed":
-            text = f"{p.get('reason')} x{p.get('count', 1)}"
-            return text + (f" (key {p['key_id']})" if p.get("key_id") else "")
+            reasons = p.get("reasons") or {p.get("reason"): p.get("count", 1)}
+            text = f"{p.get('count', 1)} refused: " + ", ".join(
+                f"{reason} {n}" for reason, n in sorted(reasons.items(), key=lambda i: -i[1])
+            )
+            return text + (f" (first: key {p['key_id']})" if p.get("key_id") else "")
         if self.kind in ("api_key_created", "api_key_revoked"):
             maker = p.get("by")
             if isinstance(maker, dict) and maker.get("key_id"):
-                who = f"key {maker['key_id']} ({maker.get('name')})"
+                who = f"by key {maker['key_id']} ({maker.get('name')})"
+            elif p.get("source") == "database":
+                who = "by another process (etp apikey)"
             else:
-                who = "another process (etp apikey)"
-            return f"{p.get('key_id')} {p.get('name')} ({p.get('role')}) by {who}"
+                who = "through the hub"
+            return f"{p.get('name')} ({p.get('role')}) {who}"
         if self.kind == "operator_action":
-            actor = p.get("by") or {}
-            return f"{p.get('action')} by {actor.get('name') if isinstance(actor, dict) else actor}"
+            actor = p.get("by")
+            who = (
+                f"key {public_key_id(actor.get('key_id'))} ({actor.get('name')})"
+                if isinstance(actor, dict)
+                else str(actor)
+            )
+            params = p.get("params") or {}
+            extra = f" {params}" if params else ""
+            return f"{p.get('action')}{extra} by {who}"
         if self.kind == "device_quarantined":
-            return f"dropped {p.get('dropped')}, {p.get('quarantine_s')} s"
+            return f"flooding: dropped {p.get('dropped')}, quarantined {p.get('quarantine_s')} s"
         if self.kind == "alert_raised":
-            return f"{p.get('kind') or p.get('rule')}: {p.get('message') or p.get('title') or ''}"
+            return f"{p.get('severity')} {p.get('kind')}: {p.get('message')}"
         return ", ".join(f"{key}={value}" for key, value in sorted(p.items()))
 
     def as_dict(self) -> dict[str, Any]:

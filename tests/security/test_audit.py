@@ -123,6 +123,10 @@ async def test_the_hub_audits_logins_keys_and_frames_without_secrets(
                 call, f"/api/v1/api-keys/{revoked_id}", operator, method="DELETE"
             )
         )[0] == 200
+        # an operator action (its existing operator_action event is in the audit too)
+        assert (await asyncio.to_thread(call, "/api/v1/trading/pause", operator, method="POST"))[
+            0
+        ] == 200
         # a brute force: 40 wrong secrets, then the revoked key, unknown ids, no key
         wrong = viewer[:-6] + "AAAAAA"
         for _ in range(40):
@@ -247,8 +251,10 @@ async def test_the_hub_audits_logins_keys_and_frames_without_secrets(
     assert table.returncode == 0, table.stderr
     lines = [line for line in table.stdout.splitlines() if f"etp_{cli_id} " in line]
     assert [line.split()[2] for line in lines] == ["api_key_created", "api_key_revoked"]
-    assert "by another process (etp apikey)" in lines[0]
+    assert "night-shift (viewer) by another process (etp apikey)" in lines[0]
     assert "login_failed" in table.stdout and "client 127.0.0.1" in table.stdout
+    operator_id = operator.split("_")[1]
+    assert f"pause_trading by key etp_{operator_id} (ops-operator)" in table.stdout
 
     # no secret anywhere: not in the events, the listings, nor the hub's log lines
     everything = "\n".join(
