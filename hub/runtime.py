@@ -28,6 +28,7 @@ from hub.devices.flood import FloodLimits, FrameGate
 from hub.events import EventKind, EventLog
 from hub.events.sources import BatteryStatusChanges, emit_metrics_snapshots
 from hub.metrics import Metrics
+from hub.security.audit import SecurityAudit
 from hub.security.tls import SiteTls, plan_site_tls
 from hub.settings import Settings, load_master_secret
 from hub.settlement.wiring import settlement_status
@@ -157,6 +158,8 @@ class HubRuntime:
         self.ws_clients = WsClients(WsLimits.from_settings(settings))
         self._own_death_frames: set[bytes] = set()  # our deadline DeviceFailures echoed back
         self.settlement: Any = None  # hub.settlement.service.SettlementService once started
+        self.security_audit: SecurityAudit | None = None
+        self._audit_task: asyncio.Task[None] | None = None
         self._settlement_error: str | None = None
         self.tls: SiteTls | None = None  # TLS of broker, link and gateway (set by start())
 
@@ -206,6 +209,12 @@ class HubRuntime:
         self.events = EventLog(self.store)
         await self.events.start()
         await self._refresh_credentials()  # provisioned batteries known before any frame
+        # security audit: rejected frames, failed logins, API keys (hub.security.audit)
+        self.security_audit = SecurityAudit(self._emit, keys=self.store)
+        self.metrics.on_reject = self.security_audit.frame_rejected
+        self._api_keys.on_refused.append(self.security_audit.login_failed)
+        self._api_keys.on_change.append(self.security_audit.api_key_changed)
+        self._audit_task = asyncio.create_task(self.security_audit.run(), name="security-audit")
         self.registry = Registry(
             settings.status_period_ms,
             settings.liveness_factor,
@@ -409,7 +418,7 @@ class HubRuntime:
 
     async def stop(self) -> None:
         """Terminate open auctions, flush the store, disconnect, stop the broker and gateway."""
-        for task in (self._lag_task, self._snapshot_task):
+        for task in (self._lag_task, self._snapshot_task, self._audit_task):
             if task is not None:
                 task.cancel()
         if self.auctions is not None:
@@ -434,6 +443,8 @@ class HubRuntime:
                 await self._device_task
         with contextlib.suppress(Exception):
             await self._flush_devices()
+        if self.security_audit is not None:
+            self.security_audit.tick(everything=True)  # the counts of unfinished windows
         if self.events is not None:
             try:
                 await self.events.stop()  # ends subscriptions, writes the events still queued

@@ -15,6 +15,7 @@ from hub.cli import (
     settle,
     wallet,
 )
+from hub.cli import audit as audit_cli
 from hub.cli import device as device_cli
 
 app = typer.Typer(
@@ -40,6 +41,7 @@ app.add_typer(wallet.app, name="wallet")
 app.add_typer(device_cli.app, name="device")
 app.add_typer(pki.app, name="pki")
 app.add_typer(broker.app, name="broker")
+app.add_typer(audit_cli.app, name="audit")
 app.command("hub")(service.hub)
 app.command("demo")(service.demo)
 app.command("report")(report.report)
@@ -48,6 +50,7 @@ bench_app.command("proto")(proto.bench_proto)
 bench_app.command("firmware")(firmware.bench_firmware)
 bench_app.command("store")(db.bench_store)
 bench_app.command("settle")(settle.bench_settle)
+bench_app.command("flood")(audit_cli.bench_flood)
 
 
 @bench_app.command("gateway")
