@@ -208,13 +208,13 @@ class HubRuntime:
         self._api_keys.on_revoke.append(self.ws_clients.forget_key)  # its open sockets: 4401
         self.events = EventLog(self.store)
         await self.events.start()
-        await self._refresh_credentials()  # provisioned batteries known before any frame
         # security audit: rejected frames, failed logins, API keys (hub.security.audit)
         self.security_audit = SecurityAudit(self._emit, keys=self.store)
         self.metrics.on_reject = self.security_audit.frame_rejected
         self._api_keys.on_refused.append(self.security_audit.login_failed)
         self._api_keys.on_change.append(self.security_audit.api_key_changed)
         self._audit_task = asyncio.create_task(self.security_audit.run(), name="security-audit")
+        await self._refresh_credentials()  # provisioned batteries known before any frame
         self.registry = Registry(
             settings.status_period_ms,
             settings.liveness_factor,
@@ -652,6 +652,8 @@ class HubRuntime:
         rows = await self.store.list_device_credentials(site)
         change = self.keyring.load(rows)
         self._credentials_seen = fingerprint
+        if self.security_audit is not None:  # `etp device` changes, as audit events
+            await self.security_audit.check_devices(rows)
         for device_id in change.rotated:
             log.info("device key rotated", device=device_id,
                      key_generation=self.keyring.generation(device_id))

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -31,7 +31,7 @@ import structlog
 
 from hub.auth.keys import Principal
 from hub.events.kinds import EventKind
-from hub.store.models import EVENTS, ApiKeyRow
+from hub.store.models import EVENTS, ApiKeyRow, DeviceCredentialRow
 from shared_etp.topics import parse_device_topic
 
 __all__ = [
@@ -60,6 +60,7 @@ SECURITY_KINDS: tuple[str, ...] = (
     "alert_raised",
 )
 
+_DEVICE_KINDS = ("device_provisioned", "device_revoked", "device_rotated")
 WINDOW_S = 10
 log = structlog.get_logger(__name__)
 
@@ -179,6 +180,8 @@ class SecurityAudit:
         self.keys_settle_ms = 2000  # a change younger than this waits for the next read
         self._key_changes: set[tuple[int, str]] = set()  # (key id, created|revoked) audited
         self._keys_mark_ms: int | None = None
+        self._device_changes: set[tuple[int, str, int]] = set()  # (device, kind, at_ms)
+        self._devices_mark_ms: int | None = None
 
     def frame_rejected(self, reason: str, topic: str) -> None:
         """A frame from the network was dropped for `reason` (hub.metrics counts it too)."""
@@ -241,6 +244,37 @@ class SecurityAudit:
                     EventKind.API_KEY_CREATED if change == "created" else EventKind.API_KEY_REVOKED
                 )
                 self._emit(kind, **api_key_payload(row, "database", None), at_ms=at_ms)
+
+    async def check_devices(self, rows: Sequence[DeviceCredentialRow]) -> None:
+        """Audit provisioning: `etp device add|rotate|revoke` writes the credentials table
+        (with the hub running or not); the hub, which reads it at start and whenever it
+        changed, turns each change newer than the last audited one into a device_provisioned,
+        _rotated or _revoked event, numbered and published by this hub like every other
+        event (a second process writing events would take sequence numbers out of order).
+        `key_generation` is the battery's when the hub sees the change (within a second while
+        it runs); two rotations of one device while no hub ran are one event."""
+        if self._devices_mark_ms is None:
+            last = (await list_security_events(self._keys, kinds=_DEVICE_KINDS, limit=1)
+                    if self._keys is not None else [])
+            self._devices_mark_ms = (
+                int(last[0].payload.get("at_ms") or last[0].ts_ms) if last else -1
+            )
+        changes = sorted(
+            (at_ms, row.device_id, kind, row)
+            for row in rows
+            for kind, at_ms in (
+                (EventKind.DEVICE_PROVISIONED, row.created_ms),
+                (EventKind.DEVICE_ROTATED, row.rotated_ms),
+                (EventKind.DEVICE_REVOKED, row.revoked_ms),
+            )
+            if at_ms is not None and at_ms > self._devices_mark_ms
+        )
+        for at_ms, device_id, kind, row in changes:
+            if (device_id, str(kind), at_ms) in self._device_changes:
+                continue
+            self._device_changes.add((device_id, str(kind), at_ms))
+            self._emit(kind, device_id=device_id, key_generation=row.key_generation,
+                       owner=row.owner, at_ms=at_ms)
 
     def tick(self, *, everything: bool = False) -> None:
         """Report the windows that ended (every pending count with `everything`)."""

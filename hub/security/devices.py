@@ -13,10 +13,9 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from hub.devices.keys import generation_key
-from hub.events.kinds import EventKind
 from hub.security.accounts import (
     HUB_USERNAME,
     BrokerAccount,
@@ -29,7 +28,7 @@ from shared_etp.frame import derive_key
 
 if TYPE_CHECKING:
     from hub.settings import Settings
-    from hub.store import DeviceCredentialRow, Store
+    from hub.store import Store
 
 __all__ = [
     "BUNDLE_CA_FILE",
@@ -41,7 +40,6 @@ __all__ = [
     "ensure_hub_broker_password",
     "parse_owner",
     "prepare_bundle_dir",
-    "record_device_event",
     "site_ca_file",
     "write_bundle",
 ]
@@ -175,12 +173,3 @@ async def apply_broker_access(store: Store, settings: Settings) -> str | None:
     except Exception as exc:
         return f"the broker's accounts were not updated: {exc}"
     return None
-
-
-def record_device_event(
-    store: Store, kind: EventKind, row: DeviceCredentialRow, at_ms: int
-) -> None:
-    """Queue a device_provisioned / _rotated / _revoked event (written when the store
-    flushes or closes); its payload holds no secret."""
-    payload: dict[str, Any] = {"key_generation": row.key_generation, "owner": row.owner}
-    store.record_event(str(kind), device_id=row.device_id, payload=payload, ts_ms=at_ms)

@@ -124,6 +124,7 @@ async def test_a_revoked_battery_is_refused_within_seconds(tmp_path: Path) -> No
             await _wait_trades(hub, 3, others_since, 1, 30, "battery 3 trading on")
             assert not registry.devices[1].online and 1 not in hub.auctions.runs
             failures = await hub.read_events(0, 1000, ["device_failure"])
+            revocations = await hub.read_events(0, 100, ["device_revoked"])
             opened = await hub.read_events(0, 100_000, ["auction_opened"])
             committed = await _quiesce_and_compare(hub, fleet)
     [failure] = [e for e in failures if e["device_id"] == 1]
@@ -134,6 +135,9 @@ async def test_a_revoked_battery_is_refused_within_seconds(tmp_path: Path) -> No
         f"rejected {dict(metrics.rejected_frames)}"
     )
     assert failure["payload"]["source"] == "revoked"
+    # the audit log has it, from the same read of the credentials that refused the battery
+    assert [(e["device_id"], e["payload"]["at_ms"]) for e in revocations] == [
+        (1, row.revoked_ms)]
     assert failure["ts_ms"] - row.revoked_ms < 5000
     late = [e for e in opened if e["device_id"] == 1 and e["ts_ms"] > failure["ts_ms"]]
     assert late == []  # no auction for it once the revocation took effect
