@@ -59,12 +59,26 @@ async def _trades_of(hub: HubRuntime, device_id: int, since_ms: int) -> int:
 
 
 async def _wait_trades(
-    hub: HubRuntime, device_id: int, since_ms: int, count: int, timeout_s: float, what: str
+    hub: HubRuntime,
+    device_id: int,
+    since_ms: int,
+    count: int,
+    timeout_s: float,
+    what: str,
+    fleet: SimFleet | None = None,
 ) -> None:
     deadline = time.monotonic() + timeout_s
     while await _trades_of(hub, device_id, since_ms) < count:
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+            seen = ""
+            if fleet is not None:  # what the battery made of the bids: energy, rejections
+                core = fleet.cores[device_id]
+                seen = (
+                    f" (battery {device_id}: sellable {core.sellable_wh()} Wh, "
+                    f"rejected bids {core.stats['reject_reasons']}, "
+                    f"protocol errors {core.stats['protocol_errors']})"
+                )
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}{seen}")
         await asyncio.sleep(0.2)
 
 
@@ -156,10 +170,18 @@ async def test_rotated_batteries_trade_on_old_key_in_grace_and_new_key_after(
     async with running_hub(settings) as hub:
         keyring = hub.keyring
         assert keyring is not None
+        # Sold energy leaves the pack for the whole test (delivery_s 36000) and a battery
+        # prices its last sellable energy out of the aggregators' reach (scarcity premium):
+        # packs large enough that the trades this test waits for, however many more happen
+        # meanwhile on a slow machine, never run one dry.
         async with sim_fleet(
-            settings, hub.mqtt_url, count=3, overrides={"status_interval_ms": 500}
+            settings,
+            hub.mqtt_url,
+            count=3,
+            capacity_wh=(100_000, 100_000),
+            overrides={"status_interval_ms": 500},
         ) as fleet:
-            await _wait_trades(hub, 1, 0, 1, 30, "first trades")
+            await _wait_trades(hub, 1, 0, 1, 30, "first trades", fleet)
             out = tmp_path / "bundle-1"
             rotated = await asyncio.to_thread(
                 _etp, settings, "device", "rotate", "1", "--out", str(out)
@@ -174,8 +196,8 @@ async def test_rotated_batteries_trade_on_old_key_in_grace_and_new_key_after(
             )
             since = int(time.time() * 1000)
             # both still hold generation 0: accepted in the grace window, signed to with it
-            await _wait_trades(hub, 1, since, 2, 30, "battery 1 trading on its old key")
-            await _wait_trades(hub, 2, since, 2, 30, "battery 2 trading on its old key")
+            await _wait_trades(hub, 1, since, 2, 30, "battery 1 trading on its old key", fleet)
+            await _wait_trades(hub, 2, since, 2, 30, "battery 2 trading on its old key", fleet)
             assert keyring.signing_generation(1) == 0
             new_key = bytes.fromhex(json.loads((out / "etp_config.json").read_text())["key"])
             _switch_key(fleet, 1, new_key)
@@ -185,8 +207,8 @@ async def test_rotated_batteries_trade_on_old_key_in_grace_and_new_key_after(
                 "the hub signing to battery 1 with its new key",
             )
             switched = int(time.time() * 1000)
-            await _wait_trades(hub, 1, switched, 3, 30, "battery 1 trading on its new key")
-            await _wait_trades(hub, 2, switched, 2, 30, "battery 2 still on its old key")
+            await _wait_trades(hub, 1, switched, 3, 30, "battery 1 trading on its new key", fleet)
+            await _wait_trades(hub, 2, switched, 2, 30, "battery 2 still on its old key", fleet)
             assert keyring.signing_generation(2) == 0
             rejected = dict(hub.metrics.rejected_frames)
             await _quiesce_and_compare(hub, fleet)
