@@ -1,9 +1,9 @@
 """Provisioning against a running hub trading with simulated batteries (the firmware core on
 CPython over the embedded broker): `etp device revoke N` from another process makes the hub
 refuse N's frames and stop auctioning it within seconds; after `etp device rotate N` a battery
-still on its old key trades on during the grace window, and one given its new key trades on
-with the hub switching to it; the trades the batteries committed are the ones the store
-counts."""
+still on its old key trades on during the grace window, and one reflashed with its new bundle
+(it reboots and announces itself under the new key) trades on with the hub switching to it;
+the trades the batteries committed are the ones the store counts."""
 
 from __future__ import annotations
 
@@ -18,11 +18,13 @@ from typing import Any
 
 import pytest
 
+from firmware.etp_node.core import NodeCore
 from hub.runtime import HubRuntime
 from hub.security.accounts import hash_password
 from hub.settings import Settings
 from hub.store import Store
 from hub.tools.sim import SimFleet
+from shared_etp.replay import next_epoch
 from tests.hub.helpers import hub_settings, running_hub, sim_fleet, wait_for
 
 ETP = [sys.executable, "-m", "hub.cli.main"]
@@ -154,12 +156,36 @@ async def test_a_revoked_battery_is_refused_within_seconds(tmp_path: Path) -> No
     assert {d for d, *_ in committed.values()} == {1, 2, 3}
 
 
-def _switch_key(fleet: SimFleet, device_id: int, key: bytes) -> None:
-    """The battery is given its new bundle: it signs and verifies with the new key from now
-    (a board reflashed; the simulator keeps its sequence numbers)."""
-    core = fleet.cores[device_id]
-    core.sender.key = key
-    core.receiver.keyring.add(device_id, key)
+def _reflash(fleet: SimFleet, device_id: int, key: bytes) -> NodeCore:
+    """The battery is given its new bundle as a board is: reflashed, it reboots with the new
+    key and a new boot epoch (holds and replay windows were in RAM and are gone; its pack,
+    audit trail and settings are kept) and publishes a birth and a status signed with the new
+    key, between two of the simulator's steps as a board's reboot is between two frames."""
+    old = fleet.cores[device_id]
+    evaluator = old.evaluator
+    config = {
+        "device_id": device_id,
+        "site": fleet.config.site,
+        "key": key,
+        "notice_key": old.notice_keys.key_for(0, 0),
+        "epoch": next_epoch(old.sender.epoch, int(time.time())),
+        "reserve_mc": evaluator.reserve_mc,
+        "dynamic_reserve": evaluator.dynamic,
+        "scarcity_gain_pct": evaluator.scarcity_gain_pct,
+        "market_weight_pct": evaluator.market_weight_pct,
+        "min_reputation": evaluator.min_reputation,
+        "pct_for_sale": old.pct_for_sale,
+        "floor_wh": old.floor_wh,
+        "hold_timeout_ms": old.hold_timeout_ms,
+        "status_interval_ms": old.status_interval_ms,
+        "delivery_s": old.delivery_s,
+    }
+    core = NodeCore(config, old.battery, old.audit)
+    fleet.cores[device_id] = core  # the fleet hands it its frames and ticks from now
+    connection = fleet._owner[device_id]
+    for topic, frame in (core.birth(), core.status()):
+        fleet._publish(connection, topic, frame)
+    return core
 
 
 async def test_rotated_batteries_trade_on_old_key_in_grace_and_new_key_after(
@@ -200,7 +226,8 @@ async def test_rotated_batteries_trade_on_old_key_in_grace_and_new_key_after(
             await _wait_trades(hub, 2, since, 2, 30, "battery 2 trading on its old key", fleet)
             assert keyring.signing_generation(1) == 0
             new_key = bytes.fromhex(json.loads((out / "etp_config.json").read_text())["key"])
-            _switch_key(fleet, 1, new_key)
+            assert new_key == keyring.generation_key(1, 1)
+            reflashed = _reflash(fleet, 1, new_key)
             await wait_for(
                 lambda: keyring.signing_generation(1) == 1,
                 10,
@@ -210,6 +237,10 @@ async def test_rotated_batteries_trade_on_old_key_in_grace_and_new_key_after(
             await _wait_trades(hub, 1, switched, 3, 30, "battery 1 trading on its new key", fleet)
             await _wait_trades(hub, 2, switched, 2, 30, "battery 2 still on its old key", fleet)
             assert keyring.signing_generation(2) == 0
+            # the reflashed board holds only the new key: every trade it commits is made on it
+            await wait_for(
+                lambda: reflashed.stats["trades"] >= 3, 30, "battery 1 committing on its new key"
+            )
             rejected = dict(hub.metrics.rejected_frames)
             await _quiesce_and_compare(hub, fleet)
     print(f"\nrotate: rejected frames around the key switch {rejected}")
