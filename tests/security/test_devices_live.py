@@ -96,11 +96,18 @@ async def _quiesce_and_compare(hub: HubRuntime, fleet: SimFleet) -> dict[int, An
         "auctions over and trades decided",
     )
     committed = fleet.committed_trades()
-    verified = {
-        t.auction_id: (t.device_id, t.bidder_id, t.price_mc, t.energy_wh)
-        for t in await hub.store.list_trades()
-        if t.status == "verified"
-    }
+    # An auction's close, with its trade's status, is written in the background just after
+    # the auction ends (AuctionRecords): give the last ones a moment to land.
+    deadline = time.monotonic() + 10
+    while True:
+        verified = {
+            t.auction_id: (t.device_id, t.bidder_id, t.price_mc, t.energy_wh)
+            for t in await hub.store.list_trades()
+            if t.status == "verified"
+        }
+        if verified == committed or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.1)
     assert verified == committed  # none lost, none invented
     return committed
 
