@@ -14,6 +14,7 @@ RESPONSE = "resp"  # from the device: QueryResponse, BidAccept, BidReject
 REPUTATION = "reputation"  # retained notice: bidder id -> reputation (hundredths of a percent)
 CLEARING = "clearing"  # retained notice: recent clearing prices (milli-cents/kWh)
 HUB_STATE = "hub"  # retained text "online" / "offline" (the hub's own will)
+TIME = "time"  # retained notice: the hub's time, every second (boards without a clock)
 
 LEAVES = (BIRTH, DEATH, STATUS, REQUEST, RESPONSE)
 

@@ -97,7 +97,8 @@ class Node:
         client.will = self.core.will() + (1, False)
         try:
             client.connect(self.core.subscriptions(), 1)
-            self.publish_all([self.core.birth(), self.core.status()])
+            if self.core.not_before_ms is not None:  # else no birth until the clock is set
+                self.publish_all([self.core.birth(), self.core.status()])
             if not client.connected:
                 raise OSError("link lost right after connecting")
         except Exception as exc:
@@ -117,8 +118,15 @@ class Node:
             topic, payload = client.inbox.pop(0)
             start = ticks_ms()
             trades = core.stats["trades"]
+            unset = core.not_before_ms is None
             replies = core.handle(topic, payload)
             payload = None  # handled: its block is free for the reply's packet
+            if unset and core.not_before_ms is not None:
+                # The hub's time set the clock: connect again at once (cleanly, no will) so
+                # the will is stamped with it, and the birth and status go out then.
+                client.close(True)
+                self._retry_ms = 0
+                return
             if core.stats["trades"] != trades:  # durable before the buyer hears "sold"
                 # the energy figures: the simulated pack's memory across boots
                 self.state["erem"] = self.battery.remaining_wh()

@@ -22,6 +22,7 @@ from typing import Any
 
 import structlog
 
+from hub.auctions.clock import publish_time_forever
 from hub.auctions.config import AuctionConfig
 from hub.auctions.control import ControlError, Operator, TradingControls
 from hub.auctions.messages import (
@@ -172,6 +173,8 @@ class AuctionDriver:
         await self.recover()
         self._tasks.append(asyncio.create_task(self._schedule(), name="auction-scheduler"))
         self._tasks.append(asyncio.create_task(self._notices(), name="market-notices"))
+        self._tasks.append(asyncio.create_task(publish_time_forever(
+            self.link, self.config.site, self.notice_key, self.link_up), name="time-notices"))
 
     async def restore_controls(self, page: int = 1000) -> None:
         """Replay the stored operator_action events, oldest first, so the operators' controls

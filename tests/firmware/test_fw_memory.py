@@ -70,4 +70,5 @@ def test_core_topics_match_the_topic_scheme() -> None:
         topics.device_topic("siteA", 7, topics.REQUEST),
         topics.market_topic("siteA", topics.REPUTATION),
         topics.market_topic("siteA", topics.CLEARING),
+        topics.market_topic("siteA", topics.TIME),
     ]

@@ -1,0 +1,63 @@
+"""The node's clock set from the hub's time notice (market/time): loaded for it, then dropped.
+
+A board without a real-time clock counts from its port's epoch (2000-01-01 on most
+MicroPython ports) while every frame carries a timestamp checked for freshness, so the node
+trades only once its clock is set: at boot by NTP (boot.py, where the port has `ntptime`),
+else by the hub's time. The hub publishes a signed, retained time notice every second
+(hub/auctions/clock.py; kind NOTICE_TIME, stamped with the hub's clock, signed with the notice
+key the board holds). NodeCore hands each one here while its clock is not set, then one a
+minute (drift); this module is not kept in the heap between them.
+"""
+
+from shared_etp import compat
+from shared_etp.compat import const
+from shared_etp.frame import decode_notice
+
+_NOTICE_TIME = const(3)  # shared_etp.schema.NOTICE_TIME
+
+
+def set_port_clock(shift_ms):
+    """Move the port's clock (compat.now_ms) by shift_ms: what the node, its frames and its
+    audit trail read. On MicroPython that is compat's offset from the port's own time (a
+    board's RTC, or a simulated board's clock started at the port's epoch); the host's clock
+    on CPython is not set here (hosts keep theirs with NTP)."""
+    if compat.IS_MICROPYTHON:
+        compat._EPOCH_OFFSET_MS += shift_ms
+
+
+def adopt(core, payload):
+    """Take the hub's time from a time notice: returns what to publish (the birth and status
+    when this sets the clock for the first time), [] otherwise. Never raises for a bad
+    notice: it is counted (core.handle catches ProtocolError) and the clock stays as it is.
+
+    The first notice after boot may be the retained one, as old as the hub's publishing
+    interval (or much older if the hub is gone): it moves the clock, but the clock counts as
+    set only once a newer notice, published since the node subscribed, comes.
+    """
+    kind, ts, _ = decode_notice(payload, core.notice_keys)
+    seen = core._notice_ts
+    last = seen.get(_NOTICE_TIME, 0)
+    if kind != _NOTICE_TIME or ts <= last:
+        core.stats["dropped"]["stale_notice"] = core.stats["dropped"].get("stale_notice", 0) + 1
+        return []
+    core.stats["notices"] += 1
+    clock = core.clock
+    shift = ts - clock()
+    if shift:
+        if clock is compat.now_ms:
+            set_port_clock(shift)
+        else:
+            clock.shift(shift)  # an injected clock (tests, hosts) that can be set
+        # Times counted on the old clock move with it: a setting is no time passing.
+        battery = core.battery
+        if battery._now_ms:
+            battery._now_ms += shift
+        if battery._dis_until_ms:
+            battery._dis_until_ms += shift
+        for hold in core.ledger.holds.values():
+            hold[3] += shift  # expires_ms
+    seen[_NOTICE_TIME] = ts
+    if core.not_before_ms is None and last:
+        core.not_before_ms = ts - core.receiver.max_skew_ms  # it read no frame before
+        return [core.birth(), core.status()]
+    return []
