@@ -3,7 +3,7 @@
 AdcBattery (battery_adc.py, a subclass) exposes the same API, used by the core: capacity_wh,
 remaining_wh(), soc(), voltage_mv(), discharge_w(), health(), fault() (a REASON_* code or 0),
 deliver(energy_wh, duration_s), step(now_ms) and inject_fault(name), and for bid evaluation
-(evaluator.py: can a sale's current be delivered?) cell_mv(take_wh, add_w), min_cell_mv and
+(evaluator.py: can a sale's current be delivered?) cell_mv(energy_wh, dis_w), min_cell_mv and
 dis_w (W of sold energy being discharged). All values are integers in protocol units.
 """
 
@@ -78,16 +78,17 @@ class SimBattery:
             return 0
         return min(10000, self._stored_wh * 10000 // self.capacity_wh)
 
-    def cell_mv(self, take_wh=0, add_w=0):
+    def cell_mv(self, energy_wh=0, dis_w=0):
         """Terminal voltage of one cell, mV: the open-circuit voltage at the state of charge
-        less the IR drop of the discharge current. Now, or (bid evaluation) once take_wh more
-        has left the store and add_w more W are discharged on top of dis_w."""
-        if not (take_wh or add_w) and self._forced_cell_mv:  # (AdcBattery: never now)
+        less the IR drop of the discharge current. Now, or (bid evaluation) once energy_wh
+        more has left the store and dis_w more W are discharged on top of self.dis_w. (The
+        arguments reuse names the board has interned: each new name is heap.)"""
+        if not (energy_wh or dis_w) and self._forced_cell_mv:  # (AdcBattery: never now)
             return self._forced_cell_mv
         capacity = self.capacity_wh
-        stored = self.remaining_wh() - take_wh
+        stored = self.remaining_wh() - energy_wh
         soc = 0 if capacity <= 0 or stored <= 0 else min(10000, stored * 10000 // capacity)
-        current_a = (self.dis_w + add_w) // max(1, self.cells * 37 // 10)  # at nominal volts
+        current_a = (self.dis_w + dis_w) // max(1, self.cells * 37 // 10)  # at nominal volts
         return cell_ocv_mv(soc) - current_a * self.cell_uohm // 1000
 
     def voltage_mv(self):

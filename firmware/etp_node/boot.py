@@ -78,26 +78,11 @@ def boot():
     gc.collect()
     if config.get("clock_offset_ms"):
         # Simulation: the port's clock moved (e.g. back to 2000-01-01, where a board without a
-        # real-time clock starts); NodeCore then waits for the hub's time (clock_sync.py).
-        from firmware.etp_node.clock_sync import set_port_clock
+        # real-time clock starts); NodeCore then waits for the hub's time (clock_sync.py,
+        # which moves the same offset).
+        from shared_etp import compat
 
-        set_port_clock(config["clock_offset_ms"])
-        unload("clock_sync")
-    if config.get("ntp_host"):
-        # The port's NTP client, where it has one, sets the real-time clock: a board that
-        # starts with no wall time then trades at once (NodeCore sees a set clock), else it
-        # waits for the hub's time notice. Tried once; the network is up or it is not.
-        try:
-            import ntptime  # type: ignore[import-not-found]
-
-            ntptime.host = config["ntp_host"]
-            ntptime.settime()
-        except Exception:  # no ntptime on this port, no network, no answer: the hub's time
-            pass
-        import sys
-
-        sys.modules.pop("ntptime", None)  # used once: its code leaves the heap
-        gc.collect()
+        compat._EPOCH_OFFSET_MS += config["clock_offset_ms"]
     tls_context = None
     if address[2]:  # mqtts://
         # The TLS context is one ~3 KB block: made first, while the heap is in one piece, and

@@ -2,11 +2,11 @@
 
 A board without a real-time clock counts from its port's epoch (2000-01-01 on most
 MicroPython ports) while every frame carries a timestamp checked for freshness, so the node
-trades only once its clock is set: at boot by NTP (boot.py, where the port has `ntptime`),
-else by the hub's time. The hub publishes a signed, retained time notice every second
-(hub/auctions/clock.py; kind NOTICE_TIME, stamped with the hub's clock, signed with the notice
-key the board holds). NodeCore hands each one here while its clock is not set, then one a
-minute (drift); this module is not kept in the heap between them.
+trades only once its clock is set: before the node starts (an RTC, or the board's boot.py
+running `ntptime.settime()`), else by the hub's time. The hub publishes a signed, retained
+time notice every second (hub/auctions/clock.py; kind NOTICE_TIME, stamped with the hub's
+clock, signed with the notice key the board holds). NodeCore hands each one here while its
+clock is not set, then one a minute (drift); this module is not kept in the heap between them.
 """
 
 from shared_etp import compat
@@ -16,16 +16,7 @@ from shared_etp.frame import decode_notice
 _NOTICE_TIME = const(3)  # shared_etp.schema.NOTICE_TIME
 
 
-def set_port_clock(shift_ms):
-    """Move the port's clock (compat.now_ms) by shift_ms: what the node, its frames and its
-    audit trail read. On MicroPython that is compat's offset from the port's own time (a
-    board's RTC, or a simulated board's clock started at the port's epoch); the host's clock
-    on CPython is not set here (hosts keep theirs with NTP)."""
-    if compat.IS_MICROPYTHON:
-        compat._EPOCH_OFFSET_MS += shift_ms
-
-
-def adopt(core, payload):
+def handle(core, payload):
     """Take the hub's time from a time notice: returns what to publish (the birth and status
     when this sets the clock for the first time), [] otherwise. Never raises for a bad
     notice: it is counted (core.handle catches ProtocolError) and the clock stays as it is.
@@ -45,7 +36,12 @@ def adopt(core, payload):
     shift = ts - clock()
     if shift:
         if clock is compat.now_ms:
-            set_port_clock(shift)
+            # the port's clock: what the node, its frames and its audit trail read. On
+            # MicroPython that is compat's offset from the port's own time (a board's RTC, or a
+            # simulated board's clock started at the port's epoch: boot.py); a host's clock
+            # (CPython) is not set here: hosts keep theirs with NTP.
+            if compat.IS_MICROPYTHON:
+                compat._EPOCH_OFFSET_MS += shift
         else:
             clock.shift(shift)  # an injected clock (tests, hosts) that can be set
         # Times counted on the old clock move with it: a setting is no time passing.

@@ -35,13 +35,11 @@ DEFAULTS = {
     "min_cell_mv": 2800,  # fault below this cell voltage
     "max_cell_mv": 4250,  # fault above this cell voltage
     # board layer (AdcBattery): what a sale's discharge may add (the simulator uses its model)
-    "cell_resistance_uohm": 2000,  # internal resistance of one series cell group, micro-ohm
+    "cell_uohm": 2000,  # internal resistance of one series cell group, micro-ohm
     "max_discharge_a": 100,  # the pack's (BMS, inverter) discharge current limit, A
     "fault_file": "etp_fault",  # simulation: a file on flash naming a fault to inject
-    # the clock: NTP server to set it from at boot where the port has ntptime ("" = none; the
-    # hub's time notice sets it otherwise); simulation: the port's clock plus this offset
-    # (e.g. back to 2000-01-01, as a board without a real-time clock starts)
-    "ntp_host": "",
+    # simulation: the port's clock plus this offset (e.g. back to 2000-01-01, as a board
+    # without a real-time clock starts; the hub's time notice then sets it)
     "clock_offset_ms": 0,
     "audit_dir": "audit",
     "audit_file_bytes": 16384,  # rotate the audit log at this size

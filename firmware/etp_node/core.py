@@ -223,7 +223,7 @@ class NodeCore:
                 from firmware.etp_node import clock_sync
 
                 try:
-                    return clock_sync.adopt(self, payload)
+                    return clock_sync.handle(self, payload)
                 finally:
                     unload("clock_sync")
             if topic.startswith(prefix) and topic[len(prefix) :] in ("reputation", "clearing"):

@@ -75,7 +75,8 @@ class Node:
     def publish_all(self, messages):
         """Publish (topic, frame) pairs with the QoS/retain their topic calls for."""
         for topic, frame in messages:
-            if not self.client.connected:
+            # nothing while the node's clock is not set (its frames would be stamped 2000)
+            if not self.client.connected or self.core.not_before_ms is None:
                 return
             # QoS/retain per the protocol's topic table: birth 1 retained, status 0, else 1.
             leaf = topic[topic.rfind("/") + 1 :]
@@ -97,8 +98,7 @@ class Node:
         client.will = self.core.will() + (1, False)
         try:
             client.connect(self.core.subscriptions(), 1)
-            if self.core.not_before_ms is not None:  # else no birth until the clock is set
-                self.publish_all([self.core.birth(), self.core.status()])
+            self.publish_all([self.core.birth(), self.core.status()])
             if not client.connected:
                 raise OSError("link lost right after connecting")
         except Exception as exc:
@@ -118,12 +118,12 @@ class Node:
             topic, payload = client.inbox.pop(0)
             start = ticks_ms()
             trades = core.stats["trades"]
-            unset = core.not_before_ms is None
             replies = core.handle(topic, payload)
             payload = None  # handled: its block is free for the reply's packet
-            if unset and core.not_before_ms is not None:
-                # The hub's time set the clock: connect again at once (cleanly, no will) so
-                # the will is stamped with it, and the birth and status go out then.
+            if replies and topic.endswith("/time"):
+                # The hub's time set the clock (the core answers that notice with the birth):
+                # connect again at once (cleanly, no will) so the will is stamped with it,
+                # and the birth and status go out then.
                 client.close(True)
                 self._retry_ms = 0
                 return
