@@ -577,12 +577,14 @@ class HubRuntime:
     def _on_device_failure(self, device: Device, reason: int, source: str) -> None:
         if self.auctions is not None:
             self.auctions.on_device_failure(device, reason, source)
+        planned = {"planned": True} if self.registry and self.registry.expect_departures else {}
         self._emit(
             EventKind.DEVICE_FAILURE,
             device_id=device.device_id,
             reason=reason,
             source=source,
             health=device.health,
+            **planned,  # a fleet shut down on purpose (etp demo's end): no alert
         )
         if source == "deadline":
             self._publish_loss(device, reason)
