@@ -48,7 +48,7 @@ from hub.auctions.messages import (
     TradeRecorded,
     TradeTerms,
 )
-from hub.auctions.notices import Publisher, publish_notices
+from hub.auctions.notices import NoticeSigner, Publisher, publish_notices
 from hub.auctions.reconcile import Reconciler
 from hub.auctions.records import AuctionRecords
 from hub.auctions.rules import Offer
@@ -126,7 +126,7 @@ class AuctionDriver:
         self.link_up = link_up
         self.registry = registry
         self.senders = senders
-        self.notice_key = notice_key
+        self.notices = NoticeSigner(notice_key)  # notice_key: the root, derive_key(master, 0)
         self.store = store
         self.metrics = metrics
         self.buyers = buyers
@@ -629,7 +629,8 @@ class AuctionDriver:
         while not self._stopping:
             if self.link_up():
                 try:
-                    publish_notices(self.link, self.config.site, self.notice_key, self.buyers)
+                    boards = self.registry.devices  # every board seen, online or not (retained)
+                    publish_notices(self.link, self.config.site, self.notices, self.buyers, boards)
                 except Exception as exc:
                     log.warning("could not publish market notices", error=str(exc))
             await asyncio.sleep(interval_s)

@@ -77,7 +77,11 @@ def flash(
     ],
     key_hex: Annotated[str, typer.Option(help="The device key: derive_key(master, id) as hex.")],
     notice_key_hex: Annotated[
-        str | None, typer.Option(help="The hub's notice key derive_key(master, 0) as hex.")
+        str | None,
+        typer.Option(
+            help="This board's market-notice key, shared_etp.signing.derive_notice_key(master, "
+            "id), as hex (without it the board ignores the hub's notices)."
+        ),
     ] = None,
     site: Annotated[str, typer.Option(help="Site id.")] = "site1",
     mqtt_url: Annotated[str, typer.Option(help="Broker the board connects to.")] = (
