@@ -24,8 +24,9 @@ def notice_key(notice_root, device_id):
     """Board `device_id`'s market-notice key: HMAC(notice root, "etp/v1/notice/<id>"), where the
     notice root is derive_key(master, 0), which only the hub holds.
 
-    Only the hub and that board know it, so a board can neither forge a notice for another
-    board nor for itself (it has no root), and one board's notice is refused by every other.
+    Only the hub and that board know it: a board can sign only notices that it alone accepts,
+    never one for another board (it has no root), and one board's notice is refused by every
+    other.
     """
     return hmac_sha256(bytes(notice_root), b"etp/v1/notice/" + str(device_id).encode())
 
