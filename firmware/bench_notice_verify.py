@@ -3,7 +3,8 @@
 Run:  MICROPYPATH=firmware:. micropython -X heapsize=8M firmware/bench_notice_verify.py V.json
 [once]   (V.json, default ./notice_vectors.json: an Ed25519 signature by CPython's
 `cryptography` and a notice; `tests/firmware/test_notices.py` writes one and runs this). Prints
-one JSON line; with `once`, one verify only (try it in small heaps: the least it runs in).
+one JSON line; with `once`, only Ed25519: one verify then three timed, with the free heap before
+them (run it in smaller and smaller -X heapsize to find the least it runs in).
 
 - "hmac": the scheme the boards use (a notice HMAC'd with the board's own notice key):
   `frame.decode_notice` as the node calls it.
@@ -11,11 +12,10 @@ one JSON line; with `once`, one verify only (try it in small heaps: the least it
   checks with the hub's public key (`bench_ed25519.py`, plain MicroPython: the port has no
   SHA-512, Ed25519 or ECDSA API).
 
-Heap: `code_bytes` is what importing the verifier leaves allocated (from source; an .mpy is
-smaller), `alloc_per_verify_bytes` is everything one verify allocates with the
-collector off (garbage the board's GC must then reclaim; -1: more than the heap had free,
-run with a larger -X heapsize to see it), `min_heap_k` is found by the test
-(smallest -X heapsize in which this script still verifies).
+Heap: `code_bytes` is what importing the verifier leaves allocated (from source, or from
+an .mpy put first on MICROPYPATH), `alloc_per_verify_bytes` is everything one verify allocates
+with the collector off (garbage the board's GC must then reclaim; -1: more than the heap had
+free, run with a larger -X heapsize to see it).
 """
 
 import gc
