@@ -12,7 +12,7 @@ from shared_etp.compat import hmac_sha256, now_ms
 from shared_etp.errors import OVERSIZED, ProtocolError
 from shared_etp.frame import NOTICE_CLEARING, NOTICE_REPUTATION, notice_key
 from shared_etp.schema import MAX_FRAME_BYTES, PROTOCOL_VERSION
-from shared_etp.topics import CLEARING, REPUTATION, notice_topic
+from shared_etp.topics import CLEARING, REPUTATION, market_topic, notice_topic
 
 __all__ = ["NoticeSigner", "Publisher", "publish_notices"]
 
@@ -37,6 +37,7 @@ class NoticeSigner:
     def __init__(self, notice_root: bytes) -> None:
         self._root = notice_root
         self._keys: dict[int, bytes] = {}
+        self.site_wide_cleared = False  # the first version's retained site-wide notices
 
     def key(self, device_id: int) -> bytes:
         """Board `device_id`'s notice key."""
@@ -64,7 +65,16 @@ def publish_notices(
 ) -> int:
     """Publish, retained, the reputation and clearing-price notices of each board in
     `device_ids` on its own topics (etp/v1/<site>/market/<id>/{reputation,clearing});
-    returns how many were published."""
+    returns how many were published.
+
+    The first time, the retained site-wide notices of the first version (etp/v1/<site>/market/
+    {reputation,clearing}, one key shared by every board) are deleted from the broker (an
+    empty retained message), so no board flashed before per-board keys keeps acting on
+    stale figures: it falls back to its own history until it is given its notice key."""
+    if not signer.site_wide_cleared:
+        for leaf in (REPUTATION, CLEARING):
+            link.publish(market_topic(site, leaf), b"", 1, True)
+        signer.site_wide_cleared = True
     ids = list(device_ids)
     ts = now_ms()
     published = 0

@@ -79,7 +79,14 @@ async def test_each_battery_gets_only_its_own_verifiable_notices(
     assert reputation[1] and reputation[1] == reputation[2]  # the same market, signed twice
     assert retained_late, "a battery (re)connecting gets its latest notice at once"
     site = settings.site
-    notices = {t: f for t, f in seen.items() if t != f"etp/v1/{site}/market/hub"}  # online
+    # market/hub is the hub's online flag; the first version's site-wide notices are deleted
+    # (an empty retained message), never published
+    assert all(
+        not seen[f"etp/v1/{site}/market/{leaf}"]
+        for leaf in ("reputation", "clearing")
+        if f"etp/v1/{site}/market/{leaf}" in seen
+    )
+    notices = {t: f for t, f in seen.items() if f and t != f"etp/v1/{site}/market/hub"}
     assert set(notices) == {
         f"etp/v1/{site}/market/{dev}/{leaf}"
         for dev in (1, 2)

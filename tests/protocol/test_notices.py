@@ -104,8 +104,16 @@ class Recorder:
 def test_publish_notices_sends_each_board_its_own_retained_pair() -> None:
     link = Recorder()
     buyers = Buyers([])
-    count = publish_notices(link, "site1", NoticeSigner(ROOT), buyers, [3, 4])
+    signer = NoticeSigner(ROOT)
+    count = publish_notices(link, "site1", signer, buyers, [3, 4])
     assert count == 4
+    # the first round deletes the first version's retained site-wide notices, once
+    cleared = [(t, p) for t, p, _, retain in link.sent if retain and p == b""]
+    assert cleared == [
+        ("etp/v1/site1/market/reputation", b""),
+        ("etp/v1/site1/market/clearing", b""),
+    ]
+    link.sent = [sent for sent in link.sent if sent[1]]
     assert {(topic, qos, retain) for topic, _, qos, retain in link.sent} == {
         (notice_topic("site1", device, leaf), 1, True)
         for device in (3, 4)
@@ -116,3 +124,6 @@ def test_publish_notices_sends_each_board_its_own_retained_pair() -> None:
         kind, _, _ = decode_notice(frame, board_ring(device))
         assert kind == (NOTICE_REPUTATION if topic.endswith("reputation") else NOTICE_CLEARING)
     assert notice_topic("site1", 3, "clearing") == "etp/v1/site1/market/3/clearing"
+    link.sent = []
+    assert publish_notices(link, "site1", signer, buyers, [3]) == 2
+    assert all(payload for _, payload, _, _ in link.sent)  # nothing to delete any more
