@@ -23,7 +23,7 @@ from hub.auctions.driver import AuctionDriver
 from hub.auth import ApiKeyAuthenticator, WsTickets
 from hub.buyers.aggregator import Aggregator, AggregatorConfig, default_aggregators
 from hub.buyers.bidding import Buyers
-from hub.devices import Device, DeviceKeyring, Registry, SenderPool
+from hub.devices import Device, DeviceKeyring, DeviceReceiver, Registry, SenderPool
 from hub.devices.flood import FloodLimits, FrameGate
 from hub.events import EventKind, EventLog
 from hub.events.sources import BatteryStatusChanges, emit_metrics_snapshots
@@ -36,11 +36,12 @@ from hub.transport.broker import EmbeddedBroker
 from hub.transport.link import LinkConfig, LinkDownError, MqttLink
 from shared_etp.compat import now_ms, ticks_ms
 from shared_etp.errors import ProtocolError
-from shared_etp.frame import Receiver, decode_frame, derive_key
+from shared_etp.frame import derive_key
 from shared_etp.replay import next_epoch
 from shared_etp.schema import (
     BESS_STATUS,
     DEVICE_FAILURE,
+    REASON_DEVICE_FAULT,
     REGISTER,
     TERMINATE,
     TYPE_NAMES,
@@ -129,7 +130,7 @@ class HubRuntime:
         self.events: EventLog | None = None
         self.auctions: AuctionDriver | None = None
         self.registry: Registry | None = None
-        self.receiver: Receiver | None = None
+        self.receiver: DeviceReceiver | None = None
         self.keyring: DeviceKeyring | None = None
         self.alerts: Alerts | None = None
         self.gate: FrameGate | None = None
@@ -142,6 +143,8 @@ class HubRuntime:
         self._last_epoch: dict[int, int] = {}
         self._dirty_devices: set[int] = set()
         self._device_task: asyncio.Task[None] | None = None
+        self._credentials_task: asyncio.Task[None] | None = None
+        self._credentials_seen: tuple[int, ...] | None = None
         self._lag_task: asyncio.Task[None] | None = None
         self._snapshot_task: asyncio.Task[None] | None = None
         self._battery_changes = BatteryStatusChanges(settings.battery_status_soc_step_pct)
@@ -168,8 +171,12 @@ class HubRuntime:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         master = load_master_secret(settings.master_secret_path())
         epoch = _read_epoch(settings.data_dir)
-        self.keyring = DeviceKeyring(master)
-        self.receiver = Receiver(self.keyring)
+        self.keyring = DeviceKeyring(
+            master,
+            require_provisioning=settings.require_provisioning,
+            grace_ms=round(settings.rotation_grace_s * 1000),
+        )
+        self.receiver = DeviceReceiver(self.keyring)
         if settings.embedded_broker:
             self.broker = EmbeddedBroker(settings.mqtt_host, settings.mqtt_port)
             await self.broker.start()
@@ -184,6 +191,7 @@ class HubRuntime:
         self._api_keys.on_revoke.append(self.ws_clients.forget_key)  # its open sockets: 4401
         self.events = EventLog(self.store)
         await self.events.start()
+        await self._refresh_credentials()  # provisioned batteries known before any frame
         self.registry = Registry(
             settings.status_period_ms,
             settings.liveness_factor,
@@ -260,6 +268,9 @@ class HubRuntime:
         await self.registry.start()
         await self.auctions.start()
         self._device_task = asyncio.create_task(self._device_writer(), name="device-writer")
+        self._credentials_task = asyncio.create_task(
+            self._credentials_watcher(), name="credentials-watcher"
+        )
         self.alerts = Alerts(
             self.store,
             self.events,
@@ -395,6 +406,10 @@ class HubRuntime:
             await self.settlement.stop()
         if self.alerts is not None:
             await self.alerts.stop()
+        if self._credentials_task is not None:
+            self._credentials_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._credentials_task
         if self._device_task is not None:
             self._device_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -478,14 +493,16 @@ class HubRuntime:
             return
         _site, device_id, leaf = parsed
         assert self.receiver is not None and self.registry is not None
+        assert self.keyring is not None
         if leaf == DEATH and payload in self._own_death_frames:
             self._own_death_frames.discard(payload)  # the hub's own deadline notice
             return
+        generation = 0
         try:
             if leaf in (BIRTH, DEATH):
                 # Retained births and last wills were signed long before delivery: authenticate
                 # them, but their age and sequence number cannot be judged by the replay window.
-                msg = decode_frame(payload, self.keyring)
+                msg, generation = self.keyring.verify(payload)
             else:
                 msg = self.receiver.open(payload)
         except ProtocolError as exc:
@@ -508,6 +525,7 @@ class HubRuntime:
                 if self.auctions is not None:
                     self.auctions.probe(device_id)  # alive? its answer says so at once
             else:
+                self.keyring.note_in_use(device_id, generation)  # a fresh birth: its key now
                 self.registry.on_register(born)
         elif leaf == DEATH and msg_type == DEVICE_FAILURE:
             self.registry.on_failure_frame(codec.failure_notice(msg))
@@ -581,6 +599,38 @@ class HubRuntime:
             device_id=device.device_id,
             health=device.health,
         )
+
+    async def _credentials_watcher(self) -> None:
+        """Re-read the device credentials when they change (`etp device` in another process):
+        one cheap query every ETP_CREDENTIALS_REFRESH_S."""
+        while True:
+            await asyncio.sleep(self.settings.credentials_refresh_s)
+            try:
+                await self._refresh_credentials()
+            except Exception as exc:  # the database away for a moment: the last table stands
+                log.warning("could not read device credentials", error=str(exc))
+
+    async def _refresh_credentials(self) -> None:
+        """Load the site's credentials into the keyring if they changed; a battery newly
+        revoked fails at once (its auctions end as on a device failure, none opens for it:
+        its frames are refused from now on)."""
+        if self.store is None or self.keyring is None:
+            return
+        site = self.settings.site
+        fingerprint = await self.store.device_credentials_fingerprint(site)
+        if fingerprint == self._credentials_seen:
+            return
+        rows = await self.store.list_device_credentials(site)
+        change = self.keyring.load(rows)
+        self._credentials_seen = fingerprint
+        for device_id in change.rotated:
+            log.info("device key rotated", device=device_id,
+                     key_generation=self.keyring.generation(device_id))
+        for device_id in change.revoked:
+            device = self.registry.devices.get(device_id) if self.registry else None
+            log.warning("device revoked: its frames are refused", device=device_id)
+            if device is not None and device.online and self.registry is not None:
+                self.registry.fail(device, REASON_DEVICE_FAULT, "revoked")
 
     async def _device_writer(self, interval_s: float = 1.0) -> None:
         """Write changed devices to the store, one at a time, so a fleet coming online does

@@ -189,20 +189,27 @@ class Settings(BaseSettings):
         description="a battery_status event when a battery's charge crosses a step of this size",
     )
 
-    settlement_network: Literal["embedded", "localnet", "off"] = Field(
+    settlement_network: Literal["embedded", "localnet", "devnet", "mainnet", "off"] = Field(
         default="embedded", description="where verified trades are paid: embedded = a Solana "
         "ledger inside the hub (LiteSVM with the etp_settlement program; in memory, a restart "
-        "starts a new one), localnet = a development cluster over JSON-RPC "
-        "(ETP_SETTLEMENT_RPC_URL; the program deployed there, the settler funded with SOL: "
-        "hub/settlement/README.md), off = not at all (the outbox only fills)"
+        "starts a new one), localnet = a development cluster over JSON-RPC where the hub makes "
+        "a test market itself, devnet / mainnet = a market its authority made "
+        "(ETP_SETTLEMENT_MARKET) with parties registered by public key (`etp wallet`), "
+        "off = not at all (the outbox only fills); hub/settlement/README.md"
     )
-    settlement_rpc_url: str = Field(
-        default="http://127.0.0.1:8899", description="JSON-RPC endpoint of the cluster "
-        "(localnet); may hold an API key: only its scheme and host are ever logged"
+    settlement_rpc_url: str | None = Field(
+        default=None, description="JSON-RPC endpoint of the cluster (default: localnet "
+        "http://127.0.0.1:8899, devnet and mainnet their public endpoints); may hold an API "
+        "key: only its scheme and host are ever logged"
     )
     settlement_program_id: str | None = Field(
         default=None, description="address of the etp_settlement program on the cluster "
         "(default: the IDL's, anchor/idl/etp_settlement.json)"
+    )
+    settlement_market: str | None = Field(
+        default=None, description="address of the market to settle in (devnet, mainnet, or "
+        "localnet run like them); `etp settle market init` prints it. Required on devnet and "
+        "mainnet; on localnet it makes the hub use registered wallets instead of its own"
     )
     settlement_program_file: Path | None = Field(
         default=None, description="the built program (default: the project's "
@@ -234,6 +241,19 @@ class Settings(BaseSettings):
     )
     settlement_block_ms: float = Field(
         default=400.0, gt=0, description="embedded ledger: one block per this many ms"
+    )
+    # device provisioning (hub/security/devices.py, `etp device`)
+    require_provisioning: bool = Field(
+        default=False, description="refuse frames from batteries never provisioned with "
+        "`etp device add` (off: they use their generation-0 key, as before provisioning)"
+    )
+    rotation_grace_s: float = Field(
+        default=300.0, ge=0, description="after `etp device rotate`, the previous key is "
+        "still accepted this long (a battery not yet given its new bundle keeps trading)"
+    )
+    credentials_refresh_s: float = Field(
+        default=1.0, gt=0, le=5, description="how often the running hub re-reads the device "
+        "credentials (a revocation applies within this)"
     )
 
     @model_validator(mode="before")
@@ -273,6 +293,12 @@ class Settings(BaseSettings):
     def dashboard_path(self) -> Path:
         """The dashboard build the gateway serves at /."""
         return self.dashboard_dir or Path(__file__).resolve().parents[1] / "dashboard" / "dist"
+
+    def settlement_rpc_endpoint(self) -> str:
+        """The JSON-RPC URL of the settlement network (the setting, else its default)."""
+        from hub.settlement.wiring import DEFAULT_RPC_URLS
+
+        return self.settlement_rpc_url or DEFAULT_RPC_URLS.get(self.settlement_network, "")
 
     def settlement_program_path(self) -> Path:
         """The built etp_settlement program the embedded ledger deploys."""

@@ -121,13 +121,16 @@ class AlertRules:
             return None
         name = REASON_NAMES.get(reason, str(reason)) if isinstance(reason, int) else str(reason)
         silent = reason == _LINK_LOST or payload.get("source") == "deadline"
+        revoked = payload.get("source") == "revoked"  # `etp device revoke`: on purpose
         message = (
             f"battery {device} went silent past its status deadline"
             if silent
+            else f"battery {device} was revoked: its frames are refused"
+            if revoked
             else f"battery {device} reported a fault: {name}"
         )
         return AlertSpec(
-            "device_failure", "warning" if silent else "critical",
+            "device_failure", "warning" if silent or revoked else "critical",
             f"device_failure:{device}:{name}", message, device,
             {"reason": reason, "reason_name": name, "source": payload.get("source"),
              "health": payload.get("health")},

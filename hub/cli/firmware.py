@@ -69,13 +69,48 @@ def build_cmd(
     typer.echo(f"{image}  ({len(files)} files, {size} bytes)")
 
 
+def _bundle_config(bundle: Path) -> tuple[dict[str, object], Path | None]:
+    """A bundle directory's etp_config.json (`etp device add`) and its CA file, if any."""
+    from hub.security.devices import BUNDLE_CONFIG_FILE
+
+    config_path = bundle / BUNDLE_CONFIG_FILE
+    if not config_path.is_file():
+        _fail(f"--bundle {bundle} has no {BUNDLE_CONFIG_FILE} (make one with `etp device add N`)")
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, ValueError) as exc:
+        _fail(f"{config_path} is not a readable JSON config: {exc}")
+    if not isinstance(config, dict) or not isinstance(config.get("device_id"), int):
+        _fail(f"{config_path} is not a device config (no device_id)")
+    ca_name = config.get("mqtt_ca_file")
+    ca_file = None
+    if ca_name:
+        ca_file = bundle / str(ca_name)
+        if not ca_file.is_file():
+            _fail(f"the bundle's config names {ca_name} but {ca_file} is missing")
+    return config, ca_file
+
+
 @app.command()
 def flash(
     port: Annotated[str, typer.Option(help="Serial port of the board (or a simulated pty).")],
+    bundle: Annotated[
+        Path | None,
+        typer.Option(
+            help="A config bundle directory from `etp device add|rotate` (its etp_config.json"
+            " and CA as they are), instead of --device-id/--key-hex/--notice-key-hex/--site/"
+            "--mqtt-url/--ca-file.",
+            show_default=False,
+        ),
+    ] = None,
     device_id: Annotated[
-        int, typer.Option(help="Device id 1..65535 (its key id).", min=1, max=65535)
-    ],
-    key_hex: Annotated[str, typer.Option(help="The device key: derive_key(master, id) as hex.")],
+        int | None,
+        typer.Option(help="Device id 1..65535 (its key id).", min=1, max=65535, show_default=False),
+    ] = None,
+    key_hex: Annotated[
+        str | None,
+        typer.Option(help="The device key: derive_key(master, id) as hex.", show_default=False),
+    ] = None,
     notice_key_hex: Annotated[
         str | None,
         typer.Option(
@@ -83,10 +118,15 @@ def flash(
             "id), as hex (without it the board ignores the hub's notices)."
         ),
     ] = None,
-    site: Annotated[str, typer.Option(help="Site id.")] = "site1",
-    mqtt_url: Annotated[str, typer.Option(help="Broker the board connects to.")] = (
-        "mqtt://127.0.0.1:1883"
-    ),
+    site: Annotated[
+        str | None, typer.Option(help="Site id (default site1).", show_default=False)
+    ] = None,
+    mqtt_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Broker the board connects to (default mqtt://127.0.0.1:1883).", show_default=False
+        ),
+    ] = None,
     set_values: Annotated[
         list[str] | None,
         typer.Option("--set", help="Extra config key=value (JSON value), e.g. reserve_mc=25000."),
@@ -96,25 +136,50 @@ def flash(
     ] = None,
     reset: Annotated[bool, typer.Option(help="Hard-reset the board afterwards.")] = True,
 ) -> None:
-    """Copy the .mpy build and a device config to a board with mpremote, then reset it."""
-    config: dict[str, object] = {
-        "device_id": device_id,
-        "site": site,
-        "key": _hex_key(key_hex, "--key-hex").hex(),
-        "mqtt_url": mqtt_url,
-    }
-    if notice_key_hex:
-        config["notice_key"] = _hex_key(notice_key_hex, "--notice-key-hex").hex()
-    if ca_file is not None:
-        if not ca_file.is_file():
-            _fail(f"--ca-file {ca_file} does not exist")
-        config["mqtt_ca_file"] = "mqtt_ca.crt"
+    """Copy the .mpy build and a device config to a board with mpremote, then reset it.
+
+    Either --bundle DIR (from `etp device add N`: the board's key, broker login and CA) or
+    --device-id and --key-hex (an unprovisioned board's generation-0 key)."""
+    config: dict[str, object]
+    if bundle is not None:
+        given = [
+            name
+            for name, value in (
+                ("--device-id", device_id),
+                ("--key-hex", key_hex),
+                ("--notice-key-hex", notice_key_hex),
+                ("--site", site),
+                ("--mqtt-url", mqtt_url),
+                ("--ca-file", ca_file),
+            )
+            if value is not None
+        ]
+        if given:
+            _fail(f"--bundle already holds the board's config: leave out {', '.join(given)}")
+        config, ca_file = _bundle_config(bundle)
+    else:
+        if device_id is None or key_hex is None:
+            _fail("give --bundle DIR (`etp device add N`), or --device-id and --key-hex")
+        assert device_id is not None and key_hex is not None
+        config = {
+            "device_id": device_id,
+            "site": site or "site1",
+            "key": _hex_key(key_hex, "--key-hex").hex(),
+            "mqtt_url": mqtt_url or "mqtt://127.0.0.1:1883",
+        }
+        if notice_key_hex:
+            config["notice_key"] = _hex_key(notice_key_hex, "--notice-key-hex").hex()
+        if ca_file is not None:
+            if not ca_file.is_file():
+                _fail(f"--ca-file {ca_file} does not exist")
+            config["mqtt_ca_file"] = "mqtt_ca.crt"
     for item in set_values or []:
         name, _, raw = item.partition("=")
         try:
             config[name] = json.loads(raw)
         except json.JSONDecodeError:
             config[name] = raw
+    board_id = config["device_id"]
     try:
         image = build()
     except BuildError as exc:
@@ -140,13 +205,13 @@ def flash(
             ":etp_config.json",
         ]
         if ca_file is not None:
-            cmd += ["+", "fs", "cp", str(ca_file.resolve()), ":mqtt_ca.crt"]
+            cmd += ["+", "fs", "cp", str(ca_file.resolve()), f":{config['mqtt_ca_file']}"]
         if reset:
             cmd += ["+", "reset"]
         result = subprocess.run(cmd, cwd=image, capture_output=True, text=True, timeout=300)
     if result.returncode != 0:
         _fail(f"mpremote failed on {port}: {(result.stderr or result.stdout).strip()[-600:]}")
-    typer.echo(f"flashed device {device_id} on {port} from {image}")
+    typer.echo(f"flashed device {board_id} on {port} from {image}")
 
 
 @app.command()

@@ -2,7 +2,8 @@
 
 import typer
 
-from hub.cli import apikey, db, firmware, proto, report, service, settle
+from hub.cli import apikey, db, firmware, market, proto, report, service, settle, wallet
+from hub.cli import device as device_cli
 
 app = typer.Typer(
     name="etp",
@@ -22,6 +23,9 @@ app.add_typer(apikey.app, name="apikey")
 app.add_typer(bench_app, name="bench")
 app.add_typer(firmware.app, name="firmware")
 app.add_typer(settle.app, name="settle")
+settle.app.add_typer(market.app, name="market")
+app.add_typer(wallet.app, name="wallet")
+app.add_typer(device_cli.app, name="device")
 app.command("hub")(service.hub)
 app.command("demo")(service.demo)
 app.command("report")(report.report)

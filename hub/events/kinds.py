@@ -40,6 +40,10 @@ class EventKind(StrEnum):
     METRICS_SNAPSHOT = "metrics_snapshot"  # the hub's status counts, periodically
     ALERT_RAISED = "alert_raised"  # the alert (hub.store AlertRow.view): new, or a repeat counted
     ALERT_ACKNOWLEDGED = "alert_acknowledged"  # the alert, with acknowledged_by
+    # device provisioning (`etp device`): key_generation, owner (never a secret)
+    DEVICE_PROVISIONED = "device_provisioned"
+    DEVICE_REVOKED = "device_revoked"
+    DEVICE_ROTATED = "device_rotated"
 
 
 @dataclass(frozen=True, slots=True)

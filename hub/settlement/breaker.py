@@ -14,7 +14,13 @@ from solders.pubkey import Pubkey
 from solders.signature import Signature
 from solders.transaction import VersionedTransaction
 
-from hub.settlement.cluster import Blockhash, Cluster, ClusterUnavailableError, SignatureState
+from hub.settlement.cluster import (
+    AccountInfo,
+    Blockhash,
+    Cluster,
+    ClusterUnavailableError,
+    SignatureState,
+)
 
 __all__ = [
     "BreakerPolicy",
@@ -218,6 +224,12 @@ class GuardedCluster:
 
     async def accounts_exist(self, addresses: Sequence[Pubkey]) -> list[bool]:
         return await self.breaker.guarded(lambda: self.cluster.accounts_exist(addresses))
+
+    async def slot(self) -> int:
+        return await self.breaker.guarded(self.cluster.slot)
+
+    async def get_accounts(self, addresses: Sequence[Pubkey]) -> list[AccountInfo | None]:
+        return await self.breaker.guarded(lambda: self.cluster.get_accounts(addresses))
 
     async def token_balance(self, token_account: Pubkey) -> int:
         return await self.breaker.guarded(lambda: self.cluster.token_balance(token_account))

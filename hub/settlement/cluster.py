@@ -13,7 +13,7 @@ from solders.pubkey import Pubkey
 from solders.signature import Signature
 from solders.transaction import VersionedTransaction
 
-__all__ = ["Blockhash", "Cluster", "ClusterUnavailableError", "SignatureState"]
+__all__ = ["AccountInfo", "Blockhash", "Cluster", "ClusterUnavailableError", "SignatureState"]
 
 
 class ClusterUnavailableError(Exception):
@@ -39,6 +39,15 @@ class SignatureState:
     slot: int | None = None
 
 
+@dataclass(frozen=True)
+class AccountInfo:
+    """An account as the ledger holds it: the program that owns it, its lamports and data."""
+
+    owner: Pubkey
+    lamports: int
+    data: bytes
+
+
 class Cluster(Protocol):
     """A Solana cluster as the settlement service uses it. Every method may raise
     ClusterUnavailableError; none retries on its own (the service decides)."""
@@ -50,6 +59,9 @@ class Cluster(Protocol):
 
     async def block_height(self) -> int:
         """The current block height (to tell when a blockhash expired)."""
+
+    async def slot(self) -> int:
+        """The current slot (commitment confirmed: one the ledger's SlotHashes knows)."""
 
     async def send(self, transaction: VersionedTransaction) -> Signature:
         """Send a signed transaction (preflight skipped: the service simulates first); returns
@@ -63,6 +75,9 @@ class Cluster(Protocol):
 
     async def accounts_exist(self, addresses: Sequence[Pubkey]) -> list[bool]:
         """Whether each account exists (e.g. a TradeRecord: the trade was settled)."""
+
+    async def get_accounts(self, addresses: Sequence[Pubkey]) -> list[AccountInfo | None]:
+        """Each account (None if it does not exist), e.g. a market or a Reputation to decode."""
 
     async def token_balance(self, token_account: Pubkey) -> int:
         """The balance of a token account in base units (0 if it does not exist)."""

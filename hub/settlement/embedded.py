@@ -18,7 +18,12 @@ from solders.transaction import VersionedTransaction
 from solders.transaction_metadata import FailedTransactionMetadata
 from solders.transaction_status import InstructionErrorCustom, TransactionErrorInstructionError
 
-from hub.settlement.cluster import Blockhash, ClusterUnavailableError, SignatureState
+from hub.settlement.cluster import (
+    AccountInfo,
+    Blockhash,
+    ClusterUnavailableError,
+    SignatureState,
+)
 from hub.settlement.deploy import DeployError, deploy_upgradeable
 
 __all__ = ["BLOCKHASH_LIFETIME_BLOCKS", "EmbeddedCluster", "LoaderError"]
@@ -43,6 +48,14 @@ def _error_json(err: Any) -> Any:
         )
         return {"InstructionError": [err.index, detail]}
     return str(err).rpartition(".")[2]
+
+
+def record_slot_hash(svm: LiteSVM, slot: int, history: list[tuple[int, Hash]]) -> None:
+    """Keep the SlotHashes sysvar as a validator does (newest first, the last 150 slots):
+    LiteSVM leaves it alone, and creating a lookup table needs a recent slot in it."""
+    history.insert(0, (slot, svm.latest_blockhash()))
+    del history[150:]
+    svm.set_slot_hashes(history)
 
 
 class EmbeddedCluster:
@@ -75,6 +88,8 @@ class EmbeddedCluster:
         except DeployError as exc:
             raise LoaderError(str(exc)) from None
         self._height_offset = self.svm.get_clock().slot
+        self._slot_hashes: list[tuple[int, Hash]] = []
+        record_slot_hash(self.svm, self._height_offset, self._slot_hashes)
 
     # ---- the Cluster interface -------------------------------------------------------------
 
@@ -88,6 +103,11 @@ class EmbeddedCluster:
     async def block_height(self) -> int:
         self._check_up()
         return self._advance()
+
+    async def slot(self) -> int:
+        self._check_up()
+        self._advance()
+        return int(self.svm.get_clock().slot)
 
     async def send(self, transaction: VersionedTransaction) -> Signature:
         self._check_up()
@@ -130,6 +150,15 @@ class EmbeddedCluster:
     async def accounts_exist(self, addresses: Sequence[Pubkey]) -> list[bool]:
         self._check_up()
         return [self.svm.get_account(a) is not None for a in addresses]
+
+    async def get_accounts(self, addresses: Sequence[Pubkey]) -> list[AccountInfo | None]:
+        self._check_up()
+        found: list[AccountInfo | None] = []
+        for address in addresses:
+            account = self.svm.get_account(address)
+            found.append(None if account is None
+                         else AccountInfo(account.owner, account.lamports, bytes(account.data)))
+        return found
 
     async def token_balance(self, token_account: Pubkey) -> int:
         self._check_up()
@@ -179,4 +208,5 @@ class EmbeddedCluster:
             clock.unix_timestamp = int(time.time())
             self.svm.set_clock(clock)
             self.svm.expire_blockhash()  # each block has its own hash
+            record_slot_hash(self.svm, height, self._slot_hashes)
         return max(height, clock.slot)

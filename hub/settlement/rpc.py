@@ -17,7 +17,7 @@ from solders.pubkey import Pubkey
 from solders.signature import Signature
 from solders.transaction import VersionedTransaction
 
-from hub.settlement.cluster import Blockhash, ClusterUnavailableError, SignatureState
+from hub.settlement.cluster import AccountInfo, Blockhash, ClusterUnavailableError, SignatureState
 
 __all__ = [
     "MAX_ACCOUNTS_PER_CALL",
@@ -238,6 +238,13 @@ class RpcCluster:
         """The current block height (commitment confirmed). Asked with getEpochInfo rather
         than getBlockHeight: it also gives the slot, so that a later "not landed" from a node
         behind this one is refused (see `seen_slot`)."""
+        return (await self._epoch_info())[1]
+
+    async def slot(self) -> int:
+        """The current slot (commitment confirmed), from getEpochInfo as block_height."""
+        return (await self._epoch_info())[0]
+
+    async def _epoch_info(self) -> tuple[int, int]:
         method = "getEpochInfo"
         result = await self._call(method, [{"commitment": _COMMITMENT}])
         try:
@@ -245,9 +252,9 @@ class RpcCluster:
         except (KeyError, TypeError) as exc:
             raise self._malformed(method, exc) from None
         self._observe_slot(method, slot, confirmed=True)
-        if not isinstance(height, int):
-            raise self._malformed(method, TypeError(f"blockHeight {height!r}"))
-        return height
+        if not isinstance(height, int) or not isinstance(slot, int):
+            raise self._malformed(method, TypeError(f"blockHeight {height!r}, slot {slot!r}"))
+        return slot, height
 
     async def send(self, transaction: VersionedTransaction) -> Signature:
         """Send a signed transaction once (no preflight, no node-side retries: the service
@@ -314,24 +321,37 @@ class RpcCluster:
 
     async def accounts_exist(self, addresses: Sequence[Pubkey]) -> list[bool]:
         """Whether each account exists, asking for no account data (chunks of 100)."""
+        found = await self._multiple_accounts(addresses, with_data=False)
+        return [account is not None for account in found]
+
+    async def get_accounts(self, addresses: Sequence[Pubkey]) -> list[AccountInfo | None]:
+        """Each account with its data, None where none exists (chunks of 100)."""
+        return await self._multiple_accounts(addresses, with_data=True)
+
+    async def _multiple_accounts(self, addresses: Sequence[Pubkey], *, with_data: bool
+                                 ) -> list[AccountInfo | None]:
         method = "getMultipleAccounts"
-        exists: list[bool] = []
+        found: list[AccountInfo | None] = []
         for chunk in _chunks(addresses, MAX_ACCOUNTS_PER_CALL):
-            options = {
-                "commitment": _COMMITMENT,
-                "encoding": "base64",
-                "dataSlice": {"offset": 0, "length": 0},
-            }
+            options: dict[str, Any] = {"commitment": _COMMITMENT, "encoding": "base64"}
+            if not with_data:
+                options["dataSlice"] = {"offset": 0, "length": 0}
             result = await self._call(method, [[str(a) for a in chunk], options])
             self._observe_slot(method, self._context_slot(method, result), confirmed=True)
             try:
                 values = result["value"]
                 if len(values) != len(chunk):
                     raise ValueError(f"{len(values)} accounts for {len(chunk)} addresses")
-                exists.extend(v is not None for v in values)
-            except (KeyError, TypeError, ValueError) as exc:
+                for value in values:
+                    if value is None:
+                        found.append(None)
+                        continue
+                    data = base64.b64decode(value["data"][0]) if with_data else b""
+                    found.append(AccountInfo(Pubkey.from_string(value["owner"]),
+                                             int(value["lamports"]), data))
+            except (KeyError, TypeError, ValueError, IndexError) as exc:
                 raise self._malformed(method, exc) from None
-        return exists
+        return found
 
     async def token_balance(self, token_account: Pubkey) -> int:
         """The balance of a token account in base units; 0 if the account does not exist."""

@@ -12,22 +12,27 @@ import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 import structlog
+from solders.address_lookup_table_account import AddressLookupTableAccount
+from solders.compute_budget import ID as COMPUTE_BUDGET_PROGRAM
 from solders.compute_budget import set_compute_unit_limit, set_compute_unit_price
 from solders.hash import Hash
 from solders.instruction import AccountMeta, Instruction
-from solders.message import Message
+from solders.message import Message, MessageV0
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 from solders.transaction import VersionedTransaction
 
 from hub.events import EventKind
 from hub.settlement.cluster import Cluster, ClusterUnavailableError, SignatureState
+from hub.settlement.ledger import SYSTEM_PROGRAM, Party, PartyNotReady, SiteSetupError
 from hub.settlement.program import TradeInput
-from hub.settlement.site import TOKEN_PROGRAM, Party, Site, SiteSetupError
+from hub.settlement.site import MarketSite
+from hub.settlement.tables import LookupTables
 from hub.store import Store, TradeRow
 from hub.store.models import SETTLEMENTS, TRADES
 from hub.store.validate import now_ms, to_row
@@ -64,6 +69,8 @@ class SettlementConfig:
     linger_ms: int = 1000
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
+    # accounts repeated by settlements go into address lookup tables (v0 transactions)
+    lookup_tables: bool = True
 
 
 @dataclass
@@ -127,12 +134,13 @@ class SettlementService:
         self,
         store: Store,
         cluster: Cluster,
-        site: Site,
+        site: MarketSite,
         *,
         site_name: str,
         aggregator_ids: Iterable[int] = (),
         config: SettlementConfig | None = None,
         emit: Callable[..., None] | None = None,
+        tables_file: Path | None = None,
     ) -> None:
         self.store = store
         self.cluster = cluster
@@ -141,6 +149,9 @@ class SettlementService:
         self.config = config or SettlementConfig()
         self._aggregator_ids = list(aggregator_ids)
         self._emit = emit or (lambda *_a, **_k: None)
+        self.tables = (LookupTables(cluster, site.settler, tables_file)
+                       if self.config.lookup_tables else None)
+        self._tables_now: list[AddressLookupTableAccount] = []
         self._flights: dict[Signature, _Flight] = {}
         self._busy_ids: set[int] = set()
         self._recovered = False
@@ -148,6 +159,9 @@ class SettlementService:
         self._counts_at = 0.0
         self.available = True
         self.last_error: str | None = None
+        self.waiting: dict[str, int] = {}  # why trades wait for a party -> how many
+        self._scan_from = 0
+        self._told: set[str] = set()  # reasons to wait already logged
         self.counts: dict[str, int] = {"pending": 0, "submitted": 0, "settled": 0, "failed": 0}
         self.stats: dict[str, int] = {
             "transactions": 0,
@@ -194,7 +208,8 @@ class SettlementService:
 
     def summary(self) -> dict[str, Any]:
         """Counts by status (refreshed about once a second) and the last error."""
-        return {**self.counts, "last_error": self.last_error, "available": self.available}
+        return {**self.counts, "last_error": self.last_error, "available": self.available,
+                "waiting": dict(self.waiting)}
 
     async def _run(self) -> None:
         backoff = self.config.backoff_initial_s
@@ -305,7 +320,13 @@ class SettlementService:
 
     async def _submit(self) -> int:
         """Sign and send batches of pending rows; returns how many trades were sent."""
-        rows = await self.store.pending_settlements(self.config.rows_per_round)
+        limit = self.config.rows_per_round
+        if self._scan_from == 0:  # a pass over the whole outbox starts
+            self.waiting = {}
+        rows = await self.store.pending_settlements(limit, after_trade_id=self._scan_from)
+        # page on through the outbox next round: rows that wait for a party (or in flight)
+        # never hold back the ones after them
+        self._scan_from = rows[-1].trade_id if len(rows) == limit else 0
         rows = [row for row in rows if row.trade_id not in self._busy_ids]
         if not rows:
             return 0
@@ -321,11 +342,18 @@ class SettlementService:
                 continue
             try:
                 items.append(await self._item(trade))
+            except PartyNotReady as exc:  # stays pending; settles once the party is ready
+                reason = str(exc)
+                if reason not in self._told:
+                    self._told.add(reason)
+                    log.warning("settlement waits for a party", trade_id=trade.id, reason=reason)
+                self.waiting[reason] = self.waiting.get(reason, 0) + 1
             except SiteSetupError as exc:
                 if exc.err is None or custom_error_code(exc.err) is None:
                     raise  # the ledger, not the trade: back off and try again
                 await self._mark([row.trade_id], "failed",
                                  error=f"a party of the trade cannot be set up: {exc}")
+        await self._use_tables(items)
         items.sort(key=lambda item: (bytes(item.buyer.pubkey), bytes(item.seller.pubkey)))
         sent = 0
         free = self.config.max_in_flight - len(self._flights)
@@ -432,9 +460,9 @@ class SettlementService:
     ) -> None:
         """Store each row's new status, then emit settlement_changed for it."""
         by_id = {item.trade_id: item for item in items}
+        await self.store.mark_settlements(trade_ids, status=status, signature=signature,
+                                          error=error)
         for trade_id in trade_ids:
-            await self.store.mark_settlement(trade_id, status=status, signature=signature,
-                                             error=error)
             item = by_id.get(trade_id)
             self._emit(
                 EventKind.SETTLEMENT_CHANGED,
@@ -466,11 +494,26 @@ class SettlementService:
                 auction_id=trade.auction_id,
                 trade_id=trade.id,
                 device_id=trade.device_id,
-                price_per_kwh=trade.price_mc,  # 1 token base unit = 1 milli-cent
+                price_per_kwh=trade.price_mc * self.site.price_scale,
                 energy_wh=trade.energy_wh,
                 evidence_hash=trade_evidence_hash(self.site_name, trade),
             ),
         )
+
+    async def _use_tables(self, items: Sequence[_Item]) -> None:
+        """Put the accounts these trades repeat into lookup tables (once each), and pick the
+        tables this round's transactions can use."""
+        if self.tables is None or not items:
+            return
+        site = self.site
+        common = [site.idl.program_id, site.market, site.mint, site.token_program,
+                  SYSTEM_PROGRAM, COMPUTE_BUDGET_PROGRAM]
+        per_item = [account for item in items for account in (
+            item.buyer.escrow, item.buyer.vault, item.buyer.reputation,
+            item.seller.reputation, item.seller.token_account) if account is not None]
+        if self.tables.missing([*common, *per_item]):
+            await self.tables.include([*common, *per_item])
+        self._tables_now = self.tables.usable(await self.cluster.slot())
 
     def _instruction(self, batch: Sequence[_Item]) -> Instruction:
         remaining = []
@@ -490,20 +533,22 @@ class SettlementService:
                 "settler": self.site.settler.pubkey(),
                 "market": self.site.market,
                 "payment_mint": self.site.mint,
-                "token_program": TOKEN_PROGRAM,
+                "token_program": self.site.token_program,
             },
             {"trades": [item.trade_input.as_args() for item in batch]},
             remaining,
         )
 
     def _message(self, batch: Sequence[_Item], blockhash: Hash, limit: int, price: int
-                 ) -> Message:
+                 ) -> Message | MessageV0:
         budget = [set_compute_unit_limit(limit)]
         if price > 0:
             budget.append(set_compute_unit_price(price))
-        return Message.new_with_blockhash(
-            [*budget, self._instruction(batch)], self.site.settler.pubkey(), blockhash
-        )
+        instructions = [*budget, self._instruction(batch)]
+        payer = self.site.settler.pubkey()
+        if self._tables_now:
+            return MessageV0.try_compile(payer, instructions, self._tables_now, blockhash)
+        return Message.new_with_blockhash(instructions, payer, blockhash)
 
     def _transaction(self, batch: Sequence[_Item], blockhash: Hash, limit: int, price: int
                      ) -> VersionedTransaction:
@@ -514,7 +559,7 @@ class SettlementService:
         """Serialized size of the batch's transaction (limit and price included: the
         largest form), one signature."""
         message = self._message(batch, _PLACEHOLDER_HASH, MAX_COMPUTE_UNITS, 1)
-        return 1 + 64 + len(bytes(message))
+        return len(bytes(VersionedTransaction.populate(message, [Signature.default()])))
 
     def _pack(self, items: list[_Item]) -> list[list[_Item]]:
         """Consecutive items into as few transactions as fit (size and account limits)."""

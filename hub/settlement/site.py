@@ -1,104 +1,78 @@
-"""The site on the ledger: the hub's keys (0600 files), the market, the payment mint, and a
+"""The demo's site on the ledger: the hub's keys (0600 files), a test mint, the market, and a
 wallet per aggregator (registered, escrow opened and funded) and per battery owner
-(registered with its device). Every step checks the ledger first, so set-up is idempotent."""
+(registered with its device), all made by the hub, which plays every party itself (embedded
+ledger, localnet). Every step checks the ledger first, so set-up is idempotent. On a real
+network the parties hold their own keys: see registered.py."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
-import os
 import struct
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from solders.instruction import AccountMeta, Instruction
 from solders.keypair import Keypair
-from solders.message import Message
 from solders.pubkey import Pubkey
 from solders.system_program import CreateAccountParams, TransferParams, create_account, transfer
-from solders.transaction import VersionedTransaction
 
 from hub.settlement.cluster import Cluster
+from hub.settlement.ledger import (
+    TOKEN_PROGRAM,
+    KeyFileError,
+    Party,
+    PartyNotReady,
+    SiteSetupError,
+    execute,
+    load_or_create_keypair,
+    signer_of,
+)
+from hub.settlement.onboard import Market, fund, register
 from hub.settlement.program import Idl
 
 __all__ = [
     "TOKEN_DECIMALS",
     "TOKEN_PROGRAM",
     "KeyFileError",
+    "MarketSite",
     "Party",
+    "PartyNotReady",
     "Site",
     "SiteSetupError",
     "load_or_create_keypair",
 ]
 
-TOKEN_PROGRAM = Pubkey.from_string("TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA")
-ASSOCIATED_TOKEN_PROGRAM = Pubkey.from_string("ATokenGPvbdGVxr1b2hvZbsiqW5xWH25efTNsLJA8knL")
-SYSTEM_PROGRAM = Pubkey.from_string("11111111111111111111111111111111")
-# One base unit of the payment token is one milli-cent: the hub's prices (mc per kWh) are the
+# One base unit of the test token is one milli-cent: the hub's prices (mc per kWh) are the
 # program's price_per_kwh as they are, and amount = price x Wh / 1000 is in milli-cents.
 TOKEN_DECIMALS = 5
 _MINT_SIZE = 82
-ROLE_BATTERY_OWNER = 0
-ROLE_AGGREGATOR = 1
 _PARTY_LAMPORTS = 1 * 10**9  # rent of a party's accounts and its fees (embedded: airdropped)
 _AGGREGATOR_TOKENS = 10**15  # "plenty": 10 billion dollars in milli-cents per aggregator
-_MAX_PRICE_PER_KWH = 10**9  # aggregators' cap on chain; the market enforces its own limits
+_DISPUTE_WINDOW_S = 7 * 24 * 3600
 
 
-class KeyFileError(RuntimeError):
-    """A key file exists but does not hold a keypair."""
+class MarketSite(Protocol):
+    """The market the settlement service settles in, and the wallets of the parties: made
+    by the hub itself (Site: the embedded ledger, localnet), or registered by their owners on
+    a real network (RegisteredSite)."""
 
+    cluster: Cluster
+    idl: Idl
+    settler: Keypair
+    market: Pubkey
+    mint: Pubkey
+    token_program: Pubkey
+    price_scale: int  # token base units per milli-cent
+    ready: bool
 
-class SiteSetupError(RuntimeError):
-    """A set-up transaction was refused by the ledger (`err`: its error, None if it did not
-    land in time)."""
+    async def set_up(self, aggregator_ids: list[int]) -> None:
+        """Check (or make) the market; sets `ready`."""
 
-    def __init__(self, message: str, err: object | None = None) -> None:
-        super().__init__(message)
-        self.err = err
+    async def ensure_aggregator(self, aggregator_id: int) -> Party:
+        """The buyer's accounts, ready to pay (PartyNotReady if not yet)."""
 
-
-def load_or_create_keypair(path: Path) -> Keypair:
-    """The keypair in `path` (a JSON array of 64 bytes, as the Solana CLI writes it); a new one
-    is created with mode 0600 if the file does not exist. The key is never logged."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists():
-        keypair = Keypair()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(json.dumps(list(bytes(keypair))) + "\n")
-        return keypair
-    try:
-        return Keypair.from_bytes(bytes(json.loads(path.read_text())))
-    except (ValueError, TypeError) as exc:
-        raise KeyFileError(
-            f"{path} must hold a keypair as a JSON array of 64 bytes; fix or delete it"
-        ) from exc
-
-
-@dataclass(frozen=True)
-class Party:
-    """A market participant: its key, token account and Reputation PDA (and, for an
-    aggregator, escrow and vault PDAs)."""
-
-    keypair: Keypair
-    token_account: Pubkey
-    reputation: Pubkey
-    escrow: Pubkey | None = None
-    vault: Pubkey | None = None
-
-    @property
-    def pubkey(self) -> Pubkey:
-        return self.keypair.pubkey()
-
-
-def associated_token_address(owner: Pubkey, mint: Pubkey) -> Pubkey:
-    """The owner's associated token account for `mint` (SPL Token)."""
-    return Pubkey.find_program_address(
-        [bytes(owner), bytes(TOKEN_PROGRAM), bytes(mint)], ASSOCIATED_TOKEN_PROGRAM
-    )[0]
+    async def ensure_battery(self, device_id: int) -> Party:
+        """The seller's accounts, ready to be paid (PartyNotReady if not yet)."""
 
 
 class Site:
@@ -117,10 +91,14 @@ class Site:
         self.market = idl.market_address(authority.pubkey())
         self.mint_keypair = self._derived("mint", 0)
         self.mint = self.mint_keypair.pubkey()
+        self.token_program = TOKEN_PROGRAM
+        self.price_scale = 1  # TOKEN_DECIMALS = 5: one base unit is one milli-cent
         self.ready = False
         self._aggregators: dict[int, Party] = {}
         self._batteries: dict[int, Party] = {}
         self._lock = asyncio.Lock()
+        self.view = Market(idl, self.market, self.mint, TOKEN_PROGRAM, authority.pubkey(),
+                           settler.pubkey(), TOKEN_DECIMALS)
 
     # ---- keys and addresses ----------------------------------------------------------------
 
@@ -131,14 +109,7 @@ class Site:
         return Keypair.from_seed(seed)
 
     def _party(self, keypair: Keypair, aggregator: bool) -> Party:
-        owner = keypair.pubkey()
-        return Party(
-            keypair,
-            associated_token_address(owner, self.mint),
-            self.idl.reputation_address(self.market, owner),
-            self.idl.escrow_address(self.market, owner) if aggregator else None,
-            self.idl.vault_address(self.market, owner) if aggregator else None,
-        )
+        return self.view.party(keypair.pubkey(), aggregator=aggregator, keypair=keypair)
 
     def aggregator_party(self, aggregator_id: int) -> Party:
         """The wallet of aggregator `aggregator_id` (addresses only: see ensure_aggregator)."""
@@ -162,24 +133,13 @@ class Site:
             if not mint_exists:
                 await self._create_mint()
             if not market_exists:
-                await self._execute(
-                    [
-                        self.idl.instruction(
-                            "initialize_market",
-                            {
-                                "authority": self.authority.pubkey(),
-                                "market": self.market,
-                                "payment_mint": self.mint,
-                                "token_program": TOKEN_PROGRAM,
-                            },
-                            {
-                                "settler": self.settler.pubkey(),
-                                "dispute_window_seconds": 7 * 24 * 3600,
-                            },
-                        )
-                    ],
-                    self.authority,
-                )
+                await execute(self.cluster, [self.idl.instruction(
+                    "initialize_market",
+                    {"authority": self.authority.pubkey(), "market": self.market,
+                     "payment_mint": self.mint, "token_program": TOKEN_PROGRAM},
+                    {"settler": self.settler.pubkey(),
+                     "dispute_window_seconds": _DISPUTE_WINDOW_S},
+                )], self.authority)
         for aggregator_id in aggregator_ids:
             await self.ensure_aggregator(aggregator_id)
         self.ready = True
@@ -191,56 +151,15 @@ class Site:
             return known
         async with self._lock:
             party = self.aggregator_party(aggregator_id)
-            registered, escrowed = await self.cluster.accounts_exist(
-                [party.reputation, party.escrow or party.reputation]
-            )
+            (escrowed,) = await self.cluster.accounts_exist([party.escrow or party.reputation])
             if not escrowed:
                 await self._fund_sol(party.pubkey, _PARTY_LAMPORTS)
-                steps: list[Instruction] = []
-                if not registered:
-                    steps.append(self._register(party, ROLE_AGGREGATOR, []))
-                steps.append(
-                    self.idl.instruction(
-                        "open_escrow",
-                        {
-                            "aggregator": party.pubkey,
-                            "market": self.market,
-                            "reputation": party.reputation,
-                            "escrow": party.escrow or party.reputation,
-                            "vault": party.vault or party.reputation,
-                            "payment_mint": self.mint,
-                            "token_program": TOKEN_PROGRAM,
-                        },
-                        {"max_price_per_kwh": _MAX_PRICE_PER_KWH},
-                    )
-                )
-                await self._execute(steps, party.keypair)
-                await self._execute(
-                    [
-                        self._create_token_account(party.pubkey, party.pubkey),
-                        self._mint_to(party.token_account, _AGGREGATOR_TOKENS),
-                    ],
-                    party.keypair,
-                    self.authority,
-                )
-                await self._execute(
-                    [
-                        self.idl.instruction(
-                            "fund",
-                            {
-                                "aggregator": party.pubkey,
-                                "market": self.market,
-                                "escrow": party.escrow or party.reputation,
-                                "vault": party.vault or party.reputation,
-                                "source": party.token_account,
-                                "payment_mint": self.mint,
-                                "token_program": TOKEN_PROGRAM,
-                            },
-                            {"amount": _AGGREGATOR_TOKENS},
-                        )
-                    ],
-                    party.keypair,
-                )
+                await register(self.cluster, self.view, signer_of(party), aggregator=True,
+                               device_ids=[])
+                await execute(self.cluster, [self._mint_to(party.token_account,
+                                                           _AGGREGATOR_TOKENS)], self.authority)
+                await execute(self.cluster, [fund(self.view, party, _AGGREGATOR_TOKENS)],
+                              signer_of(party))
             self._aggregators[aggregator_id] = party
             return party
 
@@ -256,38 +175,12 @@ class Site:
             )
             if not (registered and has_account):
                 await self._fund_sol(party.pubkey, _PARTY_LAMPORTS)
-                steps = []
-                if not registered:
-                    steps.append(self._register(party, ROLE_BATTERY_OWNER, [device_id]))
-                if not has_account:
-                    steps.append(self._create_token_account(party.pubkey, party.pubkey))
-                await self._execute(steps, party.keypair)
+                await register(self.cluster, self.view, signer_of(party), aggregator=False,
+                               device_ids=[device_id])
             self._batteries[device_id] = party
             return party
 
-    # ---- instructions ----------------------------------------------------------------------
-
-    def _register(self, party: Party, role: int, device_ids: list[int]) -> Instruction:
-        return self.idl.instruction(
-            "register_participant",
-            {"owner": party.pubkey, "market": self.market, "reputation": party.reputation},
-            {"role": role, "device_ids": device_ids},
-        )
-
-    def _create_token_account(self, payer: Pubkey, owner: Pubkey) -> Instruction:
-        """CreateIdempotent of the associated token account program."""
-        return Instruction(
-            ASSOCIATED_TOKEN_PROGRAM,
-            bytes([1]),
-            [
-                AccountMeta(payer, True, True),
-                AccountMeta(associated_token_address(owner, self.mint), False, True),
-                AccountMeta(owner, False, False),
-                AccountMeta(self.mint, False, False),
-                AccountMeta(SYSTEM_PROGRAM, False, False),
-                AccountMeta(TOKEN_PROGRAM, False, False),
-            ],
-        )
+    # ---- the test mint ---------------------------------------------------------------------
 
     def _mint_to(self, account: Pubkey, amount: int) -> Instruction:
         return Instruction(  # SPL Token MintTo; the authority is the mint's authority
@@ -302,7 +195,8 @@ class Site:
 
     async def _create_mint(self) -> None:
         rent = 1_461_600  # rent exemption of an 82-byte mint (the runtime's default rent)
-        await self._execute(
+        await execute(
+            self.cluster,
             [
                 create_account(
                     CreateAccountParams(
@@ -332,32 +226,9 @@ class Site:
         if airdrop is not None:
             await airdrop(address, lamports)
             return
-        await self._execute(
+        await execute(
+            self.cluster,
             [transfer(TransferParams(from_pubkey=self.settler.pubkey(), to_pubkey=address,
                                      lamports=lamports))],
             self.settler,
         )
-
-    async def _execute(self, instructions: list[Instruction], payer: Keypair,
-                       *signers: Keypair) -> None:
-        """Send one set-up transaction and wait until it is processed; SiteSetupError if
-        the ledger refuses it."""
-        keys = {payer.pubkey(): payer}
-        for signer in signers:
-            keys.setdefault(signer.pubkey(), signer)
-        recent = await self.cluster.latest_blockhash()
-        message = Message.new_with_blockhash(instructions, payer.pubkey(), recent.blockhash)
-        transaction = VersionedTransaction(message, list(keys.values()))
-        signature = await self.cluster.send(transaction)
-        for _ in range(120):  # ~60 s: a real cluster confirms in seconds
-            (state,) = await self.cluster.signature_states([signature])
-            if state.confirmation is not None:
-                if state.err is not None:
-                    raise SiteSetupError(
-                        f"set-up transaction refused by the ledger: {state.err}", state.err
-                    )
-                return
-            if await self.cluster.block_height() > recent.last_valid_block_height:
-                raise SiteSetupError("set-up transaction expired before it landed; retrying")
-            await asyncio.sleep(0.5)
-        raise SiteSetupError("set-up transaction not confirmed within 60 s")

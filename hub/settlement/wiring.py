@@ -3,6 +3,7 @@ settlement part of /api/v1/status."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -13,7 +14,13 @@ from hub.store import Store
 
 log = structlog.get_logger("hub.settlement")
 
-__all__ = ["EXPLORER_CLUSTERS", "create_settlement", "settlement_status"]
+__all__ = ["DEFAULT_RPC_URLS", "EXPLORER_CLUSTERS", "create_settlement", "settlement_status"]
+
+DEFAULT_RPC_URLS = {
+    "localnet": "http://127.0.0.1:8899",
+    "devnet": "https://api.devnet.solana.com",
+    "mainnet": "https://api.mainnet-beta.solana.com",
+}
 
 # the cluster name block explorers take (?cluster=...); None: no explorer sees this ledger
 EXPLORER_CLUSTERS: dict[str, str | None] = {
@@ -44,39 +51,37 @@ def create_settlement(
     from hub.settlement.embedded import EmbeddedCluster
     from hub.settlement.program import load_idl, read_program
     from hub.settlement.service import SettlementConfig, SettlementService
-    from hub.settlement.site import Site, load_or_create_keypair
+    from hub.settlement.site import MarketSite, Site, load_or_create_keypair
 
+    network = settings.settlement_network
     settler = load_or_create_keypair(settings.settler_key_path())
-    authority = load_or_create_keypair(settings.authority_key_path())
     cluster: Any
-    if settings.settlement_network == "embedded":
+    site: MarketSite
+    if network == "embedded":
         cluster = EmbeddedCluster(
             read_program(settings.settlement_program_path()),
             block_ms=settings.settlement_block_ms,
         )
         idl = load_idl(cluster.program_id)
-    elif settings.settlement_network == "localnet":
-        from solders.pubkey import Pubkey
-
-        from hub.settlement.breaker import CircuitBreaker, GuardedCluster
-        from hub.settlement.rpc import RpcCluster
-
-        cluster = GuardedCluster(
-            RpcCluster(
-                settings.settlement_rpc_url, name="localnet",
-                max_priority_fee_micro_lamports=settings.settlement_max_priority_fee_micro_lamports,
-            ),
-            CircuitBreaker(),
-        )
-        program_id = settings.settlement_program_id
-        idl = load_idl(Pubkey.from_string(program_id) if program_id else None)
-        # public keys: the operator funds them with SOL on the cluster (they pay fees, rent)
-        log.info("settlement on localnet", endpoint=cluster.cluster.endpoint,
-                 program=str(idl.program_id), settler=str(settler.pubkey()),
-                 authority=str(authority.pubkey()))
+        site = Site(cluster, idl, settler, load_or_create_keypair(settings.authority_key_path()))
+    elif network in DEFAULT_RPC_URLS:
+        cluster, idl = rpc_cluster(settings)
+        if settings.settlement_market:
+            site = registered_site(settings, store, cluster, idl, settler)
+        elif network == "localnet":
+            authority = load_or_create_keypair(settings.authority_key_path())
+            site = Site(cluster, idl, settler, authority)
+            # public keys: the operator funds them with SOL on the cluster (fees, rent)
+            log.info("settlement on localnet: the hub makes a test market", program=str(
+                idl.program_id), settler=str(settler.pubkey()), authority=str(authority.pubkey()))
+        else:
+            raise ValueError(
+                f"settlement on {network} needs ETP_SETTLEMENT_MARKET, the address of a market "
+                f"whose settler is this hub's key {settler.pubkey()} (the market authority "
+                "makes it with `etp settle market init --settler` that key)"
+            )
     else:
-        raise ValueError(f"settlement network {settings.settlement_network!r} has no cluster")
-    site = Site(cluster, idl, settler, authority)
+        raise ValueError(f"settlement network {network!r} has no cluster")
     return SettlementService(
         store,
         cluster,
@@ -91,6 +96,9 @@ def create_settlement(
             linger_ms=settings.settlement_linger_ms,
         ),
         emit=emit,
+        # the embedded ledger starts empty: its tables are made anew each start
+        tables_file=None if network == "embedded"
+        else settings.data_dir / f"lookup-tables-{network}-{site.market}.json",
     )
 
 
@@ -106,4 +114,55 @@ def settlement_status(network: str, service: Any, error: str | None) -> dict[str
         "failed": counts.get("failed", 0),
         "available": counts.get("available", False) if service is not None else False,
         "last_error": counts.get("last_error") if service is not None else error,
+        # trades waiting for a party's wallet (real networks), by reason
+        "waiting": counts.get("waiting", {}),
     }
+
+
+def rpc_cluster(settings: Settings) -> tuple[Any, Any]:
+    """(the settings' JSON-RPC cluster behind a circuit breaker, the program's IDL)."""
+    from solders.pubkey import Pubkey
+
+    from hub.settlement.breaker import CircuitBreaker, GuardedCluster
+    from hub.settlement.program import load_idl
+    from hub.settlement.rpc import RpcCluster
+
+    network = settings.settlement_network
+    cluster = GuardedCluster(
+        RpcCluster(
+            settings.settlement_rpc_endpoint(), name=network,
+            max_priority_fee_micro_lamports=settings.settlement_max_priority_fee_micro_lamports,
+        ),
+        CircuitBreaker(),
+    )
+    program_id = settings.settlement_program_id
+    return cluster, load_idl(Pubkey.from_string(program_id) if program_id else None)
+
+
+def registered_site(settings: Settings, store: Store, cluster: Any, idl: Any,
+                    settler: Any) -> Any:
+    """The market named by ETP_SETTLEMENT_MARKET, its parties' wallets from the store."""
+    from solders.pubkey import Pubkey
+
+    from hub.settlement.registered import RegisteredSite
+
+    assert settings.settlement_market is not None
+    market = Pubkey.from_string(settings.settlement_market)
+    site_name = settings.site
+    book: dict[tuple[str, int], str] = {}
+    read_at = [-1e9]
+
+    async def wallet(role: str, party_id: int) -> str | None:
+        """From the store, read again at most every 5 s (`etp wallet add` in another process
+        takes effect within that)."""
+        if time.monotonic() - read_at[0] > 5.0:
+            rows = await store.list_wallets(site_name)
+            book.clear()
+            book.update({(row.role, row.party_id): row.pubkey for row in rows})
+            read_at[0] = time.monotonic()
+        return book.get((role, party_id))
+
+    log.info("settlement in a registered market", network=settings.settlement_network,
+             endpoint=cluster.cluster.endpoint, program=str(idl.program_id), market=str(market),
+             settler=str(settler.pubkey()))
+    return RegisteredSite(cluster, idl, settler, market, wallet)

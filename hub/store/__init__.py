@@ -2,6 +2,7 @@
 
 from hub.store.errors import (
     AuctionStateError,
+    DeviceCredentialError,
     InvalidValueError,
     StoreClosedError,
     StoreError,
@@ -20,6 +21,7 @@ from hub.store.models import (
     ApiKeyRow,
     AuctionRow,
     BidRow,
+    DeviceCredentialRow,
     DeviceRow,
     EventRow,
     MetricRow,
@@ -38,6 +40,8 @@ __all__ = [
     "AuctionRow",
     "AuctionStateError",
     "BidRow",
+    "DeviceCredentialError",
+    "DeviceCredentialRow",
     "DeviceRow",
     "EventRow",
     "InvalidQueryError",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "AuctionStateError",
+    "DeviceCredentialError",
     "InvalidValueError",
     "StoreClosedError",
     "StoreError",
@@ -57,3 +58,7 @@ class UnknownTradeError(StoreError, LookupError):
 
 class AuctionStateError(StoreError):
     """The auction is already closed with a different status."""
+
+
+class DeviceCredentialError(StoreError):
+    """A provisioning change that does not apply (already provisioned, unknown, revoked)."""

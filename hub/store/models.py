@@ -21,6 +21,8 @@ __all__ = [
     "BIDS",
     "BID_OUTCOMES",
     "DEVICES",
+    "DEVICE_CREDENTIALS",
+    "DEVICE_CREDENTIAL_STATES",
     "EVENTS",
     "EVENT_SEQUENCE",
     "METRICS",
@@ -28,6 +30,7 @@ __all__ = [
     "SETTLEMENT_STATUSES",
     "TRADES",
     "TRADE_STATUSES",
+    "WALLETS",
     "Alert",
     "AlertRow",
     "ApiKey",
@@ -37,6 +40,8 @@ __all__ = [
     "Bid",
     "BidRow",
     "Device",
+    "DeviceCredential",
+    "DeviceCredentialRow",
     "DeviceRow",
     "Event",
     "EventRow",
@@ -48,6 +53,8 @@ __all__ = [
     "StoreModel",
     "Trade",
     "TradeRow",
+    "Wallet",
+    "WalletRow",
     "alert_view",
 ]
 
@@ -72,6 +79,8 @@ ALERT_KINDS = (
 )
 ALERT_SEVERITIES = ("critical", "warning")
 ALERT_STATES = ("open", "acknowledged")
+# A provisioned battery's credentials are active until revoked (then its frames are refused).
+DEVICE_CREDENTIAL_STATES = ("active", "revoked")
 
 # Row ids of high-volume tables are 64-bit on PostgreSQL; SQLite needs INTEGER for rowid aliases.
 # Ids that come from the network (device, bidder, auction referenced by a bid) are u32 on the
@@ -269,6 +278,23 @@ class ApiKey(StoreModel, table=True):
     last_used_ms: int | None = Field(default=None, sa_type=sa.BigInteger())
 
 
+class DeviceCredential(StoreModel, table=True):
+    """A provisioned battery: which generation of its HMAC key is current, the hash of its
+    broker password (never the password), its owner and its state (active | revoked)."""
+
+    __tablename__ = "device_credentials"
+
+    site: str = Field(sa_column=sa.Column(sa.String(64), primary_key=True))
+    device_id: int = Field(sa_column=sa.Column(sa.BigInteger(), primary_key=True))
+    state: str = Field(sa_type=sa.String(16))
+    key_generation: int = Field(sa_type=sa.Integer())
+    broker_password_hash: str = Field(sa_type=sa.String(256))
+    owner: str | None = Field(default=None, sa_type=sa.String(64))  # base58 Solana pubkey
+    created_ms: int = Field(sa_type=sa.BigInteger())
+    rotated_ms: int | None = Field(default=None, sa_type=sa.BigInteger())
+    revoked_ms: int | None = Field(default=None, sa_type=sa.BigInteger())
+
+
 class Alert(StoreModel, table=True):
     """Something an operator must look at. One open alert per `dedup_key`: a repeat while it
     is open counts (`count`, `last_ms`) instead of adding a row; acknowledged, it stays as a
@@ -422,7 +448,51 @@ class ApiKeyRow:
         return self.revoked_ms is not None
 
 
-# Core tables of the models above (what the store's statements are built on).
+class Wallet(StoreModel, table=True):
+    """The ledger wallet (a public key, base58) of a party the hub settles for: an aggregator
+    (`role` aggregator, `party_id` its bidder id) or a battery's owner (`role` battery,
+    `party_id` its device id). Only public keys: the parties hold their own secret keys."""
+
+    __tablename__ = "wallets"
+
+    site: str = Field(sa_type=sa.String(64), primary_key=True)
+    role: str = Field(sa_type=sa.String(16), primary_key=True)
+    party_id: int = Field(sa_type=sa.BigInteger(), primary_key=True)
+    pubkey: str = Field(sa_type=sa.String(44))
+    updated_ms: int = Field(sa_type=sa.BigInteger())
+
+
+@dataclass(frozen=True, slots=True)
+class WalletRow:
+    """A registered wallet: see Wallet."""
+
+    site: str
+    role: str
+    party_id: int
+    pubkey: str
+    updated_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceCredentialRow:
+    """A provisioned battery's credentials as stored (see DeviceCredential)."""
+
+    site: str
+    device_id: int
+    state: str
+    key_generation: int
+    broker_password_hash: str
+    owner: str | None
+    created_ms: int
+    rotated_ms: int | None
+    revoked_ms: int | None
+
+    @property
+    def active(self) -> bool:
+        """True until the device is revoked."""
+        return self.state == "active"
+
+
 @dataclass(frozen=True, slots=True)
 class AlertRow:
     """An alert as stored (see Alert); `view()` is what the API and the event log show."""
@@ -468,6 +538,7 @@ def alert_view(column: Any) -> dict[str, Any]:
     }
 
 
+# Core tables of the models above (what the store's statements are built on).
 DEVICES = StoreModel.metadata.tables["devices"]
 AUCTIONS = StoreModel.metadata.tables["auctions"]
 BIDS = StoreModel.metadata.tables["bids"]
@@ -477,4 +548,6 @@ EVENTS = StoreModel.metadata.tables["events"]
 EVENT_SEQUENCE = StoreModel.metadata.tables["event_sequence"]
 METRICS = StoreModel.metadata.tables["metrics"]
 API_KEYS = StoreModel.metadata.tables["api_keys"]
+DEVICE_CREDENTIALS = StoreModel.metadata.tables["device_credentials"]
 ALERTS = StoreModel.metadata.tables["alerts"]
+WALLETS = StoreModel.metadata.tables["wallets"]

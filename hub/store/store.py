@@ -2,10 +2,10 @@
 
 Layout of hub/store: database.py (engine, migration, transactions) · group_commit.py
 (durable writes sharing commits) · write_behind.py (batched rows) · sequence.py (event
-numbers) · devices.py, auctions.py, trades.py, batched.py, apikeys.py, alerts.py (the API
-per table) · queries.py (the API's filtered, keyset-paged list reads) · history.py (trades per
-time bucket) · urls.py (the default database URL) · errors.py · validate.py · models.py ·
-migrate.py.
+numbers) · devices.py, auctions.py, trades.py, batched.py, apikeys.py, alerts.py, wallets.py
+(the API per table) · queries.py (the API's filtered, keyset-paged list reads) ·
+history.py (trades per time bucket) · urls.py (the default database URL) · errors.py ·
+validate.py · models.py · migrate.py.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from hub.store.alerts import AlertStore
 from hub.store.apikeys import ApiKeyStore
 from hub.store.auctions import AuctionStore, bulk_insert_auctions
 from hub.store.batched import BatchedRows
+from hub.store.credentials import CredentialStore
 from hub.store.database import Database
 from hub.store.devices import DeviceStore
 from hub.store.errors import StoreClosedError
@@ -30,6 +31,7 @@ from hub.store.models import BIDS, EVENTS, METRICS
 from hub.store.queries import ListQueries
 from hub.store.sequence import EventSequence
 from hub.store.trades import TradeLedger, bulk_insert_trades
+from hub.store.wallets import WalletStore
 from hub.store.write_behind import WriteBehind
 
 __all__ = ["Store"]
@@ -39,7 +41,7 @@ log = logging.getLogger("hub.store")
 
 class Store(
     DeviceStore, AuctionStore, TradeLedger, BatchedRows, ApiKeyStore, AlertStore, ListQueries,
-    TradeHistory,
+    TradeHistory, WalletStore, CredentialStore,
 ):
     """Async persistence of devices, auctions, bids, trades, settlement outbox, events, metrics
     the gateway's API keys (hashed) and operators' alerts.

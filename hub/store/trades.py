@@ -234,9 +234,10 @@ class TradeLedger(StoreParts):
         return bool(await self._group.write(resolve))
 
     async def pending_settlements(
-        self, limit: int = 100, *, statuses: Iterable[str] = ("pending",)
+        self, limit: int = 100, *, statuses: Iterable[str] = ("pending",), after_trade_id: int = 0
     ) -> list[SettlementRow]:
-        """Settlement outbox rows to work on, oldest trade first.
+        """Settlement outbox rows to work on, oldest trade first (from `after_trade_id` on:
+        a worker pages through rows it cannot settle yet instead of reading them again).
 
         A settlement worker that restarts should also ask for 'submitted' rows (sent to the
         ledger before the restart) and check their signature before sending again.
@@ -246,7 +247,7 @@ class TradeLedger(StoreParts):
             _check_settlement_status(status)
         rows = await self._db.fetch(
             sa.select(SETTLEMENTS)
-            .where(SETTLEMENTS.c.status.in_(wanted))
+            .where(SETTLEMENTS.c.status.in_(wanted), SETTLEMENTS.c.trade_id > after_trade_id)
             .order_by(SETTLEMENTS.c.trade_id)
             .limit(limit)
         )
@@ -270,7 +271,23 @@ class TradeLedger(StoreParts):
 
         signature is kept unless a new one is given; error is replaced (None clears it).
         """
+        await self.mark_settlements([trade_id], status=status, signature=signature, error=error,
+                                    updated_ms=updated_ms)
+
+    async def mark_settlements(
+        self,
+        trade_ids: Sequence[int],
+        *,
+        status: str,
+        signature: str | None = None,
+        error: str | None = None,
+        updated_ms: int | None = None,
+    ) -> None:
+        """mark_settlement for several rows in one statement and one commit (e.g. the trades
+        of one transaction). UnknownTradeError, and nothing changed, if a row is missing."""
         _check_settlement_status(status)
+        if not trade_ids:
+            return
         values: dict[str, Any] = {
             "status": status,
             "error": error,
@@ -280,9 +297,12 @@ class TradeLedger(StoreParts):
             values["signature"] = signature
         if status == "submitted":
             values["attempts"] = SETTLEMENTS.c.attempts + 1
+        wanted = sorted(set(trade_ids))
         async with self._db.transaction() as connection:
             result = await connection.execute(
-                sa.update(SETTLEMENTS).where(SETTLEMENTS.c.trade_id == trade_id).values(values)
+                sa.update(SETTLEMENTS).where(SETTLEMENTS.c.trade_id.in_(wanted)).values(values)
             )
-            if result.rowcount != 1:
-                raise UnknownTradeError(f"no settlement outbox row for trade {trade_id}")
+            if result.rowcount != len(wanted):
+                which = (f"trade {wanted[0]}" if len(wanted) == 1
+                         else f"some of trades {wanted[:10]}")
+                raise UnknownTradeError(f"no settlement outbox row for {which}")

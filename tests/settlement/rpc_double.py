@@ -38,6 +38,8 @@ from solders.transaction_status import (
     TransactionErrorInsufficientFundsForRent,
 )
 
+from hub.settlement.embedded import record_slot_hash
+
 __all__ = ["BLOCKHASH_LIFETIME_BLOCKS", "RpcDouble"]
 
 BLOCKHASH_LIFETIME_BLOCKS = 150
@@ -86,6 +88,7 @@ class RpcDouble:
         self.block_height = 0
         self._slot_offset = slot_offset  # slots skipped before block 0, so slot != height
         self.svm.warp_to_slot(self.slot)
+        self._slot_hashes: list[tuple[int, Hash]] = []
         self._blockhash_last_valid: dict[Hash, int] = {}
         self._register_current_blockhash()
         self.landed: dict[Signature, _Landed] = {}
@@ -131,6 +134,7 @@ class RpcDouble:
         self.block_height += count
         self.svm.warp_to_slot(self.slot)
         self.svm.expire_blockhash()
+        record_slot_hash(self.svm, self.slot, self._slot_hashes)
         self._register_current_blockhash()
 
     def _blockhash_valid(self, blockhash: Hash) -> bool:

@@ -44,6 +44,7 @@ class SettleBenchResult:
     compute_units_per_transaction: float
     fee_lamports_per_trade: float
     record_rent_lamports_per_trade: int
+    lookup_table_addresses: int
     ledger_trades_settled: int
     ledger_volume: int
     expected_volume: int
@@ -125,6 +126,7 @@ async def run_settle_bench(trades: int = 1000, sellers: int = 100, buyers: int =
         compute_units_per_transaction=round(stats["compute_units"] / max(1, stats["transactions"])),
         fee_lamports_per_trade=round(stats["fee_lamports"] / sent),
         record_rent_lamports_per_trade=RECORD_RENT_LAMPORTS,
+        lookup_table_addresses=service.tables.stats["addresses"] if service.tables else 0,
         ledger_trades_settled=market["trades_settled"],
         ledger_volume=market["volume"],
         expected_volume=expected,
@@ -145,6 +147,7 @@ def format_table(result: SettleBenchResult) -> str:
         ("compute units per transaction", f"{result.compute_units_per_transaction:,.0f}"),
         ("fee per trade (lamports)", f"{result.fee_lamports_per_trade:,.0f}"),
         ("record rent per trade (lamports)", f"{result.record_rent_lamports_per_trade:,}"),
+        ("addresses in lookup tables", f"{result.lookup_table_addresses:,}"),
         ("ledger: trades settled / volume", f"{result.ledger_trades_settled:,} / "
                                             f"{result.ledger_volume:,}"),
         ("expected volume (mc)", f"{result.expected_volume:,}"),

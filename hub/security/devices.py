@@ -1,0 +1,185 @@
+"""Device provisioning: a battery's credentials (key generation, broker password, owner) and
+the config bundle a board is flashed with; the broker accounts of the site.
+
+A bundle is a directory (0700) holding `etp_config.json` exactly as `etp firmware flash`
+writes it to a board (device key of the current generation, notice key, site, broker URL,
+broker user `bess-<id>` and password, `mqtt_ca_file` when the site has a CA) and, then,
+`mqtt_ca.crt`; every file 0600. The broker password exists only there: the store keeps its
+`$7$` hash. Nothing here logs a secret.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hub.devices.keys import generation_key
+from hub.events.kinds import EventKind
+from hub.security.accounts import (
+    HUB_USERNAME,
+    BrokerAccount,
+    device_username,
+    hash_password,
+    new_password,
+)
+from shared_etp.frame import derive_key
+
+if TYPE_CHECKING:
+    from hub.settings import Settings
+    from hub.store import DeviceCredentialRow, Store
+
+__all__ = [
+    "BUNDLE_CA_FILE",
+    "BUNDLE_CONFIG_FILE",
+    "OwnerError",
+    "apply_broker_access",
+    "broker_accounts",
+    "bundle_config",
+    "hub_broker_password",
+    "parse_owner",
+    "prepare_bundle_dir",
+    "record_device_event",
+    "site_ca_file",
+    "write_bundle",
+]
+
+BUNDLE_CONFIG_FILE = "etp_config.json"
+BUNDLE_CA_FILE = "mqtt_ca.crt"  # the name `etp firmware flash` gives the CA on the board
+HUB_PASSWORD_FILE = "broker-hub.password"
+
+_BASE58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+
+
+class OwnerError(ValueError):
+    """An owner that is not a base58 Solana public key (32 bytes)."""
+
+
+def parse_owner(text: str) -> str:
+    """Check a Solana public key in base58 (32 bytes once decoded); returns it unchanged."""
+    text = text.strip()
+    if not 32 <= len(text) <= 44:
+        raise OwnerError(f"owner {text!r} is not a Solana public key (32 to 44 base58 chars)")
+    number = 0
+    for char in text:
+        digit = _BASE58.find(char)
+        if digit < 0:
+            raise OwnerError(f"owner has {char!r}, not a base58 character")
+        number = number * 58 + digit
+    leading_zeros = len(text) - len(text.lstrip("1"))
+    size = leading_zeros + (number.bit_length() + 7) // 8
+    if size != 32:
+        raise OwnerError(f"owner decodes to {size} bytes; a Solana public key has 32")
+    return text
+
+
+def site_ca_file(settings: Settings) -> Path | None:
+    """The site CA certificate (`etp pki init`), if there is one."""
+    path = settings.data_dir / "pki" / "ca.crt"
+    return path if path.is_file() else None
+
+
+def bundle_config(
+    settings: Settings,
+    master_secret: bytes,
+    device_id: int,
+    key_generation: int,
+    broker_password: str,
+    *,
+    mqtt_url: str | None = None,
+    with_ca: bool = False,
+) -> dict[str, object]:
+    """The board's etp_config.json for this battery and key generation."""
+    config: dict[str, object] = {
+        "device_id": device_id,
+        "site": settings.site,
+        "key": generation_key(master_secret, device_id, key_generation).hex(),
+        "mqtt_url": mqtt_url or settings.resolved_mqtt_url(),
+        "notice_key": bytes(derive_key(master_secret, 0)).hex(),
+        "mqtt_user": device_username(device_id),
+        "mqtt_password": broker_password,
+    }
+    if with_ca:
+        config["mqtt_ca_file"] = BUNDLE_CA_FILE
+    return config
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+
+
+def prepare_bundle_dir(directory: Path) -> Path:
+    """Create the bundle directory 0700 (refusing one that holds files: a bundle is never
+    overwritten in place); returns it resolved."""
+    directory = directory.expanduser().resolve()
+    if directory.exists():
+        if not directory.is_dir():
+            raise FileExistsError(f"{directory} exists and is not a directory")
+        if any(directory.iterdir()):
+            raise FileExistsError(f"{directory} is not empty: choose another --out")
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    directory.chmod(0o700)
+    return directory
+
+
+def write_bundle(directory: Path, config: dict[str, object], ca_file: Path | None) -> None:
+    """Write etp_config.json (and the CA certificate) 0600 into a prepared directory."""
+    _write_private(directory / BUNDLE_CONFIG_FILE, json.dumps(config).encode())
+    if ca_file is not None:
+        _write_private(directory / BUNDLE_CA_FILE, ca_file.read_bytes())
+
+
+def hub_broker_password(data_dir: Path) -> str:
+    """The hub's own broker password: made on first use, kept 0600 in
+    data_dir/broker-hub.password."""
+    path = data_dir / HUB_PASSWORD_FILE
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            _write_private(path, (new_password() + "\n").encode())
+        except FileExistsError:
+            pass  # another process made it first: use theirs
+    return path.read_text().strip()
+
+
+async def broker_accounts(store: Store, settings: Settings | None = None) -> list[BrokerAccount]:
+    """Every broker login of the site: the hub, then each active provisioned battery."""
+    if settings is None:
+        from hub.settings import Settings
+
+        settings = Settings()
+    accounts = [BrokerAccount(HUB_USERNAME, hash_password(hub_broker_password(settings.data_dir)))]
+    for row in await store.list_device_credentials(settings.site):
+        if row.active:
+            accounts.append(
+                BrokerAccount(
+                    device_username(row.device_id), row.broker_password_hash, row.device_id
+                )
+            )
+    return accounts
+
+
+async def apply_broker_access(store: Store, settings: Settings) -> str | None:
+    """Give the configured broker the site's accounts (hub.security.broker, when present).
+    Returns a problem to show the user, or None."""
+    try:
+        from hub.security.broker import apply_site_access  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    try:
+        apply_site_access(settings, await broker_accounts(store, settings))
+    except Exception as exc:
+        return f"the broker's accounts were not updated: {exc}"
+    return None
+
+
+def record_device_event(
+    store: Store, kind: EventKind, row: DeviceCredentialRow, at_ms: int
+) -> None:
+    """Queue a device_provisioned / _rotated / _revoked event (written when the store
+    flushes or closes); its payload holds no secret."""
+    payload: dict[str, Any] = {"key_generation": row.key_generation, "owner": row.owner}
+    store.record_event(str(kind), device_id=row.device_id, payload=payload, ts_ms=at_ms)
