@@ -102,7 +102,9 @@ class NodeCore:
         self._device_prefix = "etp/v1/%s/bess/%d/" % (site, self.device_id)
         self.topic_req = self._device_prefix + "req"
         self.topic_resp = self._device_prefix + "resp"
-        self._market_prefix = "etp/v1/%s/market/%d/" % (site, self.device_id)
+        # etp/v1/<site>/market/<dev>/ made from the device prefix, not from a format string of
+        # its own: that heap constant cost a 64K board the last bytes a trail scan needs
+        self._market_prefix = self._device_prefix.replace("bess", "market")
         self._last_status = None  # (ms, soc, health, dis) of the last BESSStatus
         self.stats = {
             "handled": 0,

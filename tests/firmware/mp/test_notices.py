@@ -3,10 +3,8 @@
 A notice is signed with the board's own notice key (derive_notice_key(master, id), key id =
 the board's id). The old site-wide notice (key id 0, derive_key(master, 0)), another board's
 notice and a notice tagged with another board's key are refused, counted, and change nothing
-in the bid evaluation. tests/firmware/test_notices.py also runs this at the board heap.
+in the bid evaluation. tests/firmware/test_notices.py runs real boards at the board heap.
 """
-
-import gc
 
 from mptest import FakeClock, collect, run
 
@@ -89,8 +87,6 @@ def test_own_clearing_notice_moves_the_reserve():
 
 def test_forged_notices_refused_counted_and_ignored():
     for what, forged in forgeries(FakeClock()):
-        core = None
-        gc.collect()  # one board at a time: this runs at the board heap too
         core, clock = make()
         core.handle(REPUTATION_TOPIC, forged)
         assert core.stats["notices"] == 0, what
