@@ -114,8 +114,8 @@ def flash(
     notice_key_hex: Annotated[
         str | None,
         typer.Option(
-            help="This board's market-notice key, shared_etp.signing.derive_notice_key(master, "
-            "id), as hex (without it the board ignores the hub's notices)."
+            help="This board's own market-notice key as hex: derive_notice_key(master, id) "
+            "from shared_etp.signing. Without it the board ignores the hub's notices."
         ),
     ] = None,
     site: Annotated[
