@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,6 +86,8 @@ class Metrics:
         self.deadline_misses: Counter[str] = Counter()
         self.timeouts: Counter[str] = Counter()
         self.rejected_frames: Counter[str] = Counter()  # protocol error code -> count
+        # told of each rejected frame (reason, topic): the security audit's frames_rejected
+        self.on_reject: Callable[[str, str], None] | None = None
         self.bid_rejections: Counter[str] = Counter()  # battery reason name -> count
         self.messages_in: Counter[str] = Counter()  # type name -> count
         self.messages_out: Counter[str] = Counter()
@@ -129,6 +132,8 @@ class Metrics:
     def reject_frame(self, code: str, topic: str) -> None:
         """A frame from the network failed protocol checks: counted and dropped."""
         self.rejected_frames[code] += 1
+        if self.on_reject is not None:
+            self.on_reject(code, topic)
         total = sum(self.rejected_frames.values())
         if total <= 20 or total % 1000 == 0:
             log.warning("frame rejected", reason=code, topic=topic, total=total)

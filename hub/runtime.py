@@ -28,11 +28,13 @@ from hub.devices.flood import FloodLimits, FrameGate
 from hub.events import EventKind, EventLog
 from hub.events.sources import BatteryStatusChanges, emit_metrics_snapshots
 from hub.metrics import Metrics
+from hub.security.audit import SecurityAudit
+from hub.security.tls import SiteTls, plan_site_tls
 from hub.settings import Settings, load_master_secret
 from hub.settlement.wiring import settlement_status
 from hub.store import Store
 from hub.transport import codec
-from hub.transport.broker import EmbeddedBroker
+from hub.transport.broker import EmbeddedBroker, ListenerTls
 from hub.transport.link import LinkConfig, LinkDownError, MqttLink
 from shared_etp.compat import now_ms, ticks_ms
 from shared_etp.errors import ProtocolError
@@ -156,18 +158,24 @@ class HubRuntime:
         self.ws_clients = WsClients(WsLimits.from_settings(settings))
         self._own_death_frames: set[bytes] = set()  # our deadline DeviceFailures echoed back
         self.settlement: Any = None  # hub.settlement.service.SettlementService once started
+        self.security_audit: SecurityAudit | None = None
+        self._audit_task: asyncio.Task[None] | None = None
         self._settlement_error: str | None = None
+        self.tls: SiteTls | None = None  # TLS of broker, link and gateway (set by start())
 
     # ---- lifecycle -------------------------------------------------------------------------
 
     @property
     def mqtt_url(self) -> str:
-        """Broker URL in use."""
-        return self.settings.resolved_mqtt_url()
+        """Broker URL in use (mqtts:// when the embedded broker speaks TLS)."""
+        return self.tls.link_url if self.tls else self.settings.resolved_mqtt_url()
 
     async def start(self) -> None:
         """Bring the hub up: broker, store, registry, MQTT link, auctions, HTTP gateway."""
         settings = self.settings
+        self.tls = plan_site_tls(settings)  # refuses plain text on the network (ETP_TLS)
+        for warning in self.tls.warnings:
+            log.warning(warning)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         master = load_master_secret(settings.master_secret_path())
         epoch = _read_epoch(settings.data_dir)
@@ -178,7 +186,16 @@ class HubRuntime:
         )
         self.receiver = DeviceReceiver(self.keyring)
         if settings.embedded_broker:
-            self.broker = EmbeddedBroker(settings.mqtt_host, settings.mqtt_port)
+            from hub.security.broker import embedded_lock  # logs whether the broker is open
+
+            files = self.tls.broker_tls
+            self.broker = EmbeddedBroker(
+                settings.mqtt_host,
+                self.tls.broker_port,
+                tls=ListenerTls(files.cert, files.key, files.ca_cert) if files else None,
+                lock=embedded_lock(settings),
+                max_message_bytes=settings.broker_max_message_bytes,
+            )
             await self.broker.start()
         if self.store is None:
             self.store = Store(settings.resolved_database_url())
@@ -191,6 +208,12 @@ class HubRuntime:
         self._api_keys.on_revoke.append(self.ws_clients.forget_key)  # its open sockets: 4401
         self.events = EventLog(self.store)
         await self.events.start()
+        # security audit: rejected frames, failed logins, API keys (hub.security.audit)
+        self.security_audit = SecurityAudit(self._emit, keys=self.store)
+        self.metrics.on_reject = self.security_audit.frame_rejected
+        self._api_keys.on_refused.append(self.security_audit.login_failed)
+        self._api_keys.on_change.append(self.security_audit.api_key_changed)
+        self._audit_task = asyncio.create_task(self.security_audit.run(), name="security-audit")
         await self._refresh_credentials()  # provisioned batteries known before any frame
         self.registry = Registry(
             settings.status_period_ms,
@@ -220,7 +243,7 @@ class HubRuntime:
                     if settings.mqtt_password is not None
                     else None
                 ),
-                ca_file=settings.mqtt_ca_file,
+                ca_file=self.tls.link_ca_file,
                 cert_file=settings.mqtt_cert_file,
                 key_file=settings.mqtt_key_file,
                 subscriptions=[
@@ -324,6 +347,8 @@ class HubRuntime:
             log.error("settlement not running", error=str(exc))
             return
         await self.settlement.start()
+        if self.auctions is not None:  # the reputation notice reads the ledger's accounts
+            self.auctions.reputation_view = self.settlement.reputation.published
 
     @property
     def api_keys(self) -> ApiKeyAuthenticator:
@@ -339,14 +364,15 @@ class HubRuntime:
 
     @property
     def http_url(self) -> str:
-        """Base URL of the HTTP gateway."""
-        return f"http://{self.settings.http_host}:{self.settings.http_port}"
+        """Base URL of the HTTP gateway (https:// when it serves TLS)."""
+        scheme = "https" if self.tls is not None and self.tls.gateway_https else "http"
+        return f"{scheme}://{self.settings.http_host}:{self.settings.http_port}"
 
     async def _start_http(self) -> None:
         import uvicorn
 
         from hub.gateway import create_app
-        from hub.gateway.server import HttpLimits, bounded_protocol_class
+        from hub.gateway.server import HttpLimits, bounded_protocol_class, https_options
 
         class _Server(uvicorn.Server):
             @contextlib.contextmanager
@@ -375,6 +401,7 @@ class HubRuntime:
             # the client is the socket's peer unless a trusted proxy says otherwise
             proxy_headers=bool(self.settings.http_trusted_proxies),
             forwarded_allow_ips=self.settings.http_trusted_proxies or None,
+            **(https_options(self.tls) if self.tls is not None else {}),
         )
         self._http = _Server(config)
         self._http_task = asyncio.create_task(self._http.serve(), name="http-gateway")
@@ -391,7 +418,7 @@ class HubRuntime:
 
     async def stop(self) -> None:
         """Terminate open auctions, flush the store, disconnect, stop the broker and gateway."""
-        for task in (self._lag_task, self._snapshot_task):
+        for task in (self._lag_task, self._snapshot_task, self._audit_task):
             if task is not None:
                 task.cancel()
         if self.auctions is not None:
@@ -416,6 +443,8 @@ class HubRuntime:
                 await self._device_task
         with contextlib.suppress(Exception):
             await self._flush_devices()
+        if self.security_audit is not None:
+            self.security_audit.tick(everything=True)  # the counts of unfinished windows
         if self.events is not None:
             try:
                 await self.events.stop()  # ends subscriptions, writes the events still queued
@@ -534,7 +563,7 @@ class HubRuntime:
         elif leaf == RESPONSE:
             self.registry.seen(device_id, msg["ts"])
             if msg_type != TERMINATE and self.auctions is not None:
-                self.auctions.on_response(device_id, msg)
+                self.auctions.on_response(device_id, msg, payload)
         else:
             self.metrics.reject_frame("unexpected_type", topic)
 
@@ -623,6 +652,8 @@ class HubRuntime:
         rows = await self.store.list_device_credentials(site)
         change = self.keyring.load(rows)
         self._credentials_seen = fingerprint
+        if self.security_audit is not None:  # `etp device` changes, as audit events
+            await self.security_audit.check_devices(rows)
         for device_id in change.rotated:
             log.info("device key rotated", device=device_id,
                      key_generation=self.keyring.generation(device_id))

@@ -255,6 +255,66 @@ class Settings(BaseSettings):
         default=1.0, gt=0, le=5, description="how often the running hub re-reads the device "
         "credentials (a revocation applies within this)"
     )
+    # disputes and reputation read back from the ledger (hub/settlement/disputes.py, reputation.py)
+    settlement_dispute_window_s: int = Field(
+        default=7 * 24 * 3600, ge=1, le=30 * 24 * 3600, description="how long after its "
+        "settlement a trade may be disputed (set when the hub makes the market on a new ledger)"
+    )
+    settlement_reputation_interval_s: float = Field(
+        default=3.0, gt=0, description="how often the aggregators' Reputation accounts are read "
+        "from the ledger for the published reputation notice"
+    )
+
+    # TLS and certificates (hub/security/pki.py, hub/security/tls.py, docs/security-tls.md)
+    tls: Literal["auto", "on"] = Field(
+        default="auto", description="auto = the embedded broker (mqtts://, port 8883 unless "
+        "mqtt_port is set) and the gateway (https://) use the site's certificates (`etp pki "
+        "init`) when they bind a non-loopback address, plain TCP on loopback; on = TLS on "
+        "loopback too"
+    )
+    allow_plaintext: bool = Field(
+        default=False, description="accept plain MQTT / HTTP on a non-loopback address (no "
+        "certificates, or mqtt:// to a remote broker), with a warning; without it the hub "
+        "refuses to start so"
+    )
+    gateway_tls_cert: Path | None = Field(
+        default=None, description="the operator's certificate (PEM, chain included) the "
+        "gateway serves HTTPS with, instead of the site PKI's gateway certificate"
+    )
+    gateway_tls_key: Path | None = Field(
+        default=None, description="its private key (PEM)"
+    )
+
+    # Broker lockdown (hub/security/broker.py): who may log in to the broker and use which topics.
+    broker_locked: bool | None = Field(
+        default=None, description="embedded broker refuses anonymous clients and applies the "
+        "topic ACL; None = locked once the site has broker accounts (data_dir/broker/passwords)"
+    )
+    broker_config_dir: Path | None = Field(
+        default=None, description="broker password, ACL and mosquitto.conf files (default "
+        "data_dir/broker); rewritten after etp device add/revoke/rotate"
+    )
+    mosquitto_pid_file: Path | None = Field(
+        default=None, description="pid file of an external Mosquitto the hub manages: sent "
+        "SIGHUP after the access files change"
+    )
+    broker_max_message_bytes: int = Field(
+        default=8192, ge=1024, description="largest message payload the broker passes on "
+        "(frames are at most 512 bytes, market notices 4096)"
+    )
+
+    @model_validator(mode="after")
+    def _hub_broker_login(self) -> Settings:
+        """With no mqtt_username given, the hub logs in as `hub` with the password kept in
+        data_dir/broker-hub.password once the site has broker accounts."""
+        if self.mqtt_username is None and self.mqtt_password is None:
+            from hub.security.broker import hub_broker_password
+
+            password = hub_broker_password(self.data_dir)
+            if password is not None:
+                self.mqtt_username = "hub"
+                self.mqtt_password = SecretStr(password)
+        return self
 
     @model_validator(mode="before")
     @classmethod

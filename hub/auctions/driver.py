@@ -48,7 +48,7 @@ from hub.auctions.messages import (
     TradeRecorded,
     TradeTerms,
 )
-from hub.auctions.notices import NoticeSigner, Publisher, publish_notices
+from hub.auctions.notices import NoticeSigner, Publisher, ReputationView, publish_notices
 from hub.auctions.reconcile import Reconciler
 from hub.auctions.records import AuctionRecords
 from hub.auctions.rules import Offer
@@ -93,6 +93,7 @@ class LiveAuction:
     wait_started: float = 0.0
     requests: list[tuple[int, int, int]] = field(default_factory=list)  # keys in flight
     task: asyncio.Task[None] | None = None  # a store write in progress
+    evidence: tuple[bytes, bytes] | None = None  # the BidConfirm and its BidAccept, signed
 
 
 @dataclass
@@ -101,6 +102,7 @@ class _Request:
     request_type: int
     started: float
     copy: int = 0
+    frame: bytes = b""  # a BidConfirm as sent: with the battery's answer, the trade's evidence
 
 
 class AuctionDriver:
@@ -127,6 +129,9 @@ class AuctionDriver:
         self.registry = registry
         self.senders = senders
         self.notices = NoticeSigner(notice_key)  # notice_key: the root, derive_key(master, 0)
+        # what the reputation notice publishes (None: the hub's own figures); the settlement
+        # service sets it to the ledger's view (hub.settlement.reputation)
+        self.reputation_view: ReputationView | None = None
         self.store = store
         self.metrics = metrics
         self.buyers = buyers
@@ -421,8 +426,11 @@ class AuctionDriver:
         self._publish(device_id, msg_type, frame)
         return msg_id
 
-    def _send_terminate(self, src: int, device_id: int, term: int, auction_id: int) -> int:
-        return self._send(src, device_id, TERMINATE, term=term, auc=auction_id)
+    def _send_terminate(self, src: int, device_id: int, term: int, auction_id: int
+                        ) -> tuple[int, bytes]:
+        frame, msg_id = self._sign(src, device_id, TERMINATE, term=term, auc=auction_id)
+        self._publish(device_id, TERMINATE, frame)
+        return msg_id, frame
 
     def _sign(self, src: int, device_id: int, msg_type: int, **fields: int) -> tuple[bytes, int]:
         frame, msg = self.senders.get(src, device_id).frame(msg_type, dst=device_id, **fields)
@@ -439,7 +447,8 @@ class AuctionDriver:
         publish that fails (link down) is answered by the timeout like a lost frame."""
         frame, msg_id = self._sign(src, live.device_id, msg_type, **fields)
         key = (live.device_id, src, msg_id)
-        self._requests[key] = _Request(live, msg_type, time.perf_counter(), copy)
+        kept = frame if msg_type == BID_CONFIRM else b""
+        self._requests[key] = _Request(live, msg_type, time.perf_counter(), copy, kept)
         live.requests.append(key)
         try:
             self._publish(live.device_id, msg_type, frame)
@@ -492,11 +501,12 @@ class AuctionDriver:
 
     # ---- inbound ---------------------------------------------------------------------------
 
-    def on_response(self, device_id: int, msg: dict[str, int]) -> None:
-        """An authenticated frame from a device's resp topic: the answer to a request."""
+    def on_response(self, device_id: int, msg: dict[str, int], frame: bytes = b"") -> None:
+        """An authenticated frame from a device's resp topic (`msg`, as received: `frame`):
+        the answer to a request."""
         key = (device_id, msg["dst"], msg["id"])
         request = self._requests.get(key)
-        if request is None and self.reconciler.on_answer(device_id, msg):
+        if request is None and self.reconciler.on_answer(device_id, msg, frame):
             return
         if request is None and key in self._probes:
             self._probes.discard(key)
@@ -538,6 +548,8 @@ class AuctionDriver:
             event = ConfirmAnswered(
                 request.copy, msg_type == BID_ACCEPT, msg.get("reason", 0), waited_ms
             )
+            if event.accepted and request.frame and frame:
+                live.evidence = (request.frame, frame)
             self.records.event(
                 EventKind.CONFIRM_ANSWERED,
                 device_id,
@@ -611,7 +623,7 @@ class AuctionDriver:
         for key in list(live.requests):
             self._forget(live, key)
         self._untrack(live)
-        self.records.closed(live.auction_id, live.device_id, close)
+        self.records.closed(live.auction_id, live.device_id, close, evidence=live.evidence)
         if close.outcome is Outcome.UNVERIFIED and close.terms is not None:
             assert live.trade_id is not None  # UNVERIFIED: its trade was recorded
             self.reconciler.ask(live.device_id, live.auction_id, live.trade_id, close.terms)
@@ -630,7 +642,10 @@ class AuctionDriver:
             if self.link_up():
                 try:
                     boards = self.registry.devices  # every board seen, online or not (retained)
-                    publish_notices(self.link, self.config.site, self.notices, self.buyers, boards)
+                    publish_notices(
+                        self.link, self.config.site, self.notices, self.buyers, boards,
+                        self.reputation_view,
+                    )
                 except Exception as exc:
                     log.warning("could not publish market notices", error=str(exc))
             await asyncio.sleep(interval_s)

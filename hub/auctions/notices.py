@@ -3,7 +3,7 @@ board's signed with that board's own notice key (so no board can forge another's
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
 from hub.buyers.bidding import Buyers
@@ -14,9 +14,13 @@ from shared_etp.frame import NOTICE_CLEARING, NOTICE_REPUTATION, notice_key
 from shared_etp.schema import MAX_FRAME_BYTES, PROTOCOL_VERSION
 from shared_etp.topics import CLEARING, REPUTATION, market_topic, notice_topic
 
-__all__ = ["NoticeSigner", "Publisher", "publish_notices"]
+__all__ = ["NoticeSigner", "Publisher", "ReputationView", "publish_notices"]
 
 _HUB_SRC = 0
+
+# the hub's own figures (0..10000 per bidder id) -> the figures to publish (e.g. combined with
+# the ledger's Reputation accounts: hub.settlement.reputation.ChainReputation.published)
+ReputationView = Callable[[Mapping[int, int]], dict[int, int]]
 
 
 class Publisher(Protocol):
@@ -61,11 +65,17 @@ class NoticeSigner:
 
 
 def publish_notices(
-    link: Publisher, site: str, signer: NoticeSigner, buyers: Buyers, device_ids: Iterable[int]
+    link: Publisher,
+    site: str,
+    signer: NoticeSigner,
+    buyers: Buyers,
+    device_ids: Iterable[int],
+    reputation_view: ReputationView | None = None,
 ) -> int:
     """Publish, retained, the reputation and clearing-price notices of each board in
     `device_ids` on its own topics (etp/v1/<site>/market/<id>/{reputation,clearing});
-    returns how many were published.
+    returns how many were published. The reputation is the hub's confirmation ratio, or what
+    `reputation_view` makes of it.
 
     The first time, the retained site-wide notices of the first version (etp/v1/<site>/market/
     {reputation,clearing}, one key shared by every board) are deleted from the broker (an
@@ -75,11 +85,14 @@ def publish_notices(
         for leaf in (REPUTATION, CLEARING):
             link.publish(market_topic(site, leaf), b"", 1, True)
         signer.site_wide_cleared = True
+    scores = buyers.reputation()
+    if reputation_view is not None:
+        scores = reputation_view(scores)
     ids = list(device_ids)
     ts = now_ms()
     published = 0
     for kind, leaf, data in (
-        (NOTICE_REPUTATION, REPUTATION, buyers.reputation()),
+        (NOTICE_REPUTATION, REPUTATION, scores),
         (NOTICE_CLEARING, CLEARING, buyers.history.recent_clearing_mc),
     ):
         for device_id, frame in signer.sign(kind, data, ids, ts).items():

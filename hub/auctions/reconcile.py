@@ -45,8 +45,8 @@ __all__ = ["Question", "Reconciler"]
 
 log = structlog.get_logger(__name__)
 
-# (sender, device id, term code, auction id) -> the message id of the Terminate sent
-SendTerminate = Callable[[int, int, int, int], int]
+# (sender, device id, term code, auction id) -> the message id and the frame of the Terminate
+SendTerminate = Callable[[int, int, int, int], tuple[int, bytes]]
 
 
 @dataclass
@@ -62,6 +62,7 @@ class Question:
     due: float = 0.0  # loop time of the next send
     away: bool = False  # the battery was not reachable at the last look
     msg_id: int | None = None  # the Terminate in flight
+    frame: bytes = b""  # as sent: with a committed answer, the trade's evidence
 
     @property
     def sender(self) -> int:
@@ -164,19 +165,21 @@ class Reconciler:
         question.due = now + min(self.backoff_max_s, self.wait_s * (2**question.attempts))
         question.attempts += 1
         try:
-            msg_id = self.send(
+            msg_id, frame = self.send(
                 question.sender, question.device_id, question.term, question.auction_id
             )
         except Exception as exc:  # the link is down: the next tick after it is back
             log.debug("terminate not sent", device=question.device_id, error=str(exc))
             return
         question.msg_id = msg_id
+        question.frame = frame
         self._in_flight[(question.device_id, question.sender, msg_id)] = question
 
     # ---- answers ---------------------------------------------------------------------------
 
-    def on_answer(self, device_id: int, msg: dict[str, int]) -> bool:
-        """A response from a device: True if it answered one of our Terminates."""
+    def on_answer(self, device_id: int, msg: dict[str, int], frame: bytes = b"") -> bool:
+        """A response from a device (`frame` as received): True if it answered one of our
+        Terminates."""
         question = self._in_flight.pop((device_id, msg["dst"], msg["id"]), None)
         if question is None:
             return False
@@ -187,7 +190,8 @@ class Reconciler:
         reason = msg.get("reason", 0)
         terms = question.terms
         if committed and (msg.get("price"), msg.get("ereq")) == (terms.price_mc, terms.energy_wh):
-            self._decide(question, "verified")
+            evidence = (question.frame, frame) if question.frame and frame else None
+            self._decide(question, "verified", evidence=evidence)
         elif committed:
             self._alert(
                 question,
@@ -201,12 +205,13 @@ class Reconciler:
             self._decide(question, "void", reason)
         return True
 
-    def _decide(self, question: Question, status: str, reason: int | None = None) -> None:
+    def _decide(self, question: Question, status: str, reason: int | None = None, *,
+                evidence: tuple[bytes, bytes] | None = None) -> None:
         """The battery's record decided the trade: store it, count it, say it."""
         assert question.trade_id is not None and question.terms is not None
         self.records.totals.resolved(status, question.terms)
         task = asyncio.get_running_loop().create_task(
-            self._store(question.trade_id, status), name=f"resolve-{question.trade_id}"
+            self._store(question.trade_id, status, evidence), name=f"resolve-{question.trade_id}"
         )
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -243,9 +248,10 @@ class Reconciler:
                 reason=REASON_NAMES.get(reason or 0, str(reason)),
             )
 
-    async def _store(self, trade_id: int, status: str) -> None:
+    async def _store(self, trade_id: int, status: str,
+                     evidence: tuple[bytes, bytes] | None) -> None:
         try:
-            await self.records.store.resolve_trade(trade_id, status)
+            await self.records.store.resolve_trade(trade_id, status, evidence)
         except Exception as exc:
             self.records.metrics.counters["store_write_errors"] += 1
             log.error(

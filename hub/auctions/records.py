@@ -98,9 +98,11 @@ class AuctionRecords:
             ts_ms=now_ms(),
         )
 
-    def closed(self, auction_id: int, device_id: int, close: Close) -> None:
-        """An auction is over: count it, queue its row's close (with its trade's status, in the
-        same transaction) and say what became of its trade."""
+    def closed(self, auction_id: int, device_id: int, close: Close, *,
+               evidence: tuple[bytes, bytes] | None = None) -> None:
+        """An auction is over: count it, queue its row's close (with its trade's status and,
+        verified, the frames that proved it, in the same transaction) and say what became of
+        its trade."""
         outcome, terms = close.outcome, close.terms
         self.totals.closed(outcome, terms)
         detail: dict[str, Any] = {}
@@ -122,6 +124,7 @@ class AuctionRecords:
                 winner_id=terms.bidder_id,
                 energy_wh=terms.energy_wh,
                 trade_status=outcome.trade_status,
+                evidence=evidence if outcome is Outcome.CLEARED else None,
             )
         elif auction_id:
             trade = {"trade_status": outcome.trade_status} if terms is not None else {}

@@ -141,20 +141,17 @@ def _issue(
     out: Path | None,
     mqtt_url: str | None,
     change: Callable[[Store, str], Awaitable[DeviceCredentialRow]],
-    kind: str,
 ) -> tuple[DeviceCredentialRow, Path, str | None]:
     """Make a broker password, apply `change(store, password_hash)`, write the bundle of the
-    resulting key generation, record the event, update the broker's accounts."""
-    from hub.events.kinds import EventKind
+    resulting key generation, update the broker's accounts (the running hub, reading the
+    credentials, records the event)."""
     from hub.security.accounts import hash_password, new_password
     from hub.security.devices import (
         apply_broker_access,
         bundle_config,
-        record_device_event,
         site_ca_file,
         write_bundle,
     )
-    from hub.store.validate import now_ms
 
     master = _master(settings)
     password = new_password()
@@ -175,7 +172,6 @@ def _issue(
             with_ca=ca_file is not None,
         )
         write_bundle(directory, config, ca_file)
-        record_device_event(store, EventKind(kind), row, now_ms())
         problem = await apply_broker_access(store, settings)
         return row, directory, problem
 
@@ -233,9 +229,7 @@ def add(
             settings.site, device_id, password_hash=password_hash, owner=owner
         )
 
-    row, directory, problem = _issue(
-        settings, device_id, out, mqtt_url, change, "device_provisioned"
-    )
+    row, directory, problem = _issue(settings, device_id, out, mqtt_url, change)
     _report("provisioned", row, directory, problem)
 
 
@@ -258,7 +252,7 @@ def rotate(
             settings.site, device_id, password_hash=password_hash
         )
 
-    row, directory, problem = _issue(settings, device_id, out, mqtt_url, change, "device_rotated")
+    row, directory, problem = _issue(settings, device_id, out, mqtt_url, change)
     _report("rotated", row, directory, problem)
 
 
@@ -273,8 +267,7 @@ def revoke(
     The hub re-reads the credentials every ETP_CREDENTIALS_REFRESH_S (1 s), then refuses the
     battery's frames and ends its auctions; its broker login is removed. `etp device add N`
     provisions it again with a new key."""
-    from hub.events.kinds import EventKind
-    from hub.security.devices import apply_broker_access, record_device_event
+    from hub.security.devices import apply_broker_access
 
     settings = _settings(database_url, data_dir)
 
@@ -282,8 +275,6 @@ def revoke(
         row, changed = await store.revoke_device_credentials(settings.site, device_id)
         problem = None
         if changed:
-            assert row.revoked_ms is not None
-            record_device_event(store, EventKind.DEVICE_REVOKED, row, row.revoked_ms)
             problem = await apply_broker_access(store, settings)
         return row, changed, problem
 

@@ -2,7 +2,20 @@
 
 import typer
 
-from hub.cli import apikey, db, firmware, market, proto, report, service, settle, wallet
+from hub.cli import (
+    apikey,
+    broker,
+    db,
+    firmware,
+    market,
+    pki,
+    proto,
+    report,
+    service,
+    settle,
+    wallet,
+)
+from hub.cli import audit as audit_cli
 from hub.cli import device as device_cli
 
 app = typer.Typer(
@@ -26,6 +39,9 @@ app.add_typer(settle.app, name="settle")
 settle.app.add_typer(market.app, name="market")
 app.add_typer(wallet.app, name="wallet")
 app.add_typer(device_cli.app, name="device")
+app.add_typer(pki.app, name="pki")
+app.add_typer(broker.app, name="broker")
+app.add_typer(audit_cli.app, name="audit")
 app.command("hub")(service.hub)
 app.command("demo")(service.demo)
 app.command("report")(report.report)
@@ -34,6 +50,7 @@ bench_app.command("proto")(proto.bench_proto)
 bench_app.command("firmware")(firmware.bench_firmware)
 bench_app.command("store")(db.bench_store)
 bench_app.command("settle")(settle.bench_settle)
+bench_app.command("flood")(audit_cli.bench_flood)
 
 
 @bench_app.command("gateway")

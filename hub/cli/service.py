@@ -102,6 +102,14 @@ def hub(
     ] = None,
     http_host: str | None = typer.Option(None, help="HTTP gateway address"),
     http_port: int | None = typer.Option(None, help="HTTP gateway port (8000)"),
+    tls: str | None = typer.Option(
+        None,
+        help="auto: a broker or gateway bound to a non-loopback address (e.g. --mqtt-host "
+        "0.0.0.0) serves mqtts:// on 8883 / https:// with the site's certificates (`etp pki "
+        "init`) and the hub refuses to start without them (ETP_ALLOW_PLAINTEXT=true accepts "
+        "plain text, with a warning); on loopback plain TCP. on: TLS on loopback too "
+        "[ETP_TLS]",
+    ),
     site: str | None = typer.Option(None, help="site id (site1)"),
     mechanism: str | None = typer.Option(None, help="ascending | second_price"),
     aggregators: int | None = typer.Option(None, help="number of aggregators (3)"),
@@ -122,14 +130,28 @@ def hub(
         mqtt_key_file=mqtt_key_file,
         http_host=http_host,
         http_port=http_port,
+        tls=tls,
         site=site,
         mechanism=mechanism,
         aggregators=aggregators,
         log_level=log_level,
         log_format=log_format,
     )
+    _check_tls(settings)
     code = run_loop(_run_hub(settings))
     raise typer.Exit(code)
+
+
+def _check_tls(settings: Settings) -> None:
+    """Refuse, before anything starts, a hub that would carry plain text beyond this machine
+    or that asks for TLS without certificates (hub/security/tls.py has the rule)."""
+    from hub.security.tls import TlsSetupError, plan_site_tls
+
+    try:
+        plan_site_tls(settings)
+    except TlsSetupError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 async def _run_hub(settings: Settings) -> int:
@@ -146,6 +168,8 @@ async def _run_hub(settings: Settings) -> int:
         typer.echo(f"error: hub failed to start: {exc}", err=True)
         return 1
     typer.echo(f"ETP hub running: mqtt {runtime.mqtt_url}, http {runtime.http_url} (Ctrl-C stops)")
+    for line in _tls_lines(runtime, settings):
+        typer.echo(line)
     if runtime.store is not None and not await runtime.store.list_api_keys(include_revoked=False):
         typer.echo(
             "no API keys yet: /api/v1 answers 401 until one is made with "
@@ -155,6 +179,33 @@ async def _run_hub(settings: Settings) -> int:
     typer.echo("stopping...")
     await runtime.stop()
     return 0
+
+
+def _tls_lines(runtime: Any, settings: Settings) -> list[str]:
+    """Where boards and browsers reach a TLS hub (the names its certificates hold), since the
+    hub's own URLs may be a wildcard bind or its loopback link."""
+    from hub.security.pki import certificate_names, site_pki
+
+    tls = runtime.tls
+    if tls is None:
+        return []
+    lines = []
+    if tls.broker_tls is not None:
+        names = certificate_names(tls.broker_tls.cert)
+        lines.append(
+            f"boards: mqtts://{names[0]}:{tls.broker_port} (or {', '.join(names[1:])}) with "
+            f"`etp firmware flash --ca-file {tls.broker_tls.ca_cert}`"
+        )
+    if tls.gateway_https and settings.http_enabled:
+        pki = site_pki(settings.data_dir)
+        gateway = pki.gateway
+        if gateway is not None and tls.gateway_cert == gateway.cert:
+            names = certificate_names(gateway.cert)
+            lines.append(
+                f"dashboard: https://{names[0]}:{settings.http_port} (site CA {pki.ca_cert}: "
+                "import it into the browser's trust store)"
+            )
+    return lines
 
 
 def demo(
@@ -181,6 +232,7 @@ def demo(
     settings.mqtt_url = None  # the demo always uses the embedded broker
     if "aggregator_demand_scale" not in settings.model_fields_set:
         settings.aggregator_demand_scale = balanced_demand_scale(settings, batteries)
+    _check_tls(settings)
     code = run_loop(_run_demo(settings, batteries, duration, heap))
     raise typer.Exit(code)
 
@@ -229,7 +281,7 @@ async def _run_demo(settings: Settings, batteries: int, duration: float | None, 
                 # A sold kWh is delivered over an hour (keeps the packs' current sane), and each
                 # site's charger refills its pack: the demo compresses a trading day into
                 # minutes, so the charger is as compressed as the auction cadence.
-                overrides={"delivery_s": 3600, "charge_w": DEMO_CHARGE_W},
+                overrides={"delivery_s": 3600, "charge_w": DEMO_CHARGE_W, **_board_tls(runtime)},
             )
         )
     except Exception as exc:
@@ -323,15 +375,29 @@ async def _demo_key_lines(runtime: Any, settings: Settings) -> list[str]:
         if row.name == _DEMO_VIEWER:
             await runtime.api_keys.revoke(row.id)
     viewer = await runtime.api_keys.create(_DEMO_VIEWER, Role.VIEWER)
+    trust = ""
+    if runtime.tls is not None and runtime.tls.gateway_https:
+        from hub.security.pki import site_pki
+
+        trust = f"--cacert {site_pki(settings.data_dir).ca_cert} "  # ETP_TLS=on: the site CA
     return [
         f"dashboard: {runtime.http_url}/#key={viewer.key}   (Ctrl-C stops)",
         *lines,
-        "  call the API with: curl -H 'Authorization: Bearer <key>' "
+        f"  call the API with: curl {trust}-H 'Authorization: Bearer <key>' "
         f"{runtime.http_url}/api/v1/status",
     ]
 
 
 _DEMO_OPERATOR, _DEMO_VIEWER = "demo-operator", "demo-viewer"
+
+
+def _board_tls(runtime: Any) -> dict[str, str]:
+    """The demo boards' TLS setting: the site CA when the embedded broker speaks TLS (ETP_TLS=on
+    with `etp pki init` done), nothing on the demo's usual plain loopback."""
+    tls = runtime.tls
+    if tls is None or tls.broker_tls is None:
+        return {}
+    return {"mqtt_ca_file": str(tls.broker_tls.ca_cert)}
 
 
 def bench_hub(

@@ -45,6 +45,12 @@ class EventKind(StrEnum):
     DEVICE_REVOKED = "device_revoked"
     DEVICE_ROTATED = "device_rotated"
 
+    # security audit (hub.security.audit; payloads never carry a secret)
+    API_KEY_CREATED = "api_key_created"  # key_id (etp_<id>), name, role, source, by, at_ms
+    API_KEY_REVOKED = "api_key_revoked"  # source: api (by: the key) | database (etp apikey)
+    LOGIN_FAILED = "login_failed"  # client, reason, key_id, count, window_s, reasons
+    FRAMES_REJECTED = "frames_rejected"  # reason, count, window_s (per device and reason)
+
 
 @dataclass(frozen=True, slots=True)
 class Event:

@@ -16,6 +16,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
 from hub.auth import ApiKeyAuthenticator, Role, WsTickets, key_view
 from hub.gateway.alerts import AlertSource, alert_handlers
+from hub.gateway.audit import security_audit_handler
 from hub.gateway.auth import SECURITY, openapi_config, principal_of, requires
 from hub.gateway.competition import competition_handler
 from hub.gateway.history import history_handler
@@ -23,6 +24,7 @@ from hub.gateway.operator import OperatorSource, operator_handlers
 from hub.gateway.prometheus import MetricsSource, metrics_handler
 from hub.gateway.protect import cors_config, rate_limits
 from hub.gateway.resources import ResourceSource, events_in_range, resource_handlers
+from hub.gateway.settlements import SettlementSource, dispute_handlers
 from hub.gateway.static import static_handlers
 from hub.gateway.ws import WsRuntime, ws_route
 from hub.settings import Settings
@@ -42,7 +44,8 @@ class NewApiKey:
 
 
 class RuntimeView(
-    ResourceSource, WsRuntime, MetricsSource, OperatorSource, AlertSource, Protocol
+    ResourceSource, WsRuntime, MetricsSource, OperatorSource, AlertSource, SettlementSource,
+    Protocol,
 ):
     """What the gateway reads from the running hub (the resources', WebSocket's, /metrics'
     and operator commands' needs included)."""
@@ -137,20 +140,22 @@ def create_app(settings: Settings, runtime: RuntimeView) -> Litestar:
         return [key_view(row) for row in await keys.list_keys()]
 
     @post("/api/v1/api-keys", guards=operator, security=SECURITY)
-    async def create_key(data: JSONBody[NewApiKey]) -> dict[str, Any]:
+    async def create_key(
+        request: Request[Any, Any, Any], data: JSONBody[NewApiKey]
+    ) -> dict[str, Any]:
         """Make a key; the response holds its secret, shown this once."""
         try:
-            issued = await keys.create(data.name, data.role)
+            issued = await keys.create(data.name, data.role, by=principal_of(request))
         except InvalidValueError as exc:
             raise ValidationException(detail=str(exc)) from None
         return {**key_view(issued.row), "key": issued.key}
 
     @delete("/api/v1/api-keys/{key_id:int}", status_code=HTTP_200_OK, guards=operator,
             security=SECURITY)
-    async def revoke_key(key_id: FromPath[int]) -> dict[str, Any]:
+    async def revoke_key(request: Request[Any, Any, Any], key_id: FromPath[int]) -> dict[str, Any]:
         """Revoke a key: this hub refuses it from the next request on."""
         try:
-            return key_view(await keys.revoke(key_id))
+            return key_view(await keys.revoke(key_id, by=principal_of(request)))
         except UnknownApiKeyError as exc:
             raise NotFoundException(detail=str(exc)) from None
         except InvalidValueError as exc:  # an id beyond any key's
@@ -168,7 +173,9 @@ def create_app(settings: Settings, runtime: RuntimeView) -> Litestar:
             history_handler(runtime, viewer),
             *resource_handlers(runtime, viewer),
             *operator_handlers(runtime, operator),
+            *dispute_handlers(runtime, operator),
             *alert_handlers(runtime, viewer, operator),
+            security_audit_handler(runtime, operator),
             *static_handlers(settings.dashboard_path()),
         ],
         openapi_config=openapi_config(_VERSION),

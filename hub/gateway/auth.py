@@ -17,6 +17,7 @@ from hub.auth import ApiKeyAuthenticator, Principal, Role
 __all__ = [
     "API_KEY_HEADER",
     "SECURITY",
+    "client_address",
     "openapi_config",
     "presented_key",
     "principal_of",
@@ -40,13 +41,21 @@ def presented_key(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
     return header.strip() if header and header.strip() else None
 
 
+def client_address(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
+    """The peer's address as the server saw it (what the audit's failed logins name)."""
+    client = connection.client
+    return client.host if client is not None else None
+
+
 def requires(role: Role, authenticator: ApiKeyAuthenticator) -> Guard:
     """A guard: 401 without a valid key, 403 for a key whose role does not include `role`."""
 
     async def guard(
         connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler
     ) -> None:
-        principal = await authenticator.authenticate(presented_key(connection))
+        principal = await authenticator.authenticate(
+            presented_key(connection), client_address(connection)
+        )
         if principal is None:
             raise NotAuthorizedException(
                 detail="a valid API key is required: send 'Authorization: Bearer <key>' or "

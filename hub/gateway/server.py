@@ -29,10 +29,29 @@ __all__ = [
     "HttpLimits",
     "Refusal",
     "bounded_protocol_class",
+    "https_options",
     "request_head_refusal",
 ]
 
 log = structlog.get_logger(__name__)
+
+# TLS 1.2 suites with forward secrecy and AEAD only (TLS 1.3 suites are all fine and are not
+# set by this string); uvicorn's default ("TLSv1") also admits CBC and RSA key exchange.
+_TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+
+
+def https_options(tls: Any) -> dict[str, Any]:
+    """uvicorn.Config keyword arguments serving HTTPS with the certificate the site's TLS
+    plan (hub.security.tls.SiteTls) chose, or none for plain HTTP. uvicorn's context is
+    TLS 1.2 or newer (PROTOCOL_TLS_SERVER); the same h11 protocol (and its bounds) runs over
+    it, so WebSockets at /ws become wss://."""
+    if tls is None or tls.gateway_cert is None:
+        return {}
+    return {
+        "ssl_certfile": str(tls.gateway_cert),
+        "ssl_keyfile": str(tls.gateway_key),
+        "ssl_ciphers": _TLS12_CIPHERS,
+    }
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from litestar.handlers import WebsocketRouteHandler
 
 from hub.auth import ApiKeyAuthenticator, Principal, Role, WsTickets
 from hub.events import Event, EventLog, Lagged, Subscription, SubscriptionClosedError
-from hub.gateway.auth import presented_key
+from hub.gateway.auth import client_address, presented_key
 from hub.settings import Settings
 
 __all__ = ["CloseCode", "WsClients", "WsLimits", "WsRuntime", "ws_route"]
@@ -227,6 +227,7 @@ class _Session:
         if ticket:
             principal = self.runtime.ws_tickets.redeem(ticket)
             if principal is None:
+                self.runtime.api_keys.refused(client_address(self.socket), "bad_ticket", None)
                 raise _Refused(CloseCode.UNAUTHENTICATED, "unknown, used or expired ticket")
             return principal, after_seq
         key = presented_key(self.socket)
@@ -236,6 +237,7 @@ class _Session:
                     self.socket.receive_text(), self.limits.auth_timeout_s
                 )
             except TimeoutError:
+                self.runtime.api_keys.refused(client_address(self.socket), "no_key", None)
                 raise _Refused(
                     CloseCode.UNAUTHENTICATED,
                     f'no ticket, no key header and no {{"type": "auth", "key": ...}} within '
@@ -246,12 +248,13 @@ class _Session:
             except (TypeError, ValueError):  # not JSON, or a binary frame (no text)
                 message = None
             if not isinstance(message, dict) or message.get("type") != "auth":
+                self.runtime.api_keys.refused(client_address(self.socket), "bad_auth_message", None)
                 raise _Refused(CloseCode.BAD_MESSAGE,
                                'the first message must be {"type": "auth", "key": ...}')
             key = message.get("key") if isinstance(message.get("key"), str) else None
             if message.get("after_seq") is not None:
                 after_seq = _after_seq(message.get("after_seq"))
-        principal = await self.runtime.api_keys.authenticate(key)
+        principal = await self.runtime.api_keys.authenticate(key, client_address(self.socket))
         if principal is None:
             raise _Refused(CloseCode.UNAUTHENTICATED,
                            "a valid API key is required (etp apikey create)")

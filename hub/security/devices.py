@@ -13,10 +13,9 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from hub.devices.keys import generation_key
-from hub.events.kinds import EventKind
 from hub.security.accounts import (
     HUB_USERNAME,
     BrokerAccount,
@@ -24,11 +23,12 @@ from hub.security.accounts import (
     hash_password,
     new_password,
 )
+from hub.security.broker import HUB_PASSWORD_FILE
 from shared_etp.frame import derive_notice_key
 
 if TYPE_CHECKING:
     from hub.settings import Settings
-    from hub.store import DeviceCredentialRow, Store
+    from hub.store import Store
 
 __all__ = [
     "BUNDLE_CA_FILE",
@@ -37,17 +37,15 @@ __all__ = [
     "apply_broker_access",
     "broker_accounts",
     "bundle_config",
-    "hub_broker_password",
+    "ensure_hub_broker_password",
     "parse_owner",
     "prepare_bundle_dir",
-    "record_device_event",
     "site_ca_file",
     "write_bundle",
 ]
 
 BUNDLE_CONFIG_FILE = "etp_config.json"
 BUNDLE_CA_FILE = "mqtt_ca.crt"  # the name `etp firmware flash` gives the CA on the board
-HUB_PASSWORD_FILE = "broker-hub.password"
 
 _BASE58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 
@@ -132,9 +130,9 @@ def write_bundle(directory: Path, config: dict[str, object], ca_file: Path | Non
         _write_private(directory / BUNDLE_CA_FILE, ca_file.read_bytes())
 
 
-def hub_broker_password(data_dir: Path) -> str:
+def ensure_hub_broker_password(data_dir: Path) -> str:
     """The hub's own broker password: made on first use, kept 0600 in
-    data_dir/broker-hub.password."""
+    data_dir/broker-hub.password (hub.security.broker.hub_broker_password only reads it)."""
     path = data_dir / HUB_PASSWORD_FILE
     if not path.exists():
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -151,7 +149,8 @@ async def broker_accounts(store: Store, settings: Settings | None = None) -> lis
         from hub.settings import Settings
 
         settings = Settings()
-    accounts = [BrokerAccount(HUB_USERNAME, hash_password(hub_broker_password(settings.data_dir)))]
+    hub_password = ensure_hub_broker_password(settings.data_dir)
+    accounts = [BrokerAccount(HUB_USERNAME, hash_password(hub_password))]
     for row in await store.list_device_credentials(settings.site):
         if row.active:
             accounts.append(
@@ -174,12 +173,3 @@ async def apply_broker_access(store: Store, settings: Settings) -> str | None:
     except Exception as exc:
         return f"the broker's accounts were not updated: {exc}"
     return None
-
-
-def record_device_event(
-    store: Store, kind: EventKind, row: DeviceCredentialRow, at_ms: int
-) -> None:
-    """Queue a device_provisioned / _rotated / _revoked event (written when the store
-    flushes or closes); its payload holds no secret."""
-    payload: dict[str, Any] = {"key_generation": row.key_generation, "owner": row.owner}
-    store.record_event(str(kind), device_id=row.device_id, payload=payload, ts_ms=at_ms)

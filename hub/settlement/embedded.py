@@ -90,6 +90,9 @@ class EmbeddedCluster:
         self._height_offset = self.svm.get_clock().slot
         self._slot_hashes: list[tuple[int, Hash]] = []
         record_slot_hash(self.svm, self._height_offset, self._slot_hashes)
+        clock = self.svm.get_clock()  # wall time from the first block (records' settled_at,
+        clock.unix_timestamp = int(time.time())  # dispute deadlines), not the default epoch
+        self.svm.set_clock(clock)
 
     # ---- the Cluster interface -------------------------------------------------------------
 

@@ -29,12 +29,14 @@ from solders.transaction import VersionedTransaction
 
 from hub.events import EventKind
 from hub.settlement.cluster import Cluster, ClusterUnavailableError, SignatureState
+from hub.settlement.disputes import Disputes
 from hub.settlement.ledger import SYSTEM_PROGRAM, Party, PartyNotReady, SiteSetupError
 from hub.settlement.program import TradeInput
+from hub.settlement.reputation import ChainReputation
 from hub.settlement.site import MarketSite
 from hub.settlement.tables import LookupTables
 from hub.store import Store, TradeRow
-from hub.store.models import SETTLEMENTS, TRADES
+from hub.store.models import SETTLEMENT_STATUSES, SETTLEMENTS, TRADES
 from hub.store.validate import now_ms, to_row
 
 __all__ = ["SettlementConfig", "SettlementService", "custom_error_code", "trade_evidence_hash"]
@@ -71,6 +73,7 @@ class SettlementConfig:
     backoff_max_s: float = 30.0
     # accounts repeated by settlements go into address lookup tables (v0 transactions)
     lookup_tables: bool = True
+    reputation_interval_s: float = 3.0  # aggregators' Reputation accounts read this often
 
 
 @dataclass
@@ -100,8 +103,13 @@ class _Flight:
 
 
 def trade_evidence_hash(site: str, trade: TradeRow) -> bytes:
-    """The 32-byte evidence stored in the trade's record: sha256 of the verified trade as the
-    hub recorded it (site, ids, device, buyer, price, energy, confirmation time)."""
+    """The 32-byte evidence stored in the trade's record: sha256 of the signed frames that
+    verified the trade, as sent and received (the hub's BidConfirm, or the Terminate that
+    asked, then the battery's BidAccept; both CBOR, so the concatenation is unambiguous).
+    A trade verified before the hub kept frames: sha256 of the trade as the hub recorded it
+    (site, ids, device, buyer, price, energy, confirmation time)."""
+    if trade.evidence_request and trade.evidence_answer:
+        return hashlib.sha256(trade.evidence_request + trade.evidence_answer).digest()
     text = (
         f"etp-trade|{site}|{trade.id}|{trade.auction_id}|{trade.device_id}|{trade.bidder_id}|"
         f"{trade.price_mc}|{trade.energy_wh}|{trade.confirmed_ms}"
@@ -152,6 +160,9 @@ class SettlementService:
         self.tables = (LookupTables(cluster, site.settler, tables_file)
                        if self.config.lookup_tables else None)
         self._tables_now: list[AddressLookupTableAccount] = []
+        self.disputes = Disputes(store, cluster, site, self._emit)
+        self.reputation = ChainReputation(cluster, site, bidder_ids=self._aggregator_ids,
+                                          interval_s=self.config.reputation_interval_s)
         self._flights: dict[Signature, _Flight] = {}
         self._busy_ids: set[int] = set()
         self._recovered = False
@@ -162,7 +173,7 @@ class SettlementService:
         self.waiting: dict[str, int] = {}  # why trades wait for a party -> how many
         self._scan_from = 0
         self._told: set[str] = set()  # reasons to wait already logged
-        self.counts: dict[str, int] = {"pending": 0, "submitted": 0, "settled": 0, "failed": 0}
+        self.counts: dict[str, int] = dict.fromkeys(SETTLEMENT_STATUSES, 0)
         self.stats: dict[str, int] = {
             "transactions": 0,
             "trades_sent": 0,
@@ -180,6 +191,7 @@ class SettlementService:
         """Start draining the outbox in the background."""
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="settlement")
+        await self.reputation.start()
 
     async def drain(self, timeout_s: float) -> None:
         """Wait (at most `timeout_s`) until nothing is pending or submitted, while the ledger
@@ -195,6 +207,7 @@ class SettlementService:
     async def stop(self) -> None:
         """Stop the task (rows in flight stay 'submitted' with their signature: the next
         start checks them before sending anything again) and close the cluster."""
+        await self.reputation.stop()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -600,6 +613,6 @@ class SettlementService:
             result = await connection.execute(
                 sa.select(SETTLEMENTS.c.status, sa.func.count()).group_by(SETTLEMENTS.c.status)
             )
-            counts = {"pending": 0, "submitted": 0, "settled": 0, "failed": 0}
+            counts = dict.fromkeys(SETTLEMENT_STATUSES, 0)
             counts.update({status: int(n) for status, n in result.all()})
         self.counts = counts

@@ -83,8 +83,10 @@ class Site:
     holds them in the demo, where it plays the aggregators and battery owners itself.
     """
 
-    def __init__(self, cluster: Cluster, idl: Idl, settler: Keypair, authority: Keypair) -> None:
+    def __init__(self, cluster: Cluster, idl: Idl, settler: Keypair, authority: Keypair,
+                 *, dispute_window_s: int = _DISPUTE_WINDOW_S) -> None:
         self.cluster = cluster
+        self.dispute_window_s = dispute_window_s
         self.idl = idl
         self.settler = settler
         self.authority = authority
@@ -138,7 +140,7 @@ class Site:
                     {"authority": self.authority.pubkey(), "market": self.market,
                      "payment_mint": self.mint, "token_program": TOKEN_PROGRAM},
                     {"settler": self.settler.pubkey(),
-                     "dispute_window_seconds": _DISPUTE_WINDOW_S},
+                     "dispute_window_seconds": self.dispute_window_s},
                 )], self.authority)
         for aggregator_id in aggregator_ids:
             await self.ensure_aggregator(aggregator_id)
@@ -181,6 +183,11 @@ class Site:
             return party
 
     # ---- the test mint ---------------------------------------------------------------------
+
+    def mint_instruction(self, account: Pubkey, amount: int) -> Instruction:
+        """Mint `amount` of the test token to `account` (signed by the authority, the mint's
+        authority): refunds of resolved disputes come from the authority's tokens."""
+        return self._mint_to(account, amount)
 
     def _mint_to(self, account: Pubkey, amount: int) -> Instruction:
         return Instruction(  # SPL Token MintTo; the authority is the mint's authority

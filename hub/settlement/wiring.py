@@ -63,14 +63,16 @@ def create_settlement(
             block_ms=settings.settlement_block_ms,
         )
         idl = load_idl(cluster.program_id)
-        site = Site(cluster, idl, settler, load_or_create_keypair(settings.authority_key_path()))
+        site = Site(cluster, idl, settler, load_or_create_keypair(settings.authority_key_path()),
+                    dispute_window_s=settings.settlement_dispute_window_s)
     elif network in DEFAULT_RPC_URLS:
         cluster, idl = rpc_cluster(settings)
         if settings.settlement_market:
             site = registered_site(settings, store, cluster, idl, settler)
         elif network == "localnet":
             authority = load_or_create_keypair(settings.authority_key_path())
-            site = Site(cluster, idl, settler, authority)
+            site = Site(cluster, idl, settler, authority,
+                        dispute_window_s=settings.settlement_dispute_window_s)
             # public keys: the operator funds them with SOL on the cluster (fees, rent)
             log.info("settlement on localnet: the hub makes a test market", program=str(
                 idl.program_id), settler=str(settler.pubkey()), authority=str(authority.pubkey()))
@@ -94,6 +96,7 @@ def create_settlement(
             max_in_flight=settings.settlement_max_in_flight,
             backoff_max_s=settings.settlement_backoff_max_s,
             linger_ms=settings.settlement_linger_ms,
+            reputation_interval_s=settings.settlement_reputation_interval_s,
         ),
         emit=emit,
         # the embedded ledger starts empty: its tables are made anew each start
@@ -112,6 +115,13 @@ def settlement_status(network: str, service: Any, error: str | None) -> dict[str
         "submitted": counts.get("submitted", 0),
         "settled": counts.get("settled", 0),
         "failed": counts.get("failed", 0),
+        # disputes of settled trades: open, resolved with a refund, found unfounded
+        "disputed": counts.get("disputed", 0),
+        "refunded": counts.get("refunded", 0),
+        "upheld": counts.get("upheld", 0),
+        # where the published bidder reputation comes from: "ledger", or "hub" (its own
+        # confirmation ratio) when settlement is off or the ledger could not be read lately
+        "reputation": service.reputation.status() if service is not None else {"source": "hub"},
         "available": counts.get("available", False) if service is not None else False,
         "last_error": counts.get("last_error") if service is not None else error,
         # trades waiting for a party's wallet (real networks), by reason

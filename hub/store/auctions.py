@@ -149,7 +149,8 @@ class AuctionStore(StoreParts):
     ) -> list[int]:
         """Close many auctions in one transaction (the auction writer's batches): each is
         (auction id, fields as close_auction takes them: status, and optionally
-        clearing_price_mc, winner_id, energy_wh, trade_status). One UPDATE per set of columns
+        clearing_price_mc, winner_id, energy_wh, trade_status, evidence: the frames that
+        verified its trade). One UPDATE per set of columns
         for the auctions and one per trade status for their trades. Returns the ids that could
         not be closed (unknown, or already closed with another status): nothing of theirs
         changes. Raises InvalidValueError, before writing anything, for a bad value."""
@@ -157,6 +158,7 @@ class AuctionStore(StoreParts):
         by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         wanted: dict[int, str] = {}
         trades: dict[str, list[int]] = {}
+        evidence: dict[int, tuple[bytes, bytes]] = {}
         for auction_id, fields in closes:
             status = fields["status"]
             if status not in AUCTION_CLOSED_STATUSES:
@@ -186,6 +188,8 @@ class AuctionStore(StoreParts):
             wanted[auction_id] = status
             if trade_status is not None:
                 trades.setdefault(trade_status, []).append(auction_id)
+            if fields.get("evidence") is not None:
+                evidence[auction_id] = fields["evidence"]
 
         async def update_auctions(connection: AsyncConnection) -> list[int]:
             for columns, rows in by_columns.items():
@@ -197,7 +201,8 @@ class AuctionStore(StoreParts):
             refused = [a for a, status in wanted.items() if now.get(a) != status]
             for trade_status, auction_ids in trades.items():
                 closed = [a for a in auction_ids if now.get(a) == wanted[a]]
-                await set_trades_status(connection, trade_status, closed_ms, auction_ids=closed)
+                await set_trades_status(connection, trade_status, closed_ms, auction_ids=closed,
+                                        evidence=evidence)
             return refused
 
         if not closes:

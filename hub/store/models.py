@@ -63,8 +63,11 @@ AUCTION_CLOSED_STATUSES = ("cleared", "no_sale", "terminated")
 BID_OUTCOMES = ("sent", "accepted", "rejected", "confirmed")
 # pending: waiting for the settlement worker; submitted: a ledger transaction was sent (its
 # signature is stored, a worker restarting must check it); settled: final on the ledger;
-# failed: given up (error says why).
-SETTLEMENT_STATUSES = ("pending", "submitted", "settled", "failed")
+# failed: given up (error says why). A settled trade's dispute: disputed (open), refunded (the
+# buyer got a refund), upheld (found unfounded) (hub/settlement/disputes.py).
+SETTLEMENT_STATUSES = (
+    "pending", "submitted", "settled", "failed", "disputed", "refunded", "upheld"
+)
 # recorded: written before its BidConfirm leaves the hub, the battery's answer not in yet;
 # verified: the battery acknowledged the confirm (or said it committed it when asked): the trade
 # counts and its settlement is queued in the same transaction; unverified: the battery's answer
@@ -189,6 +192,10 @@ class Trade(StoreModel, table=True):
     reserve_mc: int = Field(sa_type=sa.BigInteger())
     confirmed_ms: int = Field(sa_type=sa.BigInteger())
     status: str = Field(default="recorded", sa_type=sa.String(16))
+    # the signed frames that verified it: the hub's BidConfirm (or Terminate asking) and the
+    # battery's BidAccept, as sent and received (a dispute checks them against its audit trail)
+    evidence_request: bytes | None = Field(default=None, sa_type=sa.LargeBinary())
+    evidence_answer: bytes | None = Field(default=None, sa_type=sa.LargeBinary())
 
 
 class Settlement(StoreModel, table=True):
@@ -391,6 +398,8 @@ class TradeRow:
     reserve_mc: int
     confirmed_ms: int
     status: str = "recorded"
+    evidence_request: bytes | None = None
+    evidence_answer: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -101,7 +101,8 @@ LISTINGS: dict[str, Listing] = {
                 "status": (str, TRADE_STATUSES),
                 "auction_id": (int, None),
             },
-            columns=tuple(TRADES.c.keys()),
+            # the evidence frames are bytes for disputes, not for listing
+            columns=tuple(c.name for c in TRADES.c if not c.name.startswith("evidence_")),
         ),
         Listing(
             "settlements",

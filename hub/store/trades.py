@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -63,6 +63,14 @@ def bulk_insert_trades(
     return handler
 
 
+Evidence = tuple[bytes, bytes]  # (the hub's signed request, the battery's signed answer)
+_EVIDENCE_UPDATE = (
+    sa.update(TRADES)
+    .where(TRADES.c.id == sa.bindparam("target"))
+    .values(evidence_request=sa.bindparam("request"), evidence_answer=sa.bindparam("answer"))
+)
+
+
 async def set_trades_status(
     connection: AsyncConnection,
     status: str,
@@ -70,11 +78,14 @@ async def set_trades_status(
     *,
     auction_ids: Sequence[int] = (),
     trade_ids: Sequence[int] = (),
+    evidence: Mapping[int, Evidence] | None = None,
 ) -> list[int]:
     """Move trades (by auction or by id) from recorded/unverified to `status`, in the caller's
     transaction: one statement for all of them, and for verified ones their settlement outbox
-    rows in the same transaction (void ones turn their auction terminated). Returns the ids of
-    the trades that moved (those already decided, or missing, stay as they are)."""
+    rows in the same transaction (void ones turn their auction terminated). `evidence`, by
+    auction id (or by trade id when moving by id): the signed frames that decided a verified
+    trade, kept with it. Returns the ids of the trades that moved (those already decided, or
+    missing, stay as they are)."""
     if status not in TRADE_STATUSES:
         raise InvalidValueError(f"trade status must be one of {TRADE_STATUSES}, not {status!r}")
     if not auction_ids and not trade_ids:
@@ -88,6 +99,14 @@ async def set_trades_status(
             .returning(TRADES.c.id, TRADES.c.auction_id)
         )
     ).all()
+    if moved and status == "verified" and evidence:
+        frames = [
+            {"target": trade_id, "request": found[0], "answer": found[1]}
+            for trade_id, auction in moved
+            if (found := evidence.get(auction if auction_ids else trade_id)) is not None
+        ]
+        if frames:
+            await connection.execute(_EVIDENCE_UPDATE, frames)
     if moved and status == "verified":
         await connection.execute(
             sa.insert(SETTLEMENTS),
@@ -150,7 +169,7 @@ class TradeLedger(StoreParts):
             raise UnknownAuctionError(
                 f"cannot record a trade for auction {auction_id!r}: no such auction"
             )
-        new_trade = {
+        new_trade: dict[str, Any] = {
             "auction_id": auction_id,
             "device_id": device_id,
             "bidder_id": bidder_id,
@@ -221,13 +240,17 @@ class TradeLedger(StoreParts):
             statement = statement.where(TRADES.c.status.in_(wanted))
         return [to_row(TradeRow, row) for row in await self._db.fetch(statement)]
 
-    async def resolve_trade(self, trade_id: int, status: str) -> bool:
+    async def resolve_trade(self, trade_id: int, status: str,
+                            evidence: Evidence | None = None) -> bool:
         """Decide a recorded or unverified trade from its battery's answer: 'verified' (then
-        its settlement is queued in the same transaction), 'void', or 'unverified'. Returns
+        its settlement is queued in the same transaction, and `evidence`, the frames of the
+        question and of the battery's answer, kept with it), 'void', or 'unverified'. Returns
         False if it was already decided (nothing changes)."""
+        frames = {trade_id: evidence} if evidence is not None else None
 
         async def resolve(connection: AsyncConnection) -> list[int]:
-            return await set_trades_status(connection, status, now_ms(), trade_ids=[trade_id])
+            return await set_trades_status(connection, status, now_ms(), trade_ids=[trade_id],
+                                           evidence=frames)
 
         if status not in TRADE_STATUSES:
             raise InvalidValueError(f"trade status must be one of {TRADE_STATUSES}, not {status!r}")

@@ -1,5 +1,5 @@
-"""Embedded amqtt broker (run by the hub in a child process), and mqtt:// / mqtts:// URL
-parsing."""
+"""Embedded amqtt broker (run by the hub in a child process; a plain or a TLS listener), and
+mqtt:// / mqtts:// URL parsing."""
 
 from __future__ import annotations
 
@@ -13,13 +13,22 @@ import signal
 import socket
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
+from amqtt.adapters import ReaderAdapter, WriterAdapter
 from amqtt.broker import Broker
 from amqtt.contexts import BrokerConfig, ListenerConfig
+from amqtt.errors import AMQTTError, MQTTError, NoDataError
+from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
+from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import Session
 
-__all__ = ["BrokerError", "EmbeddedBroker", "is_tls_url", "parse_mqtt_url"]
+from hub.security.broker import EmbeddedLock
+
+__all__ = ["BrokerError", "EmbeddedBroker", "ListenerTls", "is_tls_url", "parse_mqtt_url"]
 
 _PLAIN_SCHEMES = ("mqtt", "tcp")
 _TLS_SCHEMES = ("mqtts",)
@@ -82,6 +91,66 @@ class _SnapshotIterationDict(dict[str, list[tuple[Session, int]]]):
         return iter(list(self.keys()))
 
 
+# Room for the fixed header, topic and packet id around the largest accepted payload (as
+# hub.security.broker gives Mosquitto's max_packet_size).
+_PACKET_OVERHEAD_BYTES = 1024
+
+
+class PacketTooLargeError(AMQTTError):
+    """A client sent a packet larger than the broker accepts (its connection is closed)."""
+
+
+class _LimitedReader(ReaderAdapter):
+    """Refuses to read a packet part larger than `limit_bytes` (amqtt reads a packet's
+    variable header and payload with one read each, so this caps the packet size before its
+    bytes are buffered; the client's connection is then closed)."""
+
+    def __init__(self, inner: ReaderAdapter, limit_bytes: int) -> None:
+        self._inner = inner
+        self._limit_bytes = limit_bytes
+        self.exceeded = False
+
+    async def read(self, n: int = -1) -> bytes:
+        """Up to n bytes; raises PacketTooLargeError above the limit."""
+        if n > self._limit_bytes:
+            self.exceeded = True
+            raise PacketTooLargeError(f"packet of {n} bytes is larger than {self._limit_bytes}")
+        return await self._inner.read(n)
+
+    def feed_eof(self) -> None:
+        """Pass EOF on."""
+        self._inner.feed_eof()
+
+
+class _ReplayReader(ReaderAdapter):
+    """Reads what `recorded` holds first, then from `inner`; records what it reads from
+    `inner` when `record` is set (to parse a CONNECT twice, see `_Broker`)."""
+
+    def __init__(self, inner: ReaderAdapter, recorded: bytes = b"", record: bool = False) -> None:
+        self._inner = inner
+        self._pending = recorded
+        self.record = record
+        self.recorded = bytearray()
+
+    async def read(self, n: int = -1) -> bytes:
+        """Up to n bytes (exactly n from a stream), replayed bytes first."""
+        if self._pending and n != -1:
+            data, self._pending = self._pending[:n], self._pending[n:]
+            if len(data) < n:
+                data += await self._inner.read(n - len(data))
+        elif self._pending:
+            data, self._pending = self._pending + await self._inner.read(n), b""
+        else:
+            data = await self._inner.read(n)
+        if self.record:
+            self.recorded += data
+        return data
+
+    def feed_eof(self) -> None:
+        """Pass EOF on."""
+        self._inner.feed_eof()
+
+
 class _Broker(Broker):
     """amqtt 0.12.1's Broker with the defects of its post-CONNECT retained delivery fixed.
 
@@ -93,9 +162,91 @@ class _Broker(Broker):
     (MQTT 3.1.1 §3.3.1.3), and that loop iterates over a snapshot (see
     `_SnapshotIterationDict`). hub/transport/README.md has a reproduction."""
 
-    def __init__(self, config: BrokerConfig) -> None:
+    def __init__(
+        self,
+        config: BrokerConfig,
+        max_message_bytes: int | None = None,
+        *,
+        authenticate_first: bool = False,
+    ) -> None:
         super().__init__(config)
         self._subscriptions = _SnapshotIterationDict()
+        self._max_message_bytes = max_message_bytes
+        self._authenticate_first = authenticate_first
+
+    async def _client_connected(
+        self, listener_name: str, reader: ReaderAdapter, writer: WriterAdapter
+    ) -> None:
+        """Serve a connection; with `max_message_bytes`, its packets are capped at that plus
+        header room (like Mosquitto's max_packet_size: a larger one closes the connection)."""
+        if self._max_message_bytes is None:
+            await super()._client_connected(listener_name, reader, writer)
+            return
+        limited = _LimitedReader(reader, self._max_message_bytes + _PACKET_OVERHEAD_BYTES)
+        try:
+            await super()._client_connected(listener_name, limited, writer)
+        finally:
+            if limited.exceeded:  # amqtt leaves a socket open when its CONNECT was too large
+                with contextlib.suppress(Exception):
+                    await writer.close()
+
+    async def _initialize_client_session(
+        self, reader: ReaderAdapter, writer: WriterAdapter, remote_address: str, remote_port: int
+    ) -> tuple[BrokerProtocolHandler, Session]:
+        """With `authenticate_first`: a CONNECT the auth plugins refuse is answered (CONNACK
+        not authorized) before it can touch the session table.
+
+        amqtt 0.12.1 looks up the CONNECT's client id first: with clean session it deletes the
+        session (and subscriptions) of the client using that id, without it it writes the new
+        user name, password and will into that session and then takes its connection over; only
+        afterwards does it check the password. Anyone reaching the port could thus cut the hub
+        off by sending its client id. Here the CONNECT is read and authenticated first, and a
+        client id whose session belongs to another user is refused too (as Mosquitto's
+        use_username_as_clientid prevents); amqtt then reads the same bytes again and proceeds
+        as usual."""
+        if not self._authenticate_first:
+            return await super()._initialize_client_session(
+                reader, writer, remote_address, remote_port
+            )
+        recording = _ReplayReader(reader, record=True)
+        try:
+            _, candidate = await BrokerProtocolHandler.init_from_connect(
+                recording, writer, self.plugins_manager
+            )
+        except NoDataError as exc:
+            raise AMQTTError(exc) from exc
+        except MQTTError:
+            await writer.close()
+            raise
+        known = self._sessions.get(candidate.client_id or "")
+        if (
+            known is not None and known[0].username != candidate.username
+        ) or not await self._authenticate(candidate, self.listeners_config["default"]):
+            await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)
+            await writer.close()
+            raise MQTTError(
+                f"refused CONNECT from {remote_address}:{remote_port} "
+                f"(user {candidate.username or '-'!r})"
+            )
+        return await super()._initialize_client_session(
+            _ReplayReader(reader, bytes(recording.recorded)), writer, remote_address, remote_port
+        )
+
+    async def _handle_message_delivery(
+        self, client_session: Session, handler: Any, wait_deliver: asyncio.Future[Any]
+    ) -> bool:
+        """Drop a message whose payload is larger than `max_message_bytes` (as Mosquitto's
+        message_size_limit does; amqtt has no such limit). Packets much larger than that do
+        not get this far (`_client_connected`)."""
+        message = wait_deliver.result()
+        data = getattr(message, "data", None)
+        if self._max_message_bytes is not None and data and len(data) > self._max_message_bytes:
+            logging.getLogger(__name__).info(
+                "dropped an oversized message",
+                extra={"bytes": len(data), "client_id": client_session.client_id},
+            )
+            return True
+        return bool(await super()._handle_message_delivery(client_session, handler, wait_deliver))
 
     async def _publish_retained_messages_for_subscription(
         self, subscription: tuple[str, int], session: Session
@@ -106,14 +257,61 @@ class _Broker(Broker):
             await super()._publish_retained_messages_for_subscription(subscription, session)
 
 
-async def _start_amqtt(host: str, port: int) -> Broker:
+@dataclass(frozen=True)
+class ListenerTls:
+    """The embedded broker's TLS listener: its certificate and key (PEM), and the CA a client
+    certificate must chain to when a client presents one (clients need none)."""
+
+    certfile: Path
+    keyfile: Path
+    cafile: Path | None = None
+
+    def args(self) -> list[str]:
+        """Command-line arguments of the broker child process."""
+        extra = ["--cafile", str(self.cafile)] if self.cafile else []
+        return ["--certfile", str(self.certfile), "--keyfile", str(self.keyfile), *extra]
+
+
+def _listener(host: str, port: int, tls: ListenerTls | None) -> ListenerConfig:
+    """amqtt's listener: plain TCP, or TLS (amqtt's server context: TLS 1.2+, the certificate
+    chain loaded, client certificates optional and verified against `cafile`)."""
+    if tls is None:
+        return ListenerConfig(bind=f"{host}:{port}", max_connections=0)
+    return ListenerConfig(
+        bind=f"{host}:{port}",
+        max_connections=0,
+        ssl=True,
+        certfile=tls.certfile,
+        keyfile=tls.keyfile,
+        cafile=tls.cafile,
+    )
+
+
+def _plugins(lock: EmbeddedLock | None) -> dict[str, Any]:
+    """amqtt plugins: anyone (open), or hub.security.amqtt_plugins reading the lock's files."""
+    if lock is None:
+        return {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}}
+    files = {"password_file": str(lock.password_file), "acl_file": str(lock.acl_file)}
+    return {
+        "hub.security.amqtt_plugins.SiteAuthPlugin": files,
+        "hub.security.amqtt_plugins.SiteTopicPlugin": files,
+    }
+
+
+async def _start_amqtt(
+    host: str,
+    port: int,
+    tls: ListenerTls | None = None,
+    lock: EmbeddedLock | None = None,
+    max_message_bytes: int | None = None,
+) -> Broker:
     for name in ("amqtt", "transitions"):
         logging.getLogger(name).setLevel(logging.WARNING)
     config = BrokerConfig(
-        listeners={"default": ListenerConfig(bind=f"{host}:{port}", max_connections=0)},
-        plugins={"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+        listeners={"default": _listener(host, port, tls)},
+        plugins=_plugins(lock),
     )
-    broker = _Broker(config)
+    broker = _Broker(config, max_message_bytes, authenticate_first=lock is not None)
     await broker.start()
     return broker
 
@@ -131,21 +329,33 @@ class EmbeddedBroker:
     By default it runs in a child process of the hub (`python -m hub.transport.broker`) so the
     broker and the hub each get a core; nothing to install or set up. The child exits when
     stopped, and also on its own when the hub dies (its stdin pipe from the hub closes).
-    `in_process=True` runs it in the caller's event loop instead."""
+    `in_process=True` runs it in the caller's event loop instead. With `lock` (see
+    hub.security.broker.embedded_lock) it admits only the accounts in the lock's password file
+    and applies its topic ACL; `max_message_bytes` drops larger messages."""
 
     def __init__(
-        self, host: str = "127.0.0.1", port: int = 1883, *, in_process: bool = False
+        self,
+        host: str = "127.0.0.1",
+        port: int = 1883,
+        *,
+        in_process: bool = False,
+        tls: ListenerTls | None = None,
+        lock: EmbeddedLock | None = None,
+        max_message_bytes: int | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.in_process = in_process
+        self.tls = tls
+        self.lock = lock
+        self.max_message_bytes = max_message_bytes
         self._broker: Broker | None = None
         self._process: asyncio.subprocess.Process | None = None
 
     @property
     def url(self) -> str:
-        """The mqtt:// URL clients use."""
-        return f"mqtt://{self.host}:{self.port}"
+        """The mqtt:// (mqtts:// with TLS) URL clients use."""
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
 
     @property
     def pid(self) -> int | None:
@@ -161,7 +371,9 @@ class EmbeddedBroker:
             )
         if self.in_process:
             try:
-                self._broker = await _start_amqtt(self.host, self.port)
+                self._broker = await _start_amqtt(
+                    self.host, self.port, self.tls, self.lock, self.max_message_bytes
+                )
             except Exception as exc:
                 raise BrokerError(f"embedded broker failed to start on {self.url}: {exc}") from exc
             return
@@ -173,6 +385,8 @@ class EmbeddedBroker:
             self.host,
             "--port",
             str(self.port),
+            *(self.tls.args() if self.tls else []),
+            *self._lock_args(),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             start_new_session=True,  # Ctrl-C reaches the hub only; the hub stops the broker
@@ -188,6 +402,15 @@ class EmbeddedBroker:
                 f"embedded broker failed to start on {self.url} (see the error above); "
                 "pick another port with --mqtt-port or use --mqtt-url"
             )
+
+    def _lock_args(self) -> list[str]:
+        args = []
+        if self.lock is not None:
+            args += ["--password-file", str(self.lock.password_file)]
+            args += ["--acl-file", str(self.lock.acl_file)]
+        if self.max_message_bytes is not None:
+            args += ["--max-message-bytes", str(self.max_message_bytes)]
+        return args
 
     async def stop(self) -> None:
         """Shut the broker down (idempotent)."""
@@ -207,7 +430,13 @@ class EmbeddedBroker:
             await process.wait()
 
 
-async def _serve(host: str, port: int) -> int:
+async def _serve(
+    host: str,
+    port: int,
+    tls: ListenerTls | None = None,
+    lock: EmbeddedLock | None = None,
+    max_message_bytes: int | None = None,
+) -> int:
     """Child-process body: run the broker until SIGTERM/SIGINT or until stdin closes."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -224,7 +453,7 @@ async def _serve(host: str, port: int) -> int:
             stop.set()
 
     try:
-        broker = await _start_amqtt(host, port)
+        broker = await _start_amqtt(host, port, tls, lock, max_message_bytes)
     except Exception as exc:
         sys.stderr.write(f"embedded broker failed to start on {host}:{port}: {exc}\n")
         return 1
@@ -244,13 +473,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="ETP embedded amqtt broker (child process)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=1883)
+    parser.add_argument("--certfile", type=Path, help="TLS listener: certificate (PEM)")
+    parser.add_argument("--keyfile", type=Path, help="TLS listener: its private key (PEM)")
+    parser.add_argument("--cafile", type=Path, help="TLS listener: CA of client certificates")
+    parser.add_argument("--password-file", type=Path, help="locked: accounts ($7$ hashes)")
+    parser.add_argument("--acl-file", type=Path, help="locked: the topic ACL (Mosquitto format)")
+    parser.add_argument("--max-message-bytes", type=int, help="drop larger message payloads")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    tls = ListenerTls(args.certfile, args.keyfile, args.cafile) if args.certfile else None
+    lock = None
+    if args.password_file is not None or args.acl_file is not None:
+        if args.password_file is None or args.acl_file is None:
+            parser.error("--password-file and --acl-file go together")
+        lock = EmbeddedLock(args.password_file, args.acl_file)
+    serve = _serve(args.host, args.port, tls, lock, args.max_message_bytes)
     try:
         import uvloop
     except ImportError:
-        return asyncio.run(_serve(args.host, args.port))
-    return uvloop.run(_serve(args.host, args.port))
+        return asyncio.run(serve)
+    return uvloop.run(serve)
 
 
 if __name__ == "__main__":

@@ -41,15 +41,18 @@ class Battery:
         self.sent: list[tuple[int, int, int, int]] = []  # (sender, device, term, auction)
         self.reconciler: Reconciler | None = None
 
-    def send(self, src: int, device_id: int, term: int, auction_id: int) -> int:
+    def send(self, src: int, device_id: int, term: int, auction_id: int) -> tuple[int, bytes]:
         self.sent.append((src, device_id, term, auction_id))
         msg_id = len(self.sent)
         reply = self.answer(device_id, auction_id)
         if reply is not None:
             assert self.reconciler is not None
             msg = {"dst": src, "id": msg_id, "auc": auction_id, **reply}
-            asyncio.get_running_loop().call_soon(self.reconciler.on_answer, device_id, msg)
-        return msg_id
+            answer = b"answer-%d" % msg_id  # stands for the board's signed frame
+            asyncio.get_running_loop().call_soon(
+                self.reconciler.on_answer, device_id, msg, answer
+            )
+        return msg_id, b"terminate-%d" % msg_id
 
 
 async def _unverified_trade(store: Store, device_id: int) -> tuple[int, int]:

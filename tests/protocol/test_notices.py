@@ -127,3 +127,16 @@ def test_publish_notices_sends_each_board_its_own_retained_pair() -> None:
     link.sent = []
     assert publish_notices(link, "site1", signer, buyers, [3]) == 2
     assert all(payload for _, payload, _, _ in link.sent)  # nothing to delete any more
+
+
+def test_the_reputation_view_shapes_every_boards_notice() -> None:
+    """What the settlement's ledger view makes of the hub's figures is what each board reads."""
+    link = Recorder()
+    buyers = Buyers([])
+    publish_notices(
+        link, "site1", NoticeSigner(ROOT), buyers, [3, 4], lambda scores: {**scores, 1001: 0}
+    )
+    for topic, frame, _, _ in link.sent:
+        if topic.endswith("/reputation"):
+            device = int(topic.split("/")[4])
+            assert decode_notice(frame, board_ring(device))[2] == {1001: 0}

@@ -4,12 +4,14 @@ PostgreSQL), and `etp device add|rotate|revoke|list` with their bundles, events 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 from unittest.mock import ANY
 
 import pytest
@@ -22,6 +24,7 @@ from hub.store import DeviceCredentialError, Store
 from shared_etp.errors import ProtocolError
 from shared_etp.frame import Keyring, Sender, decode_frame, derive_key, derive_notice_key
 from shared_etp.schema import BESS_STATUS, QUERY
+from tests.hub.helpers import hub_settings, running_hub, wait_for
 
 MASTER = bytes(range(32))
 ETP = [sys.executable, "-m", "hub.cli.main"]
@@ -272,15 +275,32 @@ async def test_cli_add_rotate_revoke_list(database_url: str, tmp_path: Path) -> 
 
     async with Store(database_url) as store:
         [row] = await store.list_device_credentials("cli")
-        events = await store.list_events(0, limit=100)
+        assert await store.list_events(0, limit=100) == []  # the CLI numbers no events
     assert row.state == "revoked" and row.key_generation == 1
     assert verify_password(new_config["mqtt_password"], row.broker_password_hash)
     assert not verify_password(password, row.broker_password_hash)
-    assert [(e.kind, e.device_id, e.payload) for e in events] == [
-        ("device_provisioned", 9, {"key_generation": 0, "owner": OWNER}),
-        ("device_rotated", 9, {"key_generation": 1, "owner": OWNER}),
-        ("device_revoked", 9, {"key_generation": 1, "owner": OWNER}),
+    # a hub started afterwards records what the CLI did, once, in its own event log (each
+    # with the generation the battery holds when the hub sees it: here the latest)
+    expected = [
+        ("device_provisioned", 9, 1, OWNER),
+        ("device_rotated", 9, 1, OWNER),
+        ("device_revoked", 9, 1, OWNER),
     ]
+    settings = hub_settings(data_dir, database_url=database_url, site="cli",
+                            settlement_network="off")
+    for _restart in range(2):
+        async with running_hub(settings) as hub:
+            await wait_for(lambda: hub.events is not None, 5, "events")
+            found: list[Any] = []
+            for _ in range(50):
+                found = await hub.read_events(0, 100, [k for k, *_ in expected])
+                if len(found) >= 3:
+                    break
+                await asyncio.sleep(0.1)
+        assert [(e["kind"], e["device_id"], e["payload"]["key_generation"],
+                 e["payload"]["owner"]) for e in found] == expected
+        assert [e["payload"]["at_ms"] for e in found] == [
+            row.created_ms, row.rotated_ms, row.revoked_ms]
     # no secret anywhere but in the bundles: not on stdout/stderr (debug logs included)
     secrets = [
         password,

@@ -4,6 +4,7 @@ program): every verified trade once, by exactly its amount, through a ledger out
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import stat
 import time
@@ -19,6 +20,8 @@ from hub.settlement.embedded import EmbeddedCluster
 from hub.settlement.site import TOKEN_DECIMALS
 from hub.store import TradeRow
 from hub.store.models import SETTLEMENTS
+from shared_etp.frame import Keyring, decode_frame
+from shared_etp.schema import BID_ACCEPT, BID_CONFIRM, TERMINATE
 from tests.hub.helpers import api_key, get_json, hub_settings, running_hub, sim_fleet, wait_for
 
 pytestmark = pytest.mark.slow
@@ -55,6 +58,25 @@ async def _wait_all_settled(hub: HubRuntime, timeout_s: float) -> list[TradeRow]
         await asyncio.sleep(0.1)
 
 
+def _check_evidence(hub: HubRuntime, trade: TradeRow, on_chain: Any) -> None:
+    """The trade keeps the signed frames that verified it: the buyer's request (BidConfirm,
+    or the Terminate that asked) and the battery's BidAccept of exactly these terms, both
+    authentic under the battery's key; the record on the ledger holds sha256 of the two."""
+    assert trade.evidence_request and trade.evidence_answer, f"trade {trade.id}: no evidence"
+    assert hub.keyring is not None
+    keyring = Keyring()
+    keyring.add(trade.device_id, hub.keyring.device_key(trade.device_id))
+    request = decode_frame(trade.evidence_request, keyring)
+    answer = decode_frame(trade.evidence_answer, keyring)
+    assert request["t"] in (BID_CONFIRM, TERMINATE) and request["src"] == trade.bidder_id
+    assert request["dst"] == trade.device_id and request["auc"] == trade.auction_id
+    assert answer["t"] == BID_ACCEPT and answer["src"] == trade.device_id
+    assert (answer["dst"], answer["id"]) == (request["src"], request["id"])
+    assert (answer["price"], answer["ereq"]) == (trade.price_mc, trade.energy_wh)
+    digest = hashlib.sha256(trade.evidence_request + trade.evidence_answer).digest()
+    assert bytes(on_chain) == digest
+
+
 async def _check_ledger(
     hub: HubRuntime, trades: list[TradeRow], account_data: Any = None
 ) -> dict[str, Any]:
@@ -81,6 +103,7 @@ async def _check_ledger(
         assert record["device_id"] == trade.device_id
         assert record["buyer"] == site.aggregator_party(trade.bidder_id).pubkey
         assert record["seller"] == site.battery_party(trade.device_id).pubkey
+        _check_evidence(hub, trade, record["evidence_hash"])
     market_data = account_data(site.market)
     assert market_data is not None
     _, market = idl.decode_account(market_data)

@@ -164,7 +164,8 @@ def test_settle_status_command(tmp_path: Path, program_file: Path) -> None:
     result = runner.invoke(app, ["settle", "status", "--data-dir", str(tmp_path), "--json"])
     assert result.exit_code == 0, result.output
     view = json.loads(result.output)
-    assert view["counts"] == {"pending": 0, "submitted": 0, "settled": 5, "failed": 0}
+    assert view["counts"] == {"pending": 0, "submitted": 0, "settled": 5, "failed": 0,
+                              "disputed": 0, "refunded": 0, "upheld": 0}
     assert all(row["signature"] for row in view["latest"])
     table = runner.invoke(app, ["settle", "status", "--data-dir", str(tmp_path)])
     assert "settled 5" in table.output

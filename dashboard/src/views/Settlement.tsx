@@ -9,6 +9,8 @@ import { useSettlements, useStatus } from "../lib/queries";
 
 const look: Record<string, string> = {
   pending: "text-slate-600", submitted: "text-sky-700", settled: "text-emerald-700", failed: "text-red-700",
+  // disputes (etp settle dispute|resolve): open, then refunded to the buyer or upheld
+  disputed: "text-amber-700", refunded: "text-violet-700", upheld: "text-emerald-700",
 };
 
 function Signature({ signature, cluster }: { signature: string | null; cluster: string | null }) {
