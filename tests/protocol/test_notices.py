@@ -136,7 +136,10 @@ def test_the_reputation_view_shapes_every_boards_notice() -> None:
     publish_notices(
         link, "site1", NoticeSigner(ROOT), buyers, [3, 4], lambda scores: {**scores, 1001: 0}
     )
+    boards = []
     for topic, frame, _, _ in link.sent:
-        if topic.endswith("/reputation"):
+        if frame and topic.endswith("/reputation"):  # (empty: the site-wide one deleted)
             device = int(topic.split("/")[4])
             assert decode_notice(frame, board_ring(device))[2] == {1001: 0}
+            boards.append(device)
+    assert boards == [3, 4]
