@@ -12,7 +12,7 @@ DEFAULTS = {
     "device_id": 1,
     "site": "site1",
     "key": b"",  # this device's HMAC key, derive_key(master, device_id)
-    "notice_key": b"",  # the hub's market notice key, derive_key(master, 0)
+    "notice_key": b"",  # this board's market notice key, signing.derive_notice_key(master, id)
     "mqtt_url": "mqtt://127.0.0.1:1883",
     "mqtt_keepalive_s": 30,
     "mqtt_user": "",

@@ -84,22 +84,27 @@ class NodeCore:
         # again within its TTL. Frames stamped before boot (less the allowed clock skew) are
         # therefore refused; the node's own epoch on flash covers the other direction.
         self.not_before_ms = clock() - self.receiver.max_skew_ms
+        # Market notices come signed with this board's own notice key (key id = device id,
+        # sender the hub): another board's, or the old site-wide kind (key id 0), is refused.
         self.notice_keys = Keyring()
         notice_key = config.get("notice_key")
         if notice_key:
-            self.notice_keys.add(0, bytes(notice_key), owner=0)
+            self.notice_keys.add(self.device_id, bytes(notice_key), owner=0)
         self._notice_ts = {}
         self.ledger = Ledger()
         self.evaluator = Evaluator(config)
         self.faulted = _REASON_NONE
         # Topics per shared_etp.topics (spelled out here so a board need not load that module;
-        # tests check they agree): etp/v1/<site>/bess/<dev>/<leaf>, etp/v1/<site>/market/<leaf>.
+        # tests check they agree): etp/v1/<site>/bess/<dev>/<leaf>, and this board's own
+        # notices etp/v1/<site>/market/<dev>/<leaf>.
         if not site or "/" in site or "+" in site or "#" in site:
             raise ValueError("invalid site %r for an MQTT topic" % site)
         self._device_prefix = "etp/v1/%s/bess/%d/" % (site, self.device_id)
         self.topic_req = self._device_prefix + "req"
         self.topic_resp = self._device_prefix + "resp"
-        self._market_prefix = "etp/v1/%s/market/" % site
+        # etp/v1/<site>/market/<dev>/ made from the device prefix, not from a format string of
+        # its own: that heap constant cost a 64K board the last bytes a trail scan needs
+        self._market_prefix = self._device_prefix.replace("bess", "market")
         self._last_status = None  # (ms, soc, health, dis) of the last BESSStatus
         self.stats = {
             "handled": 0,
@@ -167,7 +172,7 @@ class NodeCore:
         ))
 
     def subscriptions(self):
-        """Topics the node subscribes to: its request topic and the market notices."""
+        """Topics the node subscribes to: its request topic and its own market notices."""
         market = self._market_prefix
         return [self.topic_req, market + "reputation", market + "clearing"]
 

@@ -48,7 +48,7 @@ from hub.auctions.messages import (
     TradeRecorded,
     TradeTerms,
 )
-from hub.auctions.notices import Publisher, ReputationView, publish_notices
+from hub.auctions.notices import NoticeSigner, Publisher, ReputationView, publish_notices
 from hub.auctions.reconcile import Reconciler
 from hub.auctions.records import AuctionRecords
 from hub.auctions.rules import Offer
@@ -128,7 +128,7 @@ class AuctionDriver:
         self.link_up = link_up
         self.registry = registry
         self.senders = senders
-        self.notice_key = notice_key
+        self.notices = NoticeSigner(notice_key)  # notice_key: the root, derive_key(master, 0)
         # what the reputation notice publishes (None: the hub's own figures); the settlement
         # service sets it to the ledger's view (hub.settlement.reputation)
         self.reputation_view: ReputationView | None = None
@@ -641,8 +641,11 @@ class AuctionDriver:
         while not self._stopping:
             if self.link_up():
                 try:
-                    publish_notices(self.link, self.config.site, self.notice_key, self.buyers,
-                                    self.reputation_view)
+                    boards = self.registry.devices  # every board seen, online or not (retained)
+                    publish_notices(
+                        self.link, self.config.site, self.notices, self.buyers, boards,
+                        self.reputation_view,
+                    )
                 except Exception as exc:
                     log.warning("could not publish market notices", error=str(exc))
             await asyncio.sleep(interval_s)

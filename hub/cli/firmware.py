@@ -112,7 +112,11 @@ def flash(
         typer.Option(help="The device key: derive_key(master, id) as hex.", show_default=False),
     ] = None,
     notice_key_hex: Annotated[
-        str | None, typer.Option(help="The hub's notice key derive_key(master, 0) as hex.")
+        str | None,
+        typer.Option(
+            help="This board's own market-notice key as hex: derive_notice_key(master, id) "
+            "from shared_etp.signing. Without it the board ignores the hub's notices."
+        ),
     ] = None,
     site: Annotated[
         str | None, typer.Option(help="Site id (default site1).", show_default=False)
