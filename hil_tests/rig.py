@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -437,6 +437,36 @@ class HubRig:
         """Start the embedded broker again on the same port."""
         assert self.runtime.broker is not None
         await self.runtime.broker.start()
+
+    @contextlib.asynccontextmanager
+    async def trading_paused(self, timeout_s: float = 60) -> AsyncIterator[None]:
+        """No new auctions while inside (the operator's pause): entered once the open ones
+        have closed and every trade is decided (verified or void), none awaiting its battery."""
+        auctions = self.runtime.auctions
+        store = self.runtime.store
+        assert auctions is not None and store is not None
+        by = {"name": "hil rig"}
+        auctions.operator.pause_trading(by, int(time.time() * 1000))
+        try:
+            await wait_for(
+                lambda: self.totals()["auctions_open"] == 0,
+                timeout_s,
+                "the open auctions to close",
+                0.05,
+            )
+            began = time.monotonic()
+            while True:
+                undecided = [
+                    t for t in await store.list_trades() if t.status in ("recorded", "unverified")
+                ]
+                if not undecided and self.totals()["trades_unverified"] == 0:
+                    break
+                if time.monotonic() - began > timeout_s:
+                    raise AssertionError(f"trades still undecided after {timeout_s} s: {undecided}")
+                await asyncio.sleep(0.2)
+            yield
+        finally:
+            auctions.operator.resume_trading(by)
 
     def expect(
         self, kinds: set[EventKind], match: Callable[[Any], bool], timeout_s: float, what: str

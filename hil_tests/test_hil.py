@@ -76,20 +76,17 @@ async def timed(task: asyncio.Task[Any], began: float) -> float:
 async def store_agrees_with_trail(
     hub: HubRig, board: BoardUnderTest, figures: dict[str, Any]
 ) -> list[dict[str, Any]]:
-    """Wait until the hub has no trade of the board left unverified, read the board's audit
-    trail, and check the store holds exactly the trades the board committed (none lost,
-    invented, doubled or changed) over the auctions the trail still covers. Returns the
-    trail's records."""
-    await wait_for(
-        lambda: hub.totals()["trades_unverified"] == 0,
-        60,
-        "no unverified trade left at the hub",
-        0.1,
-    )
-    trail = await board.audit()
-    back = hub.expect_online(device_id(board))
-    await board.reset()  # the audit read stopped the node
-    await back
+    """Pause trading at the hub (as an operator would), wait until every trade is decided,
+    read the board's audit trail (`etp firmware audit`), reset the board, resume trading; then
+    check the store holds exactly the trades the board committed (none lost, invented, doubled
+    or changed) over the auctions the trail covers. Returns the trail's records."""
+    assert hub.runtime.store is not None
+    async with hub.trading_paused():
+        trail = await board.audit()
+        all_trades = await hub.runtime.store.list_trades()
+        back = hub.expect_online(device_id(board))
+        await board.reset()  # the audit read stopped the node
+        await back
     figures["audit_records"] = trail["verified"]
     figures["torn_lines"] = trail["torn"]
     assert trail["gaps"] == 0, f"the audit trail has {trail['gaps']} sequence gaps"
@@ -101,11 +98,8 @@ async def store_agrees_with_trail(
             doubled += record["auc"] in committed
             committed[record["auc"]] = (record["b"], record["p"], record["e"])
     first_auction = min((r["auc"] for r in records if "auc" in r), default=0)
-    assert hub.runtime.store is not None
     trades = [
-        t
-        for t in await hub.runtime.store.list_trades()
-        if t.device_id == device_id(board) and t.auction_id >= first_auction
+        t for t in all_trades if t.device_id == device_id(board) and t.auction_id >= first_auction
     ]
     verified = {
         t.auction_id: (t.bidder_id, t.price_mc, t.energy_wh)
@@ -222,7 +216,9 @@ async def trading_run(board: BoardUnderTest, hub: HubRig, passed: set[str]) -> d
     began = time.monotonic()
     await wait_for(lambda: closed() >= n, n * 1.0 + 30, f"{n} auctions", 0.05)
     seconds = time.monotonic() - began
-    auctions, after = closed(), hub.totals()
+    auctions, after, latency = closed(), hub.totals(), hub.latency_since(marks)
+    missed = {k: v - misses.get(k, 0) for k, v in metrics.deadline_misses.items()}
+    timed_out = {k: v - timeouts.get(k, 0) for k, v in metrics.timeouts.items()}
     ended_ms = time.time() * 1000
     console = board.console
     # a stats line printed after the last auction (the node prints one every 5 s)
@@ -236,15 +232,9 @@ async def trading_run(board: BoardUnderTest, hub: HubRig, passed: set[str]) -> d
         "auctions": auctions,
         "seconds": seconds,
         "trades": after["trades"] - before["trades"],
-        "latency": hub.latency_since(marks),
-        "misses": {
-            k: v - misses.get(k, 0)
-            for k, v in metrics.deadline_misses.items()
-            if v - misses.get(k, 0)
-        },
-        "timeouts": {
-            k: v - timeouts.get(k, 0) for k, v in metrics.timeouts.items() if v - timeouts.get(k, 0)
-        },
+        "latency": latency,
+        "misses": {k: v for k, v in missed.items() if v},
+        "timeouts": {k: v for k, v in timed_out.items() if v},
         "stats": board.console.of("stats")[stats_before:],
     }
 
@@ -263,6 +253,7 @@ async def test_requests_answered_within_their_deadlines(
         figures[name] = f"n {len(samples)} p50 {p50:.1f} ms p99 {p99:.1f} ms max {max(samples):.1f}"
         assert p99 < DEADLINE_MS[request_type], (name, p99)
     figures["deadline_misses"] = sum(trading_run["misses"].values())
+    figures["over"] = "the trading case's auctions"
     assert not trading_run["timeouts"], trading_run["timeouts"]
     assert not trading_run["misses"], trading_run["misses"]
 
