@@ -147,6 +147,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "case(name): a HIL rig case, a row of the results table")
+    options = _options(config)
+    if not options.simulated:
+        if not Path(options.board).exists():
+            raise pytest.UsageError(
+                f"--board {options.board}: no such serial port (is the board plugged in? "
+                "`mpremote connect list` shows the ports; --board sim runs a simulated board)"
+            )
+        if options.hub_address in ("127.0.0.1", "localhost"):
+            raise pytest.UsageError(
+                "a real board cannot reach the rig's broker on 127.0.0.1: give --hub-address "
+                "with this machine's address on the board's network (e.g. 192.168.1.10)"
+            )
     config.stash[_RESULTS_KEY] = Results(_options(config))
 
 
@@ -158,9 +170,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if results is None or marker is None:
         return report
     row = results.row(item.nodeid, marker.args[0])
+    if report.when in ("setup", "call"):
+        row.seconds += report.duration  # setup: the trading run's fixture, for the first user
     if report.when == "call" or (report.when == "setup" and not report.passed):
         row.result = "skipped" if report.skipped else ("pass" if report.passed else "FAIL")
-        row.seconds = report.duration
         if report.skipped and isinstance(report.longrepr, tuple):
             row.figures.setdefault("reason", report.longrepr[2].removeprefix("Skipped: "))
     return report
