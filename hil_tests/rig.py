@@ -30,6 +30,7 @@ from hub.events import EventKind
 from hub.runtime import HubRuntime
 from hub.settings import Settings, load_master_secret
 from hub.tools.firmware.binaries import venv_tool
+from hub.tools.firmware.build import build, install_image
 from hub.tools.firmware.fleet import start_board
 from shared_etp.frame import derive_key
 
@@ -250,10 +251,12 @@ class BoardUnderTest:
             raise RigError("a power cut on a real board needs --power-cmd")
 
     async def start(self) -> None:
-        """Bring the rig's board up: a simulated board starts with an empty flash."""
+        """Bring the rig's board up. A simulated board starts as a used one: an earlier
+        firmware image on its flash with another device's config, running and retrying a
+        broker that is not there, and an old audit trail (the flash case must wipe them)."""
         if self.options.simulated:
             self.flash_dir = self.work_dir / "flash"
-            self.flash_dir.mkdir(parents=True, exist_ok=True)
+            await asyncio.to_thread(_used_board_flash, self.flash_dir)
             await self.power_on()
         else:
             self.port = self.options.board
@@ -355,6 +358,24 @@ class BoardUnderTest:
             run_hook(self.options.fault_cmd, "off" if fault == "clear" else "on")
         else:
             raise RigError("fault injection on a real board needs --fault-cmd")
+
+
+USED_BOARD_DEVICE_ID = 99
+
+
+def _used_board_flash(flash: Path) -> None:
+    """A simulated board's flash as a used board's: image, another config, an old trail."""
+    flash.mkdir(parents=True, exist_ok=True)
+    install_image(build(), flash)
+    stale = {
+        "device_id": USED_BOARD_DEVICE_ID,
+        "site": "elsewhere",
+        "key": "00" * 32,
+        "mqtt_url": "mqtt://127.0.0.1:9",
+    }
+    (flash / "etp_config.json").write_text(json.dumps(stale))
+    (flash / "audit").mkdir(exist_ok=True)
+    (flash / "audit" / "audit.3").write_text('00000000 {"k": "boot", "n": 0}\n')
 
 
 def hub_settings(options: RigOptions, data_dir: Path, http_port: int) -> Settings:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import json
 import time
 from collections import Counter
 from typing import Any
@@ -91,6 +92,8 @@ async def store_agrees_with_trail(
     figures["torn_lines"] = trail["torn"]
     assert trail["gaps"] == 0, f"the audit trail has {trail['gaps']} sequence gaps"
     records = trail["records"]
+    if not board.options.long:  # 16 x 16 KB: nothing rotated away, the trail of this flash
+        assert records and records[0]["n"] == 0 and records[0]["k"] == "boot", records[:1]
     committed: dict[int, tuple[int, int, int]] = {}
     doubled = 0
     for record in records:
@@ -166,6 +169,9 @@ async def test_flash_from_a_clean_filesystem(
     listing = await board.mpremote("fs", "ls")
     for name in ("main.py", "etp_config.json", "firmware/", "shared_etp/"):
         assert name in listing, listing
+    assert "audit/" not in listing, listing  # a used board's old trail went with the wipe
+    config = json.loads(await board.mpremote("fs", "cat", "etp_config.json"))
+    assert config["device_id"] == device_id(board) and config["mqtt_url"] == hub.board_url
     passed.add("flashed")
 
 
@@ -182,12 +188,6 @@ async def test_boot_and_register_within_the_deadline(
     await registered
     elapsed_ms = (time.monotonic() - began) * 1000
     figures["reset_to_registered_ms"] = round(elapsed_ms)
-    assert board.console is not None
-    boots = board.console.of("boot")
-    if boots:
-        figures["boot_line_to_registered_ms"] = round(
-            time.time() * 1000 - boots[-1]["_host_ms"] - 0
-        )
     assert elapsed_ms < DEADLINE_MS[REGISTER], f"registered after {elapsed_ms:.0f} ms"
     passed.add("registered")
 
