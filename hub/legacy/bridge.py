@@ -63,6 +63,12 @@ class LegacyTarget:
     host: str
     port: int
     device_id: int
+    # From a provisioning bundle (`etp device add N`), if the site has them: its key
+    # generation's key and its broker login; else derive_key(master, N) and the bridge's login.
+    key: bytes | None = field(default=None, repr=False)
+    notice_key: bytes | None = field(default=None, repr=False)
+    mqtt_username: str | None = None
+    mqtt_password: str | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -72,7 +78,7 @@ class BridgeConfig:
     targets: list[LegacyTarget]
     mqtt_url: str
     site: str
-    master_secret: bytes
+    master_secret: bytes | None = field(default=None, repr=False)  # unless every target has keys
     audit_dir: Path | None = None  # default: a temporary directory
     tick_ms: int = 100
     poll_interval_s: float = 1.0
@@ -93,11 +99,17 @@ class BridgedBattery:
         self.target = target
         self.device_id = target.device_id
         self.pack = LegacyPack()
+        key, notice_key = target.key, target.notice_key
+        if key is None or notice_key is None:
+            if config.master_secret is None:
+                raise ValueError(f"device {target.device_id}: no key (no bundle, no master secret)")
+            key = key or derive_key(config.master_secret, target.device_id)
+            notice_key = notice_key or derive_key(config.master_secret, 0)
         node_config: dict[str, Any] = {
             "device_id": target.device_id,
             "site": config.site,
-            "key": derive_key(config.master_secret, target.device_id),
-            "notice_key": derive_key(config.master_secret, 0),
+            "key": key,
+            "notice_key": notice_key,
             "reserve_mc": 0,  # the battery's salePrice, once it reported it
             "pct_for_sale": 0,
             "dynamic_reserve": False,  # the prototype's rule: its reserve, nothing else
@@ -173,8 +185,8 @@ class BridgedBattery:
                 self._on_message,
                 keepalive_s=30,
                 will=Will(will_topic, will_frame, qos=1),
-                username=self.config.mqtt_username,
-                password=self.config.mqtt_password,
+                username=self.target.mqtt_username or self.config.mqtt_username,
+                password=self.target.mqtt_password or self.config.mqtt_password,
             )
             try:
                 await client.connect()

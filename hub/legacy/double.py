@@ -45,6 +45,7 @@ class DoubleConfig:
     voltage_mv: int = 48_000
     discharge_w: int = 0
     health: int = 0
+    charge_w: int = 0  # a charger (PV, grid) refilling it up to energy_total_wh; 0: none
     host: str = "127.0.0.1"
     port: int = 0  # 0: any free port (see LegacyBatteryDouble.port)
     # Test hooks for the bridge's reader (the prototype itself writes one message per write):
@@ -66,6 +67,8 @@ class LegacyBatteryDouble:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self.port = self.config.port
+        self._charged_mwh = 0
+        self._charged_at: float | None = None
 
     @property
     def sold_wh(self) -> int:
@@ -112,8 +115,21 @@ class LegacyBatteryDouble:
             **fields,
         }
 
+    def _charge(self) -> None:
+        """Add what the charger gave since the last message, in the line's 10 Wh steps."""
+        if not self.config.charge_w:
+            return
+        now = asyncio.get_running_loop().time()
+        if self._charged_at is not None and self.remaining_wh < self.config.energy_total_wh:
+            self._charged_mwh += int(self.config.charge_w * (now - self._charged_at) / 3.6)
+            steps = self._charged_mwh // 10_000
+            self._charged_mwh -= steps * 10_000
+            self.remaining_wh = min(self.config.energy_total_wh, self.remaining_wh + steps * 10)
+        self._charged_at = now
+
     def answer(self, msg: dict[str, int]) -> dict[str, int] | None:
         """The prototype's answer to one message (None: it answers nothing)."""
+        self._charge()
         msg_type = msg["t"]
         if msg_type == QUERY:
             return self._state(QUERY_RESPONSE, msg["id"])

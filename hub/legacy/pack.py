@@ -7,8 +7,10 @@ step()), so the bridge runs the unchanged core over it. The prototype accepts ev
 above its reserve, also after it sold everything, so its own word on energy is not enough: the
 pack keeps the budget itself. The first report sets it to what the battery offered
 (remainingBatteryEnergy x percentageForSale); each trade the bridge commits takes its energy
-off; a later report can lower it (the battery used energy, or offers a smaller share) but never
-raise it, whether or not the prototype counted the sale itself.
+off; a later report adds the share for sale of energy the battery gained since the report
+before (it charged: a sale never looks like a gain) and caps the budget at what the battery
+offers now. Whether or not the prototype counts its own sales, the budget never includes
+energy already sold.
 """
 
 from __future__ import annotations
@@ -31,6 +33,11 @@ PRICE_STEP_MC = 10
 
 # Legacy messages that carry the battery's state: the full offer, or (BESSStatus) its state only
 _OFFER_TYPES = (REGISTER, QUERY_RESPONSE)
+
+
+def _steps(energy_wh: int) -> int:
+    """Energy rounded down to what the prototype can write (10 Wh steps)."""
+    return energy_wh - energy_wh % ENERGY_STEP_WH
 
 
 class LegacyPack:
@@ -61,13 +68,21 @@ class LegacyPack:
             self.capacity_wh = msg["etot"]
             self.pct_for_sale = msg["pct"]
             self.reserve_mc = msg["sale"]
-            offered = msg["erem"] * msg["pct"] // 10000
-            offered -= offered % ENERGY_STEP_WH  # what it can be sold in (see core.py)
-            self.budget_wh = offered if self.budget_wh is None else min(self.budget_wh, offered)
         elif msg_type != BESS_STATUS or self.budget_wh is None:
             return False
-        self.reported_remaining_wh = msg["erem"]
-        self.remaining = msg["erem"] if not self.sold_wh else min(self.remaining, msg["erem"])
+        erem = msg["erem"]
+        offered = _steps(erem * self.pct_for_sale // 10000)
+        if self.budget_wh is None:
+            self.budget_wh = offered
+            self.remaining = erem
+        else:
+            # Energy it gained since its last report (charging) is new: its share for sale
+            # joins the budget. A sale never shows as a gain, whether or not it counts them.
+            gained = max(0, erem - self.reported_remaining_wh)
+            budget = self.budget_wh + _steps(gained * self.pct_for_sale // 10000)
+            self.budget_wh = min(budget, offered)  # and never more than it offers now
+            self.remaining = min(self.remaining + gained, erem)
+        self.reported_remaining_wh = erem
         self.reported_health = msg["health"]
         self.voltage = msg["volt"]
         self.discharge = msg["dis"]
