@@ -87,6 +87,10 @@ def bridge(
         str | None,
         typer.Option(help="the hub's broker, mqtt://HOST:PORT (default: the hub's settings)"),
     ] = None,
+    mqtt_ca_file: Annotated[
+        Path | None,
+        typer.Option(help="mqtts://: CA certificate (PEM) of the broker (default: the system's)"),
+    ] = None,
     site: Annotated[str | None, typer.Option(help="site id (default: ETP_SITE, site1)")] = None,
     audit_dir: Annotated[
         Path | None,
@@ -172,6 +176,7 @@ def bridge(
         audit_dir=audit_dir or settings.data_dir / "legacy",
         poll_interval_s=poll_ms / 1000,
         backoff_max_s=max_backoff_s,
+        mqtt_ca_file=mqtt_ca_file,
     )
     raise typer.Exit(run_loop(_run_bridge(config, duration)))
 
@@ -179,16 +184,21 @@ def bridge(
 async def _run_bridge(config: Any, duration: float | None) -> int:
     from hub.cli.service import _install_stop, _sleep_or_stop
     from hub.legacy import LegacyBridge
+    from hub.transport.mqtt import MqttError, TlsConfigError
 
-    bridge = LegacyBridge(config)
+    try:
+        bridge = LegacyBridge(config)
+    except (TlsConfigError, ValueError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        return 2
     stop = asyncio.Event()
     _install_stop(stop)
     try:
         await bridge.start()
-    except (TimeoutError, OSError) as exc:
+    except (TimeoutError, OSError, MqttError) as exc:
         await bridge.stop()
         typer.echo(
-            f"error: cannot reach the broker at {config.mqtt_url}: {exc or 'timeout'}", err=True
+            f"error: cannot reach the broker at {config.mqtt_url}: {str(exc) or 'no connection in 10 s'}", err=True
         )
         return 1
     typer.echo(
@@ -205,8 +215,9 @@ async def _run_bridge(config: Any, duration: float | None) -> int:
             await _sleep_or_stop(stop, wait)
             typer.echo(_stats_line(bridge.stats()))
     finally:
+        final = bridge.stats()
         await bridge.stop()
-    for stats in bridge.stats():
+    for stats in final:
         typer.echo(_stats_line([stats]))
     return 0
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +24,8 @@ from firmware.etp_node.audit import AuditLog
 from hub.legacy.core import BridgeCore
 from hub.legacy.link import LegacyLink, LegacyLinkError, LinkConfig
 from hub.legacy.pack import PRICE_STEP_MC, LegacyPack
-from hub.transport.broker import parse_mqtt_url
-from hub.transport.mqtt import MqttClient, MqttError, Will
+from hub.transport.broker import is_tls_url, parse_mqtt_url
+from hub.transport.mqtt import MqttClient, MqttError, Will, tls_context
 from shared_etp.frame import derive_key
 from shared_etp.schema import (
     BID,
@@ -87,15 +88,23 @@ class BridgeConfig:
     status_interval_ms: int = 5000
     min_reputation: int = 2000
     mqtt_username: str | None = None
-    mqtt_password: str | None = None
+    mqtt_password: str | None = field(default=None, repr=False)
+    mqtt_ca_file: Path | None = None  # mqtts://: the CA the broker's certificate chains to
     overrides: dict[str, Any] = field(default_factory=dict)  # NodeCore config entries
 
 
 class BridgedBattery:
     """One legacy battery behind the bridge, an ETP battery to the hub."""
 
-    def __init__(self, config: BridgeConfig, target: LegacyTarget, audit_root: Path) -> None:
+    def __init__(
+        self,
+        config: BridgeConfig,
+        target: LegacyTarget,
+        audit_root: Path,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.config = config
+        self.tls = tls
         self.target = target
         self.device_id = target.device_id
         self.pack = LegacyPack()
@@ -185,6 +194,7 @@ class BridgedBattery:
                 self._on_message,
                 keepalive_s=30,
                 will=Will(will_topic, will_frame, qos=1),
+                tls=self.tls,
                 username=self.target.mqtt_username or self.config.mqtt_username,
                 password=self.target.mqtt_password or self.config.mqtt_password,
             )
@@ -312,8 +322,13 @@ class LegacyBridge:
             self._audit_tmp = tempfile.TemporaryDirectory(prefix="etp-legacy-audit-")
             audit_root = Path(self._audit_tmp.name)
         audit_root.mkdir(parents=True, exist_ok=True)
+        # raises TlsConfigError now, naming the file, rather than in a connection task
+        ca_file = config.mqtt_ca_file
+        tls = (
+            tls_context(str(ca_file) if ca_file else None) if is_tls_url(config.mqtt_url) else None
+        )
         self.batteries = {
-            target.device_id: BridgedBattery(config, target, audit_root)
+            target.device_id: BridgedBattery(config, target, audit_root, tls)
             for target in config.targets
         }
 
