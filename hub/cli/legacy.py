@@ -197,9 +197,8 @@ async def _run_bridge(config: Any, duration: float | None) -> int:
         await bridge.start()
     except (TimeoutError, OSError, MqttError) as exc:
         await bridge.stop()
-        typer.echo(
-            f"error: cannot reach the broker at {config.mqtt_url}: {str(exc) or 'no connection in 10 s'}", err=True
-        )
+        reason = str(exc) or "no connection in 10 s"
+        typer.echo(f"error: cannot reach the broker at {config.mqtt_url}: {reason}", err=True)
         return 1
     typer.echo(
         f"legacy bridge: {len(config.targets)} batteries -> {config.mqtt_url} "
