@@ -68,6 +68,7 @@ class LegacyBatteryDouble:
         self._writers: set[asyncio.StreamWriter] = set()
         self.port = self.config.port
         self._charged_mwh = 0
+        self.muted = False  # test hook: it hangs (reads, answers nothing, keeps the connection)
         self._charged_at: float | None = None
 
     @property
@@ -157,7 +158,7 @@ class LegacyBatteryDouble:
                 except ProtocolError:
                     self.garbled += 1
                     continue
-                reply = self.answer(msg)
+                reply = None if self.muted else self.answer(msg)
                 if reply is not None:
                     await self._write(writer, legacy_line(reply))
         except (OSError, asyncio.CancelledError):

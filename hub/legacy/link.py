@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -66,6 +67,7 @@ class LegacyLink:
         self.connects = 0
         self.connect_failures = 0
         self.last_backoff_s = 0.0
+        self.backoffs: deque[float] = deque(maxlen=32)  # the latest waits before a retry, s
         self._writer: asyncio.StreamWriter | None = None
         self._lock = asyncio.Lock()
         self._waiting: tuple[int, tuple[int, ...], asyncio.Future[dict[str, int]]] | None = None
@@ -149,6 +151,7 @@ class LegacyLink:
             except (OSError, TimeoutError) as exc:
                 self.connect_failures += 1
                 self.last_backoff_s = delay
+                self.backoffs.append(delay)
                 log.debug("legacy battery unreachable", device=config.device_id, error=str(exc))
                 await asyncio.sleep(delay * random.uniform(0.8, 1.0))
                 delay = min(delay * 2, config.backoff_max_s)
@@ -160,6 +163,8 @@ class LegacyLink:
             if answered:
                 delay = config.backoff_initial_s  # it worked for a while: start over
             else:
+                self.last_backoff_s = delay
+                self.backoffs.append(delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, config.backoff_max_s)
 
