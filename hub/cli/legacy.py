@@ -38,6 +38,8 @@ def _host_port(text: str) -> tuple[str, int]:
 def _bundle(path: Path) -> dict[str, Any]:
     from hub.security.devices import BUNDLE_CONFIG_FILE
 
+    if not path.exists():
+        _fail(f"--bundle {path}: no such directory (`etp device add N --out DIR` writes one)")
     file = path / BUNDLE_CONFIG_FILE if path.is_dir() else path
     try:
         config = json.loads(file.read_text())
@@ -201,7 +203,8 @@ async def _run_bridge(config: Any, duration: float | None) -> int:
         typer.echo(f"error: cannot reach the broker at {config.mqtt_url}: {reason}", err=True)
         return 1
     typer.echo(
-        f"legacy bridge: {len(config.targets)} batteries -> {config.mqtt_url} "
+        f"legacy bridge: {len(config.targets)} legacy batter"
+        f"{'y' if len(config.targets) == 1 else 'ies'} -> {config.mqtt_url} "
         f"(site {config.site}); Ctrl-C stops"
     )
     loop = asyncio.get_running_loop()
