@@ -31,6 +31,7 @@ from shared_etp.schema import (
     BID,
     BID_ACCEPT,
     BID_CONFIRM,
+    QUERY,
     REASON_BELOW_RESERVE,
     REASON_DEVICE_FAULT,
 )
@@ -248,6 +249,11 @@ class BridgedBattery:
         # it compares with its reserve, itself in those steps, so no bid passes it wrongly).
         price = msg["price"] - msg["price"] % PRICE_STEP_MC
         energy = msg["ereq"]  # a multiple of 10 Wh (BridgeCore refuses other bids)
+        # Reports just before and just after the sale: energy the battery gained by charging
+        # counts only between two reports with no sale between them (LegacyPack.update), so
+        # the window around a sale is kept short.
+        with contextlib.suppress(LegacyLinkError):
+            await self.link.request(QUERY)
         try:
             answer = await self.link.request(BID, price=price, ereq=energy)
         except LegacyLinkError as exc:
@@ -266,6 +272,7 @@ class BridgedBattery:
             self.legacy_uncertain += 1
             self.pack.lose(energy)
             return self.core.refuse_confirm(msg, REASON_DEVICE_FAULT)
+        self.link.poll_soon()
         return self.core.finish_confirm(msg)
 
     def start(self) -> None:

@@ -74,6 +74,7 @@ class LegacyLink:
         self._next_id = random.randrange(1, 1 << 30)
         self._quiet_until = 0.0
         self._task: asyncio.Task[None] | None = None
+        self._poll_now = asyncio.Event()
         self._stop = False
         self._answered = False
         self._announced = False
@@ -138,6 +139,10 @@ class LegacyLink:
         async with self._lock:
             await self._write(self._message(msg_type, **fields))
             self._quiet_until = asyncio.get_running_loop().time() + self.config.write_gap_s
+
+    def poll_soon(self) -> None:
+        """Query the battery as soon as the link is free (a fresh report after a sale)."""
+        self._poll_now.set()
 
     # --- the connection -------------------------------------------------------------------
     async def _run(self) -> None:
@@ -231,4 +236,6 @@ class LegacyLink:
                 missed += 1
                 if missed >= self.config.missed_polls_down or self._writer is None:
                     return
-            await asyncio.sleep(self.config.poll_interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poll_now.wait(), self.config.poll_interval_s)
+            self._poll_now.clear()
