@@ -221,6 +221,7 @@ def demo(
     legacy_batteries: int = typer.Option(
         0,
         min=0,
+        max=1000,
         help="also K test doubles of Go-prototype batteries, traded through the "
         "legacy bridge as devices 60001.. (hub/legacy/README.md)",
     ),
