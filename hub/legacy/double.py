@@ -69,6 +69,7 @@ class LegacyBatteryDouble:
         self.port = self.config.port
         self._charged_mwh = 0
         self.muted = False  # test hook: it hangs (reads, answers nothing, keeps the connection)
+        self.refuse_bids = False  # test hook: BidReject to every bid (its reserve rose unsaid)
         self._charged_at: float | None = None
 
     @property
@@ -135,7 +136,7 @@ class LegacyBatteryDouble:
         if msg_type == QUERY:
             return self._state(QUERY_RESPONSE, msg["id"])
         if msg_type == BID:
-            if msg["price"] >= self.config.reserve_mc:  # first bid at or above reserve wins
+            if msg["price"] >= self.config.reserve_mc and not self.refuse_bids:
                 self.bids_accepted += 1
                 return self._state(BID_ACCEPT, msg["id"], price=msg["price"], ereq=msg["ereq"])
             self.bids_rejected += 1

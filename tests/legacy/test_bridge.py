@@ -178,3 +178,25 @@ async def test_a_lost_legacy_battery_fails_at_the_hub_and_trades_again_after_rec
             f"back online after {time.monotonic() - back_at:.2f} s"
         )
     assert latency_s < 2.0
+
+
+async def test_a_sale_the_legacy_battery_refuses_is_no_trade(tmp_path: Path) -> None:
+    # It reports one reserve but refuses every bid (as if its reserve rose since): the bridge
+    # answers the hub's confirms with BidReject, and nobody records a trade
+    settings = hub_settings(tmp_path, aggregators=2)
+    async with (
+        running_hub(settings) as hub,
+        _doubles(DoubleConfig(remaining_wh=40000)) as [double],
+        _bridge(settings, hub.mqtt_url, [double]) as bridge,
+    ):
+        double.refuse_bids = True
+        battery = bridge.batteries[FIRST_ID]
+        await wait_for(lambda: battery.legacy_refused >= 3, 30, "three refused sales")
+        assert hub.auctions is not None
+        await hub.auctions.stop()
+        await asyncio.sleep(0.5)
+        assert hub.registry is not None and hub.registry.devices[FIRST_ID].online
+    assert double.confirmed == [] and double.bids_rejected >= 3
+    assert battery.trades() == 0 and battery.pack.sold_wh == 0
+    assert not battery.core.ledger.holds  # each refused sale's hold was released
+    assert sum(n for key, n in (await _verified(tmp_path)).items() if key[0] == FIRST_ID) == 0
