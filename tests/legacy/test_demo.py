@@ -71,3 +71,14 @@ def test_demo_with_legacy_batteries_counts_their_trades(tmp_path: Path) -> None:
         per_device = next(row for row in out.splitlines() if f"legacy {device}:" in row)
         assert int(re.search(r"(\d+) trades", per_device).group(1)) > 0  # type: ignore[union-attr]
         assert "garbled reads at the battery 0" in per_device
+    # the competitive-pricing report counts them too
+    report = subprocess.run(
+        [sys.executable, "-m", "hub.cli.main", "report", "--data-dir", str(tmp_path),
+         "--out", str(tmp_path / "report")],
+        cwd=REPO, capture_output=True, text=True, timeout=150,
+    )
+    assert report.returncode == 0, report.stderr
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "| 60001 (legacy) |" in text and "| 60002 (legacy) |" in text
+    counted = re.search(r"Legacy batteries .*?: 2, (\d+) trades", text)
+    assert counted is not None and int(counted.group(1)) == verified
