@@ -304,12 +304,13 @@ def audit_cmd(
 ) -> None:
     """Read a board's audit trail and verify every record's checksum.
 
-    The trail has two rings: trades (trade.<i>: price, energy, bidder `b`, the confirm's
-    message `id`) kept for days, and everything else (audit.<i>: bids, expiries, terminates,
-    boots, faults) kept for minutes. Records are listed oldest first by sequence number `n`.
+    Two rings: trades (trade.<i>: auction, price, energy, buyer `b`,
+    the confirm's message `id`) kept for days, and the rest (audit.<i>:
+    bids, expiries, terminates, boots, faults) kept for minutes.
+    Records are listed oldest first by sequence number `n`.
 
-    Examples: `etp firmware audit --port /dev/ttyACM0 --all --json`,
-    `etp firmware audit --dir sim-flash/board-7 --auction 1042`.
+    Examples: etp firmware audit --port /dev/ttyACM0 --all --json;
+    etp firmware audit --dir sim-flash/board-7 --auction 1042
     """
     if (port is None) == (directory is None):
         _fail("give exactly one of --port or --dir")
