@@ -36,8 +36,11 @@ DEFAULTS = {
     "max_cell_mv": 4250,  # fault above this cell voltage
     "fault_file": "etp_fault",  # simulation: a file on flash naming a fault to inject
     "audit_dir": "audit",
-    "audit_file_bytes": 16384,  # rotate the audit log at this size
-    "audit_files": 4,  # rotated files kept
+    "audit_file_bytes": 16384,  # one audit file (segment) at most this size
+    "audit_files": 4,  # bid ring: rotated files kept
+    "audit_flash_pct": 50,  # the whole trail: this % of the free flash (trade ring: the rest)
+    "audit_max_kb": 2048,  # ... and at most this many KB
+    "audit_trade_files": 0,  # trade ring segments; 0: sized from the free flash at boot
     "adc_pins": None,  # board layer: {"volt": pin, "current": pin}
     "adc_scale": None,  # board layer: {"volt": mV per count, "current": mA per count}
     "seed": 1,

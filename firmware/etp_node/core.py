@@ -321,7 +321,7 @@ class NodeCore:
         # written (no heap, flash full or failing), the trade is not made and the confirm goes
         # unanswered (its sender re-sends it; the hold stays until it expires).
         if not self._audit({"k": "trade", "auc": auction, "b": bidder, "p": hold[_PRICE],
-                            "e": energy, "erem": self.battery.remaining_wh() - energy}):
+                            "e": energy, "id": msg["id"]}):  # the confirm's id (hub's copy)
             _bump(self.stats["dropped"], "unrecorded")
             return None
         # Its last release, "confirmed", closes the auction: no second hold is taken in it
