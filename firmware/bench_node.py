@@ -24,12 +24,13 @@ HEAP_START = gc.mem_alloc()
 
 # Loaded as boot.py does: the audit log's tail first, then the code above a held block,
 # freed before the node's data is made.
-from firmware.etp_node import audit_read  # noqa: E402
+from firmware.etp_node import audit_boot  # noqa: E402
 
-AUDIT_TAIL = audit_read.recover(sys.argv[3])
-del audit_read
+AUDIT_TAIL = audit_boot.recover(sys.argv[3])
+del audit_boot
 from firmware.etp_node import unload  # noqa: E402
 
+unload("audit_boot")
 unload("audit_read")
 from firmware.etp_node.boot import load_code  # noqa: E402
 

@@ -1,4 +1,5 @@
-"""Benchmark run ON the MicroPython unix port: a Terminate answered from a full audit trail.
+"""Benchmark run ON the MicroPython unix port: a Terminate answered from a full audit trail
+(a full bid ring, a trade ring of older trades beside it).
 
 Usage: micropython -X heapsize=64K bench_trail_scan.py FRAMES_FILE CONFIG_JSON AUDIT_DIR [FREE]
 FRAMES_FILE holds records of [2 bytes length][frame]: Terminates with `auc` for auctions the
@@ -16,13 +17,21 @@ if sys.path[0][:1] == "/":  # as main.py: import from the working directory (the
     sys.path[0] = ""
 gc.collect()
 
+# As boot.py does: the trail's tails first (its boot code dropped), then the node's code.
+from firmware.etp_node import audit_boot  # noqa: E402
+
+AUDIT_TAIL = audit_boot.recover(sys.argv[3], None, 64)
+del audit_boot
+from firmware.etp_node import unload  # noqa: E402
+
+unload("audit_boot")
+unload("audit_read")
+gc.collect()
 from firmware.etp_node.boot import load_code  # noqa: E402
 
 load_code(("json", "time", "firmware.etp_node.audit", "firmware.etp_node.battery",
            "firmware.etp_node.core", "firmware.etp_node.node"))
 del load_code
-from firmware.etp_node import unload  # noqa: E402
-
 unload("boot")
 gc.collect()
 
@@ -42,7 +51,8 @@ def main():
     text = config["key"]
     key = bytes(int(text[i : i + 2], 16) for i in range(0, len(text), 2))
     config["key"] = key
-    core = NodeCore(config, SimBattery(10000, 10000), AuditLog(audit_dir, 16384, 4))
+    audit = AuditLog(audit_dir, 16384, 4, None, AUDIT_TAIL)
+    core = NodeCore(config, SimBattery(10000, 10000), audit)
     config = None
     frames = []
     with open(frames_path, "rb") as handle:
@@ -108,16 +118,11 @@ def main():
 
 
 def trail_sizes(directory):
-    """Sizes of the trail's files."""
+    """Sizes of the trail's files, both rings."""
     import os
 
-    sizes = []
-    for index in range(4):
-        try:
-            sizes.append(os.stat("%s/audit.%d" % (directory, index))[6])
-        except OSError:
-            pass
-    return sizes
+    return [os.stat("%s/%s" % (directory, name))[6] for name in os.listdir(directory)
+            if name.startswith("audit.") or name.startswith("trade.")]
 
 
 main()

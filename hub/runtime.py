@@ -276,6 +276,7 @@ class HubRuntime:
             link_up=lambda: self.link is not None and self.link.connected.is_set(),
         )
         self.auctions.controls.quarantined = self.gate.quarantined  # the scheduler skips them
+        self.auctions.provisioned = self.keyring.provisioned  # they get the hub's time
         if settings.http_enabled:
             # serving before the broker is reached: /health/live answers at once and
             # /health/ready says not ready until the link is up (a service manager's view)
@@ -577,12 +578,14 @@ class HubRuntime:
     def _on_device_failure(self, device: Device, reason: int, source: str) -> None:
         if self.auctions is not None:
             self.auctions.on_device_failure(device, reason, source)
+        planned = {"planned": True} if self.registry and self.registry.expect_departures else {}
         self._emit(
             EventKind.DEVICE_FAILURE,
             device_id=device.device_id,
             reason=reason,
             source=source,
             health=device.health,
+            **planned,  # a fleet shut down on purpose (etp demo's end): no alert
         )
         if source == "deadline":
             self._publish_loss(device, reason)

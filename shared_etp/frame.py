@@ -297,4 +297,9 @@ if not IS_MICROPYTHON:  # the hub-side helpers stay importable from here (boards
 
     _key_of, _host_parse = cpython_frames(validate)
     from shared_etp.frame_dict import encode_body, encode_frame  # noqa: F401
-    from shared_etp.signing import derive_key, encode_notice  # noqa: F401
+    from shared_etp.signing import (  # noqa: F401
+        derive_key,
+        derive_notice_key,
+        encode_notice,
+        notice_key,
+    )

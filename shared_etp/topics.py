@@ -1,4 +1,5 @@
-"""MQTT topic scheme: etp/v1/<site>/bess/<device>/<leaf> and etp/v1/<site>/market/<leaf>.
+"""MQTT topic scheme: etp/v1/<site>/bess/<device>/<leaf>, etp/v1/<site>/market/<leaf> and
+etp/v1/<site>/market/<device>/<notice> (one board's market notices).
 
 See shared_etp/README.md for the table of topics, publishers, QoS and retain flags.
 """
@@ -13,8 +14,9 @@ RESPONSE = "resp"  # from the device: QueryResponse, BidAccept, BidReject
 
 REPUTATION = "reputation"  # retained notice: bidder id -> reputation (hundredths of a percent)
 CLEARING = "clearing"  # retained notice: recent clearing prices (milli-cents/kWh)
-HUB_STATE = "hub"  # retained text "online" / "offline" (the hub's own will)
 TIME = "time"  # retained notice: the hub's time, every second (boards without a clock)
+NOTICES = (REPUTATION, CLEARING, TIME)  # the notice leaves of market/<device>/
+HUB_STATE = "hub"  # retained text "online" / "offline" (the hub's own will)
 
 LEAVES = (BIRTH, DEATH, STATUS, REQUEST, RESPONSE)
 
@@ -34,6 +36,17 @@ def device_topic(site, device_id, leaf):
 def market_topic(site, leaf):
     """Topic of a site-wide market notice, e.g. etp/v1/site1/market/clearing."""
     return "%s/%s/market/%s" % (ROOT, _check_segment(site, "site"), leaf)
+
+
+def notice_topic(site, device_id, leaf):
+    """Topic of one board's market notice, e.g. etp/v1/site1/market/7/clearing: signed with that
+    board's own notice key, readable by anyone, published (retained) only by the hub."""
+    return "%s/%s/market/%d/%s" % (ROOT, _check_segment(site, "site"), device_id, leaf)
+
+
+def notice_wildcard(site, leaf):
+    """Subscription for one kind of market notice of every board at a site (simulators)."""
+    return "%s/%s/market/+/%s" % (ROOT, _check_segment(site, "site"), leaf)
 
 
 def device_wildcard(site, leaf):

@@ -32,7 +32,7 @@ def make_battery(config, state):
 def assemble(config, address, tls_context, audit_tail):
     """Epoch bump on flash (replay safety), battery, audit log; returns the Node to run.
 
-    address: the broker's (host, port, tls); audit_tail: audit_read.recover()'s result.
+    address: the broker's (host, port, tls); audit_tail: audit_boot.recover()'s result.
     """
     from firmware.etp_node.audit import AuditLog
     from firmware.etp_node.node import STATE_FILE, Node, log, save_state

@@ -98,11 +98,12 @@ def boot():
         gc.collect()
     # The audit log's tail (a torn last line is ended), read before the node's code loads so
     # the reading code and its buffers come and go while the heap is still in one piece.
-    from firmware.etp_node import audit_read
+    from firmware.etp_node import audit_boot
 
-    audit_tail = audit_read.recover(config["audit_dir"])
-    del audit_read
-    unload("audit_read")
+    audit_tail = audit_boot.recover(config["audit_dir"], config)  # sizes the trade ring too
+    del audit_boot
+    unload("audit_boot")
+    unload("audit_read")  # loaded by audit_boot
     gc.collect()
     # Every module the node runs with, loaded now, above the block load_code() holds.
     load_code(("firmware.etp_node.node", "shared_etp.replay", "firmware.etp_node.audit",

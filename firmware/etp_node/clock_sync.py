@@ -1,12 +1,13 @@
-"""The node's clock set from the hub's time notice (market/time): loaded for it, then dropped.
+"""The node's clock set from the hub's time notice: loaded for it, then dropped.
 
 A board without a real-time clock counts from its port's epoch (2000-01-01 on most
 MicroPython ports) while every frame carries a timestamp checked for freshness, so the node
 trades only once its clock is set: before the node starts (an RTC, or the board's boot.py
-running `ntptime.settime()`), else by the hub's time. The hub publishes a signed, retained
-time notice every second (hub/auctions/clock.py; kind NOTICE_TIME, stamped with the hub's
-clock, signed with the notice key the board holds). NodeCore hands each one here while its
-clock is not set, then one a minute (drift); this module is not kept in the heap between them.
+running `ntptime.settime()`), else by the hub's time. The hub publishes each board a signed,
+retained time notice every second on the board's own market/<id>/time (hub/auctions/clock.py;
+kind NOTICE_TIME, stamped with the hub's clock, signed with the board's own notice key, as
+its other notices). NodeCore hands each one here while its clock is not set, then one a
+minute (drift); this module is not kept in the heap between them.
 """
 
 from shared_etp import compat
@@ -34,22 +35,21 @@ def handle(core, payload):
     core.stats["notices"] += 1
     clock = core.clock
     shift = ts - clock()
+    if clock is compat.now_ms and not compat.IS_MICROPYTHON:
+        shift = 0  # a host's clock (CPython: bridged legacy batteries) is its own, kept by NTP
     if shift:
         if clock is compat.now_ms:
-            # the port's clock: what the node, its frames and its audit trail read. On
-            # MicroPython that is compat's offset from the port's own time (a board's RTC, or a
-            # simulated board's clock started at the port's epoch: boot.py); a host's clock
-            # (CPython) is not set here: hosts keep theirs with NTP.
-            if compat.IS_MICROPYTHON:
-                compat._EPOCH_OFFSET_MS += shift
+            # the port's clock: what the node, its frames and its audit trail read; compat's
+            # offset from the port's own time (a board's RTC, or a simulated board's clock
+            # started at the port's epoch: boot.py)
+            compat._EPOCH_OFFSET_MS += shift
         else:
-            clock.shift(shift)  # an injected clock (tests, hosts) that can be set
+            clock.shift(shift)  # an injected clock (tests) that can be set
         # Times counted on the old clock move with it: a setting is no time passing.
         battery = core.battery
-        if battery._now_ms:
-            battery._now_ms += shift
-        if battery._dis_until_ms:
-            battery._dis_until_ms += shift
+        for name in ("_now_ms", "_dis_until_ms"):
+            if getattr(battery, name, 0):
+                setattr(battery, name, getattr(battery, name) + shift)
         for hold in core.ledger.holds.values():
             hold[3] += shift  # expires_ms
     seen[_NOTICE_TIME] = ts

@@ -12,7 +12,7 @@ DEFAULTS = {
     "device_id": 1,
     "site": "site1",
     "key": b"",  # this device's HMAC key, derive_key(master, device_id)
-    "notice_key": b"",  # the hub's market notice key, derive_key(master, 0)
+    "notice_key": b"",  # this board's market notice key, signing.derive_notice_key(master, id)
     "mqtt_url": "mqtt://127.0.0.1:1883",
     "mqtt_keepalive_s": 30,
     "mqtt_user": "",
@@ -42,8 +42,11 @@ DEFAULTS = {
     # without a real-time clock starts; the hub's time notice then sets it)
     "clock_offset_ms": 0,
     "audit_dir": "audit",
-    "audit_file_bytes": 16384,  # rotate the audit log at this size
-    "audit_files": 4,  # rotated files kept
+    "audit_file_bytes": 16384,  # one audit file (segment) at most this size
+    "audit_files": 4,  # bid ring: rotated files kept
+    "audit_flash_pct": 50,  # the whole trail: this % of the free flash (trade ring: the rest)
+    "audit_max_kb": 2048,  # ... and at most this many KB
+    "audit_trade_files": 0,  # trade ring segments; 0: sized from the free flash at boot
     "adc_pins": None,  # board layer: {"volt": pin, "current": pin}
     "adc_scale": None,  # board layer: {"volt": mV per count, "current": mA per count}
     "seed": 1,

@@ -52,7 +52,7 @@ _ENERGY = const(2)
 _EXPIRES = const(3)
 _CLOSED_KEPT = const(16)  # evaluator.closed: late bids name a recent auction
 
-_NOTICE_TIME = const(3)  # shared_etp.schema.NOTICE_TIME: the hub's clock (market/time)
+_NOTICE_TIME = const(3)  # shared_etp.schema.NOTICE_TIME: the hub's clock
 _TIME_EVERY_MS = const(60000)  # once set, the clock follows the hub's this often (drift)
 # A clock before 2025-01-01 (days since 1970) has not been set: a board without a real-time
 # clock counts from its port's epoch (2000-01-01) until NTP or the hub's time sets it.
@@ -97,22 +97,27 @@ class NodeCore:
         self.not_before_ms = None
         if now // 86400000 >= _CLOCK_SET_AFTER_DAYS:
             self.not_before_ms = now - self.receiver.max_skew_ms
+        # Market notices come signed with this board's own notice key (key id = device id,
+        # sender the hub): another board's, or the old site-wide kind (key id 0), is refused.
         self.notice_keys = Keyring()
         notice_key = config.get("notice_key")
         if notice_key:
-            self.notice_keys.add(0, bytes(notice_key), owner=0)
+            self.notice_keys.add(self.device_id, bytes(notice_key), owner=0)
         self._notice_ts = {}
         self.ledger = Ledger()
         self.evaluator = Evaluator(config)
         self.faulted = _REASON_NONE
         # Topics per shared_etp.topics (spelled out here so a board need not load that module;
-        # tests check they agree): etp/v1/<site>/bess/<dev>/<leaf>, etp/v1/<site>/market/<leaf>.
+        # tests check they agree): etp/v1/<site>/bess/<dev>/<leaf>, and this board's own
+        # notices etp/v1/<site>/market/<dev>/<leaf>.
         if not site or "/" in site or "+" in site or "#" in site:
             raise ValueError("invalid site %r for an MQTT topic" % site)
         self._device_prefix = "etp/v1/%s/bess/%d/" % (site, self.device_id)
         self.topic_req = self._device_prefix + "req"
         self.topic_resp = self._device_prefix + "resp"
-        self._market_prefix = "etp/v1/%s/market/" % site
+        # etp/v1/<site>/market/<dev>/ made from the device prefix, not from a format string of
+        # its own: that heap constant cost a 64K board the last bytes a trail scan needs
+        self._market_prefix = self._device_prefix.replace("bess", "market")
         self._last_status = None  # (ms, soc, health, dis) of the last BESSStatus
         self.stats = {
             "handled": 0,
@@ -179,7 +184,7 @@ class NodeCore:
         ))
 
     def subscriptions(self):
-        """Topics the node subscribes to: its request topic and the market notices."""
+        """Topics the node subscribes to: its request topic and its own market notices."""
         market = self._market_prefix
         return [self.topic_req, market + "reputation", market + "clearing", market + "time"]
 
@@ -343,7 +348,7 @@ class NodeCore:
         # written (no heap, flash full or failing), the trade is not made and the confirm goes
         # unanswered (its sender re-sends it; the hold stays until it expires).
         if not self._audit({"k": "trade", "auc": auction, "b": bidder, "p": hold[_PRICE],
-                            "e": energy, "erem": self.battery.remaining_wh() - energy}):
+                            "e": energy, "id": msg["id"]}):  # the confirm's id (hub's copy)
             _bump(self.stats["dropped"], "unrecorded")
             return None
         # Its last release, "confirmed", closes the auction: no second hold is taken in it

@@ -117,7 +117,7 @@ class AlertRules:
 
     def _failure(self, device: int, payload: Mapping[str, Any]) -> AlertSpec | None:
         reason = payload.get("reason")
-        if reason == _SHUTDOWN:
+        if reason == _SHUTDOWN or payload.get("planned"):
             return None
         name = REASON_NAMES.get(reason, str(reason)) if isinstance(reason, int) else str(reason)
         silent = reason == _LINK_LOST or payload.get("source") == "deadline"

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -49,7 +49,7 @@ from hub.auctions.messages import (
     TradeRecorded,
     TradeTerms,
 )
-from hub.auctions.notices import Publisher, ReputationView, publish_notices
+from hub.auctions.notices import NoticeSigner, Publisher, ReputationView, publish_notices
 from hub.auctions.reconcile import Reconciler
 from hub.auctions.records import AuctionRecords
 from hub.auctions.rules import Offer
@@ -129,10 +129,13 @@ class AuctionDriver:
         self.link_up = link_up
         self.registry = registry
         self.senders = senders
-        self.notice_key = notice_key
+        self.notices = NoticeSigner(notice_key)  # notice_key: the root, derive_key(master, 0)
         # what the reputation notice publishes (None: the hub's own figures); the settlement
         # service sets it to the ledger's view (hub.settlement.reputation)
         self.reputation_view: ReputationView | None = None
+        # provisioned batteries (the runtime sets it to the keyring's): they get the hub's time
+        # before they are seen, as a board without a clock publishes nothing until it has it
+        self.provisioned: Callable[[], Iterable[int]] = lambda: ()
         self.store = store
         self.metrics = metrics
         self.buyers = buyers
@@ -174,7 +177,8 @@ class AuctionDriver:
         self._tasks.append(asyncio.create_task(self._schedule(), name="auction-scheduler"))
         self._tasks.append(asyncio.create_task(self._notices(), name="market-notices"))
         self._tasks.append(asyncio.create_task(publish_time_forever(
-            self.link, self.config.site, self.notice_key, self.link_up), name="time-notices"))
+            self.link, self.config.site, self.notices, self._time_boards, self.link_up),
+            name="time-notices"))
 
     async def restore_controls(self, page: int = 1000) -> None:
         """Replay the stored operator_action events, oldest first, so the operators' controls
@@ -644,11 +648,18 @@ class AuctionDriver:
         while not self._stopping:
             if self.link_up():
                 try:
-                    publish_notices(self.link, self.config.site, self.notice_key, self.buyers,
-                                    self.reputation_view)
+                    boards = self.registry.devices  # every board seen, online or not (retained)
+                    publish_notices(
+                        self.link, self.config.site, self.notices, self.buyers, boards,
+                        self.reputation_view,
+                    )
                 except Exception as exc:
                     log.warning("could not publish market notices", error=str(exc))
             await asyncio.sleep(interval_s)
+
+    def _time_boards(self) -> set[int]:
+        """The boards given the hub's time: every one seen, every one provisioned."""
+        return set(self.registry.devices).union(self.provisioned())
 
     def summary(self) -> dict[str, Any]:
         """Counts and prices for the status line and /api/v1/status, and (at most 50) trades

@@ -7,6 +7,7 @@ import asyncio
 import json
 import subprocess
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -112,7 +113,11 @@ def flash(
         typer.Option(help="The device key: derive_key(master, id) as hex.", show_default=False),
     ] = None,
     notice_key_hex: Annotated[
-        str | None, typer.Option(help="The hub's notice key derive_key(master, 0) as hex.")
+        str | None,
+        typer.Option(
+            help="This board's own market-notice key as hex: derive_notice_key(master, id) "
+            "from shared_etp.signing. Without it the board ignores the hub's notices."
+        ),
     ] = None,
     site: Annotated[
         str | None, typer.Option(help="Site id (default site1).", show_default=False)
@@ -268,18 +273,53 @@ def sim(
         pass
 
 
+def _when(record: dict) -> str:
+    """A record's time `t` (ms since 1970) as UTC ISO 8601, "-" without one."""
+    stamp = record.get("t")
+    if not isinstance(stamp, int):
+        return "-"
+    return datetime.fromtimestamp(stamp / 1000, tz=UTC).isoformat(timespec="milliseconds")
+
+
 @app.command("audit")
 def audit_cmd(
-    port: Annotated[str | None, typer.Option(help="Board serial port (or simulated pty).")] = None,
+    port: Annotated[
+        str | None, typer.Option(help="Board serial port (or a simulated board's pty).")
+    ] = None,
     directory: Annotated[
-        Path | None, typer.Option("--dir", help="A local copy / simulated board's audit dir.")
+        Path | None,
+        typer.Option(
+            "--dir", help="A copy of a trail: its audit/ directory, or the flash dir holding it."
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     limit: Annotated[int, typer.Option(help="Show the last N records.")] = 20,
+    show_all: Annotated[
+        bool,
+        typer.Option("--all", help="Show every record of both rings, oldest first (not --limit)."),
+    ] = False,
+    auction: Annotated[
+        int | None,
+        typer.Option(
+            "--auction",
+            help="Show only this auction's records (its bids while kept, its trade for longer).",
+        ),
+    ] = None,
 ) -> None:
-    """Read a board's audit trail and verify every record's checksum."""
+    """Read a board's audit trail and verify every record's checksum.
+
+    Two rings: trades (trade.<i>: auction, price, energy, buyer `b`,
+    the confirm's message `id`) kept for days, and the rest (audit.<i>:
+    bids, expiries, terminates, boots, faults) kept for minutes.
+    Records are listed oldest first by sequence number `n`.
+
+    Examples: etp firmware audit --port /dev/ttyACM0 --all --json;
+    etp firmware audit --dir sim-flash/board-7 --auction 1042
+    """
     if (port is None) == (directory is None):
         _fail("give exactly one of --port or --dir")
+    if limit < 0:
+        _fail("--limit must be 0 or more")
     try:
         if port is not None:
             report = audit_tools.read_board(port)
@@ -287,6 +327,11 @@ def audit_cmd(
             assert directory is not None
             if not directory.is_dir():
                 _fail(f"{directory} is not a directory (a board's flash dir has audit/ inside)")
+            if (
+                not audit_tools.trail_names([p.name for p in directory.iterdir()])
+                and (directory / "audit").is_dir()
+            ):
+                directory = directory / "audit"  # the flash dir was given
             report = audit_tools.read_audit_dir(directory)
     except audit_tools.AuditReadError as exc:
         _fail(str(exc))
@@ -294,6 +339,10 @@ def audit_cmd(
     kinds: dict[str, int] = {}
     for record in report.records:
         kinds[str(record.get("k"))] = kinds.get(str(record.get("k")), 0) + 1
+    shown = report.records if auction is None else report.for_auction(auction)
+    if not show_all:
+        shown = shown[-limit:] if limit else []
+    trades = report.trades
     if as_json:
         typer.echo(
             json.dumps(
@@ -302,8 +351,11 @@ def audit_cmd(
                     "verified": len(report.records),
                     "torn": report.torn,
                     "gaps": report.gaps,
+                    "complete_from": report.complete_from,
                     "kinds": kinds,
-                    "records": report.records[-limit:],
+                    "trades": len(trades),
+                    "oldest_trade_t": trades[0].get("t") if trades else None,
+                    "records": shown,
                 }
             )
         )
@@ -312,8 +364,14 @@ def audit_cmd(
         f"files {', '.join(report.files) or '-'}: {len(report.records)} records verified,"
         f" {report.torn} torn/corrupt skipped, {report.gaps} sequence gaps"
     )
-    typer.echo("by kind: " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())))
-    for record in report.records[-limit:]:
+    typer.echo("by kind: " + (", ".join(f"{k} {v}" for k, v in sorted(kinds.items())) or "-"))
+    if trades:
+        typer.echo(f"trades kept: {len(trades)}, {_when(trades[0])} .. {_when(trades[-1])}")
+    if report.complete_from is not None:
+        typer.echo(f"every record kept from n={report.complete_from} on (before: trades only)")
+    if auction is not None and not shown:
+        typer.echo(f"no record of auction {auction} is kept")
+    for record in shown:
         typer.echo(json.dumps(record, sort_keys=True))
 
 

@@ -17,6 +17,7 @@ from hub.cli import (
 )
 from hub.cli import audit as audit_cli
 from hub.cli import device as device_cli
+from hub.cli import legacy as legacy_cli
 
 app = typer.Typer(
     name="etp",
@@ -42,6 +43,7 @@ app.add_typer(device_cli.app, name="device")
 app.add_typer(pki.app, name="pki")
 app.add_typer(broker.app, name="broker")
 app.add_typer(audit_cli.app, name="audit")
+app.add_typer(legacy_cli.app, name="legacy")
 app.command("hub")(service.hub)
 app.command("demo")(service.demo)
 app.command("report")(report.report)

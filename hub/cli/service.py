@@ -218,6 +218,13 @@ def demo(
     mechanism: str | None = typer.Option(None, help="ascending | second_price"),
     heap: str = typer.Option("80K", help="MicroPython heap per board (the node needs 64K)"),
     log_level: str = typer.Option("warning", help="hub log level"),
+    legacy_batteries: int = typer.Option(
+        0,
+        min=0,
+        max=1000,
+        help="also K test doubles of Go-prototype batteries, traded through the "
+        "legacy bridge as devices 60001.. (hub/legacy/README.md)",
+    ),
 ) -> None:
     """Hub + embedded broker + SQLite + a fleet of batteries running the real firmware."""
     settings = _settings(
@@ -231,9 +238,11 @@ def demo(
     )
     settings.mqtt_url = None  # the demo always uses the embedded broker
     if "aggregator_demand_scale" not in settings.model_fields_set:
-        settings.aggregator_demand_scale = balanced_demand_scale(settings, batteries)
+        settings.aggregator_demand_scale = balanced_demand_scale(
+            settings, batteries + legacy_batteries
+        )
     _check_tls(settings)
-    code = run_loop(_run_demo(settings, batteries, duration, heap))
+    code = run_loop(_run_demo(settings, batteries, duration, heap, legacy_batteries))
     raise typer.Exit(code)
 
 
@@ -251,7 +260,10 @@ def balanced_demand_scale(settings: Settings, batteries: int) -> int:
     return max(1, round(supply_wh / demand_wh))
 
 
-async def _run_demo(settings: Settings, batteries: int, duration: float | None, heap: str) -> int:
+async def _run_demo(
+    settings: Settings, batteries: int, duration: float | None, heap: str, legacy_count: int = 0
+) -> int:
+    from hub.legacy.demo import DemoLegacy
     from hub.runtime import HubRuntime, configure_logging
     from hub.settings import load_master_secret
     from hub.tools.firmware.fleet import FleetConfig, start_fleet
@@ -288,10 +300,22 @@ async def _run_demo(settings: Settings, batteries: int, duration: float | None, 
         await runtime.stop()
         typer.echo(f"error: could not start the battery fleet: {exc}", err=True)
         return 1
+    legacy = DemoLegacy(legacy_count, settings.seed, DEMO_CHARGE_W)
+    try:
+        await legacy.start(
+            runtime.mqtt_url, settings.site, load_master_secret(settings.master_secret_path())
+        )
+    except Exception as exc:
+        await legacy.stop()
+        await fleet.stop()
+        await runtime.stop()
+        typer.echo(f"error: could not start the legacy batteries: {exc}", err=True)
+        return 1
     typer.echo(
         f"ETP demo: {batteries} batteries (MicroPython firmware), "
         f"{len(runtime.auctions.aggregators) if runtime.auctions else 0} aggregators, "
         f"mechanism {settings.mechanism}"
+        + (f", {legacy_count} legacy batteries via the bridge" if legacy_count else "")
     )
     for line in await _demo_key_lines(runtime, settings):
         typer.echo(line)
@@ -306,7 +330,7 @@ async def _run_demo(settings: Settings, batteries: int, duration: float | None, 
             if remaining <= 0:
                 break
             await _sleep_or_stop(stop, remaining)
-            line = runtime.summary_line()
+            line = runtime.summary_line() + legacy.status_suffix()
             if fleet.alive() < batteries and not warned:
                 warned = True
                 dead = [
@@ -329,14 +353,19 @@ async def _run_demo(settings: Settings, batteries: int, duration: float | None, 
             sys.stdout.write("\n")
         if runtime.auctions is not None:
             await runtime.auctions.stop()  # finish trades being confirmed while boards still run
-        final_line = runtime.summary_line()
+        final_line = runtime.summary_line() + legacy.status_suffix()
         if runtime.registry is not None:
             runtime.registry.expect_departures = True
+        store = runtime.store
+        verified = await store.list_trades("verified") if legacy_count and store else []
+        await legacy.stop()
         await fleet.stop()
         await runtime.stop()
     market = runtime.auctions.summary() if runtime.auctions else {}
     typer.echo("")
     typer.echo("summary: " + final_line)
+    for line in legacy.summary_lines(verified):
+        typer.echo(line)
     settled = runtime.status()["settlement"]
     if settled["network"] != "off":
         typer.echo(

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hub.buyers.aggregator import AggregatorConfig
+from hub.legacy.bridge import LEGACY_DEVICE_IDS, is_legacy_device
 from hub.report.analysis import NoReportDataError, ReportData, analyse
 from hub.report.inputs import ReportInput, load_report_input
 
@@ -131,11 +132,23 @@ def render_markdown(data: ReportData, chart_name: str = CHART_NAME) -> str:
         "|---:|---:|---:|---:|---:|---:|",
     ]
     for row in data.batteries:
+        name = f"{row['device_id']} (legacy)" if is_legacy_device(row["device_id"]) else (
+            str(row["device_id"]))
         lines.append(
-            f"| {row['device_id']} | {row['auctions']} | {row['cleared']} | "
+            f"| {name} | {row['auctions']} | {row['cleared']} | "
             f"{row['energy_wh'] / 1000:.2f} kWh | {_money(row['revenue_mc'])} | "
             f"{_pct(row['mean_premium_pct'])} |"
         )
+    legacy = [row for row in data.batteries if is_legacy_device(row["device_id"])]
+    if legacy:
+        lines += [
+            "",
+            f"Legacy batteries (Go prototype, through `etp legacy bridge`; ids "
+            f"{LEGACY_DEVICE_IDS.start}-{LEGACY_DEVICE_IDS.stop - 1}): {len(legacy)}, "
+            f"{sum(row['cleared'] for row in legacy)} trades, "
+            f"{sum(row['energy_wh'] for row in legacy) / 1000:.2f} kWh, "
+            f"{_money(sum(row['revenue_mc'] for row in legacy))}.",
+        ]
     lines += ["", f"![clearing price vs reserve, and improvement]({chart_name})", ""]
     return "\n".join(lines)
 

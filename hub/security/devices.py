@@ -2,7 +2,7 @@
 the config bundle a board is flashed with; the broker accounts of the site.
 
 A bundle is a directory (0700) holding `etp_config.json` exactly as `etp firmware flash`
-writes it to a board (device key of the current generation, notice key, site, broker URL,
+writes it to a board (device key of the current generation, its own notice key, site, broker URL,
 broker user `bess-<id>` and password, `mqtt_ca_file` when the site has a CA) and, then,
 `mqtt_ca.crt`; every file 0600. The broker password exists only there: the store keeps its
 `$7$` hash. Nothing here logs a secret.
@@ -24,7 +24,7 @@ from hub.security.accounts import (
     new_password,
 )
 from hub.security.broker import HUB_PASSWORD_FILE
-from shared_etp.frame import derive_key
+from shared_etp.frame import derive_notice_key
 
 if TYPE_CHECKING:
     from hub.settings import Settings
@@ -94,7 +94,7 @@ def bundle_config(
         "site": settings.site,
         "key": generation_key(master_secret, device_id, key_generation).hex(),
         "mqtt_url": mqtt_url or settings.resolved_mqtt_url(),
-        "notice_key": bytes(derive_key(master_secret, 0)).hex(),
+        "notice_key": bytes(derive_notice_key(master_secret, device_id)).hex(),  # its own
         "mqtt_user": device_username(device_id),
         "mqtt_password": broker_password,
     }

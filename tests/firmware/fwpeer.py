@@ -11,8 +11,15 @@ from urllib.parse import urlparse
 
 import aiomqtt
 
-from shared_etp.frame import Keyring, Receiver, Sender, derive_key, encode_notice
-from shared_etp.topics import device_topic, market_topic, parse_device_topic
+from shared_etp.frame import (
+    Keyring,
+    Receiver,
+    Sender,
+    derive_key,
+    derive_notice_key,
+    encode_notice,
+)
+from shared_etp.topics import device_topic, notice_topic, parse_device_topic
 
 
 class Peer:
@@ -131,8 +138,14 @@ class Peer:
         await self.publish_raw(device, frame)
         return await waiter
 
-    async def notice(self, leaf: str, kind: int, data: Any) -> None:
-        """Publish a retained, signed market notice as the hub."""
+    async def notice(self, device: int, leaf: str, kind: int, data: Any) -> None:
+        """Publish a retained market notice as the hub, signed with `device`'s notice key."""
         assert self._client is not None
-        frame = encode_notice(kind, data, 0, 0, derive_key(self.master, 0))
-        await self._client.publish(market_topic(self.site, leaf), frame, qos=1, retain=True)
+        frame = encode_notice(kind, data, 0, device, derive_notice_key(self.master, device))
+        await self.publish_notice(device, leaf, frame, retain=True)
+
+    async def publish_notice(self, device: int, leaf: str, frame: bytes, retain: bool) -> None:
+        """Publish bytes on a device's notice topic as they are (forgeries too)."""
+        assert self._client is not None
+        await self._client.publish(notice_topic(self.site, device, leaf), frame, qos=1,
+                                   retain=retain)

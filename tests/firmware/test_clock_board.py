@@ -4,8 +4,9 @@ the hub's time, then trades normally.
 
 The board's clock is the port's moved back to 2000-01-01 (config `clock_offset_ms`, applied at
 boot). First a CPython peer plays the hub: no birth and no answer before a time notice, the
-birth and trading after two. Then a real hub (which publishes its time every second) trades
-with such a board without refusing a single frame of it (none stamped in 2000).
+birth and trading after two. Then a real hub (which publishes each board's time every second)
+trades with such a (provisioned) board without refusing a single frame of it (none stamped in
+2000).
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from hub.security.accounts import hash_password
 from hub.settings import load_master_secret
+from hub.store import Store
 from hub.tools.firmware.fleet import Fleet, FleetConfig, start_fleet
 from shared_etp import schema as S
 from shared_etp.compat import now_ms
@@ -68,10 +71,10 @@ async def test_board_at_port_epoch_waits_for_the_hub_time_then_trades(
             assert not peer.births.get(1) and not peer.statuses.get(1) and not peer.raw
             # the hub's time: the first notice (kept retained) moves the clock, a newer one
             # sets it; the board then reconnects and publishes its birth
-            await peer.notice("time", S.NOTICE_TIME, 1000)
+            await peer.notice(1, "time", S.NOTICE_TIME, 1000)
             await asyncio.sleep(0.5)
             assert not peer.births.get(1)
-            await peer.notice("time", S.NOTICE_TIME, 1000)
+            await peer.notice(1, "time", S.NOTICE_TIME, 1000)
             birth = await peer.wait_for(lambda m: m["_leaf"] == "birth", timeout=10)
             assert abs(birth["ts"] - now_ms()) < 3000  # stamped with the hub's time
             query = await peer.request(1, 0, S.QUERY, auc=2)
@@ -87,7 +90,11 @@ async def test_board_at_port_epoch_waits_for_the_hub_time_then_trades(
 
 
 async def test_hub_trades_with_a_board_that_started_at_the_port_epoch(tmp_path: Path) -> None:
+    """The board is provisioned: a board without a clock publishes nothing before it has the
+    hub's time, so the hub sends its time to the boards it has seen and those provisioned."""
     settings = hub_settings(tmp_path, auction_interval_ms=300)
+    async with Store(settings.resolved_database_url()) as store:
+        await store.provision_device(settings.site, 1, password_hash=hash_password("unused"))
     async with running_hub(settings) as hub:
         assert hub.auctions is not None and hub.registry is not None
         engine, registry = hub.auctions, hub.registry

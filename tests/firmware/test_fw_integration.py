@@ -226,12 +226,13 @@ async def test_reconnects_after_broker_restart(tmp_path: Path) -> None:
 
 
 async def test_retained_market_notices_drive_evaluation(broker_url: str, tmp_path: Path) -> None:
-    """The hub's retained clearing and reputation notices reach the board and shape decisions."""
+    """The hub's retained clearing and reputation notices for this board reach it (published
+    before it boots) and shape its decisions."""
     from shared_etp.frame import NOTICE_CLEARING, NOTICE_REPUTATION
 
     async with Peer(broker_url, SITE, MASTER) as hub:
-        await hub.notice("clearing", NOTICE_CLEARING, [40000, 41000, 42000])
-        await hub.notice("reputation", NOTICE_REPUTATION, {1003: 100})
+        await hub.notice(1, "clearing", NOTICE_CLEARING, [40000, 41000, 42000])
+        await hub.notice(1, "reputation", NOTICE_REPUTATION, {1003: 100})
         await asyncio.sleep(0.3)
     async with boards(broker_url, tmp_path, dynamic_reserve=True) as (_, peer):
         query = await peer.request(1, 0, S.QUERY)

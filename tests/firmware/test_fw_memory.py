@@ -68,7 +68,7 @@ def test_core_topics_match_the_topic_scheme() -> None:
     assert core.status()[0] == topics.device_topic("siteA", 7, topics.STATUS)
     assert core.subscriptions() == [
         topics.device_topic("siteA", 7, topics.REQUEST),
-        topics.market_topic("siteA", topics.REPUTATION),
-        topics.market_topic("siteA", topics.CLEARING),
-        topics.market_topic("siteA", topics.TIME),
+        topics.notice_topic("siteA", 7, topics.REPUTATION),
+        topics.notice_topic("siteA", 7, topics.CLEARING),
+        topics.notice_topic("siteA", 7, topics.TIME),
     ]

@@ -13,7 +13,7 @@ import pytest
 
 from hub.tools.firmware.fleet import FleetConfig, start_fleet
 from shared_etp import schema as S
-from shared_etp.frame import derive_key
+from shared_etp.frame import derive_key, derive_notice_key
 from tests.firmware.conftest import BOARD_HEAP, MASTER, PLAIN_BOARD
 from tests.firmware.fwpeer import Peer
 
@@ -71,7 +71,7 @@ async def test_mpremote_flash_and_audit_on_simulated_board(tmp_path: Path) -> No
                 ca.write_text("-----BEGIN CERTIFICATE-----\nAAEC\n-----END CERTIFICATE-----\n")
                 flashed = await asyncio.to_thread(
                     etp, "firmware", "flash", "--port", pty, "--device-id", "5", "--key-hex", key,
-                    "--notice-key-hex", derive_key(MASTER, 0).hex(), "--site", "tools",
+                    "--notice-key-hex", derive_notice_key(MASTER, 5).hex(), "--site", "tools",
                     "--mqtt-url", url, "--set", "reserve_mc=31000", "--set", "capacity_wh=7000",
                     "--ca-file", str(ca),
                 )

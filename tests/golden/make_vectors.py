@@ -14,7 +14,14 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from shared_etp.compat import hmac_sha256
-from shared_etp.frame import derive_key, encode_frame
+from shared_etp.frame import (
+    NOTICE_CLEARING,
+    NOTICE_REPUTATION,
+    derive_key,
+    derive_notice_key,
+    encode_frame,
+    encode_notice,
+)
 from shared_etp.schema import FIELD_KEY, REQUIRED, TYPE_NAMES
 
 MASTER = bytes(range(32))
@@ -182,6 +189,44 @@ def main():
             "hex": cbor2.dumps({3: 1, 1: 2, 24: 3, 0: 4}, canonical=True).hex(),
         }
     )
+    # Market notices: board 7's own (src 0 = the hub, kid 7, its notice key), and what it
+    # must refuse: the old site-wide form (kid 0, derive_key(master, 0)), board 8's notice,
+    # board 8's key under kid 7.
+    notice_key = derive_notice_key(MASTER, DEVICE)
+    other = DEVICE + 1
+    notices = []
+    for name, kind, data in (
+        ("reputation", NOTICE_REPUTATION, {100001: 9500, 100002: 4000}),
+        ("clearing", NOTICE_CLEARING, [21000, 22000, 21500]),
+    ):
+        frame = encode_notice(kind, data, 0, DEVICE, notice_key, ts=TS)
+        # JSON has no int-keyed maps: a map is kept as [key, value] pairs
+        as_json = [list(pair) for pair in data.items()] if isinstance(data, dict) else data
+        notices.append(
+            {"name": name, "kind": kind, "data": as_json, "ts": TS, "frame": frame.hex()}
+        )
+    reputation = {100001: 0}
+    refused_notices = [
+        (
+            "site_wide_key",
+            encode_notice(NOTICE_REPUTATION, reputation, 0, 0, derive_key(MASTER, 0), ts=TS),
+            "unknown_key",
+        ),
+        (
+            "other_boards_notice",
+            encode_notice(
+                NOTICE_REPUTATION, reputation, 0, other, derive_notice_key(MASTER, other), ts=TS
+            ),
+            "unknown_key",
+        ),
+        (
+            "other_boards_key",
+            encode_notice(
+                NOTICE_REPUTATION, reputation, 0, DEVICE, derive_notice_key(MASTER, other), ts=TS
+            ),
+            "bad_tag",
+        ),
+    ]
     data = {
         "master_secret": MASTER.hex(),
         "device_id": DEVICE,
@@ -189,6 +234,11 @@ def main():
         "valid": valid,
         "invalid": [{"name": n, "frame": f.hex(), "code": c} for n, f, c in invalid],
         "cbor": cbor_vectors,
+        "notice_key": notice_key.hex(),
+        "notices": notices,
+        "refused_notices": [
+            {"name": n, "frame": f.hex(), "code": c} for n, f, c in refused_notices
+        ],
     }
     Path(__file__).with_name("vectors.json").write_text(json.dumps(data, indent=1) + "\n")
     print(

@@ -34,6 +34,9 @@ def test_rules_raise_faults_at_once_offline_after_the_delay_and_rates_once_per_e
     silent = rules.on_event(_event(EventKind.DEVICE_FAILURE, 0, 8, reason=13, source="deadline"))
     assert silent is not None and silent.severity == "warning" and "silent" in silent.message
     assert rules.on_event(_event(EventKind.DEVICE_FAILURE, 0, 9, reason=12)) is None  # shutdown
+    # a fleet stopped on purpose (etp demo's end) goes silent without alarming anyone
+    assert rules.on_event(_event(EventKind.DEVICE_FAILURE, 0, 10, reason=13, source="deadline",
+                                 planned=True)) is None
 
     rules.on_event(_event(EventKind.DEVICE_OFFLINE, 1_000, 7))
     rules.on_event(_event(EventKind.DEVICE_OFFLINE, 1_000, 8))

@@ -46,7 +46,7 @@ from firmware.etp_node.audit_dump import parse_log
 from hub.settings import load_master_secret
 from hub.store import Store, database_url_for
 from hub.store.models import TradeRow
-from hub.tools.firmware.audit import AuditReport, read_audit_dir
+from hub.tools.firmware.audit import AuditReport, read_audit_dir, trail_names
 from hub.tools.firmware.fleet import Fleet, FleetConfig, start_board, start_fleet
 from tests.brokers import MosquittoProcess, mosquitto_available
 from tests.conftest import micropython_available
@@ -197,7 +197,7 @@ def _holds(tail: bytes) -> set[int]:
     terminated: the board holds energy for them."""
     held: set[int] = set()
     records, _ = parse_log(tail)
-    for record in records:
+    for record in sorted(records, key=lambda r: r["n"]):
         kind, auction = record.get("k"), record.get("auc")
         if kind == "bid" and record.get("r") == 0:
             held.add(auction)
@@ -207,16 +207,23 @@ def _holds(tail: bytes) -> set[int]:
 
 
 async def _wait_holding(flash: Path, timeout_s: float) -> bool:
-    """Poll the newest audit file's tail until the board holds a bid (True) or timeout."""
-    newest = flash / "audit" / "audit.0"
+    """Poll the tails of the newest audit file and trade segment (trades have their own ring)
+    until the board holds a bid (True) or timeout."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
-            with open(newest, "rb") as trail:
-                trail.seek(max(0, trail.seek(0, os.SEEK_END) - 2048))
-                tail = trail.read()
+            names = trail_names([p.name for p in (flash / "audit").iterdir()])
         except OSError:
-            tail = b""
+            names = []
+        trades = [name for name in names if name.startswith("trade.")]
+        tail = b""
+        for name in ["audit.0", *trades[-1:]]:
+            try:
+                with open(flash / "audit" / name, "rb") as trail:
+                    trail.seek(max(0, trail.seek(0, os.SEEK_END) - 2048))
+                    tail += trail.read()  # a line cut by the seek fails its checksum
+            except OSError:
+                pass
         if _holds(tail):
             return True
         await asyncio.sleep(0.01)
@@ -224,10 +231,11 @@ async def _wait_holding(flash: Path, timeout_s: float) -> bool:
 
 
 def _trades_since(flash: Path, since: float) -> int:
-    """Trades the board committed at or after `since` (wall clock, s), from its newest two
-    audit files (enough for the few seconds between faults)."""
+    """Trades the board committed at or after `since` (wall clock, s), from its trade ring's
+    newest two segments (enough for the few seconds between faults)."""
     count = 0
-    for name in ("audit.1", "audit.0"):
+    names = trail_names([p.name for p in (flash / "audit").iterdir()])
+    for name in [name for name in names if name.startswith("trade.")][-2:]:
         try:
             records, _ = parse_log((flash / "audit" / name).read_bytes())
         except OSError:

@@ -22,7 +22,7 @@ from hub.security.devices import OwnerError, broker_accounts, parse_owner
 from hub.settings import Settings
 from hub.store import DeviceCredentialError, Store
 from shared_etp.errors import ProtocolError
-from shared_etp.frame import Keyring, Sender, decode_frame, derive_key
+from shared_etp.frame import Keyring, Sender, decode_frame, derive_key, derive_notice_key
 from shared_etp.schema import BESS_STATUS, QUERY
 from tests.hub.helpers import hub_settings, running_hub, wait_for
 
@@ -224,7 +224,7 @@ async def test_cli_add_rotate_revoke_list(database_url: str, tmp_path: Path) -> 
         "site": "cli",
         "key": derive_key(master, 9).hex(),
         "mqtt_url": "mqtts://broker.example:8883",
-        "notice_key": derive_key(master, 0).hex(),
+        "notice_key": derive_notice_key(master, 9).hex(),  # the board's own
         "mqtt_user": "bess-9",
         "mqtt_ca_file": "mqtt_ca.crt",
     }

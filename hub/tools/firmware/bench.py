@@ -15,7 +15,7 @@ from pathlib import Path
 from hub.tools.firmware.binaries import micropython_binary
 from hub.tools.firmware.build import REPO_ROOT, build, install_image
 from shared_etp import schema as S
-from shared_etp.frame import Sender, derive_key
+from shared_etp.frame import Sender, derive_key, derive_notice_key
 
 BENCH_SCRIPT = REPO_ROOT / "firmware" / "bench_node.py"
 MASTER = b"bench-master-secret-0123456789"
@@ -67,7 +67,7 @@ def run_bench(cfg: BenchConfig) -> dict:
             "device_id": DEVICE,
             "site": "bench",
             "key": derive_key(MASTER, DEVICE).hex(),
-            "notice_key": derive_key(MASTER, 0).hex(),
+            "notice_key": derive_notice_key(MASTER, DEVICE).hex(),
             "reserve_mc": 20000,
             "pct_for_sale": 10000,
             "floor_wh": 0,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from hub.tools.firmware.binaries import micropython_binary
 from hub.tools.firmware.build import build, install_image
-from shared_etp.frame import derive_key
+from shared_etp.frame import derive_key, derive_notice_key
 
 
 class FleetError(RuntimeError):
@@ -64,12 +64,12 @@ class SimBoard:
 
 
 def board_config(cfg: FleetConfig, device_id: int, rng: random.Random) -> dict:
-    """The config dict a board is provisioned with: own key, notice key, varied battery."""
+    """The config dict a board is provisioned with: own key, own notice key, varied battery."""
     config = {
         "device_id": device_id,
         "site": cfg.site,
         "key": derive_key(cfg.master_secret, device_id).hex(),
-        "notice_key": derive_key(cfg.master_secret, 0).hex(),
+        "notice_key": derive_notice_key(cfg.master_secret, device_id).hex(),
         "mqtt_url": cfg.mqtt_url,
         # commercial storage sizes (kWh): 30, 50, 100, 200
         "capacity_wh": rng.choice((30000, 50000, 100000, 200000)),

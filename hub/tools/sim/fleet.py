@@ -25,8 +25,8 @@ from firmware.etp_node.battery import SimBattery
 from firmware.etp_node.core import NodeCore
 from hub.transport.broker import parse_mqtt_url
 from hub.transport.mqtt import MqttClient, MqttError, Will
-from shared_etp.frame import derive_key
-from shared_etp.topics import CLEARING, REPUTATION, device_wildcard, market_topic
+from shared_etp.frame import derive_key, derive_notice_key
+from shared_etp.topics import CLEARING, REPUTATION, device_wildcard, notice_wildcard
 
 __all__ = ["SimConfig", "SimFleet"]
 
@@ -76,7 +76,6 @@ class SimFleet:
     def __init__(self, config: SimConfig) -> None:
         self.config = config
         rng = random.Random(config.seed)
-        notice_key = derive_key(config.master_secret, 0)
         self.cores: dict[int, NodeCore] = {}
         self.audits: dict[int, _Audit] = {}
         self._audit_tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -90,7 +89,7 @@ class SimFleet:
                 "device_id": device_id,
                 "site": config.site,
                 "key": derive_key(config.master_secret, device_id),
-                "notice_key": notice_key,
+                "notice_key": derive_notice_key(config.master_secret, device_id),
                 "reserve_mc": rng.randrange(config.reserve_mc[0], config.reserve_mc[1] + 1, 500),
                 "pct_for_sale": 8000,
                 "dynamic_reserve": True,
@@ -197,18 +196,14 @@ class SimFleet:
         if self.on_publish is not None:
             self.on_publish(topic, frame)
 
-    def _handler(
-        self, index: int, members: list[int], loop: asyncio.AbstractEventLoop
-    ) -> Callable[[str, bytes], None]:
-        """The receive callback of one connection: each frame to the battery it is for.
-
-        A market notice goes to every battery on the connection: that fan-out is handed out
-        in small slices, one per loop iteration, so requests are not held up behind it."""
+    def _handler(self, index: int, members: list[int]) -> Callable[[str, bytes], None]:
+        """The receive callback of one connection: each frame to the battery it is for (a
+        request on etp/v1/<site>/bess/<id>/req, a market notice on etp/v1/<site>/market/<id>/
+        <kind>: each battery has its own, signed with its own notice key)."""
         member_set = set(members)
         cores = self.cores
         muted = self.muted
         publish = self._publish
-        notice_slice = 20
 
         def deliver(device_id: int, topic: str, payload: bytes) -> None:
             if device_id in muted:
@@ -221,27 +216,20 @@ class SimFleet:
             for out_topic, frame in out:
                 publish(index, out_topic, frame)
 
-        def fan_out(topic: str, payload: bytes, start: int) -> None:
-            for device_id in members[start : start + notice_slice]:
-                deliver(device_id, topic, payload)
-            if start + notice_slice < len(members):
-                loop.call_soon(fan_out, topic, payload, start + notice_slice)
-
         def handle(topic: str, payload: bytes) -> None:
             self.received += 1
             parts = topic.split("/")
-            if len(parts) == 6 and parts[3] == "bess":
-                if parts[4].isdigit() and int(parts[4]) in member_set:
-                    deliver(int(parts[4]), topic, payload)
-                return
-            fan_out(topic, payload, 0)  # market notice: every battery reads it
+            if len(parts) == 6 and parts[3] in ("bess", "market") and parts[4].isdigit():
+                device_id = int(parts[4])
+                if device_id in member_set:
+                    deliver(device_id, topic, payload)
 
         return handle
 
     async def _connection(self, index: int, members: list[int], ready: asyncio.Event) -> None:
         host, port = parse_mqtt_url(self.config.mqtt_url)
         site = self.config.site
-        handler = self._handler(index, members, asyncio.get_running_loop())
+        handler = self._handler(index, members)
         alone = len(members) == 1
         while not self._stop:
             will = None
@@ -261,16 +249,15 @@ class SimFleet:
                 while len(self._clients) <= index:
                     self._clients.append(client)
                 self._clients[index] = client
-                requests = (
-                    self.cores[members[0]].topic_req if alone else device_wildcard(site, "req")
-                )
-                await client.subscribe(
-                    [
-                        (requests, 1),
-                        (market_topic(site, REPUTATION), 1),
-                        (market_topic(site, CLEARING), 1),
+                if alone:  # the board's own topics, as a board subscribes
+                    topics = self.cores[members[0]].subscriptions()
+                else:
+                    topics = [
+                        device_wildcard(site, "req"),
+                        notice_wildcard(site, REPUTATION),
+                        notice_wildcard(site, CLEARING),
                     ]
-                )
+                await client.subscribe([(topic, 1) for topic in topics])
                 for device_id in members:
                     topic, frame = self.cores[device_id].birth()
                     self._publish(index, topic, frame)

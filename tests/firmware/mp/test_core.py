@@ -17,12 +17,12 @@ from shared_etp.frame import (
     decode_frame,
 )
 from shared_etp.frame_dict import frame as make_frame
-from shared_etp.signing import derive_key, encode_notice
+from shared_etp.signing import derive_key, derive_notice_key, encode_notice
 
 MASTER = b"unit-test-master-secret-0123"
 DEV = 7
 KEY = derive_key(MASTER, DEV)
-NOTICE_KEY = derive_key(MASTER, 0)
+NOTICE_KEY = derive_notice_key(MASTER, DEV)  # this board's own
 TOPIC_REQ = "etp/v1/s1/bess/7/req"
 
 
@@ -89,8 +89,8 @@ def test_birth_will_status_topics():
     topic, will = core.will()
     assert topic == "etp/v1/s1/bess/7/death"
     assert decode_frame(will, KEYS)["t"] == S.DEVICE_FAILURE
-    assert core.subscriptions() == ["etp/v1/s1/bess/7/req", "etp/v1/s1/market/reputation",
-                                    "etp/v1/s1/market/clearing", "etp/v1/s1/market/time"]
+    assert core.subscriptions() == ["etp/v1/s1/bess/7/req", "etp/v1/s1/market/7/reputation",
+                                    "etp/v1/s1/market/7/clearing", "etp/v1/s1/market/7/time"]
 
 
 def test_query_answers_state_and_sellable():
@@ -139,8 +139,9 @@ def test_below_reserve_rejected():
 def test_dynamic_reserve_follows_clearing_prices_and_can_be_off():
     for dynamic, expected in ((True, S.REASON_BELOW_MARKET), (False, S.BID_ACCEPT)):
         core, _, clock = make(dynamic_reserve=dynamic)
-        notice = encode_notice(NOTICE_CLEARING, [40000, 42000, 41000], 0, 0, NOTICE_KEY, ts=clock())
-        assert core.handle("etp/v1/s1/market/clearing", notice) == []
+        notice = encode_notice(NOTICE_CLEARING, [40000, 42000, 41000], 0, DEV, NOTICE_KEY,
+                               ts=clock())
+        assert core.handle("etp/v1/s1/market/7/clearing", notice) == []
         assert core.stats["notices"] == 1
         reply = bid(core, Bidder(1001, clock), 1, 25000, 100)
         got = reply.get("reason") if reply["t"] == S.BID_REJECT else reply["t"]
@@ -157,8 +158,9 @@ def test_scarcity_raises_reserve():
 
 def test_low_reputation_from_notice():
     core, _, clock = make()
-    notice = encode_notice(NOTICE_REPUTATION, {1001: 500, 1002: 9000}, 0, 0, NOTICE_KEY, ts=clock())
-    core.handle("etp/v1/s1/market/reputation", notice)
+    notice = encode_notice(NOTICE_REPUTATION, {1001: 500, 1002: 9000}, 0, DEV, NOTICE_KEY,
+                           ts=clock())
+    core.handle("etp/v1/s1/market/7/reputation", notice)
     assert bid(core, Bidder(1001, clock), 1, 30000, 100)["reason"] == S.REASON_LOW_REPUTATION
     assert bid(core, Bidder(1002, clock), 1, 30000, 100)["t"] == S.BID_ACCEPT
 
@@ -176,9 +178,9 @@ def test_local_history_lowers_reputation_of_abandoning_bidder():
 
 def test_forged_notice_ignored():
     core, _, clock = make()
-    other_key = derive_key(b"other-master-secret!", 0)
-    forged = encode_notice(NOTICE_REPUTATION, {1001: 0}, 0, 0, other_key)
-    core.handle("etp/v1/s1/market/reputation", forged)
+    other_key = derive_notice_key(b"other-master-secret!", DEV)
+    forged = encode_notice(NOTICE_REPUTATION, {1001: 0}, 0, DEV, other_key)
+    core.handle("etp/v1/s1/market/7/reputation", forged)
     assert core.stats["protocol_errors"]["bad_tag"] == 1
     assert bid(core, Bidder(1001, clock), 1, 30000, 100)["t"] == S.BID_ACCEPT
 
