@@ -404,7 +404,18 @@ class HubRuntime:
             **(https_options(self.tls) if self.tls is not None else {}),
         )
         self._http = _Server(config)
-        self._http_task = asyncio.create_task(self._http.serve(), name="http-gateway")
+        server = self._http
+
+        async def serve() -> None:
+            try:
+                await server.serve()
+            except SystemExit as exc:
+                # uvicorn exits the process when it cannot bind; a SystemExit out of a task
+                # would also escape the event loop and stop whatever runs it
+                raise OSError(f"it could not listen (uvicorn exit code {exc.code}: the "
+                              "address is taken, or not this machine's)") from None
+
+        self._http_task = asyncio.create_task(serve(), name="http-gateway")
         for _ in range(200):
             if self._http.started or self._http_task.done():
                 break

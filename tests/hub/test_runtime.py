@@ -110,3 +110,22 @@ async def test_trading_with_postgresql_store(tmp_path: Path) -> None:
     assert len(trades) >= 5
     assert trades == committed
     assert {d.device_id for d in devices} == {1, 2, 3, 4}
+
+
+async def test_a_taken_http_port_is_a_clear_error_not_the_end_of_the_process(
+    tmp_path: Path,
+) -> None:
+    """uvicorn exits the process when it cannot bind: the hub turns that into an error its
+    caller can handle (a SystemExit out of a task would escape the event loop: in the test
+    suite it broke every test after it)."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings = hub_settings(tmp_path, http_port=port, settlement_network="off")
+        with pytest.raises(RuntimeError, match="pick another port with --http-port"):
+            async with running_hub(settings):
+                pass
+    await asyncio.sleep(0)  # the event loop still runs
