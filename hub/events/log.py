@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable, Iterable
 from typing import Any
+
+import structlog
 
 from hub.events.bus import EventBus, Lagged, Subscription
 from hub.events.kinds import Event, EventKind, kind_of
 from hub.store import EventRow, Store
 from shared_etp.compat import now_ms
+
+log = structlog.get_logger(__name__)
 
 __all__ = [
     "EventLog",
@@ -68,6 +74,11 @@ class EventLog:
         self._default_backlog = default_backlog
         self._started = False
         self._stopped = False
+        # hub workers sharing a site: events are numbered when stored, and published here
+        # from the store (every worker's, in seq order) by `follow()`
+        self.shared = store.shared_event_seq
+        self._cursor = 0  # shared: seq of the last event published from the store
+        self._follower: asyncio.Task[None] | None = None
 
     @property
     def started(self) -> bool:
@@ -77,8 +88,9 @@ class EventLog:
     @property
     def last_seq(self) -> int:
         """The seq of the last event numbered by this process (before the first: just below
-        the first one it will hand out). Subscriptions start after it."""
-        return self._store.issued_event_seq
+        the first one it will hand out). Subscriptions start after it. Shared: the last
+        event of any worker published here."""
+        return self._cursor if self.shared else self._store.issued_event_seq
 
     @property
     def subscribers(self) -> int:
@@ -95,12 +107,19 @@ class EventLog:
                 "event sequence numbers"
             )
         self._started = True
+        if self.shared:
+            self._cursor = await self._store.last_event_seq()
+            self._follower = asyncio.create_task(self._follow(), name="event-follower")
 
     async def stop(self) -> None:
         """Refuse new events, end every subscription, write queued events to the store."""
         if self._stopped:
             return
         self._stopped = True
+        if self._follower is not None:
+            self._follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._follower
         self._bus.close_all()
         if self._store.started:
             await self._store.flush()
@@ -140,8 +159,25 @@ class EventLog:
             ts_ms=ts_ms,
         )
         event = Event(seq, kind, ts_ms, device_id, auction_id, payload)
-        self._bus.publish(event)
+        if not self.shared:  # shared: numbered when stored, then published by _follow
+            self._bus.publish(event)
         return event
+
+    async def _follow(self, interval_s: float = 0.05, page: int = 1000) -> None:
+        """Shared: publish every worker's stored events in seq order (polls the store)."""
+        while True:
+            try:
+                rows = await self._store.list_events(self._cursor, limit=page, flush=False)
+            except Exception as exc:  # the database is away: try again, nothing is lost
+                log.warning("cannot read the site's events (will retry)", error=str(exc))
+                await asyncio.sleep(1.0)
+                continue
+            for row in rows:
+                self._bus.publish(_event(row))
+            if rows:
+                self._cursor = rows[-1].seq
+            if len(rows) < page:
+                await asyncio.sleep(interval_s)
 
     def subscribe(
         self, kinds: Iterable[EventKind] | None = None, *, maxsize: int | None = None

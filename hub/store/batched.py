@@ -84,6 +84,8 @@ class BatchedRows(StoreParts):
         The number is site-wide, strictly increasing in call order within this process and
         never reused (see hub.store.sequence). payload must be a JSON-encodable dict. Most
         callers want `hub.events.EventLog.emit`, which also publishes the event in-process.
+        With `shared_event_seq` (hub workers) the number is given when the row is written,
+        and this returns 0.
         """
         self._writes.check_writable()
         check_text("event kind", kind, 64)
@@ -91,7 +93,7 @@ class BatchedRows(StoreParts):
         if ts_ms is None:
             raise InvalidValueError("ts_ms is required")
         check_json("event payload", payload)
-        seq = self._sequence.next()
+        seq = None if self.shared_event_seq else self._sequence.next()
         self._writes.enqueue(
             "events",
             {
@@ -103,7 +105,7 @@ class BatchedRows(StoreParts):
                 "ts_ms": ts_ms,
             },
         )
-        return seq
+        return seq or 0
 
     def record_metric(
         self, name: str, value: float, *, labels: dict[str, Any] | None = None, ts_ms: int
@@ -153,13 +155,16 @@ class BatchedRows(StoreParts):
         limit: int = 500,
         kinds: Iterable[str] | None = None,
         since_id: int | None = None,
+        flush: bool = True,
     ) -> list[EventRow]:
-        """Events with seq > after_seq (of the given kinds), by seq; flushes queued ones first.
+        """Events with seq > after_seq (of the given kinds), by seq; flushes queued ones first
+        (unless `flush` is False: a poller reading what every process committed).
 
         Page with the last seq returned. `since_id` (row id) is the older paging key, kept
         for existing callers; new code pages by seq.
         """
-        await self._writes.flush_before_read()
+        if flush:
+            await self._writes.flush_before_read()
         statement = self.events_after_statement(after_seq, limit=limit, kinds=kinds)
         if since_id is not None:
             statement = statement.where(EVENTS.c.id > since_id)

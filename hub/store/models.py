@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
 __all__ = [
+    "AGGREGATOR_SHARES",
     "ALERTS",
     "ALERT_KINDS",
     "ALERT_SEVERITIES",
@@ -23,8 +24,10 @@ __all__ = [
     "DEVICES",
     "DEVICE_CREDENTIALS",
     "DEVICE_CREDENTIAL_STATES",
+    "DEVICE_LEASES",
     "EVENTS",
     "EVENT_SEQUENCE",
+    "HUB_WORKERS",
     "METRICS",
     "SETTLEMENTS",
     "SETTLEMENT_STATUSES",
@@ -471,6 +474,48 @@ class Wallet(StoreModel, table=True):
     updated_ms: int = Field(sa_type=sa.BigInteger())
 
 
+class HubWorker(StoreModel, table=True):
+    """A hub worker process of a site (`etp hub --worker`): its heartbeat. A worker whose
+    `seen_ms` is older than the lease time is gone, and its batteries move (hub/cluster)."""
+
+    __tablename__ = "hub_workers"
+
+    worker_id: str = Field(sa_type=sa.String(64), primary_key=True)
+    site: str = Field(sa_type=sa.String(64))
+    started_ms: int = Field(sa_type=sa.BigInteger())
+    seen_ms: int = Field(sa_type=sa.BigInteger())
+    http_url: str | None = Field(default=None, sa_type=sa.String(256), nullable=True)
+
+
+class DeviceLease(StoreModel, table=True):
+    """Which worker owns a battery until `expires_ms`: taken and renewed with one conditional
+    statement, so at most one worker holds a live lease on a battery (hub/cluster)."""
+
+    __tablename__ = "device_leases"
+
+    site: str = Field(sa_type=sa.String(64), primary_key=True)
+    device_id: int = Field(sa_type=sa.BigInteger(), primary_key=True)
+    worker_id: str = Field(sa_type=sa.String(64))
+    expires_ms: int = Field(sa_type=sa.BigInteger())
+
+
+class AggregatorShare(StoreModel, table=True):
+    """One worker's part of an aggregator's trading period (spent, bought, won, lost): every
+    worker adds the others' parts to its own, so budgets hold across workers (hub/cluster)."""
+
+    __tablename__ = "aggregator_shares"
+
+    site: str = Field(sa_type=sa.String(64), primary_key=True)
+    period: int = Field(sa_type=sa.BigInteger(), primary_key=True)
+    aggregator_id: int = Field(sa_type=sa.BigInteger(), primary_key=True)
+    worker_id: str = Field(sa_type=sa.String(64), primary_key=True)
+    spent_mc: int = Field(sa_type=sa.BigInteger())
+    bought_wh: int = Field(sa_type=sa.BigInteger())
+    wins: int = Field(sa_type=sa.BigInteger())
+    losses: int = Field(sa_type=sa.BigInteger())
+    updated_ms: int = Field(sa_type=sa.BigInteger())
+
+
 @dataclass(frozen=True, slots=True)
 class WalletRow:
     """A registered wallet: see Wallet."""
@@ -560,3 +605,6 @@ API_KEYS = StoreModel.metadata.tables["api_keys"]
 DEVICE_CREDENTIALS = StoreModel.metadata.tables["device_credentials"]
 ALERTS = StoreModel.metadata.tables["alerts"]
 WALLETS = StoreModel.metadata.tables["wallets"]
+HUB_WORKERS = StoreModel.metadata.tables["hub_workers"]
+DEVICE_LEASES = StoreModel.metadata.tables["device_leases"]
+AGGREGATOR_SHARES = StoreModel.metadata.tables["aggregator_shares"]

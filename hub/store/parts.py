@@ -21,5 +21,6 @@ class StoreParts:
     _group: GroupCommit
     _writes: WriteBehind
     _sequence: EventSequence
+    shared_event_seq: bool
     _orphan_closes: set[asyncio.Task[None]]
     stats: dict[str, int]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -23,11 +24,27 @@ from hub.store.database import Database
 from hub.store.errors import StoreError, StoreNotStartedError, StoreWriteError
 from hub.store.models import EVENT_SEQUENCE, EVENTS
 
-__all__ = ["EventSequence"]
+__all__ = ["EventSequence", "number_events"]
 
 log = logging.getLogger("hub.store")
 
 SEQUENCE_NAME = "events"
+
+# pg_advisory_xact_lock key of event numbering when hub workers share a site ("etp-evts")
+EVENTS_LOCK_KEY = 0x6574702D65767473
+
+
+async def number_events(connection: Any, rows: list[dict[str, Any]]) -> None:
+    """Number queued events inside the transaction that writes them (hub workers sharing one
+    database): one lock held to commit serialises every writer, so a reader paging by seq
+    never sees a number committed after a higher one (no event is skipped by `after_seq`)."""
+    if connection.dialect.name == "postgresql":
+        await connection.execute(sa.select(sa.func.pg_advisory_xact_lock(EVENTS_LOCK_KEY)))
+    result = await connection.execute(sa.select(sa.func.max(EVENTS.c.seq)))
+    last = int(result.scalar() or 0)
+    for row in rows:
+        last += 1
+        row["seq"] = last
 
 
 class EventSequence:

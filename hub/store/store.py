@@ -20,6 +20,7 @@ from hub.store.alerts import AlertStore
 from hub.store.apikeys import ApiKeyStore
 from hub.store.auctions import AuctionStore, bulk_insert_auctions
 from hub.store.batched import BatchedRows
+from hub.store.cluster import ClusterStore
 from hub.store.credentials import CredentialStore
 from hub.store.database import Database
 from hub.store.devices import DeviceStore
@@ -29,7 +30,7 @@ from hub.store.history import TradeHistory
 from hub.store.migrate import current_revision
 from hub.store.models import BIDS, EVENTS, METRICS
 from hub.store.queries import ListQueries
-from hub.store.sequence import EventSequence
+from hub.store.sequence import EventSequence, number_events
 from hub.store.trades import TradeLedger, bulk_insert_trades
 from hub.store.wallets import WalletStore
 from hub.store.write_behind import WriteBehind
@@ -41,7 +42,7 @@ log = logging.getLogger("hub.store")
 
 class Store(
     DeviceStore, AuctionStore, TradeLedger, BatchedRows, ApiKeyStore, AlertStore, ListQueries,
-    TradeHistory, WalletStore, CredentialStore,
+    TradeHistory, WalletStore, CredentialStore, ClusterStore,
 ):
     """Async persistence of devices, auctions, bids, trades, settlement outbox, events, metrics
     the gateway's API keys (hashed) and operators' alerts.
@@ -64,8 +65,13 @@ class Store(
         busy_timeout_ms: int = 10_000,
         group_commit_max: int = 500,
         event_seq_block: int = 100_000,
+        shared_event_seq: bool = False,
     ) -> None:
         self.stats: dict[str, int] = {}
+        # shared_event_seq (hub workers sharing a site): events are numbered when written,
+        # under one database-wide lock, so seq order is commit order across every process
+        # (hub.store.sequence.number_events); record_event then returns 0.
+        self.shared_event_seq = shared_event_seq
         self._db = Database(database_url, echo=echo, busy_timeout_ms=busy_timeout_ms)
         self._group = GroupCommit(
             self._db,
@@ -83,6 +89,7 @@ class Store(
             flush_interval_s=flush_interval_s,
             flush_batch_rows=flush_batch_rows,
             max_pending_rows=max_pending_rows,
+            before_insert={"events": number_events} if shared_event_seq else None,
         )
         self._sequence = EventSequence(self._db, self.stats, block_size=event_seq_block)
         self._orphan_closes: set[asyncio.Task[None]] = set()
@@ -126,7 +133,8 @@ class Store(
             return
         await self._db.open()
         try:
-            await self._sequence.start()
+            if not self.shared_event_seq:
+                await self._sequence.start()
         except BaseException:
             await self._db.dispose()
             raise

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -18,7 +18,10 @@ from sqlalchemy.exc import DataError, IntegrityError
 from hub.store.database import Database
 from hub.store.errors import StoreClosedError, StoreNotStartedError, StoreWriteError
 
-__all__ = ["WriteBehind"]
+__all__ = ["BeforeInsert", "WriteBehind"]
+
+# called in the writing transaction with a table's rows, before they are inserted
+BeforeInsert = Callable[[Any, list[dict[str, Any]]], Awaitable[None]]
 
 log = logging.getLogger("hub.store")
 
@@ -37,8 +40,10 @@ class WriteBehind:
         flush_interval_s: float = 0.2,
         flush_batch_rows: int = 5000,
         max_pending_rows: int = 200_000,
+        before_insert: dict[str, BeforeInsert] | None = None,
     ) -> None:
         self._db = database
+        self._before_insert = before_insert or {}
         self._tables = {table.name: table for table in tables}
         self._queues: dict[str, deque[dict[str, Any]]] = {
             name: deque(maxlen=max_pending_rows) for name in self._tables
@@ -114,6 +119,9 @@ class WriteBehind:
                 async with self._db.transaction() as connection:
                     for name, rows in taken.items():
                         if rows:
+                            prepare = self._before_insert.get(name)
+                            if prepare is not None:
+                                await prepare(connection, rows)
                             await connection.execute(sa.insert(self._tables[name]), rows)
             except (IntegrityError, DataError) as err:
                 # Rows are validated when queued, so this is a bug; retrying cannot help.
