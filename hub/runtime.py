@@ -162,6 +162,8 @@ class HubRuntime:
         self._audit_task: asyncio.Task[None] | None = None
         self._settlement_error: str | None = None
         self.tls: SiteTls | None = None  # TLS of broker, link and gateway (set by start())
+        self.worker: Any = None  # hub.cluster.worker.WorkerGlue with ETP_WORKER
+        self._aggregator_ids: list[int] = []
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -176,6 +178,8 @@ class HubRuntime:
         self.tls = plan_site_tls(settings)  # refuses plain text on the network (ETP_TLS)
         for warning in self.tls.warnings:
             log.warning(warning)
+        if settings.worker and (problem := settings.worker_problem()) is not None:
+            raise RuntimeError(problem)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         master = load_master_secret(settings.master_secret_path())
         epoch = _read_epoch(settings.data_dir)
@@ -198,7 +202,8 @@ class HubRuntime:
             )
             await self.broker.start()
         if self.store is None:
-            self.store = Store(settings.resolved_database_url())
+            # workers number events when they are stored, in one order for the whole site
+            self.store = Store(settings.resolved_database_url(), shared_event_seq=settings.worker)
         await self.store.start()
         self.store_started = True
         self._api_keys = ApiKeyAuthenticator(
@@ -222,6 +227,12 @@ class HubRuntime:
             on_change=self._on_device_change,
         )
         hub_state = market_topic(settings.site, HUB_STATE)
+        worker_id = None
+        if settings.worker:
+            from hub.cluster.membership import new_worker_id
+
+            worker_id = settings.worker_id or new_worker_id()
+            settings = self.settings = settings.model_copy(update={"worker_id": worker_id})
         self.gate = FrameGate(
             FloodLimits(
                 status_per_s=settings.flood_status_per_s,
@@ -236,7 +247,7 @@ class HubRuntime:
         self.link = MqttLink(
             LinkConfig(
                 url=self.mqtt_url,
-                client_id=f"etp-hub-{settings.site}-{epoch}",
+                client_id=f"etp-hub-{settings.site}-{worker_id or epoch}",
                 username=settings.mqtt_username,
                 password=(
                     settings.mqtt_password.get_secret_value()
@@ -250,7 +261,8 @@ class HubRuntime:
                     (device_wildcard(settings.site, leaf), 1 if leaf != STATUS else 0)
                     for leaf in (BIRTH, DEATH, STATUS, RESPONSE)
                 ],
-                will=(hub_state, b"offline", 1, True),
+                # workers: one leaving is not the site's hub going offline
+                will=None if settings.worker else (hub_state, b"offline", 1, True),
                 on_connect=((hub_state, b"online", 1, True),),
             ),
             self.on_message,
@@ -274,8 +286,13 @@ class HubRuntime:
             events=self.events,
             buyers=Buyers(aggregators),
             link_up=lambda: self.link is not None and self.link.connected.is_set(),
+            shared=settings.worker,
         )
         self.auctions.controls.quarantined = self.gate.quarantined  # the scheduler skips them
+        if settings.worker:  # before the link: retained births must find it
+            from hub.cluster.worker import WorkerGlue
+
+            self.worker = WorkerGlue(self)
         if settings.http_enabled:
             # serving before the broker is reached: /health/live answers at once and
             # /health/ready says not ready until the link is up (a service manager's view)
@@ -294,19 +311,11 @@ class HubRuntime:
         self._credentials_task = asyncio.create_task(
             self._credentials_watcher(), name="credentials-watcher"
         )
-        self.alerts = Alerts(
-            self.store,
-            self.events,
-            AlertRules(
-                round(settings.alert_offline_delay_s * 1000),
-                settings.alert_deadline_misses_per_min,
-                settings.alert_rejected_frames_per_min,
-            ),
-            lambda: (self.metrics.deadline_misses, self.metrics.rejected_frames),
-            check_interval_s=settings.alert_check_interval_s,
-        )
-        await self.alerts.start()
-        await self._start_settlement([cfg.aggregator_id for cfg in configs])
+        self._aggregator_ids = [cfg.aggregator_id for cfg in configs]
+        if self.worker is not None:
+            await self.worker.start()  # the site's leader starts the singletons
+        else:
+            await self.start_singletons()
         self.started_ms = now_ms()
         # Everything built so far lives as long as the hub: keep it out of the cyclic garbage
         # collector's full passes (they stall the event loop for tens of ms with big fleets).
@@ -330,6 +339,37 @@ class HubRuntime:
             mechanism=settings.mechanism,
             aggregators=len(aggregators),
         )
+
+    async def start_singletons(self) -> None:
+        """What runs once per site: alerts and settlement (a hub worker: the leader's)."""
+        settings, store, events = self.settings, self.store, self.events
+        if self.alerts is not None or store is None or events is None:
+            return
+        self.alerts = Alerts(
+            store,
+            events,
+            AlertRules(
+                round(settings.alert_offline_delay_s * 1000),
+                settings.alert_deadline_misses_per_min,
+                settings.alert_rejected_frames_per_min,
+            ),
+            lambda: (self.metrics.deadline_misses, self.metrics.rejected_frames),
+            check_interval_s=settings.alert_check_interval_s,
+        )
+        await self.alerts.start()
+        await self._start_settlement(self._aggregator_ids)
+
+    async def stop_singletons(self) -> None:
+        """Stop alerts and settlement (a worker no longer the leader, or stopping)."""
+        if self.settlement is not None:
+            # the market has stopped: settle what it traded (the embedded ledger lives only
+            # as long as this process), a few seconds at most
+            await self.settlement.drain(5.0)
+            await self.settlement.stop()
+            self.settlement = None
+        if self.alerts is not None:
+            await self.alerts.stop()
+            self.alerts = None
 
     async def _start_settlement(self, aggregator_ids: list[int]) -> None:
         """The settlement service (hub/settlement): a missing program or key file is logged
@@ -437,13 +477,10 @@ class HubRuntime:
                 await self.auctions.stop()
         if self.registry is not None:
             await self.registry.stop()
-        if self.settlement is not None:
-            # the market has stopped: settle what it traded (the embedded ledger lives only
-            # as long as this process), a few seconds at most
-            await self.settlement.drain(5.0)
-            await self.settlement.stop()
-        if self.alerts is not None:
-            await self.alerts.stop()
+        if self.worker is not None:
+            with contextlib.suppress(Exception):
+                await self.worker.stop()  # leases given up: the others take the batteries
+        await self.stop_singletons()
         if self._credentials_task is not None:
             self._credentials_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -461,7 +498,7 @@ class HubRuntime:
                 await self.events.stop()  # ends subscriptions, writes the events still queued
             except Exception as exc:  # the store's close() tries the write once more
                 log.warning("could not write queued events", error=str(exc))
-        if self.link is not None:
+        if self.link is not None and self.worker is None:
             with contextlib.suppress(Exception):
                 await self.link.publish_wait(
                     market_topic(self.settings.site, HUB_STATE), b"offline", 1, True
@@ -534,6 +571,8 @@ class HubRuntime:
         _site, device_id, leaf = parsed
         assert self.receiver is not None and self.registry is not None
         assert self.keyring is not None
+        if self.worker is not None and not self.worker.admit(device_id, leaf, payload):
+            return  # another worker's battery
         if leaf == DEATH and payload in self._own_death_frames:
             self._own_death_frames.discard(payload)  # the hub's own deadline notice
             return
@@ -740,6 +779,7 @@ class HubRuntime:
                 "queue_high_water": link.intake.high_water if link else 0,
             },
             "market": self.auctions.summary() if self.auctions else {},
+            "cluster": self.worker.status() if self.worker is not None else None,
             "trading": (
                 self.auctions.controls.view()
                 if self.auctions

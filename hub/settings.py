@@ -302,6 +302,20 @@ class Settings(BaseSettings):
         default=8192, ge=1024, description="largest message payload the broker passes on "
         "(frames are at most 512 bytes, market notices 4096)"
     )
+    # scale-out: hub workers sharing one site (hub/cluster, docs/scaling.md)
+    worker: bool = Field(
+        default=False, description="run as one of several hub workers of the site: needs an "
+        "external MQTT broker (ETP_MQTT_URL) and PostgreSQL (ETP_DATABASE_URL) shared by all"
+    )
+    worker_id: str | None = Field(
+        default=None, description="this worker's name (default host-pid-random)"
+    )
+    worker_lease_ms: int = Field(
+        default=4000, ge=500, description="a worker silent this long loses its batteries"
+    )
+    worker_renew_ms: int = Field(
+        default=1000, ge=100, description="how often a worker renews its leases"
+    )
 
     @model_validator(mode="after")
     def _hub_broker_login(self) -> Settings:
@@ -344,6 +358,18 @@ class Settings(BaseSettings):
     def resolved_mqtt_url(self) -> str:
         """The URL clients connect to: mqtt_url, else the embedded broker's address."""
         return self.mqtt_url or f"mqtt://{self.mqtt_host}:{self.mqtt_port}"
+
+    def worker_problem(self) -> str | None:
+        """Why this configuration cannot run as a hub worker (None: it can)."""
+        if self.mqtt_url is None:
+            return ("a hub worker needs the site's external broker: set ETP_MQTT_URL (e.g. "
+                    "mqtt://broker:1883; Mosquitto or any MQTT broker), the same for every worker")
+        if not self.resolved_database_url().startswith("postgresql"):
+            return ("a hub worker needs the site's PostgreSQL: set ETP_DATABASE_URL (e.g. "
+                    "postgresql+psycopg://etp@db:5432/etp), the same for every worker")
+        if self.worker_renew_ms * 2 > self.worker_lease_ms:
+            return "ETP_WORKER_RENEW_MS must be at most half of ETP_WORKER_LEASE_MS"
+        return None
 
     @property
     def embedded_broker(self) -> bool:

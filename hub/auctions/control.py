@@ -84,6 +84,8 @@ class TradingControls:
         self.out_of_service: dict[int, OperatorMark] = {}
         # batteries quarantined for flooding (hub.devices.flood): device -> until ms
         self.quarantined: dict[int, int] = {}
+        # hub workers: batteries being handed to another worker (no new auction here)
+        self.draining: set[int] = set()
 
     def view(self) -> dict[str, Any]:
         """The site's trading state for /api/v1/status."""

@@ -121,7 +121,11 @@ class AuctionDriver:
         events: EventLog,
         buyers: Buyers,
         link_up: Callable[[], bool] = lambda: True,
+        shared: bool = False,
     ) -> None:
+        # shared (hub workers): auctions left open are recovered per battery when this worker
+        # takes it over (`acquire`), not all at start; trading periods follow the wall clock
+        self.shared = shared
         self.config = config
         self.rules = config.session_rules()
         self.link = link
@@ -137,7 +141,11 @@ class AuctionDriver:
         self.buyers = buyers
         self.runs: dict[int, LiveAuction] = {}  # device id -> auction in flight
         self.controls = TradingControls()
-        self.scheduler = Scheduler(config, registry, buyers, self._new_period, self.controls)
+        self.scheduler = Scheduler(
+            config, registry, buyers, self._new_period, self.controls,
+            aligned=now_ms if shared else None,
+        )
+        self.on_new_period: Callable[[], None] | None = None  # hub workers: shares restart
         self.records = AuctionRecords(store, metrics, events)
         self.operator = Operator(self.controls, buyers, registry, self._operator_action)
         self.totals = self.records.totals
@@ -156,6 +164,7 @@ class AuctionDriver:
         self._idle = asyncio.Event()
         self._idle.set()
         self._stopping = False
+        self.leads = True  # hub workers: whether this one announces site-wide facts
 
     @property
     def aggregators(self) -> list[Any]:
@@ -169,7 +178,8 @@ class AuctionDriver:
         self.records.start()
         await self.restore_controls()
         self._aggregator_updates()
-        await self.recover()
+        if not self.shared:
+            await self.recover()
         self._tasks.append(asyncio.create_task(self._schedule(), name="auction-scheduler"))
         self._tasks.append(asyncio.create_task(self._notices(), name="market-notices"))
 
@@ -221,15 +231,23 @@ class AuctionDriver:
         await self.reconciler.stop()
         await self.records.stop()
 
-    async def recover(self) -> None:
+    async def recover(self, device_ids: set[int] | None = None) -> None:
         """Resolve what a previous run left undecided. An auction left open without a trade is
         closed, and its battery told. One with a recorded trade (the hub stopped before the
         battery's answer to the confirm came, or before the confirm left) closes with that trade
-        unverified; then every unverified trade is put to its battery (the reconciler)."""
-        open_auctions = await self.store.open_auctions()
+        unverified; then every unverified trade is put to its battery (the reconciler).
+        `device_ids`: only these batteries' (a worker taking batteries over from another)."""
+        open_auctions = [
+            row for row in await self.store.open_auctions()
+            if device_ids is None
+            or (row.device_id in device_ids and row.device_id not in self.runs)
+        ]
         trades = {
             trade.auction_id: trade
             for trade in await self.store.list_trades(status=("recorded", "unverified"))
+            if device_ids is None
+            or (trade.device_id in device_ids and (trade.device_id, trade.auction_id)
+                not in self.reconciler.questions)
         }
         closed_ms = now_ms()
         for row in open_auctions:
@@ -282,7 +300,21 @@ class AuctionDriver:
             except Exception:
                 log.exception("auction scheduling failed")
 
+    def release(self, device_ids: set[int]) -> None:
+        """Hub workers: these batteries moved to another worker (or this one lost its
+        leases): end their auctions here and stop asking them; the new owner recovers what is
+        left open from the store."""
+        for device_id in device_ids:
+            self.cancel(device_id, REASON_SHUTDOWN)
+            for key in [k for k in self.reconciler.questions if k[0] == device_id]:
+                del self.reconciler.questions[key]
+            self._to_probe.discard(device_id)
+
     def _new_period(self, period: int) -> None:
+        if self.on_new_period is not None:
+            self.on_new_period()
+        if self.shared and not self.leads:
+            return  # one worker (the leader) tells the site a period began
         self.records.event(EventKind.TRADING_PERIOD, None, None, period=period)
         self._aggregator_updates()
         log.info("new trading period: aggregator budgets and requirements renewed")

@@ -29,7 +29,11 @@ class Scheduler:
         buyers: Buyers,
         on_new_period: Callable[[int], None],
         controls: TradingControls | None = None,
+        aligned: Callable[[], int] | None = None,
     ) -> None:
+        # aligned (hub workers sharing a site): the wall clock in ms; trading periods are then
+        # the wall clock's intervals of trading_period_ms, the same on every worker
+        self.aligned = aligned
         self.controls = controls if controls is not None else TradingControls()
         self.config = config
         self.registry = registry
@@ -45,7 +49,10 @@ class Scheduler:
         online = self.registry.online()
         if self._period_started is None and not online:
             return []  # the first trading period begins with the first battery online
-        self._maybe_start_period(now)
+        if self.aligned is not None:
+            now = self._aligned_period()
+        else:
+            self._maybe_start_period(now)
         if self._period_started is not None:
             self.buyers.pace(now - self._period_started, self.config.trading_period_ms)
         if self.controls.paused is not None:
@@ -62,6 +69,8 @@ class Scheduler:
             device_id = device.device_id
             if device_id in busy or device_id in self.controls.out_of_service:
                 continue
+            if device_id in self.controls.draining:
+                continue  # being handed to another worker: its last auction ends first
             if quarantined and now < quarantined.get(device_id, now):
                 continue  # flooding: no auction until its quarantine ends
             due = self._next_auction_at.get(device_id)
@@ -75,6 +84,23 @@ class Scheduler:
             self._next_auction_at[device_id] = now + config.auction_interval_ms
             chosen.append(device)
         return chosen
+
+    def _aligned_period(self) -> int:
+        """Wall-clock periods: start one when the wall clock crosses into the next interval;
+        returns the wall time (the pacing clock)."""
+        assert self.aligned is not None
+        wall, period = self.aligned(), self.config.trading_period_ms
+        if period <= 0:
+            return wall
+        started = wall - wall % period
+        if self._period_started is None:
+            self._period_started = started
+        elif started != self._period_started:
+            self._period_started = started
+            self.periods += 1
+            self.buyers.start_period()
+            self.on_new_period(self.periods)
+        return wall
 
     def _maybe_start_period(self, now: int) -> None:
         """Start a new trading period when the current one is over: every aggregator's budget

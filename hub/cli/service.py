@@ -115,8 +115,19 @@ def hub(
     aggregators: int | None = typer.Option(None, help="number of aggregators (3)"),
     log_level: str | None = typer.Option(None, help="debug | info | warning"),
     log_format: str | None = typer.Option(None, help="console | json"),
+    worker: bool = typer.Option(
+        False,
+        "--worker",
+        help="run as one of several hub workers of one site: every worker points at the same "
+        "external broker (--mqtt-url) and PostgreSQL (--database-url); batteries are shared out "
+        "by leases in the database and move to the others within seconds when a worker stops or "
+        "dies (docs/scaling.md) [ETP_WORKER]",
+    ),
 ) -> None:
-    """Run the hub: broker, aggregators, auction driver, store and HTTP gateway (Ctrl-C stops)."""
+    """Run the hub: broker, aggregators, auction driver, store and HTTP gateway (Ctrl-C stops).
+
+    With --worker, one of several hub processes sharing a site (start as many as the site
+    needs, on one machine or several; each with its own --http-port)."""
     settings = _settings(
         data_dir=data_dir,
         database_url=database_url,
@@ -136,8 +147,12 @@ def hub(
         aggregators=aggregators,
         log_level=log_level,
         log_format=log_format,
+        worker=worker or None,
     )
     _check_tls(settings)
+    if settings.worker and (problem := settings.worker_problem()) is not None:
+        typer.echo(f"error: {problem}", err=True)
+        raise typer.Exit(2)
     code = run_loop(_run_hub(settings))
     raise typer.Exit(code)
 

@@ -272,13 +272,26 @@ class SenderPool:
         self.keyring = keyring
         self.epoch = epoch
         self._senders: dict[tuple[int, int], Sender] = {}
+        self._device_epochs: dict[int, int] = {}  # batteries taken over: their own epoch
+
+    def restart(self, device_ids: set[int], now_s: int) -> None:
+        """Hub workers: these batteries were taken over from another worker, which signed to
+        them under its own epoch (its start time, or later). Frames to them start again at
+        an epoch above it (the wall clock now, in seconds), so the battery's replay window
+        accepts them and refuses anything the old owner still sends."""
+        for key in [k for k in self._senders if k[1] in device_ids]:
+            del self._senders[key]
+        for device_id in device_ids:
+            last = self._device_epochs.get(device_id, self.epoch)
+            self._device_epochs[device_id] = max(self.epoch, now_s, last + 1) & 0xFFFFFFFF
 
     def get(self, src: int, device_id: int) -> Sender:
         """The sender for frames from src to device_id."""
         key = self.keyring.signing_key(device_id)
         sender = self._senders.get((src, device_id))
         if sender is None:
-            sender = Sender(src, device_id, key, self.epoch)
+            epoch = self._device_epochs.get(device_id, self.epoch)
+            sender = Sender(src, device_id, key, epoch)
             self._senders[(src, device_id)] = sender
         elif sender.key != key:
             sender.key = key

@@ -182,6 +182,14 @@ class SecurityAudit:
         self._keys_mark_ms: int | None = None
         self._device_changes: set[tuple[int, str, int]] = set()  # (device, kind, at_ms)
         self._devices_mark_ms: int | None = None
+        # hub workers: only the leader turns table changes (keys, devices) into events
+        self.watch_store = True
+
+    def lead(self, leading: bool) -> None:
+        """Hub workers: this one became (or stopped being) the leader; a new leader starts
+        from the last change audited in the store, whoever audited it."""
+        self.watch_store = leading
+        self._keys_mark_ms = self._devices_mark_ms = None
 
     def frame_rejected(self, reason: str, topic: str) -> None:
         """A frame from the network was dropped for `reason` (hub.metrics counts it too)."""
@@ -253,6 +261,8 @@ class SecurityAudit:
         event (a second process writing events would take sequence numbers out of order).
         `key_generation` is the battery's when the hub sees the change (within a second while
         it runs); two rotations of one device while no hub ran are one event."""
+        if not self.watch_store:
+            return
         if self._devices_mark_ms is None:
             last = (await list_security_events(self._keys, kinds=_DEVICE_KINDS, limit=1)
                     if self._keys is not None else [])
@@ -304,7 +314,7 @@ class SecurityAudit:
         while True:
             self.tick()
             now = time.monotonic()
-            if self._keys is not None and now >= next_keys:
+            if self._keys is not None and self.watch_store and now >= next_keys:
                 next_keys = now + self.keys_interval_s
                 try:
                     await self.check_api_keys()

@@ -1,4 +1,5 @@
-"""Throwaway PostgreSQL 15 servers for tests: `with postgres_server() as url: ...`."""
+"""Throwaway PostgreSQL 15 servers for tests and `etp bench hub --workers`:
+`with postgres_server() as url: ...`."""
 
 from __future__ import annotations
 
