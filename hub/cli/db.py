@@ -10,6 +10,8 @@ from typing import Annotated, Any
 
 import typer
 
+from hub.cli.doctor import unwrap_paragraphs
+
 app = typer.Typer(
     help="The hub database (SQLite in the data dir, or ETP_DATABASE_URL): migrations.",
     no_args_is_help=True,
@@ -218,7 +220,10 @@ def backup(
     _print_summary(summary, head_revision())
 
 
-@app.command(help=_RESTORE_HELP)
+backup.__doc__ = unwrap_paragraphs(backup.__doc__)
+
+
+@app.command(help=unwrap_paragraphs(_RESTORE_HELP))
 def restore(
     path: Annotated[
         Path, typer.Argument(help="A backup made by `etp db backup`.", show_default=False)

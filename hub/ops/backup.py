@@ -121,7 +121,8 @@ def _safe(url: URL) -> str:
     return url.render_as_string(hide_password=True)
 
 
-def _known_revisions() -> tuple[set[str], str]:
+def known_revisions() -> tuple[set[str], str]:
+    """Every schema revision this etp knows, and the newest (head)."""
     from alembic.script import ScriptDirectory
 
     from hub.store.migrate import head_revision, migration_config
@@ -131,7 +132,7 @@ def _known_revisions() -> tuple[set[str], str]:
 
 
 def _check_revision_known(summary: BackupSummary) -> None:
-    known, head = _known_revisions()
+    known, head = known_revisions()
     if summary.revision is None:
         raise RestoreRefusedError(
             f"{summary.path} holds no schema revision (alembic_version): it is not a backup "
@@ -235,7 +236,7 @@ def restore_database(database_url: str, path: Path, *, force: bool = False) -> R
         summary = _sqlite_restore(_sqlite_path(url), path, force)
     else:
         summary = _pg_restore(url, path, force)
-    _known, head = _known_revisions()
+    _known, head = known_revisions()
     return RestoreSummary(backup=summary, database=_safe(url), head_revision=head)
 
 
