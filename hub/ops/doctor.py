@@ -104,7 +104,7 @@ def _reason(exc: BaseException) -> str:
 # ---- database --------------------------------------------------------------------------------
 
 
-async def check_database(settings: Settings) -> list[Check]:
+async def check_database(settings: Settings, timeout_s: float) -> list[Check]:
     """Reachable, and migrated to the revision this etp knows as newest."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.ext.asyncio import create_async_engine
@@ -119,7 +119,12 @@ async def check_database(settings: Settings) -> list[Check]:
         path = Path(str(url.database))
         if not path.exists():
             return [_fail(name, f"no database at {path}", "etp db upgrade")]
-    engine = create_async_engine(url)
+    connect_args = (
+        {"connect_timeout": max(1, int(timeout_s))}
+        if url.get_backend_name() == "postgresql"
+        else {}
+    )
+    engine = create_async_engine(url, connect_args=connect_args)
     try:
         revision = await current_revision(engine)
     except Exception as exc:  # any driver error: unreachable, refused, bad password
@@ -580,7 +585,7 @@ async def run_doctor(
         return lambda: asyncio.to_thread(check, settings)
 
     runs: list[tuple[str, Callable[[], Awaitable[list[Check]]]]] = [
-        ("database", lambda: check_database(settings)),
+        ("database", lambda: check_database(settings, timeout_s)),
         ("data dir", threaded(check_files)),
         ("broker", lambda: check_broker(settings, timeout_s)),
         ("certificates", threaded(check_certificates)),
