@@ -21,6 +21,7 @@ from hub.settings import load_master_secret
 from hub.store import Store, database_url_for
 from tests.brokers import free_port, mosquitto_available, mosquitto_secure_broker
 from tests.hub.processes import HubProcess
+from tests.pg import create_database
 
 REPO = Path(__file__).resolve().parents[2]
 HUB_PASSWORD = "doctor-test-password"
@@ -168,3 +169,26 @@ async def test_wrong_broker_password_fails_naming_the_setting(tmp_path: Path) ->
         assert "TLS verified" in checks["broker"]["detail"]
         assert checks["broker certificate"]["status"] == "warn"
         assert "pki init --force" in checks["broker certificate"]["fix"]
+
+
+@pytest.mark.postgres
+async def test_postgresql_database_checked_for_migrations(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    database_url = create_database(postgres_url, "doctor_db")
+    env = {
+        "ETP_DATA_DIR": str(_site(tmp_path)),
+        "ETP_DATABASE_URL": database_url,
+        "ETP_MQTT_URL": f"mqtt://127.0.0.1:{free_port()}",
+        "ETP_SETTLEMENT_NETWORK": "off",
+        "ETP_HTTP_ENABLED": "false",
+    }
+    _code, checks, text = await asyncio.to_thread(_doctor, env)
+    assert checks["database"]["status"] == "FAIL", text
+    assert "never migrated" in checks["database"]["detail"]
+    assert checks["database"]["fix"] == "etp db upgrade"
+    async with Store(database_url):
+        pass
+    _code, checks, text = await asyncio.to_thread(_doctor, env)
+    assert checks["database"]["status"] == "ok", text
+    assert "(head)" in checks["database"]["detail"]
