@@ -217,3 +217,18 @@ def test_backup_and_restore_explain_bad_paths(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("not a backup")
     code, output = _cli("db", "restore", str(tmp_path / "notes.txt"), "--data-dir", data_dir)
     assert code == 1 and "neither a SQLite backup nor a pg_dump" in output
+
+
+@pytest.mark.postgres
+def test_postgresql_password_never_printed(tmp_path: Path, postgres_url: str) -> None:
+    url = create_database(postgres_url, "ops_password_db")
+    with_password = url.replace("postgres@", "postgres:pw-not-shown@")  # trust auth ignores it
+    code, output = _cli("db", "upgrade", "--database-url", with_password)
+    assert code == 0, output
+    code, output = _cli("db", "backup", str(tmp_path / "p.dump"), "--database-url", with_password)
+    assert code == 0, output
+    code, refused = _cli("db", "restore", str(tmp_path / "p.dump"), "--database-url", with_password)
+    assert code == 0, refused  # empty tables: nothing to refuse
+    code, wrong_kind = _cli("db", "restore", str(tmp_path / "p.dump"), "--data-dir", str(tmp_path))
+    assert code == 1 and "PostgreSQL backup but the database is SQLite" in wrong_kind
+    assert "pw-not-shown" not in output + refused + wrong_kind
