@@ -1,4 +1,5 @@
-"""`etp db upgrade|current`: migrate the hub database and show its revision; `etp bench store`."""
+"""`etp db upgrade|current|backup|restore`: migrate the hub database, show its revision, back it
+up and restore it (hub/ops/backup.py); `etp bench store`."""
 
 from __future__ import annotations
 

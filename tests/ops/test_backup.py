@@ -232,3 +232,25 @@ def test_postgresql_password_never_printed(tmp_path: Path, postgres_url: str) ->
     code, wrong_kind = _cli("db", "restore", str(tmp_path / "p.dump"), "--data-dir", str(tmp_path))
     assert code == 1 and "PostgreSQL backup but the database is SQLite" in wrong_kind
     assert "pw-not-shown" not in output + refused + wrong_kind
+
+
+@pytest.mark.postgres
+def test_postgresql_backup_explains_a_too_old_pg_dump(
+    tmp_path: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = create_database(postgres_url, "ops_old_tools_db")
+    old_tools = tmp_path / "bin"  # a test double: client tools of PostgreSQL 9
+    old_tools.mkdir()
+    for tool in ("pg_dump", "pg_restore"):
+        (old_tools / tool).write_text(f"#!/bin/sh\necho '{tool} (PostgreSQL) 9.6.24'\n")
+        (old_tools / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", str(old_tools))
+    monkeypatch.setattr("hub.ops.backup._PG_LIB_GLOB", str(tmp_path / "none" / "*" / "bin"))
+    code, output = _cli("db", "backup", str(tmp_path / "x.dump"), "--database-url", url)
+    assert code == 1
+    assert "is older" in output and "(9)" in output and "postgresql-client-" in output
+    assert not (tmp_path / "x.dump").exists()
+
+    monkeypatch.setenv("PATH", str(tmp_path / "none"))
+    code, output = _cli("db", "backup", str(tmp_path / "x.dump"), "--database-url", url)
+    assert code == 1 and "pg_dump / pg_restore not found" in output
