@@ -1,4 +1,5 @@
-"""`etp db upgrade|current`: migrate the hub database and show its revision; `etp bench store`."""
+"""`etp db upgrade|current|backup|restore`: migrate the hub database, show its revision, back it
+up and restore it (hub/ops/backup.py); `etp bench store`."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
+from hub.cli.doctor import unwrap_paragraphs
 
 app = typer.Typer(
     help="The hub database (SQLite in the data dir, or ETP_DATABASE_URL): migrations.",
@@ -157,3 +160,97 @@ def bench_store(
     ]
     for name, value in rows:
         typer.echo(f"  {name:<34} {value:>12,.1f}")
+
+
+# ---- backup and restore (hub/ops/backup.py) -------------------------------------------------
+
+_RESTORE_HELP = """Replace the database by a backup made with `etp db backup`.
+
+Stop the hub first: a restore refuses while another process has the database open (SQLite:
+its WAL lock; PostgreSQL: other sessions on the database). It refuses a database that holds
+rows unless --force (back it up first), and a backup made by a newer etp (upgrade etp first).
+
+The restored database keeps the backup's schema revision; it is not migrated here, so the
+restore is exactly the backup. When that revision is older than this etp's, run
+`etp db upgrade` (`etp hub` also migrates when it starts).
+"""
+
+
+def _size(size_bytes: int) -> str:
+    if size_bytes < 1024 * 1024:
+        return f"{size_bytes / 1024:.1f} KiB"
+    return f"{size_bytes / (1024 * 1024):.1f} MiB"
+
+
+def _print_summary(summary: Any, head: str) -> None:
+    state = "head" if summary.revision == head else f"head is {head}"
+    typer.echo(f"  revision  {summary.revision or 'none'} ({state})")
+    for table, count in summary.row_counts.items():
+        typer.echo(f"  {table:<9} {count:,}")
+
+
+@app.command()
+def backup(
+    path: Annotated[Path, typer.Argument(help="The backup file to write.", show_default=False)],
+    force: Annotated[bool, typer.Option("--force", help="Replace PATH if it exists.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+    database_url: DatabaseUrl = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Write a consistent backup of the database to PATH while the hub may run.
+
+    SQLite: sqlite3's online backup (one snapshot, the hub keeps writing) into a single file.
+    PostgreSQL: `pg_dump --format=custom` (pg_dump on PATH or in /usr/lib/postgresql/*/bin, of
+    the server's major version or newer). The file is written next to PATH, checked (integrity,
+    schema revision) and renamed into place; prints its size, revision and row counts.
+    """
+    from hub.ops.backup import BackupError, backup_database
+    from hub.store import head_revision
+
+    url = resolve_url(database_url, data_dir)
+    try:
+        summary = backup_database(url, path, force=force)
+    except BackupError as err:
+        _fail(str(err))
+        return
+    if as_json:
+        typer.echo(json.dumps(summary.as_dict(), indent=2))
+        return
+    kind = "SQLite, integrity ok" if summary.kind == "sqlite" else "pg_dump custom format"
+    typer.echo(f"backup written: {summary.path} ({_size(summary.size_bytes)}, {kind})")
+    _print_summary(summary, head_revision())
+
+
+backup.__doc__ = unwrap_paragraphs(backup.__doc__)
+
+
+@app.command(help=unwrap_paragraphs(_RESTORE_HELP))
+def restore(
+    path: Annotated[
+        Path, typer.Argument(help="A backup made by `etp db backup`.", show_default=False)
+    ],
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace a database that holds data.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+    database_url: DatabaseUrl = None,
+    data_dir: DataDir = None,
+) -> None:
+    from hub.ops.backup import BackupError, restore_database
+
+    url = resolve_url(database_url, data_dir)
+    try:
+        result = restore_database(url, path, force=force)
+    except BackupError as err:
+        _fail(str(err))
+        return
+    if as_json:
+        typer.echo(json.dumps(result.as_dict(), indent=2))
+        return
+    typer.echo(f"restored {result.backup.path} into {result.database}")
+    _print_summary(result.backup, result.head_revision)
+    if result.needs_upgrade:
+        typer.echo(
+            f"the backup's schema ({result.backup.revision}) is older than this etp's "
+            f"({result.head_revision}): run `etp db upgrade` before starting the hub"
+        )

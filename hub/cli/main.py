@@ -17,6 +17,7 @@ from hub.cli import (
 )
 from hub.cli import audit as audit_cli
 from hub.cli import device as device_cli
+from hub.cli import doctor as doctor_cli
 from hub.cli import legacy as legacy_cli
 
 app = typer.Typer(
@@ -47,6 +48,7 @@ app.add_typer(legacy_cli.app, name="legacy")
 app.command("hub")(service.hub)
 app.command("demo")(service.demo)
 app.command("report")(report.report)
+app.command("doctor")(doctor_cli.doctor)
 bench_app.command("hub")(service.bench_hub)
 bench_app.command("proto")(proto.bench_proto)
 bench_app.command("firmware")(firmware.bench_firmware)
