@@ -54,16 +54,17 @@ def _verify(paths: list[Path], unit_dir: Path) -> subprocess.CompletedProcess[st
     env = {**os.environ, "SYSTEMD_UNIT_PATH": f"{unit_dir}:", "SYSTEMD_LOG_COLOR": "0"}
     return subprocess.run(
         ["systemd-analyze", "verify", "--man=no", *map(str, paths)],
-        capture_output=True, text=True, env=env, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
     )
 
 
 def _instances(unit_dir: Path) -> list[Path]:
     """Every unit as systemd would load it: the worker template as instance @1."""
-    return [
-        unit_dir / (name.replace("@.", "@1.") if "@." in name else name)
-        for name in ALL_UNITS
-    ]
+    return [unit_dir / (name.replace("@.", "@1.") if "@." in name else name) for name in ALL_UNITS]
 
 
 def _keys(name: str, section: str = "Service") -> dict[str, list[str]]:
@@ -96,17 +97,21 @@ def test_the_mosquitto_drop_in_passes_verify_with_debian_s_unit(tmp_path: Path) 
     package is installed, else a unit with the same [Service] shape)."""
     units = _staged(tmp_path, names=[])
     debian = Path("/lib/systemd/system/mosquitto.service")
-    text = debian.read_text() if debian.exists() else (
-        "[Unit]\nDescription=Mosquitto\n[Service]\nType=notify\n"
-        f"ExecStart={_etp_executable()} -c /etc/mosquitto/mosquitto.conf\n"
+    text = (
+        debian.read_text()
+        if debian.exists()
+        else (
+            "[Unit]\nDescription=Mosquitto\n[Service]\nType=notify\n"
+            f"ExecStart={_etp_executable()} -c /etc/mosquitto/mosquitto.conf\n"
+        )
     )
     (units / "mosquitto.service").write_text(text)
     drop_in = units / "mosquitto.service.d"
     drop_in.mkdir()
     (drop_in / "etp.conf").write_text(
-        (SYSTEMD / "mosquitto.service.d" / "etp.conf").read_text().replace(
-            INSTALLED_TLS_SCRIPT, str(REPO / "deploy" / "bin" / "etp-mosquitto-tls")
-        )
+        (SYSTEMD / "mosquitto.service.d" / "etp.conf")
+        .read_text()
+        .replace(INSTALLED_TLS_SCRIPT, str(REPO / "deploy" / "bin" / "etp-mosquitto-tls"))
     )
     done = _verify([units / "mosquitto.service"], units)
     assert done.returncode == 0 and not done.stderr.strip(), done.stderr
@@ -150,9 +155,18 @@ def test_hub_units_are_hardened(tmp_path: Path, name: str) -> None:
     if instance.name != name:
         shutil.copy(units / name, instance)
     done = subprocess.run(
-        ["systemd-analyze", "security", "--offline=true", "--threshold=25", "--no-pager",
-         str(instance)],
-        capture_output=True, text=True, timeout=60, check=False,
+        [
+            "systemd-analyze",
+            "security",
+            "--offline=true",
+            "--threshold=25",
+            "--no-pager",
+            str(instance),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert done.returncode == 0, done.stdout[-600:] + done.stderr
 
@@ -164,8 +178,12 @@ def test_services_run_as_etp_with_the_site_environment(name: str) -> None:
     assert service["EnvironmentFile"][0] == "/etc/etp/etp.env"
     assert service["ExecStart"][0].startswith(INSTALLED_ETP + " ")
     for key, value in {
-        "NoNewPrivileges": "yes", "ProtectSystem": "strict", "ReadWritePaths": "/var/lib/etp",
-        "PrivateTmp": "yes", "ProtectHome": "yes", "CapabilityBoundingSet": "",
+        "NoNewPrivileges": "yes",
+        "ProtectSystem": "strict",
+        "ReadWritePaths": "/var/lib/etp",
+        "PrivateTmp": "yes",
+        "ProtectHome": "yes",
+        "CapabilityBoundingSet": "",
     }.items():
         assert service[key] == [value], key
 
@@ -205,8 +223,12 @@ def _pki_and_conf(tmp_path: Path) -> tuple[Path, Path]:
     site_pki(data_dir).init(["hub.test"], days=2, site="site1")
     conf_dir = tmp_path / "mosquitto-etp"
     write_mosquitto_config(
-        conf_dir, [BrokerAccount("hub", "$7$101$c2FsdA==$aGFzaA==")], site="site1",
-        listener_host="0.0.0.0", port=8883, tls=BrokerTlsFiles.in_data_dir(data_dir),
+        conf_dir,
+        [BrokerAccount("hub", "$7$101$c2FsdA==$aGFzaA==")],
+        site="site1",
+        listener_host="0.0.0.0",
+        port=8883,
+        tls=BrokerTlsFiles.in_data_dir(data_dir),
     )
     return data_dir / "pki", conf_dir
 
@@ -220,8 +242,14 @@ def test_mosquitto_gets_copies_of_the_broker_certificate(tmp_path: Path) -> None
     script = REPO / "deploy" / "bin" / "etp-mosquitto-tls"
     env = {**os.environ, "MOSQUITTO_GROUP": group}
     for _ in range(2):
-        done = subprocess.run([str(script), str(pki_dir), str(conf_dir)], env=env,
-                              capture_output=True, text=True, timeout=30, check=False)
+        done = subprocess.run(
+            [str(script), str(pki_dir), str(conf_dir)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
         assert done.returncode == 0, done.stderr
         conf = (conf_dir / "mosquitto.conf").read_text().splitlines()
         tls_dir = conf_dir / "tls"
@@ -241,6 +269,9 @@ def test_mosquitto_tls_script_refuses_without_certificates(tmp_path: Path) -> No
     (pki_dir / "broker.key").unlink()
     done = subprocess.run(
         [str(REPO / "deploy" / "bin" / "etp-mosquitto-tls"), str(pki_dir), str(conf_dir)],
-        capture_output=True, text=True, timeout=30, check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
     assert done.returncode == 1 and "etp pki init" in done.stderr
