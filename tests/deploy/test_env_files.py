@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,7 +48,7 @@ def _no_outer_etp_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
-def load(environment: str, **overrides: object) -> Settings:
+def load(environment: str, **overrides: Any) -> Settings:
     return Settings(_env_file=ENV_DIR / f"{environment}.env", **overrides)  # type: ignore[call-arg]
 
 
