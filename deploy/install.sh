@@ -4,10 +4,10 @@
 #
 #  - the system user `etp`; /etc/etp (root:etp 0750), /var/lib/etp (etp:etp 0750)
 #  - this source tree as a release in /opt/etp/releases/<version>-<content hash>/ with its own
-#    virtualenv (the package installed editable, so the hub finds its migrations, the
-#    program's IDL and the dashboard build beside it); /opt/etp/venv and /opt/etp/src point at
-#    the newest release. Hubs already running keep the release they started from, so a
-#    rolling upgrade never mixes two versions' code in one process.
+#    virtualenv (the package installed editable, with the tools extra for flashing boards, so
+#    the hub finds its migrations, the program's IDL and the dashboard build beside it);
+#    /opt/etp/venv and /opt/etp/src point at the newest release. Hubs already running keep the
+#    release they started from, so a rolling upgrade never mixes two versions in one process.
 #  - /etc/etp/etp.env from deploy/env/<env>.env, and /etc/etp/worker-N.env (ETP_HTTP_PORT=8000+N),
 #    only where they do not exist yet (your edits are kept)
 #  - the systemd units, Mosquitto's drop-ins (when Mosquitto is installed), /usr/local/bin/etp-site
@@ -20,7 +20,8 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --env) environment=${2:?--env needs dev, staging or prod}; shift 2 ;;
         --workers) workers=${2:?--workers needs a number}; shift 2 ;;
-        -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
+            exit 0 ;;
         *) echo "install.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -73,7 +74,7 @@ else
     install -d -m 0755 "$release/src"
     tar -C "$src" "${tree[@]}" -cf - . | tar -C "$release/src" --no-same-owner -xf -
     "$python" -m venv "$release/venv"
-    "$release/venv/bin/pip" install --quiet --disable-pip-version-check -e "$release/src"
+    "$release/venv/bin/pip" install --quiet --disable-pip-version-check -e "$release/src[tools]"
     chmod -R go-w,go+rX "$release"
     runuser -u etp -- "$release/venv/bin/etp" --help > /dev/null
     echo "installed release $release"
