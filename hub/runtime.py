@@ -259,7 +259,8 @@ class HubRuntime:
                 key_file=settings.mqtt_key_file,
                 subscriptions=[
                     (device_wildcard(settings.site, leaf), 1 if leaf != STATUS else 0)
-                    for leaf in (BIRTH, DEATH, STATUS, RESPONSE)
+                    # a hub worker: the rest per battery it owns (hub.cluster.worker)
+                    for leaf in ((BIRTH,) if settings.worker else (BIRTH, DEATH, STATUS, RESPONSE))
                 ],
                 # workers: one leaving is not the site's hub going offline
                 will=None if settings.worker else (hub_state, b"offline", 1, True),
@@ -815,10 +816,10 @@ class HubRuntime:
         if self.registry is None:
             return []
         out_of_service = self.auctions.controls.out_of_service if self.auctions else {}
-        rows = [
-            {**d.as_dict(), "in_service": d.device_id not in out_of_service}
-            for _, d in sorted(self.registry.devices.items())
-        ]
+        rows = [d.as_dict() for _, d in sorted(self.registry.devices.items())]
+        if self.worker is not None:  # hub workers: every worker's batteries, with the owner
+            rows = self.worker.devices(rows)
+        rows = [row | {"in_service": row["device_id"] not in out_of_service} for row in rows]
         if not self.broker_reachable:
             for row in rows:
                 row["online"] = None

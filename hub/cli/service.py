@@ -462,9 +462,19 @@ def bench_hub(
     ),
     status_ms: int = typer.Option(5000, help="battery status period, ms"),
     mechanism: str = typer.Option("ascending", help="ascending | second_price"),
+    workers: str | None = typer.Option(
+        None,
+        help="run hub workers (`etp hub --worker`) on Mosquitto + PostgreSQL instead of one "
+        "hub: N, or a list such as 1,2 to compare (one run each, same fleet and load)",
+    ),
+    database_url: str | None = typer.Option(
+        None, help="with --workers: an empty PostgreSQL database (default: a throwaway server)"
+    ),
     json_out: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
 ) -> None:
-    """Drive the hub with simulated batteries; print msg/s, latency, misses, losses, CPU, RSS."""
+    """Drive the hub with simulated batteries; print msg/s, latency, misses, losses, CPU, RSS.
+
+    With --workers: the same for N hub workers sharing the site, and where the CPU went."""
     from hub.runtime import configure_logging
 
     try:
@@ -489,6 +499,9 @@ def bench_hub(
         status_ms=status_ms,
         mechanism=mechanism,
     )
+    if workers is not None:
+        _bench_workers(config, workers, database_url, json_out)
+        return
     try:
         result = run_loop(run_bench(config))
     except Exception as exc:
@@ -502,3 +515,30 @@ def bench_hub(
         from hub.tools.bench.hub import format_table
 
         typer.echo(format_table(result))
+
+
+def _bench_workers(config: Any, workers: str, database_url: str | None, json_out: bool) -> None:
+    """`etp bench hub --workers 1,2`: one run per count, then the comparison table."""
+    from hub.tools.bench.workers import format_workers_table, run_workers_bench
+
+    try:
+        counts = [int(part) for part in workers.split(",") if part.strip()]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1 or max(counts) > 64:
+        _fail("--workers takes a count (1..64) or a list of counts such as 1,2")
+    if config.broker == "embedded" and config.mqtt_url is None:
+        config.broker = "mosquitto"  # workers share an external broker
+    results = []
+    for count in counts:
+        typer.echo(f"running {count} worker(s) for {config.duration_s:.0f} s ...", err=True)
+        try:
+            results.append(run_loop(run_workers_bench(config, count, database_url)))
+        except Exception as exc:
+            _fail(f"benchmark failed with {count} worker(s): {exc}")
+    if json_out:
+        import json
+
+        typer.echo(json.dumps(results, indent=2))
+    else:
+        typer.echo(format_workers_table(results))

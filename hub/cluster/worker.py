@@ -1,9 +1,12 @@
 """A hub worker's part in a site shared with others: the glue between HubRuntime and the
 cluster (hub.cluster.membership leases, hub.cluster.shares budgets).
 
-- Frames of batteries this worker does not own are dropped before they are verified, except
-  births: verified and kept, so that a battery taken over is known at once (its birth fed to
-  the runtime as a retained one, then a probe shows it alive).
+- A worker subscribes to every battery's birth (retained) and to the other topics (status,
+  responses, will) of the batteries it owns only, so the broker sends each frame to its owner
+  alone. Births of batteries it does not own are verified and kept, so that a battery taken
+  over is known at once (its birth fed to the runtime as a retained one, then a probe shows it
+  alive); any other frame of a battery it does not own (in flight at a handover) is dropped
+  before it is verified.
 - A battery taken over: auctions and trades its last owner left open are recovered from the
   store (as a restarting hub does), the senders to it restart at a newer epoch, then it trades.
 - A battery handed over: its auction ends here, it leaves this worker's registry quietly.
@@ -19,10 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from hub.auctions.control import ControlError
 from hub.cluster.membership import Cluster, ClusterConfig, new_worker_id
 from hub.cluster.shares import AggregatorShares
+from hub.events import Event, EventKind
+from shared_etp.compat import now_ms
 from shared_etp.errors import ProtocolError
-from shared_etp.topics import BIRTH, device_topic
+from shared_etp.topics import BIRTH, DEATH, RESPONSE, STATUS, device_topic
 
 if TYPE_CHECKING:
     from hub.runtime import HubRuntime
@@ -65,16 +71,76 @@ class WorkerGlue:
         runtime.auctions.leads = False
         self._jobs: set[asyncio.Task[None]] = set()
         self._leading = asyncio.Lock()
+        # the site's batteries as the store has them (every worker's), with their owners:
+        # what this worker's gateway lists beside its own live ones
+        self.site_devices: dict[int, dict[str, Any]] = {}
+        self._site_task: asyncio.Task[None] | None = None
+        self._controls_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.shares.start()
         await self.cluster.start()
+        self._site_task = asyncio.create_task(self._read_site(), name="worker-site-devices")
+        self._controls_task = asyncio.create_task(self._follow_controls(), name="worker-controls")
 
     async def stop(self) -> None:
+        for task in (self._site_task, self._controls_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         await self.cluster.stop()
         await self.shares.stop()
         for job in list(self._jobs):
             await asyncio.gather(job, return_exceptions=True)
+
+    async def _follow_controls(self) -> None:
+        """Operators' commands given at any worker's gateway apply at every worker: each is an
+        operator_action event, applied again here (idempotent) as a restart replays them."""
+        runtime = self.runtime
+        assert runtime.events is not None and runtime.auctions is not None
+        operator = runtime.auctions.operator
+        with runtime.events.subscribe([EventKind.OPERATOR_ACTION]) as subscription:
+            async for item in subscription:
+                if not isinstance(item, Event):
+                    continue  # Lagged: controls are few; a lag here is not expected
+                payload = item.payload
+                try:
+                    operator.restore(str(payload.get("action")), item.device_id,
+                                     payload.get("by") or {}, payload.get("params") or {},
+                                     item.ts_ms)
+                except (ControlError, TypeError, ValueError) as exc:
+                    log.warning("operator action from another worker not applied",
+                                seq=item.seq, error=str(exc))
+
+    async def _read_site(self, interval_s: float = 2.0) -> None:
+        store, site = self.runtime.store, self.runtime.settings.site
+        assert store is not None
+        while True:
+            try:
+                owners = await store.lease_owners(site, now_ms())
+                self.site_devices = {
+                    row.device_id: {
+                        "device_id": row.device_id, "online": row.online, "health": row.health,
+                        "energy_total_wh": row.energy_total_wh,
+                        "energy_remaining_wh": row.energy_remaining_wh,
+                        "pct_for_sale": row.pct_for_sale, "reserve_mc": row.reserve_mc,
+                        "soc": row.soc, "voltage_mv": row.voltage_mv, "failures": None,
+                        "last_seen_ms": row.last_seen_ms or None,
+                        "worker": owners.get(row.device_id),
+                    }
+                    for row in await store.list_devices() if row.site == site
+                }
+            except Exception as exc:
+                log.warning("the site's batteries not read (will retry)", error=str(exc))
+            await asyncio.sleep(interval_s)
+
+    def devices(self, own: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The gateway's battery list: this worker's live rows, the others' from the store."""
+        rows = {row["device_id"]: row | {"worker": self.worker_id} for row in own
+                if self.cluster.owns(row["device_id"])}
+        for device_id, row in self.site_devices.items():
+            rows.setdefault(device_id, row)
+        return [rows[device_id] for device_id in sorted(rows)]
 
     def status(self) -> dict[str, Any]:
         return self.cluster.status() | {"share_syncs": self.shares.syncs}
@@ -112,7 +178,8 @@ class WorkerGlue:
 
     async def _take_over(self, devices: set[int]) -> None:
         runtime = self.runtime
-        assert runtime.auctions is not None
+        assert runtime.auctions is not None and runtime.link is not None
+        await runtime.link.add_subscriptions(self._topics(devices))  # before anything is asked
         try:
             await runtime.auctions.recover(devices)
         except Exception as exc:  # the store away: the reconciler's questions come later
@@ -127,8 +194,17 @@ class WorkerGlue:
                 runtime.on_message(device_topic(site, device_id, BIRTH), birth)
             runtime.auctions.probe(device_id)  # alive? its answer puts it online at once
 
+    def _topics(self, devices: set[int]) -> list[tuple[str, int]]:
+        """A battery's topics its owner subscribes to (births: every worker, all batteries)."""
+        site = self.runtime.settings.site
+        return [(device_topic(site, device_id, leaf), 0 if leaf == STATUS else 1)
+                for device_id in sorted(devices) for leaf in (DEATH, STATUS, RESPONSE)]
+
     def _release(self, devices: set[int]) -> None:
         runtime = self.runtime
+        if runtime.link is not None:
+            self._job(runtime.link.remove_subscriptions(self._topics(devices)),
+                      "worker-unsubscribe")
         if runtime.auctions is not None:
             runtime.auctions.release(devices)
         if runtime.registry is not None:

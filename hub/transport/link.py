@@ -228,6 +228,7 @@ class MqttLink:
         self._task: asyncio.Task[None] | None = None
         self._intake_task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._extra: set[tuple[str, int]] = set()  # add_subscriptions (a hub worker's batteries)
         self._client_id = config.client_id or f"etp-hub-{next(_client_numbers)}"
 
     @property
@@ -265,6 +266,26 @@ class MqttLink:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         self.connected.clear()
+
+    async def add_subscriptions(self, topics: Sequence[tuple[str, int]]) -> None:
+        """Subscribe to more filters now (if connected) and after every reconnect."""
+        new = [t for t in topics if t not in self._extra]
+        self._extra.update(new)
+        client = self._client
+        if new and client is not None and client.connected:
+            with contextlib.suppress(MqttError):  # lost meanwhile: the reconnect makes them
+                for first in range(0, len(new), 500):
+                    await client.subscribe(new[first : first + 500])
+
+    async def remove_subscriptions(self, topics: Sequence[tuple[str, int]]) -> None:
+        """Unsubscribe from filters added with add_subscriptions."""
+        gone = [t for t in topics if t in self._extra]
+        self._extra.difference_update(gone)
+        client = self._client
+        if gone and client is not None and client.connected:
+            with contextlib.suppress(MqttError):
+                for first in range(0, len(gone), 500):
+                    await client.unsubscribe([topic for topic, _ in gone[first : first + 500]])
 
     def _receive(self, topic: str, payload: bytes) -> None:
         self.received += 1
@@ -318,6 +339,9 @@ class MqttLink:
                     await client.connect()
                     if self.config.subscriptions:
                         await client.subscribe(self.config.subscriptions)
+                    extra = sorted(self._extra)
+                    for first in range(0, len(extra), 500):
+                        await client.subscribe(extra[first : first + 500])
                 except MqttError as exc:
                     client.abort()
                     if self._stopping:

@@ -42,6 +42,7 @@ __all__ = [
 
 _CONNECT, _CONNACK, _PUBLISH, _PUBACK = 0x10, 0x20, 0x30, 0x40
 _SUBSCRIBE, _SUBACK, _PINGREQ, _PINGRESP, _DISCONNECT = 0x82, 0x90, 0xC0, 0xD0, 0xE0
+_UNSUBSCRIBE, _UNSUBACK = 0xA2, 0xB0
 _PING = bytes((_PINGREQ, 0))
 _BYE = bytes((_DISCONNECT, 0))
 _CONNACK_REASONS = {
@@ -357,6 +358,20 @@ class MqttClient:
         if refused or len(granted) != len(topics):
             raise MqttError(f"broker refused the subscription to {refused or topics}")
 
+    async def unsubscribe(self, topics: Sequence[str], timeout_s: float = 10.0) -> None:
+        """Unsubscribe from filters in one UNSUBSCRIBE and wait for the UNSUBACK."""
+        mid = self._mid()
+        body = struct.pack("!H", mid) + b"".join(_text(t) for t in topics)
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._subacks[mid] = future  # an UNSUBACK answers with the same packet id
+        try:
+            self._send(bytes((_UNSUBSCRIBE,)) + _length(len(body)) + body)
+            await asyncio.wait_for(future, timeout_s)
+        except TimeoutError:
+            raise MqttError(f"no UNSUBACK for {list(topics)}") from None
+        finally:
+            self._subacks.pop(mid, None)
+
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
         """Queue a PUBLISH (sent with everything else queued in this loop iteration)."""
         self._publish(topic, payload, qos, retain, None)
@@ -557,7 +572,7 @@ class MqttClient:
                     future.set_result(None)
             elif kind == _PINGRESP:
                 self._pong_due = None
-            elif kind == _SUBACK:
+            elif kind in (_SUBACK, _UNSUBACK):
                 pending = self._subacks.get(buffer[start] << 8 | buffer[start + 1])
                 if pending is not None and not pending.done():
                     pending.set_result(bytes(view[start + 2 : end]))

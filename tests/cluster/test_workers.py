@@ -101,6 +101,13 @@ async def test_three_workers_one_killed_every_battery_keeps_trading(tmp_path: Pa
                               site.api_key)[1] for w in survivors]
             seqs = [[item["seq"] for item in page] for page in pages]
             assert seqs[0] == seqs[1] and len(seqs[0]) == 500, seqs
+            # each gateway lists the site's batteries, with the worker that owns each
+            for worker in survivors:
+                listed = get_json(f"http://127.0.0.1:{worker.http_port}/api/v1/batteries",
+                                  site.api_key)[1]["items"]
+                assert [row["device_id"] for row in listed] == list(range(1, BATTERIES + 1))
+                owners = {row["worker"] for row in listed}
+                assert owners == {f"worker-{w.index}" for w in survivors}, owners
         finally:
             await site.stop()
             if fleet is not None:

@@ -98,6 +98,27 @@ async def test_retained_message_reaches_a_later_subscriber(broker: tuple[str, in
     await late.disconnect()
 
 
+async def test_unsubscribed_topics_are_no_longer_delivered(broker: tuple[str, int]) -> None:
+    """A hub worker drops a battery's topics when the battery moves to another worker."""
+    host, port = broker
+    got, on_message = _collector()
+    reader = MqttClient(host, port, "worker", on_message)
+    await reader.connect()
+    await reader.subscribe([("etp/resp/7", 1), ("etp/resp/8", 1)])
+    writer = MqttClient(host, port, "battery", lambda *_: None)
+    await writer.connect()
+    await writer.publish_wait("etp/resp/7", b"a", qos=1)
+    await _until(lambda: len(got) == 1)
+    await reader.unsubscribe(["etp/resp/7"])
+    await writer.publish_wait("etp/resp/7", b"b", qos=1)
+    await writer.publish_wait("etp/resp/8", b"c", qos=1)
+    await _until(lambda: len(got) == 2)
+    await asyncio.sleep(0.2)
+    assert got == [("etp/resp/7", b"a"), ("etp/resp/8", b"c")]
+    await writer.disconnect()
+    await reader.disconnect()
+
+
 async def test_unreachable_broker_and_publishing_while_down_are_clear_errors() -> None:
     port = free_port()
     client = MqttClient("127.0.0.1", port, "nobody", lambda *_: None, connect_timeout_s=2)
