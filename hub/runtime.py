@@ -368,6 +368,8 @@ class HubRuntime:
             await self.settlement.drain(5.0)
             await self.settlement.stop()
             self.settlement = None
+            if self.auctions is not None:
+                self.auctions.reputation_view = None  # the hub's own figures again
         if self.alerts is not None:
             await self.alerts.stop()
             self.alerts = None
