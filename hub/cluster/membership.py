@@ -74,6 +74,7 @@ class Cluster:
         on_release: Callable[[set[int]], None],
         on_leader: Callable[[bool], None],
         busy: Callable[[int], bool],
+        healthy: Callable[[], bool] = lambda: True,
         clock: Callable[[], int] = now_ms,
     ) -> None:
         if not config.margin_ms < config.lease_ms or config.renew_ms >= config.lease_ms:
@@ -84,6 +85,7 @@ class Cluster:
         self.on_release = on_release
         self.on_leader = on_leader
         self.busy = busy
+        self.healthy = healthy  # False (e.g. the broker out of reach): leases left to expire
         self.clock = clock
         self.known: set[int] = set()  # batteries whose verified birth this worker saw
         self.owned: set[int] = set()
@@ -156,6 +158,14 @@ class Cluster:
         """One renewal: heartbeat, live workers, leases taken, renewed, handed over."""
         config = self.config
         started = self.clock()
+        if not self.healthy():
+            # cannot reach its batteries: no heartbeat, no renewal, so the others take them
+            # when the leases expire (it stops trusting them a margin before)
+            if started >= self._valid_until and (self.owned or self.leader):
+                log.warning("worker cannot trade: its batteries go to the others",
+                            worker=config.worker_id, owned=len(self.owned))
+                self._lose(set(self.owned), leader=self.leader)
+            return
         await self.store.worker_heartbeat(
             config.worker_id, config.site, started_ms=self._started_ms, now_ms=started,
             http_url=config.http_url,

@@ -61,6 +61,7 @@ class WorkerGlue:
             on_release=self._release,
             on_leader=self._lead,
             busy=lambda device_id: device_id in runtime.auctions.runs,  # type: ignore[union-attr]
+            healthy=lambda: runtime.link is not None and runtime.link.connected.is_set(),
         )
         self.shares = AggregatorShares(
             runtime.store, settings.site, self.worker_id, runtime.auctions.buyers,

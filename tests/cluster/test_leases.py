@@ -21,7 +21,8 @@ class Clock:
         return self.ms
 
 
-def _cluster(store: Store, name: str, clock: Clock, busy: set[int] | None = None) -> Cluster:
+def _cluster(store: Store, name: str, clock: Clock, busy: set[int] | None = None,
+             healthy: list[bool] | None = None) -> Cluster:
     events: list[tuple[str, object]] = []
     cluster = Cluster(
         ClusterConfig(site="site1", worker_id=name, lease_ms=4000, renew_ms=1000,
@@ -31,6 +32,7 @@ def _cluster(store: Store, name: str, clock: Clock, busy: set[int] | None = None
         on_release=lambda d: events.append(("release", set(d))),
         on_leader=lambda on: events.append(("leader", on)),
         busy=lambda d: d in (busy or set()),
+        healthy=lambda: healthy is None or healthy[0],
         clock=clock,
     )
     cluster.events = events  # type: ignore[attr-defined]
@@ -146,3 +148,27 @@ async def test_an_aggregators_spending_counts_at_every_worker(tmp_path: Path) ->
         assert first_a.spent_mc == first_b.spent_mc == 90_000
         assert first_a.energy_bought_wh == first_b.energy_bought_wh == 4000
         assert buyers_a.aggregators[1].state.spent_mc == 0  # the other aggregator untouched
+
+
+async def test_a_worker_that_lost_its_broker_lets_its_batteries_go(tmp_path: Path) -> None:
+    clock = Clock()
+    link_up = [True]
+    async with Store(f"sqlite+aiosqlite:///{tmp_path}/etp.db") as store:
+        a = _cluster(store, "a", clock, healthy=link_up)
+        b = _cluster(store, "b", clock)
+        for cluster in (a, b):
+            cluster.known.update(range(1, 11))
+        await a.tick()
+        await b.tick()
+        clock.ms += 1000
+        await a.tick()
+        await b.tick()
+        mine = set(a.owned)
+        assert mine
+        link_up[0] = False  # a cannot reach its batteries any more: no renewal
+        for _ in range(5):
+            clock.ms += 1000
+            await a.tick()
+            await b.tick()
+        assert a.owned == set() and ("release", mine) in a.events  # type: ignore[attr-defined]
+        assert b.owned == set(range(1, 11))
