@@ -164,6 +164,7 @@ class HubRuntime:
         self.tls: SiteTls | None = None  # TLS of broker, link and gateway (set by start())
         self.worker: Any = None  # hub.cluster.worker.WorkerGlue with ETP_WORKER
         self._aggregator_ids: list[int] = []
+        self._singletons_on = False  # alerts and settlement running here
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -344,8 +345,9 @@ class HubRuntime:
     async def start_singletons(self) -> None:
         """What runs once per site: alerts and settlement (a hub worker: the leader's)."""
         settings, store, events = self.settings, self.store, self.events
-        if self.alerts is not None or store is None or events is None:
+        if self._singletons_on or store is None or events is None:
             return
+        self._singletons_on = True
         self.alerts = Alerts(
             store,
             events,
@@ -361,18 +363,29 @@ class HubRuntime:
         await self._start_settlement(self._aggregator_ids)
 
     async def stop_singletons(self) -> None:
-        """Stop alerts and settlement (a worker no longer the leader, or stopping)."""
+        """Stop alerts and settlement (a worker no longer the leader, or stopping); their last
+        figures stay readable (the demo's summary after stop)."""
+        if not self._singletons_on:
+            return
+        self._singletons_on = False
         if self.settlement is not None:
             # the market has stopped: settle what it traded (the embedded ledger lives only
             # as long as this process), a few seconds at most
             await self.settlement.drain(5.0)
             await self.settlement.stop()
-            self.settlement = None
             if self.auctions is not None:
                 self.auctions.reputation_view = None  # the hub's own figures again
         if self.alerts is not None:
             await self.alerts.stop()
-            self.alerts = None
+
+    @property
+    def settlement_elsewhere(self) -> str | None:
+        """Hub workers: why disputes are not taken here (settlement runs on the leader)."""
+        if self.worker is None or self._singletons_on:
+            return None
+        url = self.worker.cluster.leader_url()
+        return ("settlement runs on the site's leader worker"
+                + (f": send this to {url}" if url else "; try again in a few seconds"))
 
     async def _start_settlement(self, aggregator_ids: list[int]) -> None:
         """The settlement service (hub/settlement): a missing program or key file is logged

@@ -92,6 +92,7 @@ class Cluster:
         self.draining: set[int] = set()  # ours, wanted elsewhere, an auction still running
         self.leader = False
         self.workers: list[str] = []
+        self.urls: dict[str, str | None] = {}  # live workers' gateways
         self.acquired = 0  # leases taken (at start, from a dead worker, handed over)
         self.released = 0  # leases given up or lost
         self._valid_until = 0
@@ -172,6 +173,7 @@ class Cluster:
         )
         live = await self.store.live_workers(config.site, started - config.lease_ms)
         self.workers = [worker for worker, _ in live]
+        self.urls = dict(live)
         if config.worker_id not in self.workers:
             self.workers.append(config.worker_id)
         me = config.worker_id
@@ -207,6 +209,12 @@ class Cluster:
         if gone or new:
             log.info("batteries moved", worker=me, acquired=len(new), released=len(gone),
                      owned=len(self.owned), workers=len(self.workers))
+
+    def leader_url(self) -> str | None:
+        """The gateway of the worker that should lead now (the one that holds the lease but
+        for a moment after a change)."""
+        leader = owner_of(LEADER, self.workers)
+        return self.urls.get(leader) if leader is not None else None
 
     def status(self) -> dict[str, object]:
         """For /api/v1/status: this worker, the live workers, what it owns."""

@@ -59,6 +59,9 @@ def dispute_handlers(source: SettlementSource, guards: list[Guard]) -> list[HTTP
     from hub.settlement.disputes import DisputeError
 
     def disputes() -> Any:
+        elsewhere = getattr(source, "settlement_elsewhere", None)
+        if elsewhere:  # hub workers: settlement runs on the site's leader
+            raise _Refused(503, elsewhere)
         service = source.settlement
         if service is None:
             raise _Refused(

@@ -15,13 +15,14 @@ from pathlib import Path
 
 import pytest
 
+from hub.auth import Role
 from hub.settings import load_master_secret
 from hub.store import Store
 from hub.tools.pg import postgres_missing_reason, postgres_server
 from hub.tools.sim.fleet import SimConfig, SimFleet
 from hub.tools.sim.workers import WorkerSite
 from tests.brokers import MosquittoProcess, mosquitto_available
-from tests.hub.helpers import get_json
+from tests.hub.helpers import get_json, make_api_key
 
 pytestmark = [
     pytest.mark.skipif(postgres_missing_reason() is not None,
@@ -101,6 +102,15 @@ async def test_three_workers_one_killed_every_battery_keeps_trading(tmp_path: Pa
                               site.api_key)[1] for w in survivors]
             seqs = [[item["seq"] for item in page] for page in pages]
             assert seqs[0] == seqs[1] and len(seqs[0]) == 500, seqs
+            # a dispute sent to a worker that does not run settlement says where it runs
+            follower = next(w for w, s in zip(survivors, statuses, strict=True)
+                            if not s["cluster"]["leader"])
+            leader = next(w for w in survivors if w is not follower)
+            operator = make_api_key(database_url, Role.OPERATOR)
+            code, body = get_json(
+                f"http://127.0.0.1:{follower.http_port}/api/v1/settlements/1/dispute",
+                operator, method="POST", body={"by": "buyer"})
+            assert code == 503 and f":{leader.http_port}" in str(body), (code, body)
             # each gateway lists the site's batteries, with the worker that owns each
             for worker in survivors:
                 listed = get_json(f"http://127.0.0.1:{worker.http_port}/api/v1/batteries",
