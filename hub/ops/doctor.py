@@ -576,6 +576,42 @@ async def _bounded(
         return [_fail(name, f"check failed: {type(exc).__name__}: {_reason(exc)}")]
 
 
+async def check_workers(settings: Settings, timeout_s: float) -> list[Check]:
+    """Hub workers (ETP_WORKER): the shared broker and PostgreSQL are set, and which workers
+    of the site are alive now (their heartbeats in the database)."""
+    if not settings.worker:
+        return []
+    problem = settings.worker_problem()
+    if problem is not None:
+        return [_fail("workers", problem)]
+    import sqlalchemy as sa
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from hub.store.models import HUB_WORKERS
+    from shared_etp.compat import now_ms
+
+    engine = create_async_engine(settings.resolved_database_url(),
+                                 connect_args={"connect_timeout": max(1, int(timeout_s))})
+    try:  # read only: the database check says whether it is migrated
+        async with engine.connect() as connection:
+            rows = (await connection.execute(
+                sa.select(HUB_WORKERS.c.worker_id)
+                .where(HUB_WORKERS.c.site == settings.site,
+                       HUB_WORKERS.c.seen_ms >= now_ms() - settings.worker_lease_ms)
+                .order_by(HUB_WORKERS.c.worker_id)
+            )).fetchall()
+        live = [row.worker_id for row in rows]
+    except Exception as exc:
+        return [_warn("workers", f"live workers unknown: {_reason(exc)}")]
+    finally:
+        await engine.dispose()
+    if not live:
+        return [_warn("workers", f"no worker of site {settings.site} is running",
+                      "start one: etp hub --worker (or systemctl start etp-hub-worker@1)")]
+    names = ", ".join(live)
+    return [_ok("workers", f"{len(live)} live on site {settings.site}: {names}")]
+
+
 async def run_doctor(
     settings: Settings, *, http_url: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S
 ) -> DoctorReport:
@@ -592,6 +628,7 @@ async def run_doctor(
         ("clock", threaded(check_clock)),
         ("ledger", lambda: check_ledger(settings, timeout_s)),
         ("http gateway", lambda: check_gateway(settings, http_url, timeout_s)),
+        ("workers", lambda: check_workers(settings, timeout_s)),
     ]
     # A check's own deadline is timeout_s; the wrapper allows a little more for its cleanup.
     results = await asyncio.gather(*(_bounded(name, timeout_s + 0.5, run) for name, run in runs))

@@ -174,6 +174,14 @@ async def test_rolling_restart_hands_batteries_over_without_loss(tmp_path: Path)
             new = site.add()
             await site.wait_ready()
             await _until(lambda: _both_own(site), 20, "the new worker given its share")
+            # `etp doctor` on this site sees both workers alive
+            from hub.ops.doctor import CheckStatus, check_workers
+            from hub.settings import Settings
+
+            checks = await check_workers(Settings(worker=True, mqtt_url=broker.url,
+                                                  database_url=database_url), 3.0)
+            assert [c.status for c in checks] == [CheckStatus.OK], checks
+            assert "2 live" in checks[0].detail and "worker-0, worker-1" in checks[0].detail
             assert await old.stop() == 0
             stopped_ms = int(time.time() * 1000)
             started = time.monotonic()
