@@ -276,6 +276,7 @@ class HubRuntime:
             link_up=lambda: self.link is not None and self.link.connected.is_set(),
         )
         self.auctions.controls.quarantined = self.gate.quarantined  # the scheduler skips them
+        self.auctions.provisioned = self.keyring.provisioned  # they get the hub's time
         if settings.http_enabled:
             # serving before the broker is reached: /health/live answers at once and
             # /health/ready says not ready until the link is up (a service manager's view)
