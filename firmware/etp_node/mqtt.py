@@ -4,7 +4,10 @@ Features the node needs and nothing more: CONNECT with last will and credentials
 pings (and a dead-link timeout), SUBSCRIBE, PUBLISH at QoS 0/1 with retransmission (DUP) of
 unacknowledged QoS 1 packets, inbound QoS 0/1 with PUBACK, TLS where the port has it. Every
 packet is built first and written in ONE write, so Nagle's algorithm never splits it (see
-ARCHITECTURE.md).
+ARCHITECTURE.md), with one exception: a PUBLISH of the node's signed frame (a bytearray) is
+written as its head (fixed header, topic, packet id) and then the frame as it is, since a
+copy of the frame into a packet needs a 5-block hole a 64 KB heap may not have (Nagle is off
+on the socket: mqtt_link; the broker reads one packet either way).
 
 Why blocking and not asyncio: the node has one socket and one loop (node.py). asyncio's modules,
 tasks, streams and events cost ~11 KB of a board's heap; here the node's loop calls `wait()`,
@@ -40,17 +43,20 @@ def packet(head, body, payload=b""):
     """A whole packet: the fixed header byte, the remaining length, body, payload.
 
     Made in one bytearray of its final size: a reply is copied once, not three times over
-    (a ~200-byte block each, on a small fragmented heap)."""
+    (a ~200-byte block each, on a small fragmented heap). A bytearray payload (a board's
+    signed frame) is not copied at all: the packet then ends before it (its length counts it)
+    and is written, then the payload (MQTTClient.publish)."""
     size = len(body) + len(payload)
     count = 1 if size < 0x80 else 2 if size < 0x4000 else 3
-    out = bytearray(1 + count + size)
+    out = bytearray(1 + count + size - (len(payload) if type(payload) is bytearray else 0))
     out[0] = head
     for index in range(1, count + 1):
         out[index] = size & 0x7F | (0x80 if index < count else 0)
         size >>= 7
     index = count + 1
     out[index : index + len(body)] = body
-    out[index + len(body) :] = payload
+    if type(payload) is not bytearray:
+        out[index + len(body) :] = payload
     return out
 
 
@@ -112,11 +118,13 @@ class MQTTClient:
         self._last_rx = 0
         self._last_tx = 0
 
-    def _write(self, data):
+    def _write(self, data, payload=None):
         if self._sock is None:
             raise MQTTError("not connected to %s:%d" % (self.host, self.port))
         try:
             self._sock.write(data)  # blocking: the whole packet, in one write
+            if payload is not None:  # ... or its head, then the frame as it is (no Nagle)
+                self._sock.write(payload)
         except OSError as exc:
             self.connected = False  # the caller closes and reconnects
             raise MQTTError("write to the broker failed: %s" % exc) from None
@@ -174,16 +182,18 @@ class MQTTClient:
         if qos:
             pid = self._pid = self._pid % 65535 + 1
         packet = publish_packet(topic, payload, qos, retain, pid)
+        # a bytearray payload (the node's frames) is not in the packet: written after it
+        payload = payload if type(payload) is bytearray else None
         if qos:
-            self._pending[pid] = [packet, ticks_ms(), 1]
-        self._write(packet)
+            self._pending[pid] = [packet, ticks_ms(), 1, payload]
+        self._write(packet, payload)
 
     def _resend(self, pid, entry):
         entry[0][0] |= 0x08  # DUP (the packet is a bytearray: packet())
         entry[1] = ticks_ms()
         entry[2] += 1
         self.stats["retransmits"] += 1
-        self._write(entry[0])
+        self._write(entry[0], entry[3])
 
     def wait(self, timeout_ms):
         """Sleep until packets arrive or timeout_ms passes; take them in, keep the session.

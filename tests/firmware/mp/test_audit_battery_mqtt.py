@@ -180,6 +180,19 @@ def test_mqtt_client_one_write_per_packet_puback_and_retransmit():
     assert not client.connected
 
 
+def test_mqtt_client_publishes_a_frame_without_copying_it():
+    stream = FakeSocket(b"\x20\x02\x00\x00")
+    client = connected_client(stream, keepalive_s=60, ack_timeout_ms=100)
+    frame = bytearray(b"frame")  # a signed frame (Sender.sign's bytearray): written as it is
+    client.publish("t", frame, 1)
+    assert stream.writes[-2:] == [b"\x32\x0a\x00\x01t\x00\x01", b"frame"], stream.writes
+    assert frame == b"frame"
+    client.wait(150)  # no PUBACK: head and frame again, the head marked DUP
+    assert stream.writes[-2:] == [b"\x3a\x0a\x00\x01t\x00\x01", b"frame"], stream.writes
+    assert client.stats["tx"] == 3  # CONNECT, the PUBLISH, its resend
+    client.close()
+
+
 def test_mqtt_client_subscribe_waits_for_suback_and_keeps_messages():
     stream = FakeSocket(b"\x20\x02\x00\x00")
     client = connected_client(stream, keepalive_s=60)
