@@ -4,10 +4,10 @@ Features the node needs and nothing more: CONNECT with last will and credentials
 pings (and a dead-link timeout), SUBSCRIBE, PUBLISH at QoS 0/1 with retransmission (DUP) of
 unacknowledged QoS 1 packets, inbound QoS 0/1 with PUBACK, TLS where the port has it. Every
 packet is built first and written in ONE write, so Nagle's algorithm never splits it (see
-ARCHITECTURE.md), with one exception: a PUBLISH of the node's signed frame (a bytearray) is
-written as its head (fixed header, topic, packet id) and then the frame as it is, since a
-copy of the frame into a packet needs a 5-block hole a 64 KB heap may not have (Nagle is off
-on the socket: mqtt_link; the broker reads one packet either way).
+ARCHITECTURE.md), with one exception: when a PUBLISH cannot be made for memory (its copy of
+the frame needs a 5-block hole a fragmented 64 KB heap may not have), it is written as its
+head (fixed header, topic, packet id) and then the frame as it is (Nagle is off on the socket:
+mqtt_link; the broker reads one packet either way).
 
 Why blocking and not asyncio: the node has one socket and one loop (node.py). asyncio's modules,
 tasks, streams and events cost ~11 KB of a board's heap; here the node's loop calls `wait()`,
@@ -39,23 +39,23 @@ class MQTTError(Exception):
     """The broker refused or broke the session; the message says what to check."""
 
 
-def packet(head, body, payload=b""):
+def packet(head, body, payload=b"", apart=False):
     """A whole packet: the fixed header byte, the remaining length, body, payload.
 
     Made in one bytearray of its final size: a reply is copied once, not three times over
-    (a ~200-byte block each, on a small fragmented heap). A bytearray payload (a board's
-    signed frame) is not copied at all: the packet then ends before it (its length counts it)
-    and is written, then the payload (MQTTClient.publish)."""
+    (a ~200-byte block each, on a small fragmented heap). apart: the payload is not copied,
+    the packet ends before it (its length counts it) and the payload is written after it
+    (MQTTClient.publish)."""
     size = len(body) + len(payload)
     count = 1 if size < 0x80 else 2 if size < 0x4000 else 3
-    out = bytearray(1 + count + size - (len(payload) if type(payload) is bytearray else 0))
+    out = bytearray(1 + count + size - (len(payload) if apart else 0))
     out[0] = head
     for index in range(1, count + 1):
         out[index] = size & 0x7F | (0x80 if index < count else 0)
         size >>= 7
     index = count + 1
     out[index : index + len(body)] = body
-    if type(payload) is not bytearray:
+    if not apart:
         out[index + len(body) :] = payload
     return out
 
@@ -67,13 +67,13 @@ def text(value):
     return len(value).to_bytes(2, "big") + value
 
 
-def publish_packet(topic, payload, qos=0, retain=False, pid=0, dup=False):
+def publish_packet(topic, payload, qos=0, retain=False, pid=0, dup=False, apart=False):
     """PUBLISH bytes (pid only for QoS 1)."""
     body = text(topic)
     if qos:
         body += pid.to_bytes(2, "big")
     return packet(_PUBLISH | (0x08 if dup else 0) | (qos << 1) | (1 if retain else 0),
-                  body, payload)
+                  body, payload, apart)
 
 
 class MQTTClient:
@@ -181,9 +181,11 @@ class MQTTClient:
         pid = 0
         if qos:
             pid = self._pid = self._pid % 65535 + 1
-        packet = publish_packet(topic, payload, qos, retain, pid)
-        # a bytearray payload (the node's frames) is not in the packet: written after it
-        payload = payload if type(payload) is bytearray else None
+        try:  # one packet, one write
+            packet = publish_packet(topic, payload, qos, retain, pid)
+            payload = None
+        except MemoryError:  # no hole for a copy of the payload: the packet's head, then it
+            packet = publish_packet(topic, payload, qos, retain, pid, False, True)
         if qos:
             self._pending[pid] = [packet, ticks_ms(), 1, payload]
         self._write(packet, payload)

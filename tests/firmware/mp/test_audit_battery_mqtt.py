@@ -181,10 +181,22 @@ def test_mqtt_client_one_write_per_packet_puback_and_retransmit():
 
 
 def test_mqtt_client_publishes_a_frame_without_copying_it():
+    """Without the room for a packet with a copy of the frame: its head, then the frame."""
     stream = FakeSocket(b"\x20\x02\x00\x00")
     client = connected_client(stream, keepalive_s=60, ack_timeout_ms=100)
-    frame = bytearray(b"frame")  # a signed frame (Sender.sign's bytearray): written as it is
-    client.publish("t", frame, 1)
+    frame = bytearray(b"frame")
+    real = mqtt.publish_packet
+
+    def short_of_memory(topic, payload, qos=0, retain=False, pid=0, dup=False, apart=False):
+        if not apart:
+            raise MemoryError
+        return real(topic, payload, qos, retain, pid, dup, apart)
+
+    mqtt.publish_packet = short_of_memory
+    try:
+        client.publish("t", frame, 1)
+    finally:
+        mqtt.publish_packet = real
     assert stream.writes[-2:] == [b"\x32\x0a\x00\x01t\x00\x01", b"frame"], stream.writes
     assert frame == b"frame"
     client.wait(150)  # no PUBACK: head and frame again, the head marked DUP
