@@ -67,15 +67,6 @@ def text(value):
     return len(value).to_bytes(2, "big") + value
 
 
-def publish_packet(topic, payload, qos=0, retain=False, pid=0, dup=False, apart=False):
-    """PUBLISH bytes (pid only for QoS 1)."""
-    body = text(topic)
-    if qos:
-        body += pid.to_bytes(2, "big")
-    return packet(_PUBLISH | (0x08 if dup else 0) | (qos << 1) | (1 if retain else 0),
-                  body, payload, apart)
-
-
 class MQTTClient:
     """One broker session. Received messages land in `inbox` as (topic, payload) pairs."""
 
@@ -178,17 +169,19 @@ class MQTTClient:
 
     def publish(self, topic, payload, qos=0, retain=False):
         """Publish; QoS 1 packets are kept and resent (DUP) until the broker acknowledges."""
-        pid = 0
+        body = text(topic)  # (the PUBLISH made here: a function is ~130 bytes of heap)
         if qos:
             pid = self._pid = self._pid % 65535 + 1
+            body += pid.to_bytes(2, "big")
+        head = _PUBLISH | (qos << 1) | (1 if retain else 0)
         try:  # one packet, one write
-            packet = publish_packet(topic, payload, qos, retain, pid)
+            out = packet(head, body, payload)
             payload = None
         except MemoryError:  # no hole for a copy of the payload: the packet's head, then it
-            packet = publish_packet(topic, payload, qos, retain, pid, False, True)
+            out = packet(head, body, payload, True)
         if qos:
-            self._pending[pid] = [packet, ticks_ms(), 1, payload]
-        self._write(packet, payload)
+            self._pending[pid] = [out, ticks_ms(), 1, payload]
+        self._write(out, payload)
 
     def _resend(self, pid, entry):
         entry[0][0] |= 0x08  # DUP (the packet is a bytearray: packet())
