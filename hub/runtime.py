@@ -291,6 +291,7 @@ class HubRuntime:
             shared=settings.worker,
         )
         self.auctions.controls.quarantined = self.gate.quarantined  # the scheduler skips them
+        self.auctions.provisioned = self.keyring.provisioned  # they get the hub's time
         if settings.worker:  # before the link: retained births must find it
             from hub.cluster.worker import WorkerGlue
 

@@ -77,6 +77,7 @@ REASON_NAMES = {
     12: "shutdown",
     13: "link_lost",
     14: "not_holder",
+    15: "power_limit",
 }
 
 

@@ -55,7 +55,12 @@ REASON_OVER_TEMPERATURE = const(11)
 REASON_SHUTDOWN = const(12)
 REASON_LINK_LOST = const(13)
 REASON_NOT_HOLDER = const(14)  # BidConfirm from a bidder whose bid is not held
+REASON_POWER_LIMIT = const(15)  # the lot's discharge, with the other sales', exceeds the pack's
 
+
+# Market notice kind of the hub's time (market/time; hub/auctions/clock.py): after the
+# reputation (1) and clearing-price (2) notices of shared_etp.frame.
+NOTICE_TIME = const(3)
 
 # Battery health status codes.
 HEALTH_OK = const(0)

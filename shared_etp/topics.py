@@ -14,7 +14,8 @@ RESPONSE = "resp"  # from the device: QueryResponse, BidAccept, BidReject
 
 REPUTATION = "reputation"  # retained notice: bidder id -> reputation (hundredths of a percent)
 CLEARING = "clearing"  # retained notice: recent clearing prices (milli-cents/kWh)
-NOTICES = (REPUTATION, CLEARING)  # the notice leaves of market/<device>/
+TIME = "time"  # retained notice: the hub's time, every second (boards without a clock)
+NOTICES = (REPUTATION, CLEARING, TIME)  # the notice leaves of market/<device>/
 HUB_STATE = "hub"  # retained text "online" / "offline" (the hub's own will)
 
 LEAVES = (BIRTH, DEATH, STATUS, REQUEST, RESPONSE)

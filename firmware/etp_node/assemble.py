@@ -17,7 +17,8 @@ def make_battery(config, state):
         from firmware.etp_node.battery_adc import AdcBattery
 
         return AdcBattery(config["capacity_wh"], config["cells_series"], config["adc_pins"],
-                          config["adc_scale"], config["min_cell_mv"], config["max_cell_mv"])
+                          config["adc_scale"], config["min_cell_mv"], config["max_cell_mv"],
+                          config.get("cell_uohm", 2000), config.get("max_discharge_a", 100))
     from firmware.etp_node.battery import SimBattery
 
     battery = SimBattery(config["capacity_wh"], config["soc_start"], config["cells_series"],

@@ -2,8 +2,9 @@
 
 AdcBattery (battery_adc.py, a subclass) exposes the same API, used by the core: capacity_wh,
 remaining_wh(), soc(), voltage_mv(), discharge_w(), health(), fault() (a REASON_* code or 0),
-deliver(energy_wh, duration_s), step(now_ms) and inject_fault(name). All values are integers
-in protocol units.
+deliver(energy_wh, duration_s), step(now_ms) and inject_fault(name), and for bid evaluation
+(evaluator.py: can a sale's current be delivered?) cell_mv(energy_wh, dis_w), min_cell_mv and
+dis_w (W of sold energy being discharged). All values are integers in protocol units.
 """
 
 from shared_etp.compat import const
@@ -19,7 +20,7 @@ _HEALTH_OK = const(0)
 _REASON_NONE = const(0)
 _REASON_OVER_TEMPERATURE = const(11)
 _REASON_VOLTAGE_OUT_OF_RANGE = const(10)
-_CELL_RESISTANCE_MOHM = const(2)  # per cell of a 10 kWh pack; larger packs have more cells
+_CELL_RESISTANCE_UOHM = const(2000)  # per cell of a 10 kWh pack; larger packs have more cells
 _RESISTANCE_REF_WH = const(10000)  # in parallel, which divides the resistance
 _DEGRADED_SOH = const(8000)  # state of health below this (1/100 %) reports "degraded"
 _FADE_PER_KWH_PPM = const(40)  # capacity lost per kWh delivered, parts per million of capacity
@@ -46,7 +47,9 @@ class SimBattery:
                  max_cell_mv=4250, charge_w=0):
         self.charge_w = charge_w  # the site's charger (PV or grid), W; 0 = none
         self._charge_mwh = 0  # charged energy not yet whole Wh
-        self._dis_w = 0  # discharge of sold energy, W
+        self.dis_w = 0  # discharge of sold energy, W (every lot until the last one ends)
+        # internal resistance of one series cell (its parallel group), micro-ohm
+        self.cell_uohm = _CELL_RESISTANCE_UOHM * _RESISTANCE_REF_WH // max(1, capacity_wh)
         self._dis_until_ms = 0
         self._now_ms = 0
         self.capacity_wh = capacity_wh
@@ -55,7 +58,6 @@ class SimBattery:
         self.min_cell_mv = min_cell_mv
         self.max_cell_mv = max_cell_mv
         self._stored_wh = capacity_wh * soc // 10000
-        self._delivered_wh = 0
         self._fault = _REASON_NONE
         self._forced_cell_mv = 0
         self.temp_dc = 250
@@ -63,15 +65,8 @@ class SimBattery:
     def discharge_w(self):
         """Current discharge power in W (negative while charging)."""
         if self.charge_w and self._stored_wh < self.capacity_wh:
-            return self._dis_w - self.charge_w
-        return self._dis_w
-
-    def _start_delivery(self, energy_wh, duration_s):
-        duration_s = max(1, duration_s)
-        self._dis_w += energy_wh * 3600 // duration_s
-        end = self._now_ms + duration_s * 1000
-        if end > self._dis_until_ms:
-            self._dis_until_ms = end
+            return self.dis_w - self.charge_w
+        return self.dis_w
 
     def remaining_wh(self):
         """Energy stored now, Wh."""
@@ -83,15 +78,18 @@ class SimBattery:
             return 0
         return min(10000, self._stored_wh * 10000 // self.capacity_wh)
 
-    def cell_mv(self):
-        """Terminal voltage of one cell under the present load, mV."""
-        if self._forced_cell_mv:
+    def cell_mv(self, energy_wh=0, dis_w=0):
+        """Terminal voltage of one cell, mV: the open-circuit voltage at the state of charge
+        less the IR drop of the discharge current. Now, or (bid evaluation) once energy_wh
+        more has left the store and dis_w more W are discharged on top of self.dis_w. (The
+        arguments reuse names the board has interned: each new name is heap.)"""
+        if not (energy_wh or dis_w) and self._forced_cell_mv:  # (AdcBattery: never now)
             return self._forced_cell_mv
-        ocv = cell_ocv_mv(self.soc())
-        nominal_v = max(1, self.cells * 37 // 10)
-        current_a = self._dis_w // nominal_v
-        return ocv - (current_a * _CELL_RESISTANCE_MOHM * _RESISTANCE_REF_WH
-                      // max(1, self.nominal_wh))
+        capacity = self.capacity_wh
+        stored = self.remaining_wh() - energy_wh
+        soc = 0 if capacity <= 0 or stored <= 0 else min(10000, stored * 10000 // capacity)
+        current_a = (self.dis_w + dis_w) // max(1, self.cells * 37 // 10)  # at nominal volts
+        return cell_ocv_mv(soc) - current_a * self.cell_uohm // 1000
 
     def voltage_mv(self):
         """Pack terminal voltage, mV."""
@@ -124,11 +122,16 @@ class SimBattery:
                 "cannot deliver %d Wh, only %d Wh stored" % (energy_wh, self._stored_wh)
             )
         self._stored_wh -= energy_wh
-        self._delivered_wh += energy_wh
         # Capacity fade with throughput: the pack's state of health declines as it works.
         fade = self.nominal_wh * _FADE_PER_KWH_PPM * energy_wh // 1000000000
         self.capacity_wh = max(self._stored_wh, self.capacity_wh - fade)
-        self._start_delivery(energy_wh, duration_s)
+        # The discharge: every lot's power adds up until the last one ends (AdcBattery's
+        # deliver does the same; no shared method: each function is heap on a board).
+        duration_s = max(1, duration_s)
+        self.dis_w += energy_wh * 3600 // duration_s
+        end = self._now_ms + duration_s * 1000
+        if end > self._dis_until_ms:
+            self._dis_until_ms = end
 
     def inject_fault(self, name):
         """Simulate a fault: undervolt, overvolt, overtemp; "clear" removes it."""
@@ -156,5 +159,5 @@ class SimBattery:
             else:
                 self._charge_mwh = 0
         self._now_ms = now_ms
-        if self._dis_w and now_ms >= self._dis_until_ms:
-            self._dis_w = 0
+        if self.dis_w and now_ms >= self._dis_until_ms:
+            self.dis_w = 0

@@ -31,14 +31,21 @@ class AdcBattery(SimBattery):
 
     adc_pins: {"volt": pin, "current": pin}; adc_scale: {"volt": mV per count, "current": mA
     per count}. The state of charge is estimated from the resting voltage (OCV curve); energy
-    sold is tracked so that remaining energy does not wait for the voltage to settle.
+    sold is tracked so that remaining energy does not wait for the voltage to settle. A sale
+    must fit the pack's power too: cell_mv(energy_wh, dis_w) (SimBattery's) predicts the terminal
+    voltage from the estimated state of charge after it and the configured cell resistance, and
+    a discharge past max_discharge_a is refused as if it took the cells to 0 V.
     """
 
     def __init__(self, capacity_wh, cells_series, adc_pins, adc_scale, min_cell_mv=2800,
-                 max_cell_mv=4250):
+                 max_cell_mv=4250, cell_uohm=2000, max_discharge_a=100):
         from machine import ADC, Pin  # type: ignore[import-not-found]
 
-        self._dis_w = 0  # discharge of sold energy, W (SimBattery's bookkeeping)
+        self.dis_w = 0  # discharge of sold energy, W (SimBattery's bookkeeping)
+        # What a sale may add (evaluator.py, SimBattery.cell_mv): the configured internal
+        # resistance per series cell and the current limit (at nominal volts, as a power).
+        self.cell_uohm = cell_uohm
+        self._max_dis_w = max_discharge_a * max(1, cells_series * 37 // 10)
         self._dis_until_ms = 0
         self._now_ms = 0
         self.capacity_wh = capacity_wh
@@ -78,10 +85,22 @@ class AdcBattery(SimBattery):
             return _REASON_VOLTAGE_OUT_OF_RANGE
         return _REASON_NONE
 
+    def cell_mv(self, energy_wh=0, dis_w=0):
+        """SimBattery's prediction of the terminal cell voltage a sale would leave (from the
+        estimated state of charge and the configured resistance), 0 when its discharge would
+        pass the pack's current limit (max_discharge_a): the pack cannot deliver it."""
+        if self.dis_w + dis_w > self._max_dis_w:
+            return 0
+        return SimBattery.cell_mv(self, energy_wh, dis_w)
+
     def deliver(self, energy_wh, duration_s):
         """Record sold energy and the discharge the inverter is told to run."""
         self._sold_pending_wh += energy_wh
-        self._start_delivery(energy_wh, duration_s)
+        duration_s = max(1, duration_s)  # as SimBattery.deliver
+        self.dis_w += energy_wh * 3600 // duration_s
+        end = self._now_ms + duration_s * 1000
+        if end > self._dis_until_ms:
+            self._dis_until_ms = end
 
     def inject_fault(self, name):
         """Force a fault for tests on hardware ("clear" removes it)."""
@@ -89,7 +108,7 @@ class AdcBattery(SimBattery):
 
     def step(self, now_ms):
         """Ends finished discharges; the voltage then reflects the sold energy."""
-        was = self._dis_w
+        was = self.dis_w
         SimBattery.step(self, now_ms)
-        if was and not self._dis_w:
+        if was and not self.dis_w:
             self._sold_pending_wh = 0

@@ -76,6 +76,13 @@ def boot():
     del config_mod
     unload("config")
     gc.collect()
+    if config.get("clock_offset_ms"):
+        # Simulation: the port's clock moved (e.g. back to 2000-01-01, where a board without a
+        # real-time clock starts); NodeCore then waits for the hub's time (clock_sync.py,
+        # which moves the same offset).
+        from shared_etp import compat
+
+        compat._EPOCH_OFFSET_MS += config["clock_offset_ms"]
     tls_context = None
     if address[2]:  # mqtts://
         # The TLS context is one ~3 KB block: made first, while the heap is in one piece, and

@@ -47,6 +47,13 @@ DEFAULTS = {
 }
 
 _HEX_KEYS = ("key", "notice_key")
+# Keys a config may set that are not in DEFAULTS (read with their default where used): each
+# entry of the config dict a board keeps is heap, and a 64K board over TLS is at its limit.
+# epoch: the node's boot epoch; cell_uohm (2000: internal resistance of one series cell group,
+# micro-ohm) and max_discharge_a (100: the pack's discharge current limit, A): the board layer
+# (AdcBattery; the simulator uses its model); clock_offset_ms (simulation: the port's clock
+# plus this, e.g. back to 2000-01-01 as a board without a real-time clock starts).
+_OPTIONAL = ("epoch", "cell_uohm", "max_discharge_a", "clock_offset_ms")
 
 
 class ConfigError(ValueError):
@@ -56,7 +63,7 @@ class ConfigError(ValueError):
 def _decode(values):
     out = {}
     for name, value in values.items():
-        if name not in DEFAULTS and name != "epoch":
+        if name not in DEFAULTS and name not in _OPTIONAL:
             raise ConfigError("unknown config key %r in %s: remove or fix it" % (name, CONFIG_FILE))
         if name in _HEX_KEYS and isinstance(value, str):
             value = bytes(int(value[i : i + 2], 16) for i in range(0, len(value), 2))

@@ -49,7 +49,14 @@ _K_SOC = const(23)
 _BIDDER = const(0)  # indices into a ledger hold
 _PRICE = const(1)
 _ENERGY = const(2)
+_EXPIRES = const(3)
+_CLOSED_KEPT = const(16)  # evaluator.closed: late bids name a recent auction
 
+_NOTICE_TIME = const(3)  # shared_etp.schema.NOTICE_TIME: the hub's clock
+_TIME_EVERY_MS = const(60000)  # once set, the clock follows the hub's this often (drift)
+# A clock before 2025-01-01 (days since 1970) has not been set: a board without a real-time
+# clock counts from its port's epoch (2000-01-01) until NTP or the hub's time sets it.
+_CLOCK_SET_AFTER_DAYS = const(20089)
 _MAX_BIDDERS_TRACKED = const(32)  # replay windows kept (aggregators + hub); least recent forgotten
 _SOC_CHANGE = const(100)  # a state-of-charge move of 1 % is a significant change
 
@@ -83,7 +90,13 @@ class NodeCore:
         # Replay windows live in RAM: after a reboot, a frame captured before it would be new
         # again within its TTL. Frames stamped before boot (less the allowed clock skew) are
         # therefore refused; the node's own epoch on flash covers the other direction.
-        self.not_before_ms = clock() - self.receiver.max_skew_ms
+        # None while the clock is not set (it read no real date at boot, e.g. from NTP, and
+        # the hub's time has not come: clock_sync.py): frames carry timestamps checked for
+        # freshness, so until then the node answers no request and publishes nothing.
+        now = clock()
+        self.not_before_ms = None
+        if now // 86400000 >= _CLOCK_SET_AFTER_DAYS:
+            self.not_before_ms = now - self.receiver.max_skew_ms
         # Market notices come signed with this board's own notice key (key id = device id,
         # sender the hub): another board's, or the old site-wide kind (key id 0), is refused.
         self.notice_keys = Keyring()
@@ -132,10 +145,6 @@ class NodeCore:
         free = self.max_sellable_wh() - self.ledger.held_wh(exclude_auction)
         return free if free > 0 else 0
 
-    def reserve_mc(self):
-        """Reserve price in force now for a small bid (what QueryResponse advertises)."""
-        return self.evaluator.dynamic_reserve(self.sellable_wh(), self.max_sellable_wh(), 0)
-
     # --- frames the node originates -------------------------------------------------------
     # Payloads go to Sender.sign as flat (key, value, ...) tuples in key order: no message
     # dict is made on the way out (see Sender.sign).
@@ -143,11 +152,12 @@ class NodeCore:
         """(topic, frame) of the Register published retained on the birth topic."""
         battery = self.battery
         return self._device_prefix + "birth", self.sender.sign(_REGISTER, 0, None, (
-            _K_SALE, self.reserve_mc(),
+            # the reserve in force now for a small bid (inline: a function is ~130 bytes)
+            _K_SALE, self.evaluator.dynamic_reserve(self.sellable_wh(), self.max_sellable_wh(), 0),
             _K_ETOT, battery.capacity_wh,
             _K_PCT, self.pct_for_sale,
             _K_EREM, battery.remaining_wh(),
-            _K_HEALTH, self._health(),
+            _K_HEALTH, _HEALTH_FAULT if self.faulted else battery.health(),
         ))
 
     def will(self, reason=_REASON_LINK_LOST):
@@ -160,7 +170,9 @@ class NodeCore:
         """(topic, frame) of a BESSStatus with the present battery state; `due`: the time the
         periodic schedule counts it at (default now)."""
         battery = self.battery
-        snapshot = (self.clock() if due is None else due, battery.soc(), self._health(),
+        # (the health inline here and in birth, query, tick: a function is ~130 bytes of heap)
+        snapshot = (self.clock() if due is None else due, battery.soc(),
+                    _HEALTH_FAULT if self.faulted else battery.health(),
                     battery.discharge_w())
         self._last_status = snapshot
         return self._device_prefix + "status", self.sender.sign(_BESS_STATUS, 0, None, (
@@ -174,10 +186,7 @@ class NodeCore:
     def subscriptions(self):
         """Topics the node subscribes to: its request topic and its own market notices."""
         market = self._market_prefix
-        return [self.topic_req, market + "reputation", market + "clearing"]
-
-    def _health(self):
-        return _HEALTH_FAULT if self.faulted else self.battery.health()
+        return [self.topic_req, market + "reputation", market + "clearing", market + "time"]
 
     # --- input ----------------------------------------------------------------------------
     def handle(self, topic, payload):
@@ -186,6 +195,9 @@ class NodeCore:
         stats["handled"] += 1
         try:
             if topic == self.topic_req:
+                if self.not_before_ms is None:
+                    _bump(stats["dropped"], "clock_not_set")  # its age cannot be checked
+                    return []
                 msg = self.receiver.open(payload)
                 if msg["ts"] < self.not_before_ms:
                     _bump(stats["dropped"], "before_boot")
@@ -207,6 +219,18 @@ class NodeCore:
                     _bump(stats["dropped"], "unexpected_type")
                 return []
             prefix = self._market_prefix
+            if topic.endswith("/time") and topic.startswith(prefix):
+                # The hub's time (every second): taken while the clock is not set, then once
+                # a minute, by code loaded for it (clock_sync.py) and dropped again.
+                if (self.not_before_ms is not None
+                        and self.clock() - self._notice_ts.get(_NOTICE_TIME, 0) < _TIME_EVERY_MS):
+                    return []
+                from firmware.etp_node import clock_sync
+
+                try:
+                    return clock_sync.handle(self, payload)
+                finally:
+                    unload("clock_sync")
             if topic.startswith(prefix) and topic[len(prefix) :] in ("reputation", "clearing"):
                 kind, ts, data = decode_notice(payload, self.notice_keys)
                 if ts < self._notice_ts.get(kind, 0):
@@ -226,11 +250,6 @@ class NodeCore:
     def _reply(self, msg, msg_type, payload):
         return self.topic_resp, self.sender.sign(msg_type, msg["src"], msg["id"], payload)
 
-    def _reject(self, msg, reason):
-        self.stats["rejected"] += 1
-        _bump(self.stats["reject_reasons"], str(reason))  # keyed by the code's digits
-        return self._reply(msg, _BID_REJECT, (_K_AUC, msg["auc"], _K_REASON, reason))
-
     def _audit(self, record):
         """Append a record to the audit trail; False if it could not be written (an audit that
         returns nothing, like the CPython simulator's in-memory one, counts as written)."""
@@ -243,12 +262,14 @@ class NodeCore:
         battery = self.battery
         return self._reply(msg, _QUERY_RESPONSE, (
             _K_AUC, msg.get("auc"),
-            _K_SALE, self.reserve_mc(),
+            # the reserve in force now for a small bid (inline: a function is ~130 bytes)
+            _K_SALE, self.evaluator.dynamic_reserve(self.sellable_wh(), self.max_sellable_wh(), 0),
             _K_ETOT, battery.capacity_wh,
             _K_PCT, self.pct_for_sale,
-            _K_EREQ, self.sellable_wh(),
+            # what a lot may be now: the energy for sale, as far as the pack's power allows
+            _K_EREQ, self.evaluator.power_cap_wh(self, None, self.sellable_wh()),
             _K_EREM, battery.remaining_wh(),
-            _K_HEALTH, self._health(),
+            _K_HEALTH, _HEALTH_FAULT if self.faulted else battery.health(),
             _K_VOLT, max(0, battery.voltage_mv()),
             _K_DIS, battery.discharge_w(),
             _K_SOC, battery.soc(),
@@ -269,6 +290,7 @@ class NodeCore:
             self.max_sellable_wh(),
             held,
             self.faulted,
+            self,
         )
         if reason == _REASON_NONE and held is None:
             traded = self.ledger.find(auction)  # a trade closes its auction: no second hold
@@ -276,7 +298,10 @@ class NodeCore:
                 reason = _REASON_AUCTION_CLOSED
         self._audit({"k": "bid", "auc": auction, "b": bidder, "p": price, "e": energy, "r": reason})
         if reason != _REASON_NONE:
-            return self._reject(msg, reason)
+            # (inline, as in _on_confirm: one function less on a board's heap)
+            self.stats["rejected"] += 1
+            _bump(self.stats["reject_reasons"], str(reason))  # keyed by the code's digits
+            return self._reply(msg, _BID_REJECT, (_K_AUC, auction, _K_REASON, reason))
         expires_ms = self.clock() + self.hold_timeout_ms
         self.ledger.put(auction, bidder, price, energy, expires_ms, msg["id"])
         self.stats["accepted"] += 1
@@ -314,7 +339,9 @@ class NodeCore:
             reason = _REASON_NONE
         if reason != _REASON_NONE:
             self._audit({"k": "confirm", "auc": auction, "b": bidder, "r": reason})
-            return self._reject(msg, reason)
+            self.stats["rejected"] += 1
+            _bump(self.stats["reject_reasons"], str(reason))
+            return self._reply(msg, _BID_REJECT, (_K_AUC, auction, _K_REASON, reason))
         energy = hold[_ENERGY]
         self.battery.step(self.clock())  # the discharge starts now, not at the last tick
         # On flash before it is committed: no record, no trade. If the record cannot be
@@ -340,9 +367,12 @@ class NodeCore:
         BidAccept with the trade's price and energy, or BidReject with the reason it did not."""
         auction = msg.get("auc")
         if auction is None:
-            released = self.ledger.release_all("terminated")
+            released = 0  # every hold (inline, as at a fault: one function less on a board)
+            for held in list(self.ledger.holds):
+                self.ledger.release(held, "terminated")
+                released += 1
             self._audit({"k": "terminate", "auc": -1, "b": msg["src"], "term": msg["term"],
-                         "released": len(released)})
+                         "released": released})
             return None
         asker = msg["src"]
         # The answer first, before this Terminate releases a hold or writes its own record;
@@ -353,7 +383,12 @@ class NodeCore:
             reason, price, energy = audit_read.decide(self, auction, asker)
         finally:
             unload("audit_read")
-        self.evaluator.close_auction(auction)
+        # closed: later bids in it are auction_closed (bounded; inline, a function is heap)
+        closed = self.evaluator.closed
+        if auction not in closed:
+            closed.append(auction)
+            if len(closed) > _CLOSED_KEPT:
+                closed.pop(0)
         self._audit({"k": "terminate", "auc": auction, "b": asker, "term": msg["term"],
                      "released": 0 if self.ledger.release(auction, "terminated") is None else 1})
         self.stats["outcomes"] += 1
@@ -369,7 +404,13 @@ class NodeCore:
         try:
             now = self.clock()
             self.battery.step(now)
-            for auction, hold in self.ledger.expire(now):
+            if self.not_before_ms is None:
+                return out  # the clock is not set: no hold to expire, nothing to publish
+            ledger = self.ledger
+            for auction, hold in list(ledger.holds.items()):
+                if now < hold[_EXPIRES]:
+                    continue
+                ledger.release(auction, "expired")  # its timeout passed (inline: heap)
                 self.stats["expired"] += 1
                 self.evaluator.record(hold[_BIDDER])  # abandoned: it let the hold expire
                 self._audit({"k": "expire", "auc": auction, "b": hold[_BIDDER], "e": hold[_ENERGY]})
@@ -377,8 +418,11 @@ class NodeCore:
             if fault and not self.faulted:
                 self.faulted = fault
                 self.stats["faults"] += 1
-                released = self.ledger.release_all("fault")
-                self._audit({"k": "fault", "r": fault, "released": len(released)})
+                released = 0  # every hold
+                for held in list(self.ledger.holds):
+                    self.ledger.release(held, "fault")
+                    released += 1
+                self._audit({"k": "fault", "r": fault, "released": released})
                 out.append(self.will(fault))
                 out.append(self.status())
             elif not fault and self.faulted:
@@ -396,7 +440,8 @@ class NodeCore:
             else:  # on a significant change
                 last = self._last_status
                 battery = self.battery
-                if (abs(battery.soc() - last[1]) >= _SOC_CHANGE or self._health() != last[2]
+                health = _HEALTH_FAULT if self.faulted else battery.health()
+                if (abs(battery.soc() - last[1]) >= _SOC_CHANGE or health != last[2]
                         or battery.discharge_w() != last[3]):
                     out.append(self.status())
         except Exception as exc:

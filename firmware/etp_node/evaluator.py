@@ -16,12 +16,12 @@ _REASON_INSUFFICIENT_ENERGY = const(2)
 _REASON_LOW_REPUTATION = const(3)
 _REASON_NONE = const(0)
 _REASON_OUTBID = const(4)
+_REASON_POWER_LIMIT = const(15)
 _NOTICE_REPUTATION = const(1)  # shared_etp.frame.NOTICE_* (the kinds of hub notice)
 _NOTICE_CLEARING = const(2)
 
 _PRICES_KEPT = const(16)
 _BIDDERS_KEPT = const(16)  # local histories kept (a site has few aggregators): bounded heap
-_CLOSED_KEPT = const(16)  # auctions end one after another: late bids name a recent one
 NEUTRAL_REPUTATION = const(5000)
 
 
@@ -38,7 +38,7 @@ class Evaluator:
         self.hub_prices = []  # recent clearing prices from the hub's notice, mc/kWh
         self.local_prices = []  # prices of this node's own trades
         self.history = {}  # bidder -> [confirmed, abandoned]
-        self.closed = []  # auctions ended by Terminate (bounded)
+        self.closed = []  # auctions ended by Terminate (bounded: core._on_terminate)
 
     # --- inputs -------------------------------------------------------------------------
     def set_notice(self, kind, data):
@@ -76,36 +76,7 @@ class Evaluator:
             self.local_prices.pop(0)
         self.local_prices.append(price_mc)
 
-    def close_auction(self, auction):
-        """Remember that an auction was terminated; later bids in it are auction_closed."""
-        if auction not in self.closed:
-            self.closed.append(auction)
-            if len(self.closed) > _CLOSED_KEPT:
-                self.closed.pop(0)
-
     # --- derived figures ----------------------------------------------------------------
-    def reputation(self, bidder):
-        """Bidder score (1/100 %): the hub's notice if it names the bidder, else local history.
-
-        Local score is (confirmed + 1) / (confirmed + abandoned + 2): a new bidder starts at
-        50 %, each abandoned hold pulls it down, each confirmed trade pulls it up.
-        """
-        score = self.hub_reputation.get(bidder)
-        if score is not None:
-            return score
-        entry = self.history.get(bidder)
-        if entry is None:
-            return NEUTRAL_REPUTATION
-        return (entry[0] + 1) * 10000 // (entry[0] + entry[1] + 2)
-
-    def market_price(self):
-        """Median recent clearing price (hub notice, else own trades), or None."""
-        prices = self.hub_prices or self.local_prices
-        if not prices:
-            return None
-        ordered = sorted(prices)
-        return ordered[(len(ordered) - 1) // 2]  # the median (lower middle for even counts)
-
     def dynamic_reserve(self, sellable_wh, max_sellable_wh, energy_wh):
         """The reserve in force for a bid of energy_wh given the sellable energy.
 
@@ -116,9 +87,15 @@ class Evaluator:
         reserve = self.reserve_mc
         if not self.dynamic:
             return reserve
-        market = self.market_price()
-        if market is not None and market > reserve:
-            reserve += (market - reserve) * self.market_weight_pct // 100
+        # The market price: the median recent clearing price (the hub's notice, else this
+        # node's own trades; the lower middle for even counts). Inline, as the bidder's
+        # score in evaluate(): each function is ~130 bytes of a board's heap.
+        prices = self.hub_prices or self.local_prices
+        if prices:
+            ordered = sorted(prices)
+            market = ordered[(len(ordered) - 1) // 2]
+            if market > reserve:
+                reserve += (market - reserve) * self.market_weight_pct // 100
         if max_sellable_wh > 0:
             left = max(0, sellable_wh - energy_wh)
             used_share = 10000 - min(10000, left * 10000 // max_sellable_wh)  # 1/100 %
@@ -127,17 +104,27 @@ class Evaluator:
 
     # --- the verdict --------------------------------------------------------------------
     def evaluate(self, bidder, auction, price_mc, energy_wh, sellable_wh, max_sellable_wh,
-                 held, faulted):
+                 held, faulted, core=None):
         """_REASON_NONE to accept the bid, else the REASON_* code of the first rule it breaks.
 
         sellable_wh excludes every hold except the one in this auction when the bidder is
-        replacing its own; held is the hold in this auction (or None).
+        replacing its own; held is the hold in this auction (or None). With the node (its
+        battery layer and ledger), the lot must also fit the pack's power (power_cap_wh:
+        power_limit).
         """
         if faulted:
             return _REASON_DEVICE_FAULT
         if auction in self.closed:
             return _REASON_AUCTION_CLOSED
-        if self.reputation(bidder) < self.min_reputation:
+        # The bidder's score (1/100 %): the hub's notice if it names the bidder, else local
+        # history, (confirmed + 1) / (confirmed + abandoned + 2): a new bidder starts at 50 %,
+        # each abandoned hold pulls it down, each confirmed trade pulls it up.
+        score = self.hub_reputation.get(bidder)
+        if score is None:
+            entry = self.history.get(bidder)
+            score = NEUTRAL_REPUTATION if entry is None else (
+                (entry[0] + 1) * 10000 // (entry[0] + entry[1] + 2))
+        if score < self.min_reputation:
             return _REASON_LOW_REPUTATION
         if price_mc < self.reserve_mc:
             return _REASON_BELOW_RESERVE
@@ -147,4 +134,27 @@ class Evaluator:
             return _REASON_OUTBID
         if energy_wh <= 0 or energy_wh > sellable_wh:
             return _REASON_INSUFFICIENT_ENERGY
+        if core is not None and self.power_cap_wh(core, auction, energy_wh) < energy_wh:
+            return _REASON_POWER_LIMIT
         return _REASON_NONE
+
+    def power_cap_wh(self, core, auction, energy_wh):
+        """energy_wh if a lot of it fits the pack's power, else a smaller lot that does (0:
+        none), for the node `core` (its battery layer, ledger and delivery_s). Every lot sold
+        may be discharging at once (those being delivered: battery.dis_w; those held in other
+        auctions than `auction`: they may all be confirmed), each over delivery_s, so their
+        current and the lot's, at the state of charge left once all of them are taken, must
+        keep the terminal voltage (open-circuit voltage less I x R: battery.cell_mv, 0 past
+        the pack's current limit) at or above the cut-off."""
+        battery = core.battery
+        ledger = core.ledger
+        delivery_s = max(1, core.delivery_s)  # as battery.deliver
+        held_wh = ledger.held_wh(auction)
+        held_w = ledger.held_wh(auction, delivery_s)
+        lot = energy_wh
+        # Fewer Wh sag less: an eighth less at a time (QueryResponse's offer is within 1/8 of
+        # the largest lot that fits; a bid is checked at its own energy, exactly).
+        while lot > 0 and battery.cell_mv(held_wh + lot,
+                                          held_w + lot * 3600 // delivery_s) < battery.min_cell_mv:
+            lot -= lot // 8 + 1
+        return lot if lot > 0 else 0

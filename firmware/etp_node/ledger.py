@@ -2,9 +2,10 @@
 
 At most one hold per auction (the best bid); the sum of all holds across auctions is what the
 node must never promise twice. A hold is released by BidConfirm (commit), a better bid in the
-same auction, Terminate, a fault, or its timeout. Recently released holds are remembered
-(bounded) so a late BidConfirm is answered hold_expired rather than not_holder, and a repeated
-BidConfirm of a committed trade is answered BidAccept again (core.py).
+same auction, Terminate, a fault, or its timeout (the core does those releases). Recently
+released holds are remembered (bounded) so a late BidConfirm is answered hold_expired rather
+than not_holder, and a repeated BidConfirm of a committed trade is answered BidAccept again
+(core.py).
 """
 
 from shared_etp.compat import const
@@ -35,12 +36,17 @@ class Ledger:
         self.recent = [None] * _RECENT_MAX
         self._recent_next = 0  # index of the entry replaced next (the oldest)
 
-    def held_wh(self, exclude_auction=None):
-        """Energy held across all auctions (optionally leaving one auction out), Wh."""
+    def held_wh(self, exclude_auction=None, delivery_s=0):
+        """Energy held across all auctions (optionally leaving one auction out), Wh; with
+        delivery_s, the power (W) those holds add once confirmed: each is discharged over
+        delivery_s from its confirm on, all of them at once in the worst case (a sale's
+        current is what its delivery overlaps with: evaluator.py)."""
         total = 0
         for auction, hold in self.holds.items():
             if auction != exclude_auction:
-                total += hold[_ENERGY]
+                energy = hold[_ENERGY]
+                # per lot as the battery adds it (battery.deliver): the same rounding
+                total += energy * 3600 // delivery_s if delivery_s else energy
         return total
 
     def find(self, auction):
@@ -68,18 +74,3 @@ class Ledger:
                 index = self.recent.index(entry)
             self.recent[index] = (auction, hold[_BIDDER], why, hold[_PRICE], hold[_ENERGY])
         return hold
-
-    def release_all(self, why):
-        """Release every hold; returns [(auction, hold)]."""
-        out = []
-        for auction in list(self.holds):
-            out.append((auction, self.release(auction, why)))
-        return out
-
-    def expire(self, now_ms):
-        """Release holds whose timeout passed; returns [(auction, hold)]."""
-        out = []
-        for auction, hold in list(self.holds.items()):
-            if now_ms >= hold[_EXPIRES]:
-                out.append((auction, self.release(auction, "expired")))
-        return out

@@ -4,7 +4,10 @@ Features the node needs and nothing more: CONNECT with last will and credentials
 pings (and a dead-link timeout), SUBSCRIBE, PUBLISH at QoS 0/1 with retransmission (DUP) of
 unacknowledged QoS 1 packets, inbound QoS 0/1 with PUBACK, TLS where the port has it. Every
 packet is built first and written in ONE write, so Nagle's algorithm never splits it (see
-ARCHITECTURE.md).
+ARCHITECTURE.md), with one exception: when a PUBLISH cannot be made for memory (its copy of
+the frame needs a 5-block hole a fragmented 64 KB heap may not have), it is written as its
+head (fixed header, topic, packet id) and then the frame as it is (Nagle is off on the socket:
+mqtt_link; the broker reads one packet either way).
 
 Why blocking and not asyncio: the node has one socket and one loop (node.py). asyncio's modules,
 tasks, streams and events cost ~11 KB of a board's heap; here the node's loop calls `wait()`,
@@ -36,21 +39,24 @@ class MQTTError(Exception):
     """The broker refused or broke the session; the message says what to check."""
 
 
-def packet(head, body, payload=b""):
+def packet(head, body, payload=b"", apart=False):
     """A whole packet: the fixed header byte, the remaining length, body, payload.
 
     Made in one bytearray of its final size: a reply is copied once, not three times over
-    (a ~200-byte block each, on a small fragmented heap)."""
+    (a ~200-byte block each, on a small fragmented heap). apart: the payload is not copied,
+    the packet ends before it (its length counts it) and the payload is written after it
+    (MQTTClient.publish)."""
     size = len(body) + len(payload)
     count = 1 if size < 0x80 else 2 if size < 0x4000 else 3
-    out = bytearray(1 + count + size)
+    out = bytearray(1 + count + size - (len(payload) if apart else 0))
     out[0] = head
     for index in range(1, count + 1):
         out[index] = size & 0x7F | (0x80 if index < count else 0)
         size >>= 7
     index = count + 1
     out[index : index + len(body)] = body
-    out[index + len(body) :] = payload
+    if not apart:
+        out[index + len(body) :] = payload
     return out
 
 
@@ -59,15 +65,6 @@ def text(value):
     if isinstance(value, str):
         value = value.encode()
     return len(value).to_bytes(2, "big") + value
-
-
-def publish_packet(topic, payload, qos=0, retain=False, pid=0, dup=False):
-    """PUBLISH bytes (pid only for QoS 1)."""
-    body = text(topic)
-    if qos:
-        body += pid.to_bytes(2, "big")
-    return packet(_PUBLISH | (0x08 if dup else 0) | (qos << 1) | (1 if retain else 0),
-                  body, payload)
 
 
 class MQTTClient:
@@ -112,11 +109,13 @@ class MQTTClient:
         self._last_rx = 0
         self._last_tx = 0
 
-    def _write(self, data):
+    def _write(self, data, payload=None):
         if self._sock is None:
             raise MQTTError("not connected to %s:%d" % (self.host, self.port))
         try:
             self._sock.write(data)  # blocking: the whole packet, in one write
+            if payload is not None:  # ... or its head, then the frame as it is (no Nagle)
+                self._sock.write(payload)
         except OSError as exc:
             self.connected = False  # the caller closes and reconnects
             raise MQTTError("write to the broker failed: %s" % exc) from None
@@ -170,20 +169,26 @@ class MQTTClient:
 
     def publish(self, topic, payload, qos=0, retain=False):
         """Publish; QoS 1 packets are kept and resent (DUP) until the broker acknowledges."""
-        pid = 0
+        body = text(topic)  # (the PUBLISH made here: a function is ~130 bytes of heap)
         if qos:
             pid = self._pid = self._pid % 65535 + 1
-        packet = publish_packet(topic, payload, qos, retain, pid)
+            body += pid.to_bytes(2, "big")
+        head = _PUBLISH | (qos << 1) | (1 if retain else 0)
+        try:  # one packet, one write
+            out = packet(head, body, payload)
+            payload = None
+        except MemoryError:  # no hole for a copy of the payload: the packet's head, then it
+            out = packet(head, body, payload, True)
         if qos:
-            self._pending[pid] = [packet, ticks_ms(), 1]
-        self._write(packet)
+            self._pending[pid] = [out, ticks_ms(), 1, payload]
+        self._write(out, payload)
 
     def _resend(self, pid, entry):
         entry[0][0] |= 0x08  # DUP (the packet is a bytearray: packet())
         entry[1] = ticks_ms()
         entry[2] += 1
         self.stats["retransmits"] += 1
-        self._write(entry[0])
+        self._write(entry[0], entry[3])
 
     def wait(self, timeout_ms):
         """Sleep until packets arrive or timeout_ms passes; take them in, keep the session.

@@ -75,7 +75,8 @@ class Node:
     def publish_all(self, messages):
         """Publish (topic, frame) pairs with the QoS/retain their topic calls for."""
         for topic, frame in messages:
-            if not self.client.connected:
+            # nothing while the node's clock is not set (its frames would be stamped 2000)
+            if not self.client.connected or self.core.not_before_ms is None:
                 return
             # QoS/retain per the protocol's topic table: birth 1 retained, status 0, else 1.
             leaf = topic[topic.rfind("/") + 1 :]
@@ -119,6 +120,13 @@ class Node:
             trades = core.stats["trades"]
             replies = core.handle(topic, payload)
             payload = None  # handled: its block is free for the reply's packet
+            if replies and topic.endswith("/time"):
+                # The hub's time set the clock (the core answers that notice with the birth):
+                # connect again at once (cleanly, no will) so the will is stamped with it,
+                # and the birth and status go out then.
+                client.close(True)
+                self._retry_ms = 0
+                return
             if core.stats["trades"] != trades:  # durable before the buyer hears "sold"
                 # the energy figures: the simulated pack's memory across boots
                 self.state["erem"] = self.battery.remaining_wh()

@@ -16,12 +16,13 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import structlog
 
+from hub.auctions.clock import publish_time_forever
 from hub.auctions.config import AuctionConfig
 from hub.auctions.control import ControlError, Operator, TradingControls
 from hub.auctions.messages import (
@@ -136,6 +137,9 @@ class AuctionDriver:
         # what the reputation notice publishes (None: the hub's own figures); the settlement
         # service sets it to the ledger's view (hub.settlement.reputation)
         self.reputation_view: ReputationView | None = None
+        # provisioned batteries (the runtime sets it to the keyring's): they get the hub's time
+        # before they are seen, as a board without a clock publishes nothing until it has it
+        self.provisioned: Callable[[], Iterable[int]] = lambda: ()
         self.store = store
         self.metrics = metrics
         self.buyers = buyers
@@ -182,6 +186,9 @@ class AuctionDriver:
             await self.recover()
         self._tasks.append(asyncio.create_task(self._schedule(), name="auction-scheduler"))
         self._tasks.append(asyncio.create_task(self._notices(), name="market-notices"))
+        self._tasks.append(asyncio.create_task(publish_time_forever(
+            self.link, self.config.site, self.notices, self._time_boards, self.link_up),
+            name="time-notices"))
 
     async def restore_controls(self, page: int = 1000) -> None:
         """Replay the stored operator_action events, oldest first, so the operators' controls
@@ -681,6 +688,11 @@ class AuctionDriver:
                 except Exception as exc:
                     log.warning("could not publish market notices", error=str(exc))
             await asyncio.sleep(interval_s)
+
+    def _time_boards(self) -> set[int]:
+        """The boards given the hub's time: every one seen, every one provisioned (hub
+        workers: each its own batteries, the leader the provisioned ones too)."""
+        return set(self.registry.devices).union(self.provisioned() if self.leads else ())
 
     def summary(self) -> dict[str, Any]:
         """Counts and prices for the status line and /api/v1/status, and (at most 50) trades

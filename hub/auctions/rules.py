@@ -200,8 +200,9 @@ class Auction(ABC):
             )
         elif reason in EXCLUDING_REASONS:
             self.excluded.add(record.bidder_id)
-        elif reason == schema.REASON_INSUFFICIENT_ENERGY:
-            # The battery cannot deliver this much any more: public knowledge, like the floor.
+        elif reason in (schema.REASON_INSUFFICIENT_ENERGY, schema.REASON_POWER_LIMIT):
+            # The battery cannot deliver this much any more (energy, or the current of it on
+            # top of its other sales: power_limit): public knowledge, like the floor.
             self.available_wh = min(self.available_wh, record.energy_wh - 1)
 
     def bidders(self) -> set[int]:

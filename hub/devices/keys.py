@@ -137,6 +137,10 @@ class DeviceKeyring(Keyring):
         credential = self._credentials.get(device_id)
         return credential is not None and credential.revoked
 
+    def provisioned(self) -> list[int]:
+        """The provisioned batteries whose credentials are active."""
+        return [device for device, cred in self._credentials.items() if not cred.revoked]
+
     # ---- the credentials table -------------------------------------------------------------
 
     def load(self, rows: Iterable[CredentialLike]) -> KeyringChange:

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from firmware.etp_node import core as firmware_core
 from firmware.etp_node.core import NodeCore
 from hub.legacy.pack import ENERGY_STEP_WH, LegacyPack
-from shared_etp.schema import REASON_INSUFFICIENT_ENERGY
+from shared_etp.schema import BID_REJECT, REASON_INSUFFICIENT_ENERGY
 
 __all__ = ["BridgeCore"]
 
@@ -47,6 +48,16 @@ class BridgeCore(NodeCore):  # type: ignore[misc]
         static reserve, as a board's configured one)."""
         self.evaluator.reserve_mc = self.pack.reserve_mc
         self.pct_for_sale = self.pack.pct_for_sale
+
+    def _reject(self, msg: dict[str, int], reason: int) -> Any:
+        """BidReject `reason`, counted as the core counts its own (the firmware inlines its
+        rejections to spare a board's heap, so the bridge has its own)."""
+        stats: Any = self.stats
+        stats["rejected"] += 1
+        reasons = stats["reject_reasons"]
+        reasons[str(reason)] = reasons.get(str(reason), 0) + 1
+        fields = (firmware_core._K_AUC, msg["auc"], firmware_core._K_REASON, reason)
+        return self._reply(msg, BID_REJECT, fields)
 
     def _on_bid(self, msg: dict[str, int]) -> Any:
         if msg["ereq"] % ENERGY_STEP_WH:

@@ -115,6 +115,16 @@ class LegacyPack:
         """Discharge as reported, W (negative = charging)."""
         return self.discharge
 
+    # The core's power rule (firmware Evaluator.power_cap_wh: no lot the pack cannot deliver)
+    # asks the battery layer for the cell voltage a sale would leave. The bridge knows no cells:
+    # a legacy battery's offer is already what it can deliver, so every lot within the offer
+    # (offered_wh, which the core checks first) passes.
+    min_cell_mv = 0
+
+    def cell_mv(self, energy_wh: int = 0, dis_w: int = 0) -> int:
+        """Above min_cell_mv for any lot: the legacy battery's offer is its power rule."""
+        return 1
+
     def health(self) -> int:
         """Health code as reported (fault while the link is down)."""
         return HEALTH_FAULT if not self.link_up else self.reported_health

@@ -70,4 +70,5 @@ def test_core_topics_match_the_topic_scheme() -> None:
         topics.device_topic("siteA", 7, topics.REQUEST),
         topics.notice_topic("siteA", 7, topics.REPUTATION),
         topics.notice_topic("siteA", 7, topics.CLEARING),
+        topics.notice_topic("siteA", 7, topics.TIME),
     ]

@@ -5,8 +5,9 @@
 Prints one JSON line: CPU ms per round to sign every board's two notices (the hub's signer:
 data encoded once per round, a key per board), the same with each notice encoded from scratch
 (`encode_notice`), and, with --mqtt-url, CPU and wall ms per round to sign and publish them
-retained at QoS 1 through the hub's MQTT client, PUBACKs included. Figures and the decision
-they support: firmware/README.md, "Market notices".
+retained at QoS 1 through the hub's MQTT client, PUBACKs included; the same for one round of
+the hub's time notices (one per board, retained, QoS 0: hub/auctions/clock.py). Figures and
+the decisions they support: firmware/README.md, "Market notices" and "The clock".
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import resource
 import time
 from typing import Any
 
+from hub.auctions.clock import publish_time, time_notices
 from hub.auctions.notices import NoticeSigner, publish_notices
 from hub.buyers.bidding import Buyers
 from hub.buyers.history import MarketHistory
@@ -50,7 +52,7 @@ class _BusyMarket(Buyers):
 
 async def _publish_rounds(
     url: str, boards: int, rounds: int, buyers: Buyers
-) -> tuple[float, float]:
+) -> tuple[float, float, float, float]:
     host, port = parse_mqtt_url(url)
     client = MqttClient(host, port, "etp-bench-notices", lambda topic, payload: None)
     await client.connect()
@@ -60,7 +62,13 @@ async def _publish_rounds(
         for _ in range(rounds):
             publish_notices(client, "bench", signer, buyers, range(1, boards + 1))
             await client.publish_wait("etp/v1/bench/bench-marker", b"x", 1)  # acks in order
-        return (_cpu_s() - cpu) / rounds * 1000, (time.perf_counter() - wall) / rounds * 1000
+        notices = ((_cpu_s() - cpu) / rounds * 1000, (time.perf_counter() - wall) / rounds * 1000)
+        cpu, wall = _cpu_s(), time.perf_counter()
+        for _ in range(rounds):
+            publish_time(client, "bench", signer, range(1, boards + 1))
+            await client.publish_wait("etp/v1/bench/bench-marker", b"x", 1)  # all sent
+        times = ((_cpu_s() - cpu) / rounds * 1000, (time.perf_counter() - wall) / rounds * 1000)
+        return notices + times
     finally:
         await client.disconnect()
 
@@ -81,6 +89,10 @@ def run(boards: int, rounds: int, mqtt_url: str | None) -> dict[str, Any]:
         "notices_per_round": 2 * boards,
         "sign_round_cpu_ms": round((_cpu_s() - start) / rounds * 1000, 2),
     }
+    start = _cpu_s()
+    for _ in range(rounds):
+        time_notices(signer, ids)
+    result["time_sign_round_cpu_ms"] = round((_cpu_s() - start) / rounds * 1000, 2)
     keys = {device: notice_key(_ROOT, device) for device in ids}
     start = _cpu_s()
     for _ in range(rounds):
@@ -89,9 +101,13 @@ def run(boards: int, rounds: int, mqtt_url: str | None) -> dict[str, Any]:
             encode_notice(NOTICE_CLEARING, clearing, 0, device, keys[device])
     result["encode_each_round_cpu_ms"] = round((_cpu_s() - start) / rounds * 1000, 2)
     if mqtt_url:
-        cpu_ms, wall_ms = asyncio.run(_publish_rounds(mqtt_url, boards, rounds, buyers))
+        cpu_ms, wall_ms, time_cpu_ms, time_wall_ms = asyncio.run(
+            _publish_rounds(mqtt_url, boards, rounds, buyers)
+        )
         result["publish_round_cpu_ms"] = round(cpu_ms, 2)
         result["publish_round_wall_ms"] = round(wall_ms, 2)
+        result["time_publish_round_cpu_ms"] = round(time_cpu_ms, 2)
+        result["time_publish_round_wall_ms"] = round(time_wall_ms, 2)
     return result
 
 

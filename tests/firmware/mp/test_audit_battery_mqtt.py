@@ -110,12 +110,13 @@ def test_mqtt_packets_exact_bytes():
     assert plain == b"\x10\x0e\x00\x04MQTT\x04\x02\x00\x1e\x00\x02c1"
     will = mqtt_connect.connect_packet("c", 60, True, ("t/d", b"x", 1, False))
     assert will == b"\x10\x15\x00\x04MQTT\x04\x0e\x00<\x00\x01c\x00\x03t/d\x00\x01x"
-    assert mqtt.publish_packet("a/b", b"hi", 1, True, 5) == b"\x33\x09\x00\x03a/b\x00\x05hi"
-    assert mqtt.publish_packet("a", b"", 0) == b"\x30\x03\x00\x01a"
+    assert mqtt.packet(0x33, b"\x00\x03a/b\x00\x05", b"hi") == b"\x33\x09\x00\x03a/b\x00\x05hi"
+    assert mqtt.packet(0x30, b"\x00\x01a") == b"\x30\x03\x00\x01a"
+    assert mqtt.packet(0x30, b"\x00\x01a", bytearray(b"hi"), True) == b"\x30\x05\x00\x01a"
     assert mqtt_connect.subscribe_packet(1, ["x/#"]) == b"\x82\x08\x00\x01\x00\x03x/#\x01"
-    big = mqtt.publish_packet("t", b"z" * 200)
+    big = mqtt.packet(0x30, b"\x00\x01t", b"z" * 200)
     assert big[:3] == b"\x30\xcb\x01"  # two-byte remaining length
-    huge = mqtt.publish_packet("t", bytes(20000), 1, False, 7)
+    huge = mqtt.packet(0x32, b"\x00\x01t\x00\x07", bytes(20000))
     assert huge[:4] == b"\x32\xa5\x9c\x01" and len(huge) == 4 + 20005  # three bytes
     assert huge[4:9] == b"\x00\x01t\x00\x07" and huge[-1] == 0
     assert parse_url("mqtt://10.0.0.2:1884") == ("10.0.0.2", 1884, False)
@@ -178,6 +179,31 @@ def test_mqtt_client_one_write_per_packet_puback_and_retransmit():
     assert client.connected
     client.close()
     assert not client.connected
+
+
+def test_mqtt_client_publishes_a_frame_without_copying_it():
+    """Without the room for a packet with a copy of the frame: its head, then the frame."""
+    stream = FakeSocket(b"\x20\x02\x00\x00")
+    client = connected_client(stream, keepalive_s=60, ack_timeout_ms=100)
+    frame = bytearray(b"frame")
+    real = mqtt.packet
+
+    def short_of_memory(head, body, payload=b"", apart=False):
+        if not apart:
+            raise MemoryError
+        return real(head, body, payload, apart)
+
+    mqtt.packet = short_of_memory
+    try:
+        client.publish("t", frame, 1)
+    finally:
+        mqtt.packet = real
+    assert stream.writes[-2:] == [b"\x32\x0a\x00\x01t\x00\x01", b"frame"], stream.writes
+    assert frame == b"frame"
+    client.wait(150)  # no PUBACK: head and frame again, the head marked DUP
+    assert stream.writes[-2:] == [b"\x3a\x0a\x00\x01t\x00\x01", b"frame"], stream.writes
+    assert client.stats["tx"] == 3  # CONNECT, the PUBLISH, its resend
+    client.close()
 
 
 def test_mqtt_client_subscribe_waits_for_suback_and_keeps_messages():

@@ -90,7 +90,7 @@ def test_birth_will_status_topics():
     assert topic == "etp/v1/s1/bess/7/death"
     assert decode_frame(will, KEYS)["t"] == S.DEVICE_FAILURE
     assert core.subscriptions() == ["etp/v1/s1/bess/7/req", "etp/v1/s1/market/7/reputation",
-                                    "etp/v1/s1/market/7/clearing"]
+                                    "etp/v1/s1/market/7/clearing", "etp/v1/s1/market/7/time"]
 
 
 def test_query_answers_state_and_sellable():
