@@ -33,6 +33,26 @@ pytestmark = [
 BATTERIES = 24
 
 
+def _site(tmp_path: Path, mqtt_url: str, database_url: str, *, settlement: str,
+          lease_ms: int) -> WorkerSite:
+    """Workers trading fast (an auction every 300 ms per battery), buyers that keep buying."""
+    return WorkerSite(
+        tmp_path, mqtt_url, database_url,
+        ETP_AUCTION_INTERVAL_MS="300", ETP_AGGREGATOR_DEMAND_SCALE="1000",
+        ETP_SETTLEMENT_NETWORK=settlement, ETP_WORKER_LEASE_MS=str(lease_ms),
+    )
+
+
+def _fleet(site: WorkerSite, mqtt_url: str, count: int) -> SimFleet:
+    """Simulated batteries 1..count with packs large enough to sell through the whole test."""
+    return SimFleet(SimConfig(
+        mqtt_url=mqtt_url, site="site1",
+        master_secret=load_master_secret(site.data_dir / "master.key"),
+        count=count, overrides={"delivery_s": 36000, "floor_wh": 0},
+        capacity_wh=(400_000, 800_000),
+    ))
+
+
 async def _owned(site: WorkerSite) -> list[int | None]:
     statuses = [await worker.astatus() if worker.running else {} for worker in site.workers]
     return [(s.get("cluster") or {}).get("batteries_owned") for s in statuses]
@@ -50,23 +70,14 @@ async def test_three_workers_one_killed_every_battery_keeps_trading(tmp_path: Pa
     with postgres_server() as database_url:
         broker = MosquittoProcess(tmp_path)
         await broker.start()
-        site = WorkerSite(
-            tmp_path, broker.url, database_url,
-            ETP_AUCTION_INTERVAL_MS="300", ETP_AGGREGATOR_DEMAND_SCALE="1000",
-            ETP_SETTLEMENT_NETWORK="embedded", ETP_WORKER_LEASE_MS="3000",
-        )
+        site = _site(tmp_path, broker.url, database_url, settlement="embedded", lease_ms=3000)
         fleet: SimFleet | None = None
         try:
             await site.prepare()
             for _ in range(3):
                 site.add()
             await site.wait_ready()
-            fleet = SimFleet(SimConfig(
-                mqtt_url=broker.url, site="site1",
-                master_secret=load_master_secret(site.data_dir / "master.key"),
-                count=BATTERIES, overrides={"delivery_s": 36000, "floor_wh": 0},
-                capacity_wh=(400_000, 800_000),
-            ))
+            fleet = _fleet(site, broker.url, BATTERIES)
             await fleet.start()
 
             async def shared_out() -> bool:
@@ -152,22 +163,13 @@ async def test_rolling_restart_hands_batteries_over_without_loss(tmp_path: Path)
     with postgres_server() as database_url:
         broker = MosquittoProcess(tmp_path)
         await broker.start()
-        site = WorkerSite(
-            tmp_path, broker.url, database_url,
-            ETP_AUCTION_INTERVAL_MS="300", ETP_AGGREGATOR_DEMAND_SCALE="1000",
-            ETP_SETTLEMENT_NETWORK="off", ETP_WORKER_LEASE_MS="10000",
-        )
+        site = _site(tmp_path, broker.url, database_url, settlement="off", lease_ms=10000)
         fleet: SimFleet | None = None
         try:
             await site.prepare()  # `etp db upgrade` before any worker starts
             old = site.add()
             await site.wait_ready()
-            fleet = SimFleet(SimConfig(
-                mqtt_url=broker.url, site="site1",
-                master_secret=load_master_secret(site.data_dir / "master.key"),
-                count=12, overrides={"delivery_s": 36000, "floor_wh": 0},
-                capacity_wh=(400_000, 800_000),
-            ))
+            fleet = _fleet(site, broker.url, 12)
             await fleet.start()
             await _until(lambda: _has(site, [12]), 20, "12 batteries on the old worker")
             await asyncio.sleep(2)
