@@ -11,12 +11,13 @@ import asyncio
 import contextlib
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from hub.tools.ports import free_port
 
 MOSQUITTO_BIN = "/usr/sbin/mosquitto"
 MOSQUITTO_PASSWD_BIN = "/usr/bin/mosquitto_passwd"
@@ -24,13 +25,6 @@ MOSQUITTO_PASSWD_BIN = "/usr/bin/mosquitto_passwd"
 
 class BrokerStartError(RuntimeError):
     """A test broker did not start listening in time."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now (bind port 0, read, close)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def wait_listening(port: int, timeout_s: float = 10.0) -> None:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from hub.tools.ports import free_port
 
 __all__ = [
     "PG_BIN",
@@ -44,12 +45,6 @@ def postgres_missing_reason() -> str | None:
         except KeyError:
             return f"running as root and there is no `{RUN_AS}` user to run the server as"
     return None
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _as_server_user(argv: list[str]) -> list[str]:
@@ -117,7 +112,7 @@ def postgres_server(database: str = "etp", *, start_timeout_s: float = 60) -> It
             "initdb",
         )
         for attempt in range(5):
-            port = _free_port()
+            port = free_port()
             options = (
                 f"-c listen_addresses=127.0.0.1 -c port={port} "
                 f"-c unix_socket_directories={root} -c fsync=on "

@@ -3,22 +3,16 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from hub.tools.ports import free_port
 from tests.conftest import micropython_available
 
 ETP = Path(sys.executable).with_name("etp")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def run_in_own_group(args: list[str], timeout_s: float) -> subprocess.CompletedProcess[str]:

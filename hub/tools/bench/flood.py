@@ -100,13 +100,14 @@ async def run_flood(config: FloodConfig, *, data_dir: Path | None = None) -> dic
 async def _run(config: FloodConfig, data_dir: Path, mqtt_url: str | None) -> dict[str, Any]:
     from hub.runtime import HubRuntime
     from hub.settings import Settings, load_master_secret
-    from hub.tools.bench.hub import _free_port, _hub_trades
+    from hub.tools.bench.hub import _hub_trades
+    from hub.tools.ports import free_port
     from hub.tools.sim import SimConfig, SimFleet
 
     settings = Settings(
         data_dir=data_dir,
         mqtt_url=mqtt_url,  # None: the hub's embedded broker
-        mqtt_port=_free_port(),
+        mqtt_port=free_port(),
         http_enabled=False,
         aggregators=config.aggregators,
         aggregator_demand_scale=1000,  # buyers keep buying for the whole run

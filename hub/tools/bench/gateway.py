@@ -22,7 +22,6 @@ import math
 import os
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -33,6 +32,7 @@ from typing import Any
 
 import psutil
 
+from hub.tools.ports import free_port
 from hub.tools.sim import SimConfig, SimFleet
 
 __all__ = ["GatewayBenchConfig", "GatewayBenchError", "format_table", "run_gateway_bench"]
@@ -61,12 +61,6 @@ class GatewayBenchConfig:
     deflate: bool = True  # clients offer permessage-deflate, as browsers do
     query_rounds: int = 50  # each dashboard query this many times
     warmup_s: float = 2.0
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def _prepare_store(data_dir: Path, trades: int) -> str:
@@ -359,7 +353,7 @@ async def _run(config: GatewayBenchConfig, workdir: Path) -> dict[str, Any]:
     api_key = await _prepare_store(data_dir, config.trades)
     seed_s = time.monotonic() - seed_started
     master = load_master_secret(data_dir / "master.key")
-    http_port, mqtt_port = _free_port(), _free_port()
+    http_port, mqtt_port = free_port(), free_port()
     env = dict(os.environ)
     env.pop("ETP_DATABASE_URL", None)
     env.pop("ETP_MQTT_URL", None)

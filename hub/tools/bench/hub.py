@@ -18,7 +18,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -29,6 +28,7 @@ from typing import Any, Literal
 
 import psutil
 
+from hub.tools.ports import free_port
 from hub.tools.sim import SimConfig, SimFleet
 
 __all__ = ["BenchConfig", "BenchError", "format_table", "run_bench"]
@@ -56,12 +56,6 @@ class BenchConfig:
     mechanism: str = "ascending"
     warmup_s: float = 3.0
     max_parallel_auctions: int = 1000
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def _wait_port(port: int, timeout_s: float) -> None:
@@ -116,7 +110,7 @@ async def _wait_ready(
 async def _mosquitto(workdir: Path) -> Any:
     if not Path(MOSQUITTO_BIN).exists():
         raise BenchError(f"{MOSQUITTO_BIN} is not installed (apt-get install mosquitto)")
-    port = _free_port()
+    port = free_port()
     conf = workdir / "mosquitto.conf"
     conf.write_text(
         f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
@@ -165,8 +159,8 @@ async def _run(
 ) -> dict[str, Any]:
     from hub.settings import load_master_secret
 
-    http_port = _free_port()
-    mqtt_port = _free_port()
+    http_port = free_port()
+    mqtt_port = free_port()
     interval_ms = config.auction_interval_ms
     if config.auctions_per_s > 0:
         interval_ms = max(10, config.batteries * 1000 // config.auctions_per_s)

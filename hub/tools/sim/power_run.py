@@ -13,21 +13,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
 import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any, cast
 
+from hub.tools.ports import free_port
+
 __all__ = ["run"]
-
-
-def free_port() -> int:
-    """A TCP port free on the loopback now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def run(seconds: float, interval_ms: int, count: int, seed: int) -> dict[str, Any]:

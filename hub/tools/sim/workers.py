@@ -15,17 +15,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from hub.tools.ports import free_port
+
 __all__ = ["WorkerProcess", "WorkerSite"]
 
 REPO = Path(__file__).resolve().parents[3]
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class WorkerProcess:
@@ -33,7 +27,7 @@ class WorkerProcess:
 
     def __init__(self, index: int, env: dict[str, str], log: Path, api_key: str) -> None:
         self.index = index
-        self.http_port = _free_port()
+        self.http_port = free_port()
         self.env = env | {"ETP_HTTP_PORT": str(self.http_port),
                           "ETP_WORKER_ID": f"worker-{index}"}
         self.log = log
