@@ -313,8 +313,7 @@ class AuctionDriver:
         left open from the store."""
         for device_id in device_ids:
             self.cancel(device_id, REASON_SHUTDOWN)
-            for key in [k for k in self.reconciler.questions if k[0] == device_id]:
-                del self.reconciler.questions[key]
+            self.reconciler.forget(device_id)
             self._to_probe.discard(device_id)
 
     def _new_period(self, period: int) -> None:

@@ -104,6 +104,11 @@ class Reconciler:
             self.questions[key] = Question(device_id, auction_id, term)
             self._send(self.questions[key], time.monotonic())
 
+    def forget(self, device_id: int) -> None:
+        """Stop asking a battery (hub workers: its new owner asks it from the store)."""
+        for key in [key for key in self.questions if key[0] == device_id]:
+            del self.questions[key]
+
     def ask(self, device_id: int, auction_id: int, trade_id: int, terms: TradeTerms) -> None:
         """The trade of this auction is unverified: ask its battery until it says."""
         question = Question(device_id, auction_id, REASON_AUCTION_CLOSED, trade_id, terms)

@@ -150,9 +150,6 @@ def hub(
         worker=worker or None,
     )
     _check_tls(settings)
-    if settings.worker and (problem := settings.worker_problem()) is not None:
-        typer.echo(f"error: {problem}", err=True)
-        raise typer.Exit(2)
     code = run_loop(_run_hub(settings))
     raise typer.Exit(code)
 

@@ -83,8 +83,7 @@ class AggregatorShares:
         for agg in self.buyers.aggregators:
             state, key = agg.state, agg.aggregator_id
             applied = self._applied.get(key, _ZERO)
-            base_wins, base_losses = self._base.get(key, (state.wins, state.losses))
-            self._base.setdefault(key, (base_wins, base_losses))
+            base_wins, base_losses = self._base.setdefault(key, (state.wins, state.losses))
             own[key] = (
                 state.spent_mc - applied[0],
                 state.energy_bought_wh - applied[1],
@@ -97,18 +96,12 @@ class AggregatorShares:
         if period != self.period:
             return  # a new period began meanwhile: these figures belong to the old one
         for agg in self.buyers.aggregators:
+            # what this worker committed during the awaits stays: only the others' part moves
             state, key = agg.state, agg.aggregator_id
-            mine, theirs = own[key], others.get(key, _ZERO)
-            # what this worker committed since the parts were read is kept on top
-            before = self._applied.get(key, _ZERO)
-            spent_now = state.spent_mc - before[0] - mine[0]
-            bought_now = state.energy_bought_wh - before[1] - mine[1]
-            base_wins, base_losses = self._base[key]
-            wins_now = state.wins - base_wins - before[2] - mine[2]
-            losses_now = state.losses - base_losses - before[3] - mine[3]
-            state.spent_mc = mine[0] + spent_now + theirs[0]
-            state.energy_bought_wh = mine[1] + bought_now + theirs[1]
-            state.wins = base_wins + mine[2] + wins_now + theirs[2]
-            state.losses = base_losses + mine[3] + losses_now + theirs[3]
+            before, theirs = self._applied.get(key, _ZERO), others.get(key, _ZERO)
+            state.spent_mc += theirs[0] - before[0]
+            state.energy_bought_wh += theirs[1] - before[1]
+            state.wins += theirs[2] - before[2]
+            state.losses += theirs[3] - before[3]
             self._applied[key] = theirs
         self.syncs += 1

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from hub.auctions.control import ControlError
-from hub.cluster.membership import Cluster, ClusterConfig, new_worker_id
+from hub.cluster.membership import Cluster, ClusterConfig
 from hub.cluster.shares import AggregatorShares
 from hub.events import Event, EventKind
 from shared_etp.compat import now_ms
@@ -45,7 +46,8 @@ class WorkerGlue:
         settings = runtime.settings
         assert runtime.store is not None and runtime.auctions is not None
         self.runtime = runtime
-        self.worker_id = settings.worker_id or new_worker_id()
+        assert settings.worker_id is not None  # the runtime names the worker (its MQTT id)
+        self.worker_id = settings.worker_id
         self.births: dict[int, bytes] = {}  # verified birth frames of batteries seen
         self.cluster = Cluster(
             ClusterConfig(
@@ -121,11 +123,9 @@ class WorkerGlue:
                 owners = await store.lease_owners(site, now_ms())
                 self.site_devices = {
                     row.device_id: {
-                        "device_id": row.device_id, "online": row.online, "health": row.health,
-                        "energy_total_wh": row.energy_total_wh,
-                        "energy_remaining_wh": row.energy_remaining_wh,
-                        "pct_for_sale": row.pct_for_sale, "reserve_mc": row.reserve_mc,
-                        "soc": row.soc, "voltage_mv": row.voltage_mv, "failures": None,
+                        **{k: v for k, v in asdict(row).items()
+                           if k not in ("site", "first_seen_ms")},
+                        "failures": None,  # counted by the owner's registry only
                         "last_seen_ms": row.last_seen_ms or None,
                         "worker": owners.get(row.device_id),
                     }
@@ -210,7 +210,7 @@ class WorkerGlue:
             runtime.auctions.release(devices)
         if runtime.registry is not None:
             for device_id in devices:
-                runtime.registry.devices.pop(device_id, None)
+                runtime.registry.forget(device_id)
 
     def _lead(self, leading: bool) -> None:
         runtime = self.runtime

@@ -102,6 +102,10 @@ class Registry:
             device = self.devices[device_id] = Device(device_id)
         return device
 
+    def forget(self, device_id: int) -> None:
+        """Drop a device without a failure (hub workers: it moved to another worker)."""
+        self.devices.pop(device_id, None)
+
     def online(self) -> list[Device]:
         """Devices currently online and not faulted."""
         return [d for d in self.devices.values() if d.online and d.health < HEALTH_FAULT]

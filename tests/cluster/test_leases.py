@@ -172,3 +172,18 @@ async def test_a_worker_that_lost_its_broker_lets_its_batteries_go(tmp_path: Pat
             await b.tick()
         assert a.owned == set() and ("release", mine) in a.events  # type: ignore[attr-defined]
         assert b.owned == set(range(1, 11))
+
+
+def test_a_worker_without_the_sites_broker_or_postgresql_says_what_to_set(
+    tmp_path: Path,
+) -> None:
+    from typer.testing import CliRunner
+
+    from hub.cli.main import app
+
+    runner = CliRunner()
+    alone = runner.invoke(app, ["hub", "--worker", "--data-dir", str(tmp_path)])
+    assert alone.exit_code == 1 and "ETP_MQTT_URL" in alone.output
+    sqlite = runner.invoke(app, ["hub", "--worker", "--data-dir", str(tmp_path),
+                                 "--mqtt-url", "mqtt://127.0.0.1:1"])
+    assert sqlite.exit_code == 1 and "ETP_DATABASE_URL" in sqlite.output
