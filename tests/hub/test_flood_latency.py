@@ -35,8 +35,8 @@ async def test_a_flooding_client_does_not_hold_up_the_others_nor_lose_a_trade(
     assert flood["query_latency_ms"]["p99_ms"] < P99_BOUND_MS
     # no trade lost: every trade the hub counts is one a battery committed, and back
     assert result["trades_committed_by_batteries"] > 0
-    assert result["trades_verified"] == result["trades_committed_by_batteries"]
-    assert result["lost_trades"] == result["trades_not_committed"] == 0
+    assert result["trades_recorded"] == result["trades_committed_by_batteries"]
+    assert result["lost_accepted_trades"] == result["trades_not_committed_by_batteries"] == 0
     assert result["mismatched_trades"] == 0 and result["undecided_trades"] == 0
     # the audit log counted every rejection in few events (per device and reason per 10 s)
     audit = result["audit"]

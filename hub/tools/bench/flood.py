@@ -100,7 +100,8 @@ async def run_flood(config: FloodConfig, *, data_dir: Path | None = None) -> dic
 async def _run(config: FloodConfig, data_dir: Path, mqtt_url: str | None) -> dict[str, Any]:
     from hub.runtime import HubRuntime
     from hub.settings import Settings, load_master_secret
-    from hub.tools.bench.hub import _hub_trades
+    from hub.store import database_url_for
+    from hub.tools.bench.hub import compare_trades, hub_trades
     from hub.tools.ports import free_port
     from hub.tools.sim import SimConfig, SimFleet
 
@@ -202,7 +203,7 @@ async def _run(config: FloodConfig, data_dir: Path, mqtt_url: str | None) -> dic
         if fleet is not None:
             fleet.expect_disconnect = True
             await fleet.stop()
-    trades = await _hub_trades(data_dir)
+    trades = await hub_trades(database_url_for(data_dir))
     committed = fleet.committed_trades()
     undecided, audit = await _after(data_dir)
     return {
@@ -210,13 +211,7 @@ async def _run(config: FloodConfig, data_dir: Path, mqtt_url: str | None) -> dic
         "load_before": [round(x, 2) for x in load_before],
         "baseline": baseline,
         "flood": flood,
-        "trades_verified": len(trades),
-        "trades_committed_by_batteries": len(committed),
-        "lost_trades": len(set(committed) - set(trades)),
-        "trades_not_committed": len(set(trades) - set(committed)),
-        "mismatched_trades": sum(
-            1 for auc in set(trades) & set(committed) if trades[auc] != committed[auc]
-        ),
+        **compare_trades(trades, committed),
         "undecided_trades": undecided,
         "audit": audit,
     }
@@ -298,9 +293,10 @@ def format_table(result: dict[str, Any]) -> str:
         f"quarantined: {flood['quarantined'] or 'none'}"
         + (f" after {flood['quarantined_after_s']} s" if flood["quarantined_after_s"] else "")
         + f"; auctions opened for the flooder: {flood['auctions_for_flooder']}",
-        f"trades: {result['trades_verified']} verified by the hub, "
+        f"trades: {result['trades_recorded']} verified by the hub, "
         f"{result['trades_committed_by_batteries']} committed by batteries; lost "
-        f"{result['lost_trades']}, not committed {result['trades_not_committed']}, mismatched "
+        f"{result['lost_accepted_trades']}, not committed "
+        f"{result['trades_not_committed_by_batteries']}, mismatched "
         f"{result['mismatched_trades']}, undecided {result['undecided_trades']}",
         f"security audit log: {result['audit']['frames_rejected_counted']} rejected frames in "
         f"{result['audit']['frames_rejected_events']} frames_rejected events",

@@ -292,11 +292,11 @@ async def _run(
         await process.wait()
     await asyncio.sleep(0.3)
     await fleet.stop()
-    trades = await _hub_trades(workdir / "data")
-    committed = fleet.committed_trades()
-    lost = sorted(set(trades) - set(committed))
-    extra = sorted(set(committed) - set(trades))
-    mismatched = [auc for auc in set(trades) & set(committed) if trades[auc] != committed[auc]]
+    from hub.store import database_url_for
+
+    trades = compare_trades(
+        await hub_trades(database_url_for(workdir / "data")), fleet.committed_trades()
+    )
 
     metrics_after, metrics_before = after["metrics"], before["metrics"]
     msg_in = sum(_delta(metrics_after["messages_in"], metrics_before["messages_in"]).values())
@@ -343,27 +343,34 @@ async def _run(
         "other_cpu_cores": round(max(0.0, busy / elapsed - ours), 2),
         "hub_dropped_status_frames": after["mqtt"].get("dropped_status", 0),
         "hub_dropped_trade_path_frames": after["mqtt"].get("dropped_trade_path", 0),
-        "trades_recorded": len(trades),
-        "trades_committed_by_batteries": len(committed),
-        "lost_accepted_trades": len(lost),
-        "trades_not_recorded_by_hub": len(extra),
-        "mismatched_trades": len(mismatched),
+        **trades,
     }
 
 
-async def _hub_trades(data_dir: Path) -> dict[int, tuple[int, int, int, int]]:
+async def hub_trades(database_url: str) -> dict[int, tuple[int, int, int, int]]:
     """auction id -> (device, bidder, price, energy) of trades the hub counts (verified)."""
-    from hub.store import Store, database_url_for
+    from hub.store import Store
 
-    store = Store(database_url_for(data_dir))
-    await store.start()
-    try:
+    async with Store(database_url) as store:
         return {
             trade.auction_id: (trade.device_id, trade.bidder_id, trade.price_mc, trade.energy_wh)
             for trade in await store.list_trades(status="verified")
         }
-    finally:
-        await store.close()
+
+
+def compare_trades(
+    stored: dict[int, tuple[int, int, int, int]], committed: dict[int, tuple[int, int, int, int]]
+) -> dict[str, int]:
+    """The hub's verified trades against the batteries' own audit trails (each by auction)."""
+    return {
+        "trades_recorded": len(stored),
+        "trades_committed_by_batteries": len(committed),
+        # a battery committed it, the hub does not count it: an accepted trade lost
+        "lost_accepted_trades": len(set(committed) - set(stored)),
+        "trades_not_committed_by_batteries": len(set(stored) - set(committed)),
+        "mismatched_trades": sum(1 for auc in set(stored) & set(committed)
+                                 if stored[auc] != committed[auc]),
+    }
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -381,6 +388,8 @@ def format_table(result: dict[str, Any]) -> str:
         f"{'deadline misses':<36}{result['deadline_misses']:>10}",
         f"{'lost responses (timeouts)':<36}{result['timeouts_lost_responses']:>10}",
         f"{'lost accepted trades':<36}{result['lost_accepted_trades']:>10}",
+        f"{'trades not committed by a battery':<36}"
+        f"{result['trades_not_committed_by_batteries']:>10}",
         f"{'hub CPU (cores)':<36}{result['hub_cpu_cores']:>10}",
         f"{'hub RSS (MB)':<36}{result['hub_rss_mb']:>10}",
         f"{'simulated fleet CPU (cores)':<36}{result.get('sim_cpu_cores'):>10}",

@@ -20,7 +20,7 @@ from typing import Any
 
 import psutil
 
-from hub.tools.bench.hub import BenchConfig, BenchError, _mosquitto
+from hub.tools.bench.hub import BenchConfig, BenchError, _mosquitto, compare_trades, hub_trades
 from hub.tools.sim import SimConfig, SimFleet
 from hub.tools.sim.workers import WorkerSite
 
@@ -75,7 +75,6 @@ async def _run(
     database_url: str,
 ) -> dict[str, Any]:
     from hub.settings import load_master_secret
-    from hub.store import Store
 
     interval_ms = config.auction_interval_ms
     if config.auctions_per_s > 0:
@@ -148,10 +147,7 @@ async def _run(
     fleet.expect_disconnect = True
     await asyncio.sleep(0.3)
     await fleet.stop()
-    async with Store(database_url) as store:
-        trades = {t.auction_id: (t.device_id, t.bidder_id, t.price_mc, t.energy_wh)
-                  for t in await store.list_trades(status="verified")}
-    committed = fleet.committed_trades()
+    trades = compare_trades(await hub_trades(database_url), fleet.committed_trades())
 
     def total(statuses: list[dict[str, Any]], *path: str) -> int:
         value = 0
@@ -195,12 +191,7 @@ async def _run(
                             "other": round(max(0.0, machine - sum(cpu.values())), 2)},
         "cpu_cores_by_worker": per_worker,
         "cores": psutil.cpu_count(),
-        "trades_recorded": len(trades),
-        "trades_committed_by_batteries": len(committed),
-        "lost_accepted_trades": len(set(committed) - set(trades)),
-        "trades_not_committed_by_batteries": len(set(trades) - set(committed)),
-        "mismatched_trades": sum(1 for a in set(trades) & set(committed)
-                                 if trades[a] != committed[a]),
+        **trades,
     }
 
 
