@@ -6,8 +6,8 @@ within about a second. hub/transport/broker.py loads them when the broker is loc
 
 - `SiteAuthPlugin` refuses anonymous clients, unknown users and wrong passwords ($7$ hashes
   checked with `verify_password`), and a CONNECT whose last will is on a topic the user may
-  not publish to (amqtt publishes wills without asking the topic plugins; Mosquitto refuses
-  such a CONNECT too).
+  not publish to (amqtt publishes wills without asking the topic plugins; Mosquitto accepts
+  such a CONNECT and drops the will: either way the will is never published).
 - `SiteTopicPlugin` answers amqtt's publish, subscribe and receive checks: a refused publish
   is dropped, a refused subscription gets SUBACK 0x80, and a message is delivered only to
   users allowed to read its topic. A client still connected after its account was removed

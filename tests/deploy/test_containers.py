@@ -68,11 +68,10 @@ def check_etp_command(argv: list[str]) -> None:
 
 
 def test_compose_has_the_site_s_services() -> None:
-    assert set(SERVICES) == {"mosquitto", "postgres", "migrate", "worker", "redis"}
+    assert set(SERVICES) == {"mosquitto", "postgres", "migrate", "worker"}
     assert sorted(HUB_SERVICES) == ["migrate", "worker"]
     assert SERVICES["postgres"]["image"] == "postgres:15"
     assert SERVICES["mosquitto"]["image"].startswith("eclipse-mosquitto:")
-    assert SERVICES["redis"]["profiles"] == ["redis"], "redis is optional"
 
 
 @pytest.mark.parametrize("name", ["migrate", "worker"])
@@ -120,7 +119,7 @@ def test_start_order_waits_on_health_and_migrations() -> None:
     assert worker["mosquitto"]["condition"] == "service_healthy"
     assert worker["postgres"]["condition"] == "service_healthy"
     assert migrate["postgres"]["condition"] == "service_healthy"
-    for name in ("mosquitto", "postgres", "redis"):
+    for name in ("mosquitto", "postgres"):
         assert SERVICES[name]["healthcheck"]["test"], f"{name} has no healthcheck"
     assert SERVICES["migrate"]["restart"] == "no"
     assert int(SERVICES["worker"]["deploy"]["replicas"]) >= 2
