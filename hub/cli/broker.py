@@ -4,7 +4,6 @@ Mosquitto files for an operator, and a readable summary of it."""
 from __future__ import annotations
 
 import asyncio
-import inspect
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -54,8 +53,7 @@ FromFiles = Annotated[
 
 def _accounts(settings: Any, from_files: bool) -> tuple[list[Any], str]:
     """The site's broker accounts and where they came from: the database (active devices
-    and the hub), or the password file the hub last wrote (`from_files`, or when this hub
-    has no device registry)."""
+    and the hub), or the password file the hub last wrote (`from_files`)."""
     from hub.security.broker import (
         PASSWORD_FILE,
         AccessFileError,
@@ -63,25 +61,14 @@ def _accounts(settings: Any, from_files: bool) -> tuple[list[Any], str]:
         broker_config_dir,
     )
 
-    registry: Any = None  # hub.security.devices.broker_accounts, where that module exists
     if not from_files:
-        try:
-            from hub.security import devices  # type: ignore[attr-defined,unused-ignore]
-        except ImportError:
-            pass
-        else:
-            registry = getattr(devices, "broker_accounts", None)
-    if registry is not None:
+        from hub.security.devices import broker_accounts
         from hub.store import Store, StoreError
 
-        # The site (and the hub's password file) come from these settings, not the environment.
-        pass_settings = "settings" in inspect.signature(registry).parameters
-
         async def load() -> list[Any]:
+            # the site (and the hub's password file) come from these settings, not the env
             async with Store(settings.resolved_database_url()) as store:
-                if pass_settings:
-                    return list(await registry(store, settings=settings))
-                return list(await registry(store))
+                return list(await broker_accounts(store, settings=settings))
 
         try:
             return asyncio.run(load()), "the database"

@@ -277,18 +277,18 @@ def check_certificates(settings: Settings) -> list[Check]:
 
 
 def _site_password_hash(settings: Settings, username: str) -> str | None:
-    from hub.security.broker import PASSWORD_FILE, broker_config_dir
+    from hub.security.broker import (
+        PASSWORD_FILE,
+        AccessFileError,
+        accounts_from_password_file,
+        broker_config_dir,
+    )
 
-    path = broker_config_dir(settings) / PASSWORD_FILE
     try:
-        lines = path.read_text().splitlines()
-    except OSError:
+        accounts = accounts_from_password_file(broker_config_dir(settings) / PASSWORD_FILE)
+    except (OSError, AccessFileError):
         return None
-    for line in lines:
-        user, _, encoded = line.partition(":")
-        if user == username:
-            return encoded.strip()
-    return None
+    return next((a.password_hash for a in accounts if a.username == username), None)
 
 
 async def _peer_certificate_expiry(
@@ -584,22 +584,17 @@ async def check_workers(settings: Settings, timeout_s: float) -> list[Check]:
     problem = settings.worker_problem()
     if problem is not None:
         return [_fail("workers", problem)]
-    import sqlalchemy as sa
     from sqlalchemy.ext.asyncio import create_async_engine
 
-    from hub.store.models import HUB_WORKERS
+    from hub.store.cluster import live_workers_query
     from shared_etp.compat import now_ms
 
     engine = create_async_engine(settings.resolved_database_url(),
                                  connect_args={"connect_timeout": max(1, int(timeout_s))})
     try:  # read only: the database check says whether it is migrated
         async with engine.connect() as connection:
-            rows = (await connection.execute(
-                sa.select(HUB_WORKERS.c.worker_id)
-                .where(HUB_WORKERS.c.site == settings.site,
-                       HUB_WORKERS.c.seen_ms >= now_ms() - settings.worker_lease_ms)
-                .order_by(HUB_WORKERS.c.worker_id)
-            )).fetchall()
+            rows = (await connection.execute(live_workers_query(
+                settings.site, now_ms() - settings.worker_lease_ms))).fetchall()
         live = [row.worker_id for row in rows]
     except Exception as exc:
         return [_warn("workers", f"live workers unknown: {_reason(exc)}")]

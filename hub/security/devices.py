@@ -23,7 +23,7 @@ from hub.security.accounts import (
     hash_password,
     new_password,
 )
-from hub.security.broker import HUB_PASSWORD_FILE
+from hub.security.broker import HUB_PASSWORD_FILE, apply_site_access
 from shared_etp.frame import derive_notice_key
 
 if TYPE_CHECKING:
@@ -162,12 +162,8 @@ async def broker_accounts(store: Store, settings: Settings | None = None) -> lis
 
 
 async def apply_broker_access(store: Store, settings: Settings) -> str | None:
-    """Give the configured broker the site's accounts (hub.security.broker, when present).
-    Returns a problem to show the user, or None."""
-    try:
-        from hub.security.broker import apply_site_access  # type: ignore[import-not-found]
-    except ImportError:
-        return None
+    """Give the configured broker the site's accounts (hub.security.broker). Returns a
+    problem to show the user, or None."""
     try:
         apply_site_access(settings, await broker_accounts(store, settings))
     except Exception as exc:

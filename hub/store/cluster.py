@@ -14,9 +14,19 @@ import sqlalchemy as sa
 from hub.store.models import AGGREGATOR_SHARES, DEVICE_LEASES, HUB_WORKERS
 from hub.store.parts import StoreParts
 
-__all__ = ["ClusterStore", "Share"]
+__all__ = ["ClusterStore", "Share", "live_workers_query"]
 
 Share = tuple[int, int, int, int]  # spent_mc, bought_wh, wins, losses
+
+
+def live_workers_query(site: str, since_ms: int) -> sa.Select[tuple[str, str | None]]:
+    """The site's workers seen since `since_ms`, by id (also read by `etp doctor`, which
+    must not open a Store: opening one migrates)."""
+    return (
+        sa.select(HUB_WORKERS.c.worker_id, HUB_WORKERS.c.http_url)
+        .where(HUB_WORKERS.c.site == site, HUB_WORKERS.c.seen_ms >= since_ms)
+        .order_by(HUB_WORKERS.c.worker_id)
+    )
 
 
 class ClusterStore(StoreParts):
@@ -38,11 +48,7 @@ class ClusterStore(StoreParts):
 
     async def live_workers(self, site: str, since_ms: int) -> list[tuple[str, str | None]]:
         """(worker id, gateway URL) of the site's workers seen since `since_ms`, by id."""
-        rows = await self._db.fetch(
-            sa.select(HUB_WORKERS.c.worker_id, HUB_WORKERS.c.http_url)
-            .where(HUB_WORKERS.c.site == site, HUB_WORKERS.c.seen_ms >= since_ms)
-            .order_by(HUB_WORKERS.c.worker_id)
-        )
+        rows = await self._db.fetch(live_workers_query(site, since_ms))
         return [(row.worker_id, row.http_url) for row in rows]
 
     async def drop_worker(self, worker_id: str) -> None:
