@@ -72,24 +72,13 @@ def build_cmd(
 
 def _bundle_config(bundle: Path) -> tuple[dict[str, object], Path | None]:
     """A bundle directory's etp_config.json (`etp device add`) and its CA file, if any."""
-    from hub.security.devices import BUNDLE_CONFIG_FILE
+    from hub.security.devices import BundleError, read_bundle
 
-    config_path = bundle / BUNDLE_CONFIG_FILE
-    if not config_path.is_file():
-        _fail(f"--bundle {bundle} has no {BUNDLE_CONFIG_FILE} (make one with `etp device add N`)")
     try:
-        config = json.loads(config_path.read_text())
-    except (OSError, ValueError) as exc:
-        _fail(f"{config_path} is not a readable JSON config: {exc}")
-    if not isinstance(config, dict) or not isinstance(config.get("device_id"), int):
-        _fail(f"{config_path} is not a device config (no device_id)")
-    ca_name = config.get("mqtt_ca_file")
-    ca_file = None
-    if ca_name:
-        ca_file = bundle / str(ca_name)
-        if not ca_file.is_file():
-            _fail(f"the bundle's config names {ca_name} but {ca_file} is missing")
-    return config, ca_file
+        return read_bundle(bundle)
+    except BundleError as exc:
+        _fail(str(exc))
+        raise  # _fail exits
 
 
 @app.command()

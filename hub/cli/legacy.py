@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -35,19 +34,13 @@ def _host_port(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _bundle(path: Path) -> dict[str, Any]:
-    from hub.security.devices import BUNDLE_CONFIG_FILE
+def _bundle(path: Path) -> tuple[dict[str, Any], Path | None]:
+    from hub.security.devices import BundleError, read_bundle
 
-    if not path.exists():
-        _fail(f"--bundle {path}: no such directory (`etp device add N --out DIR` writes one)")
-    file = path / BUNDLE_CONFIG_FILE if path.is_dir() else path
     try:
-        config = json.loads(file.read_text())
-    except (OSError, ValueError) as exc:
-        _fail(f"--bundle {path}: cannot read {file.name}: {exc}")
-    if not isinstance(config, dict) or not isinstance(config.get("device_id"), int):
-        _fail(f"--bundle {path}: not a device bundle (from `etp device add N`)")
-    return config
+        return read_bundle(path)
+    except BundleError as exc:
+        _fail(str(exc))
 
 
 @app.command("bridge")
@@ -139,8 +132,10 @@ def bridge(
         _fail(f"invalid configuration: {exc}")
     bundles = {}
     for path in bundle or []:
-        contents = _bundle(path)
+        contents, bundle_ca = _bundle(path)
         bundles[contents["device_id"]] = contents
+        if mqtt_ca_file is None:
+            mqtt_ca_file = bundle_ca  # the site CA the bundle carries (mqtts:// brokers)
     unknown = set(bundles) - set(device_id)
     if unknown:
         _fail(f"--bundle for device {sorted(unknown)[0]}, which no --device-id names")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hub.devices.keys import generation_key
 from hub.security.accounts import (
@@ -45,6 +45,32 @@ __all__ = [
 ]
 
 BUNDLE_CONFIG_FILE = "etp_config.json"
+
+
+class BundleError(ValueError):
+    """A device bundle that cannot be used (the message says why and what to run)."""
+
+
+def read_bundle(path: Path) -> tuple[dict[str, Any], Path | None]:
+    """A device bundle written by `etp device add` (its directory, or its config file): the
+    board's config and the CA file it names, if any."""
+    config_path = path / BUNDLE_CONFIG_FILE if path.is_dir() else path
+    if not config_path.is_file():
+        raise BundleError(f"--bundle {path} has no {BUNDLE_CONFIG_FILE} (make one with "
+                          "`etp device add N`)")
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"{config_path} is not a readable JSON config: {exc}") from None
+    if not isinstance(config, dict) or not isinstance(config.get("device_id"), int):
+        raise BundleError(f"{config_path} is not a device config (no device_id)")
+    ca_file = None
+    if config.get("mqtt_ca_file"):
+        ca_file = config_path.parent / str(config["mqtt_ca_file"])
+        if not ca_file.is_file():
+            raise BundleError(f"the bundle's config names {config['mqtt_ca_file']} but "
+                              f"{ca_file} is missing")
+    return config, ca_file
 BUNDLE_CA_FILE = "mqtt_ca.crt"  # the name `etp firmware flash` gives the CA on the board
 
 _BASE58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"

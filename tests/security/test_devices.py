@@ -313,3 +313,21 @@ async def test_cli_add_rotate_revoke_list(database_url: str, tmp_path: Path) -> 
     for result in (added, again, refused, rotated, listed, table, revoked, unknown, bad_owner):
         for secret in secrets:
             assert secret not in result.stdout + result.stderr
+
+
+def test_a_bundle_is_read_the_same_for_a_board_and_a_legacy_bridge(tmp_path: Path) -> None:
+    """`etp firmware flash --bundle` and `etp legacy bridge --bundle` read it through one
+    function: the config, and the site CA it names (the bridge used to drop that)."""
+    from hub.security.devices import BUNDLE_CONFIG_FILE, BundleError, read_bundle
+
+    bundle = tmp_path / "device-7-g0"
+    bundle.mkdir()
+    (bundle / BUNDLE_CONFIG_FILE).write_text('{"device_id": 7, "mqtt_ca_file": "ca.crt"}')
+    with pytest.raises(BundleError, match="ca.crt"):
+        read_bundle(bundle)  # names a CA that is not there
+    (bundle / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\n")
+    for path in (bundle, bundle / BUNDLE_CONFIG_FILE):
+        config, ca_file = read_bundle(path)
+        assert config["device_id"] == 7 and ca_file == bundle / "ca.crt"
+    with pytest.raises(BundleError, match="etp device add"):
+        read_bundle(tmp_path / "nothing")
