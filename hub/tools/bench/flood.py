@@ -101,9 +101,9 @@ async def _run(config: FloodConfig, data_dir: Path, mqtt_url: str | None) -> dic
     from hub.runtime import HubRuntime
     from hub.settings import Settings, load_master_secret
     from hub.store import database_url_for
-    from hub.tools.bench.hub import compare_trades, hub_trades
+    from hub.tools.bench.hub import bench_fleet, compare_trades, hub_trades
     from hub.tools.ports import free_port
-    from hub.tools.sim import SimConfig, SimFleet
+    from hub.tools.sim import SimFleet
 
     settings = Settings(
         data_dir=data_dir,
@@ -127,21 +127,8 @@ async def _run(config: FloodConfig, data_dir: Path, mqtt_url: str | None) -> dic
     fleet: SimFleet | None = None
     flooder: asyncio.subprocess.Process | None = None
     try:
-        fleet = SimFleet(
-            SimConfig(
-                mqtt_url=hub.mqtt_url,
-                site=settings.site,
-                master_secret=master,
-                count=config.batteries,
-                tick_ms=max(20, min(100, config.status_ms // 2)),
-                overrides={
-                    "status_interval_ms": config.status_ms,
-                    "delivery_s": 36000,
-                    "floor_wh": 0,
-                },
-                capacity_wh=(400_000, 800_000),
-            )
-        )
+        fleet = bench_fleet(hub.mqtt_url, settings.site, master, config.batteries,
+                            config.status_ms)
         await fleet.start()
         await asyncio.sleep(config.warmup_s)
         baseline_start = _mark(hub, fleet)

@@ -31,7 +31,7 @@ import psutil
 from hub.tools.ports import free_port
 from hub.tools.sim import SimConfig, SimFleet
 
-__all__ = ["BenchConfig", "BenchError", "format_table", "run_bench"]
+__all__ = ["BenchConfig", "BenchError", "bench_fleet", "format_table", "run_bench"]
 
 MOSQUITTO_BIN = "/usr/sbin/mosquitto"
 
@@ -136,6 +136,27 @@ async def _mosquitto(workdir: Path) -> Any:
                 await process.wait()
 
 
+def bench_fleet(
+    mqtt_url: str, site: str, master: bytes, count: int, status_ms: int, connections: int = 1
+) -> SimFleet:
+    """The benches' simulated fleet: packs large and slow to empty (the aggregators and the
+    batteries keep trading for the whole run), status every `status_ms`."""
+    return SimFleet(
+        SimConfig(
+            mqtt_url=mqtt_url,
+            site=site,
+            master_secret=master,
+            count=count,
+            connections=connections,
+            # A core publishes status when a tick finds it due: tick at least twice per
+            # period, or a 100 ms period would come out near 200 ms.
+            tick_ms=max(20, min(100, status_ms // 2)),
+            overrides={"status_interval_ms": status_ms, "delivery_s": 36000, "floor_wh": 0},
+            capacity_wh=(400_000, 800_000),
+        )
+    )
+
+
 def _delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
     return {key: value - before.get(key, 0) for key, value in after.items()}
 
@@ -204,24 +225,8 @@ async def _run(
     try:
         await _wait_ready(http_port, api_key, process, 30)
         url = mqtt_url or f"mqtt://127.0.0.1:{mqtt_port}"
-        fleet = SimFleet(
-            SimConfig(
-                mqtt_url=url,
-                site="site1",
-                master_secret=master,
-                count=config.batteries,
-                connections=config.connections,
-                # A core publishes status when a tick finds it due: tick at least twice per
-                # period, or a 100 ms period would come out near 200 ms.
-                tick_ms=max(20, min(100, config.status_ms // 2)),
-                overrides={
-                    "status_interval_ms": config.status_ms,
-                    "delivery_s": 36000,
-                    "floor_wh": 0,
-                },
-                capacity_wh=(400_000, 800_000),
-            )
-        )
+        fleet = bench_fleet(url, "site1", master, config.batteries, config.status_ms,
+                            connections=config.connections)
         await fleet.start()
         gc.collect()
         gc.freeze()  # the fleet's long-lived objects: no full GC passes stalling the loop

@@ -20,8 +20,15 @@ from typing import Any
 
 import psutil
 
-from hub.tools.bench.hub import BenchConfig, BenchError, _mosquitto, compare_trades, hub_trades
-from hub.tools.sim import SimConfig, SimFleet
+from hub.tools.bench.hub import (
+    BenchConfig,
+    BenchError,
+    _mosquitto,
+    bench_fleet,
+    compare_trades,
+    hub_trades,
+)
+from hub.tools.sim import SimFleet
 from hub.tools.sim.workers import WorkerSite
 
 __all__ = ["format_workers_table", "run_workers_bench"]
@@ -93,15 +100,8 @@ async def _run(
         for _ in range(count):
             site.add()
         await site.wait_ready()
-        fleet = SimFleet(SimConfig(
-            mqtt_url=mqtt_url, site="site1",
-            master_secret=load_master_secret(site.data_dir / "master.key"),
-            count=config.batteries, connections=config.connections,
-            tick_ms=max(20, min(100, config.status_ms // 2)),
-            overrides={"status_interval_ms": config.status_ms, "delivery_s": 36000,
-                       "floor_wh": 0},
-            capacity_wh=(400_000, 800_000),
-        ))
+        fleet = bench_fleet(mqtt_url, "site1", load_master_secret(site.data_dir / "master.key"),
+                            config.batteries, config.status_ms, connections=config.connections)
         await fleet.start()
         gc.collect()
         gc.freeze()
