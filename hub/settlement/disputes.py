@@ -6,7 +6,6 @@ event (hub/settlement/README.md, "Disputes")."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -20,7 +19,13 @@ from solders.transaction import VersionedTransaction
 
 from hub.events import EventKind
 from hub.settlement.cluster import Cluster, ClusterUnavailableError
-from hub.settlement.ledger import Party, PartyNotReady, SiteSetupError, associated_token_address
+from hub.settlement.ledger import (
+    Party,
+    PartyNotReady,
+    SiteSetupError,
+    associated_token_address,
+    execute,
+)
 from hub.settlement.onboard import create_token_account
 from hub.settlement.site import MarketSite, Site
 from hub.store import Store, TradeRow
@@ -35,7 +40,6 @@ log = structlog.get_logger(__name__)
 RECORD_STATUSES = {0: "settled", 1: "disputed", 2: "refunded", 3: "upheld"}
 # outbox statuses of a trade paid on the ledger (a dispute changes the row, not the payment)
 ON_LEDGER_STATUSES = ("settled", "disputed", "refunded", "upheld")
-_CONFIRM_TIMEOUT_S = 30.0
 
 Side = Literal["buyer", "seller"]
 
@@ -248,26 +252,21 @@ class Disputes:
         return f"the program refused: {name} ({code}): {self._messages.get(code, '')}"
 
     async def _run(self, instructions: list[Instruction], payer: Keypair) -> Signature:
-        """Simulate (a refusal names the program's error), send, wait until it lands."""
+        """Simulate (a refusal names the program's error), then send and wait until it lands
+        (hub.settlement.ledger.execute)."""
         recent = await self._ledger(self.cluster.latest_blockhash())
         message = Message.new_with_blockhash(instructions, payer.pubkey(), recent.blockhash)
-        transaction = VersionedTransaction(message, [payer])
-        err, _ = await self._ledger(self.cluster.simulate(transaction))
+        err, _ = await self._ledger(
+            self.cluster.simulate(VersionedTransaction(message, [payer]))
+        )
         if err is not None:
             raise DisputeError(409, self._refusal(err))
-        signature: Signature = await self._ledger(self.cluster.send(transaction))
-        deadline = time.monotonic() + _CONFIRM_TIMEOUT_S
-        while time.monotonic() < deadline:
-            (state,) = await self._ledger(self.cluster.signature_states([signature]))
-            if state.confirmation in ("confirmed", "finalized"):
-                if state.err is not None:
-                    raise DisputeError(409, self._refusal(state.err))
-                return signature
-            height = await self._ledger(self.cluster.block_height())
-            if height > recent.last_valid_block_height:
-                break
-            await asyncio.sleep(0.2)
-        raise DisputeError(503, f"the transaction {signature} did not land in time; try again")
+        try:
+            return await self._ledger(execute(self.cluster, instructions, payer))
+        except SiteSetupError as exc:
+            if exc.err is not None:
+                raise DisputeError(409, self._refusal(exc.err)) from None
+            raise DisputeError(503, f"{exc} (the dispute was not recorded)") from None
 
     async def _changed(
         self, trade: TradeRow, status: str, signature: Signature, **payload: Any
