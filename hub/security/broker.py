@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Protocol
 import structlog
 
 from hub.security.accounts import HUB_USERNAME, BrokerAccount, verify_password
+from shared_etp.topics import BIRTH, DEATH, REQUEST, RESPONSE, STATUS, device_topic, market_topic
 
 if TYPE_CHECKING:
     from hub.settings import Settings
@@ -85,8 +86,8 @@ PASSWORD_FILE = "passwords"
 ACL_FILE = "acl"
 CONF_FILE = "mosquitto.conf"
 HUB_PASSWORD_FILE = "broker-hub.password"  # in data_dir; written 0600 by hub/security/devices.py
-_BATTERY_WRITES = ("birth", "death", "status", "resp")
-_BATTERY_READS = ("req",)
+_BATTERY_WRITES = (BIRTH, DEATH, STATUS, RESPONSE)
+_BATTERY_READS = (REQUEST,)
 # Room for the fixed header, topic and packet id around the largest accepted payload: a packet
 # bigger than payload limit + this makes Mosquitto drop the connection (max_packet_size).
 _PACKET_OVERHEAD_BYTES = 1024
@@ -133,7 +134,6 @@ def _check_name(value: str, what: str) -> str:
 def grants_for(accounts: Iterable[BrokerAccount], site: str) -> list[TopicGrant]:
     """The topic grants of each account at `site` (the hub first, then batteries by id)."""
     _check_name(site, "site")
-    root = f"etp/v1/{site}"
     grants: list[TopicGrant] = []
     for account in sorted(accounts, key=lambda a: (a.device_id is not None, a.device_id or 0)):
         _check_name(account.username, "user name")
@@ -144,12 +144,13 @@ def grants_for(accounts: Iterable[BrokerAccount], site: str) -> list[TopicGrant]
                 )
             grants.append(TopicGrant(account.username, ("#",), ("#",)))
             continue
-        own = f"{root}/bess/{account.device_id}"
+        device = account.device_id
         grants.append(
             TopicGrant(
                 account.username,
-                tuple(f"{own}/{leaf}" for leaf in _BATTERY_WRITES),
-                (*(f"{own}/{leaf}" for leaf in _BATTERY_READS), f"{root}/market/#"),
+                tuple(device_topic(site, device, leaf) for leaf in _BATTERY_WRITES),
+                (*(device_topic(site, device, leaf) for leaf in _BATTERY_READS),
+                 market_topic(site, "#")),
             )
         )
     return grants
