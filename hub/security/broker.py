@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import os
 import signal
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -48,6 +47,7 @@ from typing import TYPE_CHECKING, Protocol
 import structlog
 
 from hub.security.accounts import HUB_USERNAME, BrokerAccount, verify_password
+from hub.security.pki import write_atomically
 from shared_etp.topics import BIRTH, DEATH, REQUEST, RESPONSE, STATUS, device_topic, market_topic
 
 if TYPE_CHECKING:
@@ -234,20 +234,6 @@ class MosquittoFiles:
     acl_file: Path
 
 
-def _write_atomically(path: Path, text: str, mode: int) -> None:
-    """Replace `path` with `text` in one rename (a reader sees the old or the new file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 _HEADER = "# Written by etp (hub/security/broker.py) from the broker accounts: do not edit.\n"
 
 
@@ -305,8 +291,8 @@ def write_mosquitto_config(
         raise BrokerConfigError("two broker accounts have the same user name")
     ordered = [by_name[g.username] for g in grants]
     files = MosquittoFiles(out_dir / CONF_FILE, out_dir / PASSWORD_FILE, out_dir / ACL_FILE)
-    _write_atomically(files.password_file, _password_text(ordered), file_mode)
-    _write_atomically(files.acl_file, _acl_text(grants), file_mode)
+    write_atomically(files.password_file, _password_text(ordered).encode(), file_mode)
+    write_atomically(files.acl_file, _acl_text(grants).encode(), file_mode)
     if not write_conf:
         return files
     conf = [
@@ -338,7 +324,7 @@ def write_mosquitto_config(
             f"keyfile {Path(tls.key).resolve()}",
             "tls_version tlsv1.2",
         ]
-    _write_atomically(files.conf, "\n".join(conf) + "\n", file_mode)
+    write_atomically(files.conf, ("\n".join(conf) + "\n").encode(), file_mode)
     return files
 
 

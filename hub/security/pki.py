@@ -24,6 +24,7 @@ import ipaddress
 import os
 import socket
 import struct
+import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -411,21 +412,25 @@ def _write_private_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    _write(path, data, 0o600)
+    write_atomically(path, data, 0o600)
 
 
 def _write_public(path: Path, data: bytes) -> None:
-    _write(path, data, 0o644)
+    write_atomically(path, data, 0o644)
 
 
-def _write(path: Path, data: bytes, mode: int) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.chmod(tmp, mode)  # the umask may have narrowed it
-    os.replace(tmp, path)
+def write_atomically(path: Path, data: bytes, mode: int) -> None:
+    """Replace `path` with `data` in one rename, durable (fsynced) and with `mode` from its
+    first byte: a reader sees the old file or the new one, never part of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
