@@ -15,10 +15,10 @@ from typing import Annotated, Any
 import typer
 
 from hub.cli.db import DatabaseUrl, DataDir, resolve_url
+from hub.store.models import SETTLEMENT_STATUSES
 
 __all__ = ["app", "bench_settle"]
 
-_STATUSES = ("pending", "submitted", "settled", "failed", "disputed", "refunded", "upheld")
 
 app = typer.Typer(
     help="Settlement of verified trades on the ledger (hub/settlement/README.md).",
@@ -47,7 +47,7 @@ async def _read(url: str, latest: int) -> dict[str, Any]:
         "updated_ms": row.updated_ms,
     }
     return {
-        "counts": {s: counts.get(s, 0) for s in _STATUSES},
+        "counts": {s: counts.get(s, 0) for s in SETTLEMENT_STATUSES},
         "total": len(rows),
         "latest": [view(row) for row in recent],
         "failed": [view(row) for row in failed[-latest:]],

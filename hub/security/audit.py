@@ -44,23 +44,21 @@ __all__ = [
     "public_key_id",
 ]
 
-# What the audit lists. Plain strings: the device credentials' kinds are defined by the
-# devices area (hub.security.devices) and stored rows of kinds this hub does not know are
-# listed all the same.
+# What the audit lists (stored kind names).
+_DEVICE_KINDS: tuple[str, ...] = (
+    EventKind.DEVICE_PROVISIONED, EventKind.DEVICE_REVOKED, EventKind.DEVICE_ROTATED,
+)
 SECURITY_KINDS: tuple[str, ...] = (
-    "frames_rejected",
-    "login_failed",
-    "api_key_created",
-    "api_key_revoked",
-    "device_provisioned",
-    "device_revoked",
-    "device_rotated",
-    "device_quarantined",
-    "operator_action",
-    "alert_raised",
+    EventKind.FRAMES_REJECTED,
+    EventKind.LOGIN_FAILED,
+    EventKind.API_KEY_CREATED,
+    EventKind.API_KEY_REVOKED,
+    *_DEVICE_KINDS,
+    EventKind.DEVICE_QUARANTINED,
+    EventKind.OPERATOR_ACTION,
+    EventKind.ALERT_RAISED,
 )
 
-_DEVICE_KINDS = ("device_provisioned", "device_revoked", "device_rotated")
 WINDOW_S = 10
 log = structlog.get_logger(__name__)
 

@@ -32,12 +32,10 @@ from hub.store import Store, TradeRow
 from hub.store.models import SETTLEMENTS, TRADES
 from hub.store.validate import to_row
 
-__all__ = ["ON_LEDGER_STATUSES", "RECORD_STATUSES", "DisputeError", "Disputes"]
+__all__ = ["ON_LEDGER_STATUSES", "DisputeError", "Disputes"]
 
 log = structlog.get_logger(__name__)
 
-# TradeRecord.status on the ledger -> the outbox row's status
-RECORD_STATUSES = {0: "settled", 1: "disputed", 2: "refunded", 3: "upheld"}
 # outbox statuses of a trade paid on the ledger (a dispute changes the row, not the payment)
 ON_LEDGER_STATUSES = ("settled", "disputed", "refunded", "upheld")
 

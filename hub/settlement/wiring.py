@@ -11,6 +11,7 @@ import structlog
 
 from hub.settings import Settings
 from hub.store import Store
+from hub.store.models import SETTLEMENT_STATUSES
 
 log = structlog.get_logger("hub.settlement")
 
@@ -111,14 +112,9 @@ def settlement_status(network: str, service: Any, error: str | None) -> dict[str
     return {
         "network": network,
         "cluster": EXPLORER_CLUSTERS.get(network),
-        "pending": counts.get("pending", 0),
-        "submitted": counts.get("submitted", 0),
-        "settled": counts.get("settled", 0),
-        "failed": counts.get("failed", 0),
-        # disputes of settled trades: open, resolved with a refund, found unfounded
-        "disputed": counts.get("disputed", 0),
-        "refunded": counts.get("refunded", 0),
-        "upheld": counts.get("upheld", 0),
+        # every outbox status; disputed / refunded / upheld: disputes of settled trades (open,
+        # resolved with a refund, found unfounded)
+        **{status: counts.get(status, 0) for status in SETTLEMENT_STATUSES},
         # where the published bidder reputation comes from: "ledger", or "hub" (its own
         # confirmation ratio) when settlement is off or the ledger could not be read lately
         "reputation": service.reputation.status() if service is not None else {"source": "hub"},
