@@ -532,13 +532,6 @@ async def wait_for(
     return time.monotonic() - began
 
 
-def percentile(samples: list[float], fraction: float) -> float:
-    """The nearest-rank percentile (as the hub's metrics compute it)."""
-    ordered = sorted(samples)
-    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
-    return ordered[index]
-
-
 __all__ = [
     "BoardUnderTest",
     "Console",
@@ -546,7 +539,6 @@ __all__ = [
     "RigError",
     "RigOptions",
     "hub_settings",
-    "percentile",
     "run_hook",
     "wait_for",
 ]

@@ -26,10 +26,10 @@ from hil_tests.rig import (
     WIPE_SCRIPT,
     BoardUnderTest,
     HubRig,
-    percentile,
     wait_for,
 )
 from hub.events import EventKind
+from hub.metrics import percentile
 from shared_etp.schema import (
     BID,
     BID_CONFIRM,

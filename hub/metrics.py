@@ -13,13 +13,19 @@ import structlog
 
 from shared_etp.schema import DEADLINE_MS, TYPE_NAMES
 
-__all__ = ["LATENCY_BUCKETS_MS", "LatencyHistogram", "Metrics"]
+__all__ = ["LATENCY_BUCKETS_MS", "LatencyHistogram", "Metrics", "percentile"]
 
 log = structlog.get_logger(__name__)
 
 # Upper bounds (inclusive) of the latency buckets every LatencyHistogram counts, for the
 # Prometheus histograms of GET /metrics; a sample over the last bound counts only in +Inf.
 LATENCY_BUCKETS_MS: tuple[float, ...] = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    """The nearest-rank percentile (0..1) of non-empty `samples`."""
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))]
 
 
 @dataclass
@@ -57,11 +63,7 @@ class LatencyHistogram:
 
     def percentile(self, fraction: float) -> float | None:
         """The given percentile (0..1) over the recent window, or None with no samples."""
-        if not self.samples:
-            return None
-        ordered = sorted(self.samples)
-        index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
-        return ordered[index]
+        return percentile(list(self.samples), fraction) if self.samples else None
 
     def summary(self) -> dict[str, Any]:
         """count, mean, p50, p99, max in ms."""

@@ -4,14 +4,13 @@ up and restore it (hub/ops/backup.py); `etp bench store`."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-
-from hub.cli.doctor import unwrap_paragraphs
 
 app = typer.Typer(
     help="The hub database (SQLite in the data dir, or ETP_DATABASE_URL): migrations.",
@@ -35,6 +34,13 @@ DataDir = Annotated[
         show_default=False,
     ),
 ]
+
+
+def unwrap_paragraphs(text: str | None) -> str:
+    """Help text with each paragraph on one line (typer's rich help keeps single line breaks
+    of a docstring; the terminal wraps instead)."""
+    paragraphs = inspect.cleandoc(text or "").split("\n\n")
+    return "\n\n".join(" ".join(paragraph.split()) for paragraph in paragraphs)
 
 
 def resolve_url(database_url: str | None, data_dir: Path | None) -> str:

@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-
-def unwrap_paragraphs(text: str | None) -> str:
-    """Help text with each paragraph on one line (typer's rich help keeps single line breaks
-    of a docstring; the terminal wraps instead)."""
-    paragraphs = inspect.cleandoc(text or "").split("\n\n")
-    return "\n\n".join(" ".join(paragraph.split()) for paragraph in paragraphs)
+from hub.cli.db import DataDir, unwrap_paragraphs
 
 
 def doctor(
@@ -32,14 +25,7 @@ def doctor(
     timeout: Annotated[
         float, typer.Option(min=0.1, max=3.0, help="Seconds each check may take.")
     ] = 3.0,
-    data_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--data-dir",
-            help="Data directory (default: ETP_DATA_DIR, else ./.etp).",
-            show_default=False,
-        ),
-    ] = None,
+    data_dir: DataDir = None,
 ) -> None:
     """Check this deployment as the hub would run it (the same ETP_* settings) and say what
     to fix: one line per check, ok / warn / FAIL, with the command that fixes it.
