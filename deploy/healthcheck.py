@@ -11,18 +11,13 @@ import sys
 import urllib.error
 import urllib.request
 
-from hub.security.tls import plan_site_tls
+from hub.security.tls import local_gateway_url, plan_site_tls
 from hub.settings import Settings
-
-_WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
 
 
 def probe_url(settings: Settings, https: bool) -> str:
     """The ready probe's URL: the gateway's own address (loopback for a wildcard bind)."""
-    host = _WILDCARDS.get(settings.http_host, settings.http_host)
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{'https' if https else 'http'}://{host}:{settings.http_port}/health/ready"
+    return local_gateway_url(settings, https) + "/health/ready"
 
 
 def main() -> int:
@@ -32,7 +27,7 @@ def main() -> int:
         print("healthy: the gateway is disabled (ETP_HTTP_ENABLED=false), nothing to probe")
         return 0
     try:
-        https = plan_site_tls(settings).gateway_cert is not None
+        https = plan_site_tls(settings).gateway_https
     except Exception as exc:  # the hub itself refuses to start with this configuration
         print(f"unhealthy: {exc}")
         return 1

@@ -518,7 +518,7 @@ async def check_gateway(settings: Settings, url: str | None, timeout_s: float) -
     import httpx
 
     from hub.security.pki import site_pki
-    from hub.security.tls import TlsSetupError, plan_site_tls
+    from hub.security.tls import TlsSetupError, local_gateway_url, plan_site_tls
 
     if url is None and not settings.http_enabled:
         return [_ok("http gateway", "disabled (ETP_HTTP_ENABLED=false)")]
@@ -528,11 +528,7 @@ async def check_gateway(settings: Settings, url: str | None, timeout_s: float) -
             plan = plan_site_tls(settings)
         except TlsSetupError as exc:
             return [_fail("http gateway", str(exc))]
-        host = settings.http_host
-        if host in ("", "0.0.0.0", "::", "*"):
-            host = "127.0.0.1"
-        scheme = "https" if plan.gateway_https else "http"
-        url = f"{scheme}://{host}:{settings.http_port}"
+        url = local_gateway_url(settings, plan.gateway_https)
     ca = site_pki(settings.data_dir).ca_cert
     if url.startswith("https://") and ca.is_file():
         verify = ssl.create_default_context(cafile=str(ca))

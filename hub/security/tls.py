@@ -28,6 +28,7 @@ __all__ = [
     "SiteTls",
     "TlsSetupError",
     "is_loopback_host",
+    "local_gateway_url",
     "plan_site_tls",
 ]
 
@@ -86,6 +87,17 @@ def _no_certificates(pki: SitePki, what: str, host: str) -> str:
         f"{pki.ca_cert}`), or bind to 127.0.0.1 (behind a reverse proxy, for the gateway), "
         "or set ETP_ALLOW_PLAINTEXT=true to accept plain text on the network"
     )
+
+
+def local_gateway_url(settings: Settings, https: bool) -> str:
+    """The address this machine reaches its own gateway at (a wildcard bind: loopback), for
+    probes (`etp doctor`, the container's health check)."""
+    host = settings.http_host
+    if host in _WILDCARDS:
+        host = "::1" if host == "::" else "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{'https' if https else 'http'}://{host}:{settings.http_port}"
 
 
 def plan_site_tls(settings: Settings) -> SiteTls:
