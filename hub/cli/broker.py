@@ -179,10 +179,9 @@ def check(
 ) -> None:
     """Print the site's broker access (see _CHECK_HELP)."""
     from hub.security.broker import (
-        ACL_FILE,
-        PASSWORD_FILE,
         BrokerConfigError,
         broker_config_dir,
+        embedded_locked,
         grants_for,
     )
 
@@ -201,7 +200,7 @@ def check(
         typer.echo(f"  publish: {', '.join(grant.write)}")
         typer.echo(f"  read:    {', '.join(grant.read)}")
     directory = broker_config_dir(settings)
-    files_present = (directory / PASSWORD_FILE).exists() and (directory / ACL_FILE).exists()
+    locked, files_present = embedded_locked(settings)
     if settings.mqtt_url is not None:
         typer.echo(
             f"broker: external {settings.mqtt_url}; files in {directory}"
@@ -212,7 +211,6 @@ def check(
             )
         )
     else:
-        locked = files_present if settings.broker_locked is None else settings.broker_locked
         typer.echo(
             f"embedded broker: {'LOCKED' if locked else 'OPEN'} "
             f"(ETP_BROKER_LOCKED={settings.broker_locked}; files in {directory} "

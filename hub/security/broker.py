@@ -570,6 +570,14 @@ class EmbeddedLock:
     acl_file: Path
 
 
+def embedded_locked(settings: Settings) -> tuple[bool, bool]:
+    """(locked, access files present) of the embedded broker: ETP_BROKER_LOCKED if set,
+    else locked once the site's access files exist."""
+    directory = broker_config_dir(settings)
+    present = (directory / PASSWORD_FILE).exists() and (directory / ACL_FILE).exists()
+    return (present if settings.broker_locked is None else settings.broker_locked), present
+
+
 def embedded_lock(settings: Settings) -> EmbeddedLock | None:
     """Whether the embedded broker is locked, and by which files (logged either way).
 
@@ -578,10 +586,12 @@ def embedded_lock(settings: Settings) -> EmbeddedLock | None:
     add`), open before that (a fresh demo on loopback)."""
     directory = broker_config_dir(settings)
     lock = EmbeddedLock(directory / PASSWORD_FILE, directory / ACL_FILE)
-    present = lock.password_file.exists() and lock.acl_file.exists()
-    locked = present if settings.broker_locked is None else settings.broker_locked
+    locked, present = embedded_locked(settings)
     if not locked:
-        loopback = settings.mqtt_host in ("127.0.0.1", "localhost", "::1")
+        # here, not at the top: hub.security.tls imports hub.transport.broker, which imports this
+        from hub.security.tls import is_loopback_host
+
+        loopback = is_loopback_host(settings.mqtt_host)
         (log.info if loopback else log.warning)(
             "embedded broker is OPEN: any client reaching it may publish and subscribe anywhere",
             listener=f"{settings.mqtt_host}:{settings.mqtt_port}",
