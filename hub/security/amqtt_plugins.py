@@ -17,6 +17,7 @@ within about a second. hub/transport/broker.py loads them when the broker is loc
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,21 +32,27 @@ __all__ = ["SiteAuthPlugin", "SiteTopicPlugin"]
 _LOGIN_CHECK = "etp.security.login_checked_against"  # Session.attributes key
 
 
+@functools.lru_cache(maxsize=4)
 def _access(password_file: str, acl_file: str) -> ReloadingAccess:
+    """The files' rules, one reader shared by both plugins (each change is parsed once)."""
     if not password_file or not acl_file:
         raise ValueError("the broker lock needs password_file and acl_file")
     return ReloadingAccess(Path(password_file), Path(acl_file))
 
 
+@dataclass
+class LockFiles:
+    """Both plugins' configuration: the files hub.security.broker.write_mosquitto_config
+    writes."""
+
+    password_file: str = ""
+    acl_file: str = ""
+
+
 class SiteAuthPlugin(BaseAuthPlugin):
     """Only known users with their password; never anonymous."""
 
-    @dataclass
-    class Config:
-        """The files written by hub.security.broker.write_mosquitto_config."""
-
-        password_file: str = ""
-        acl_file: str = ""
+    Config = LockFiles
 
     def __init__(self, context: BaseContext) -> None:
         super().__init__(context)
@@ -68,12 +75,7 @@ class SiteAuthPlugin(BaseAuthPlugin):
 class SiteTopicPlugin(BaseTopicPlugin):
     """Publish, subscribe and receive only where the ACL file allows."""
 
-    @dataclass
-    class Config:
-        """The files written by hub.security.broker.write_mosquitto_config."""
-
-        password_file: str = ""
-        acl_file: str = ""
+    Config = LockFiles
 
     def __init__(self, context: BaseContext) -> None:
         super().__init__(context)
