@@ -71,25 +71,29 @@ async def _wait_port(port: int, timeout_s: float) -> None:
             await asyncio.sleep(0.1)
 
 
-def _get_json(url: str, api_key: str) -> dict[str, Any]:
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {api_key}"})
-    with urllib.request.urlopen(request, timeout=10) as response:
+def hub_status(http_port: int, api_key: str, timeout_s: float = 10) -> dict[str, Any]:
+    """A local hub's /api/v1/status (raises OSError while it does not answer)."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{http_port}/api/v1/status",
+        headers={"Authorization": f"Bearer {api_key}"},
+    )
+    with urllib.request.urlopen(request, timeout=timeout_s) as response:
         return json.loads(response.read())  # type: ignore[no-any-return]
 
 
 async def _status(http_port: int, api_key: str) -> dict[str, Any]:
-    url = f"http://127.0.0.1:{http_port}/api/v1/status"
-    return await asyncio.to_thread(_get_json, url, api_key)
+    return await asyncio.to_thread(hub_status, http_port, api_key)
 
 
-async def _bench_api_key(data_dir: Path) -> str:
-    """A viewer key for the bench's own hub, made in its (new) store before the hub starts:
-    whoever can write the hub's database is trusted to, as `etp apikey create` is."""
+async def viewer_key(database_url: str, name: str = "bench") -> str:
+    """A viewer key for a bench's own hub, made in its store before the hub starts (which
+    also migrates it): whoever can write the hub's database is trusted to, as `etp apikey
+    create` is."""
     from hub.auth import Role, issue_api_key
-    from hub.store import Store, database_url_for
+    from hub.store import Store
 
-    async with Store(database_url_for(data_dir)) as store:
-        return (await issue_api_key(store, "bench", Role.VIEWER)).key
+    async with Store(database_url) as store:
+        return (await issue_api_key(store, name, Role.VIEWER)).key
 
 
 async def _wait_ready(
@@ -209,7 +213,9 @@ async def _run(
     # The aggregators must keep buying for the whole run: large requirements and budgets.
     env["ETP_AGGREGATOR_DEMAND_SCALE"] = "1000"
     master = load_master_secret(workdir / "data" / "master.key")
-    api_key = await _bench_api_key(workdir / "data")
+    from hub.store import database_url_for
+
+    api_key = await viewer_key(database_url_for(workdir / "data"))
     log_path = workdir / "hub.log"
     with open(log_path, "wb") as log_file:
         process = await asyncio.create_subprocess_exec(

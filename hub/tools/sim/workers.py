@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -47,13 +45,10 @@ class WorkerProcess:
 
     def status(self) -> dict[str, Any]:
         """/api/v1/status, or {} while the worker does not answer."""
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{self.http_port}/api/v1/status",
-            headers={"Authorization": f"Bearer {self.api_key}"},
-        )
+        from hub.tools.bench.hub import hub_status
+
         try:
-            with urllib.request.urlopen(request, timeout=3) as response:
-                return json.loads(response.read())  # type: ignore[no-any-return]
+            return hub_status(self.http_port, self.api_key, timeout_s=3)
         except (OSError, ValueError):
             return {}
 
@@ -101,11 +96,9 @@ class WorkerSite:
     async def prepare(self) -> None:
         """Migrate the database (as `etp db upgrade` before the workers start) and make the
         viewer key the site's status reads use."""
-        from hub.auth import Role, issue_api_key
-        from hub.store import Store
+        from hub.tools.bench.hub import viewer_key
 
-        async with Store(self.database_url) as store:
-            self.api_key = (await issue_api_key(store, "worker-site", Role.VIEWER)).key
+        self.api_key = await viewer_key(self.database_url, "worker-site")
 
     def add(self) -> WorkerProcess:
         index = len(self.workers)
