@@ -177,13 +177,19 @@ async def test_a_worker_that_lost_its_broker_lets_its_batteries_go(tmp_path: Pat
 def test_a_worker_without_the_sites_broker_or_postgresql_says_what_to_set(
     tmp_path: Path,
 ) -> None:
-    from typer.testing import CliRunner
+    # a child process: `etp hub` configures logging on its own stderr
+    import os
+    import subprocess
+    import sys
 
-    from hub.cli.main import app
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ETP_")}
 
-    runner = CliRunner()
-    alone = runner.invoke(app, ["hub", "--worker", "--data-dir", str(tmp_path)])
-    assert alone.exit_code == 1 and "ETP_MQTT_URL" in alone.output
-    sqlite = runner.invoke(app, ["hub", "--worker", "--data-dir", str(tmp_path),
-                                 "--mqtt-url", "mqtt://127.0.0.1:1"])
-    assert sqlite.exit_code == 1 and "ETP_DATABASE_URL" in sqlite.output
+    def etp(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "hub.cli.main", *args], env=env,
+                              capture_output=True, text=True, timeout=60)
+
+    alone = etp("hub", "--worker", "--data-dir", str(tmp_path))
+    assert alone.returncode == 1 and "ETP_MQTT_URL" in alone.stderr
+    sqlite = etp("hub", "--worker", "--data-dir", str(tmp_path),
+                 "--mqtt-url", "mqtt://127.0.0.1:1")
+    assert sqlite.returncode == 1 and "ETP_DATABASE_URL" in sqlite.stderr
